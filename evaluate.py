@@ -1,0 +1,210 @@
+"""Score a model on people it never saw: top-1/5/10 accuracy, mAP, recall@k, R-precision and
+nDCG@10 on a labelled query/gallery split, plus a retrieval figure.
+
+    python evaluate.py --checkpoint checkpoints/demo/best.pt --competition data/competition
+    python evaluate.py --checkpoint checkpoints/celeba/best.pt --labelled path/to/identity/folders
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from dataset import DataError
+from metrics import retrieval_report
+from retrieval import distance_estimator, embed_folder, embed_paths, relevance_matrix
+from utils import FacematchError, get_device, get_logger, load_config
+
+log = get_logger()
+
+
+# ---------------------------------------------------------------- protocol on labelled data
+
+def query_gallery_split(labels: list, queries_per_person: int, seed: int) -> tuple[list[int], list[int]]:
+    """Positions of queries and gallery items: queries_per_person photos of every person with at
+    least one photo left for the gallery become queries; all other photos form the gallery."""
+    by_label: dict = {}
+    for pos, label in enumerate(labels):
+        by_label.setdefault(label, []).append(pos)
+    rng = random.Random(seed)
+    queries, gallery = [], []
+    for label in sorted(by_label, key=str):
+        pos = by_label[label][:]
+        rng.shuffle(pos)
+        n_q = min(queries_per_person, len(pos) - 1)
+        queries += pos[:n_q]
+        gallery += pos[n_q:]
+    return sorted(queries), sorted(gallery)
+
+
+def score_embeddings(query: np.ndarray, gallery: np.ndarray, correct: list[set[int]],
+                     metric: str = "cosine", chunk_size: int = 1024) -> tuple[dict, np.ndarray]:
+    """Rank the whole gallery for every query and score it: (metrics, ranked gallery indices).
+
+    `correct[i]` holds the gallery positions that match query i. Queries without any match
+    cannot be scored and are left out, and counted in the result.
+    """
+    ranked, _ = distance_estimator(query, gallery, len(gallery), metric, chunk_size)
+    has_match = np.array([len(c) > 0 for c in correct], dtype=bool)
+    rel = relevance_matrix([list(r) for r in ranked[has_match]],
+                           [c for c, ok in zip(correct, has_match) if ok])
+    report = retrieval_report(rel, np.array([len(c) for c in correct])[has_match])
+    report["queries"] = int(has_match.sum())
+    report["queries_without_match"] = int((~has_match).sum())
+    return report, ranked
+
+
+def score_labelled(embeddings: np.ndarray, labels: list, cfg: dict) -> tuple[dict, list[int], list[int], np.ndarray]:
+    """Validation protocol on labelled embeddings: (metrics, query positions, gallery positions, ranking)."""
+    q_pos, g_pos = query_gallery_split(labels, cfg["split"]["queries_per_person"], cfg["seed"])
+    if not q_pos:
+        raise DataError("no person has two or more photos: nothing to query")
+    g_labels = [labels[j] for j in g_pos]
+    correct = [{n for n, gl in enumerate(g_labels) if gl == labels[i]} for i in q_pos]
+    report, ranked = score_embeddings(embeddings[q_pos], embeddings[g_pos], correct,
+                                      cfg["retrieval"]["metric"], cfg["retrieval"]["chunk_size"])
+    return report, q_pos, g_pos, ranked
+
+
+# ---------------------------------------------------------------- competition ground truth
+
+def load_ground_truth(path: str | Path) -> dict:
+    """Read a ground-truth file written by split.py: {'queries': {q: [gallery…]}, 'gallery': [...]}."""
+    try:
+        with open(path) as fh:
+            gt = json.load(fh)
+    except OSError as exc:
+        raise DataError(f"cannot read ground truth {path}: {exc.strerror}") from None
+    except json.JSONDecodeError as exc:
+        raise DataError(f"ground truth {path} is not valid JSON: {exc}") from None
+    if not isinstance(gt, dict) or not isinstance(gt.get("queries"), dict) or not isinstance(gt.get("gallery"), list):
+        raise DataError(f"ground truth {path} must hold 'queries' (a mapping) and 'gallery' (a list)")
+    gallery = set(gt["gallery"])
+    for query, names in gt["queries"].items():
+        if not isinstance(names, list) or not names or not set(names) <= gallery:
+            raise DataError(f"ground truth {path}: query '{query}' needs a non-empty list of gallery names")
+    return gt
+
+
+# ---------------------------------------------------------------- figure
+
+def retrieval_figure(path: str | Path, query_crops: list, gallery_crops: list, ranked: np.ndarray,
+                     correct: list[set[int]], n_queries: int, top: int, title: str = "") -> Path:
+    """Draw queries (left) with their top results, framed green when correct and red when not."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from dataset import load_crop
+
+    n = min(n_queries, len(query_crops))
+    top = min(top, ranked.shape[1])
+    fig, axes = plt.subplots(n, top + 1, figsize=(1.6 * (top + 1), 1.7 * n + 0.4), squeeze=False)
+    for row in range(n):
+        axes[row, 0].imshow(load_crop(query_crops[row]))
+        axes[row, 0].set_title("query", fontsize=8)
+        for col in range(top):
+            j = int(ranked[row, col])
+            ax = axes[row, col + 1]
+            ax.imshow(load_crop(gallery_crops[j]))
+            good = j in correct[row]
+            for spine in ax.spines.values():
+                spine.set_edgecolor("tab:green" if good else "tab:red")
+                spine.set_linewidth(4)
+            ax.set_title(f"#{col + 1} {'✓' if good else '✗'}", fontsize=8,
+                         color="tab:green" if good else "tab:red")
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+# ---------------------------------------------------------------- command line
+
+def format_report(report: dict) -> str:
+    keys = ["top1", "top5", "top10", "map", "recall@1", "recall@5", "recall@10", "r_precision", "ndcg@10"]
+    return "  ".join(f"{k}={report[k]:.3f}" for k in keys if k in report) + \
+        f"  ({report.get('queries', '?')} queries)"
+
+
+def evaluate_checkpoint(checkpoint: str, cfg_files: list[str], overrides: list[str],
+                        competition: str | None = None, labelled: str | None = None) -> dict:
+    """Score a checkpoint on a competition folder (with ground truth) or on identity folders."""
+    from dataset import crop_paths, list_identities
+    from network import model_from_checkpoint
+
+    device = get_device(load_config(cfg_files, overrides)["device"])
+    model, trained_cfg = model_from_checkpoint(checkpoint, device)
+    # The checkpoint's own preprocessing, so evaluation sees images exactly as validation did.
+    cfg = load_config(cfg_files, overrides, base=trained_cfg)
+    if competition:
+        comp = Path(competition)
+        gt = load_ground_truth(comp / "ground_truth.json")
+        queries = embed_folder(comp / "test" / "query", model, cfg, device)
+        gallery = embed_folder(comp / "test" / "gallery", model, cfg, device)
+        g_index = {name: j for j, name in enumerate(gallery.names)}
+        unknown = [q for q in queries.names if q not in gt["queries"]]
+        if unknown:
+            log.warning(f"{len(unknown)} query photos are not in the ground truth, e.g. {unknown[0]}")
+        keep = [i for i, q in enumerate(queries.names) if q in gt["queries"]]
+        correct = [{g_index[g] for g in gt["queries"][queries.names[i]] if g in g_index} for i in keep]
+        report, ranked = score_embeddings(queries.embeddings[keep], gallery.embeddings, correct,
+                                          cfg["retrieval"]["metric"], cfg["retrieval"]["chunk_size"])
+        q_crops, g_crops = [queries.crops[i] for i in keep], gallery.crops
+        missing = len(set(gt["queries"]) - set(queries.names))
+        if missing:
+            report["queries_missing"] = missing
+            log.warning(f"{missing} ground-truth queries have no readable photo in {comp / 'test' / 'query'}")
+    elif labelled:
+        people = list_identities(labelled, 1)
+        paths = [p for photos in people.values() for p in photos]
+        labels = [name for name, photos in people.items() for _ in photos]
+        emb = embed_paths(paths, model, cfg, device, Path(labelled).name)
+        skipped = set(emb.skipped)
+        labels = [label for p, label in zip(paths, labels) if str(p) not in skipped]
+        report, q_pos, g_pos, ranked = score_labelled(emb.embeddings, labels, cfg)
+        q_crops, g_crops = [emb.crops[i] for i in q_pos], [emb.crops[j] for j in g_pos]
+        correct = [{n for n, j in enumerate(g_pos) if labels[j] == labels[i]} for i in q_pos]
+    else:
+        raise DataError("give --competition or --labelled")
+    ev = cfg["evaluate"]
+    fig = retrieval_figure(ev["figure"], q_crops, g_crops, ranked, correct, ev["figure_queries"],
+                           ev["figure_top"], title=f"{Path(checkpoint).name}: top-1 {report['top1']:.2f}, mAP {report['map']:.2f}")
+    log.info(f"retrieval figure: {fig}")
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", required=True, help="a checkpoint written by train.py")
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--competition", help="folder from split.py: test/query, test/gallery, ground_truth.json")
+    where.add_argument("--labelled", help="identity folders <dir>/<person>/<photo>, split into query and gallery")
+    parser.add_argument("--config", action="append", default=[], help="extra config file(s) on top of the checkpoint's")
+    parser.add_argument("--json", help="also write the metrics to this JSON file")
+    parser.add_argument("overrides", nargs="*", help="config overrides, key=value")
+    args = parser.parse_args(argv)
+    try:
+        report = evaluate_checkpoint(args.checkpoint, args.config, args.overrides, args.competition, args.labelled)
+    except (FacematchError, OSError) as exc:
+        log.error(f"error: {exc}")
+        return 2
+    print(format_report(report))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,158 @@
+"""Rank the gallery for every query and send the top-k names to the competition server.
+
+    python request_send.py --checkpoint checkpoints/demo/best.pt --test data/competition/test \
+                           --out outputs/submission.json             # rank, save, submit
+    python request_send.py ... --dry-run                             # rank and save only
+    python request_send.py --payload outputs/submission.json         # send a saved payload again
+
+The payload is written to --out before anything is sent, so a server that is down loses nothing:
+send the same file again with --payload.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+from utils import FacematchError, atomic_write, get_device, get_logger, load_config
+
+log = get_logger()
+
+
+class PayloadError(FacematchError, ValueError):
+    """A submission that the server would reject; the message names the query or field."""
+
+
+class SubmissionError(FacematchError, RuntimeError):
+    """The server could not be reached, kept failing, or rejected the submission."""
+
+
+def build_payload(groupname: str, query_names: list[str], ranked: list[list[str]]) -> dict:
+    """The course server's JSON: {'groupname': team, 'images': {query: [gallery names]}}."""
+    return {"groupname": groupname, "images": {q: list(r) for q, r in zip(query_names, ranked)}}
+
+
+def validate_payload(payload: dict, gallery_names: set[str] | None = None, k: int = 10) -> None:
+    """Refuse a payload the server would reject or score wrongly: every query must have exactly
+    k distinct names, all from the gallery (when the gallery is known)."""
+    if not isinstance(payload, dict):
+        raise PayloadError("payload must be a JSON object")
+    if not isinstance(payload.get("groupname"), str) or not payload["groupname"].strip():
+        raise PayloadError("payload field 'groupname' must be a non-empty string")
+    images = payload.get("images")
+    if not isinstance(images, dict) or not images:
+        raise PayloadError("payload field 'images' must map each query name to a list of gallery names")
+    for query, names in images.items():
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise PayloadError(f"query '{query}': expected a list of gallery names")
+        if len(names) != k:
+            raise PayloadError(f"query '{query}': {len(names)} gallery names, expected {k}")
+        if len(set(names)) != len(names):
+            raise PayloadError(f"query '{query}': the same gallery name is listed twice")
+        if gallery_names is not None:
+            unknown = [n for n in names if n not in gallery_names]
+            if unknown:
+                raise PayloadError(f"query '{query}': '{unknown[0]}' is not a gallery photo")
+
+
+def submit(payload: dict, url: str, timeout: float = 30, retries: int = 3, backoff: float = 0.5,
+           token: str = "") -> dict:
+    """POST the payload as a raw JSON body and return the server's JSON answer.
+
+    Connection errors and 5xx answers are retried with exponential back-off; 4xx answers are
+    not (the same payload would be refused again) and raise SubmissionError with the server's message.
+    """
+    retry = Retry(total=retries, connect=retries, read=retries, status=retries, other=0,
+                  backoff_factor=backoff, status_forcelist=(500, 502, 503, 504),
+                  allowed_methods=None, raise_on_status=False)
+    session = requests.Session()
+    session.mount("http://", HTTPAdapter(max_retries=retry))
+    session.mount("https://", HTTPAdapter(max_retries=retry))
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    try:
+        answer = session.post(url, data=json.dumps(payload).encode(), headers=headers, timeout=timeout)
+    except requests.exceptions.RequestException as exc:
+        raise SubmissionError(f"could not reach the server at {url} after {retries + 1} tries: "
+                              f"{exc.__class__.__name__}") from None
+    finally:
+        session.close()
+    try:
+        body = answer.json()
+    except ValueError:
+        body = {"message": answer.text[:300]}
+    if answer.status_code >= 500:
+        raise SubmissionError(f"server at {url} answered {answer.status_code} after {retries + 1} tries: "
+                              f"{body.get('message', body) if isinstance(body, dict) else body}")
+    if answer.status_code >= 400:
+        raise SubmissionError(f"server rejected the submission ({answer.status_code}): "
+                              f"{body.get('message', body) if isinstance(body, dict) else body}")
+    return body
+
+
+def rank_test_set(checkpoint: str, test_dir: str | Path, cfg_files: list[str], overrides: list[str]) -> tuple[dict, set[str], int]:
+    """Crop and embed test/query and test/gallery, rank; returns (payload, gallery names, k)."""
+    from network import model_from_checkpoint
+    from retrieval import embed_folder, rank
+
+    device = get_device(load_config(cfg_files, overrides)["device"])
+    model, trained_cfg = model_from_checkpoint(checkpoint, device)
+    cfg = load_config(cfg_files, overrides, base=trained_cfg)  # same preprocessing as in training
+    test_dir = Path(test_dir)
+    queries = embed_folder(test_dir / "query", model, cfg, device)
+    gallery = embed_folder(test_dir / "gallery", model, cfg, device)
+    for what in (queries, gallery):
+        if what.skipped:
+            log.warning(f"{len(what.skipped)} unreadable photos left out: {', '.join(what.skipped[:5])}")
+    k = int(cfg["retrieval"]["k"])
+    ranked = rank(queries.embeddings, gallery.embeddings, gallery.names, k,
+                  cfg["retrieval"]["metric"], cfg["retrieval"]["chunk_size"])
+    return build_payload(cfg["submit"]["groupname"], queries.names, ranked), set(gallery.names), k
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", help="a checkpoint written by train.py")
+    parser.add_argument("--test", default="data/competition/test", help="folder holding query/ and gallery/")
+    parser.add_argument("--payload", help="send this saved payload instead of ranking")
+    parser.add_argument("--out", default="outputs/submission.json", help="where the payload is written first")
+    parser.add_argument("--dry-run", action="store_true", help="rank and write --out, do not send")
+    parser.add_argument("--config", action="append", default=[], help="config file(s) on top of the checkpoint's")
+    parser.add_argument("overrides", nargs="*", help="config overrides, key=value (e.g. submit.url=…)")
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_config(args.config, args.overrides)
+        if args.payload:
+            try:
+                payload = json.loads(Path(args.payload).read_text())
+            except (OSError, ValueError) as exc:
+                raise PayloadError(f"cannot read payload {args.payload}: {exc}") from None
+            validate_payload(payload, None, int(cfg["retrieval"]["k"]))
+        else:
+            if not args.checkpoint:
+                parser.error("give --checkpoint (to rank) or --payload (to resend)")
+            payload, gallery, k = rank_test_set(args.checkpoint, args.test, args.config, args.overrides)
+            validate_payload(payload, gallery, k)
+            atomic_write(args.out, lambda tmp: Path(tmp).write_text(json.dumps(payload, indent=1)))
+            print(f"payload: {len(payload['images'])} queries × {k} names written to {args.out}")
+        if args.dry_run:
+            return 0
+        s = cfg["submit"]
+        answer = submit(payload, s["url"], s["timeout"], s["retries"], s["backoff"], s["token"])
+    except (FacematchError, OSError) as exc:
+        log.error(f"error: {exc}")
+        return 2
+    results = answer.get("results", answer)
+    print("server answered: " + "  ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
+                                         for k, v in results.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,99 @@
+"""Ranking the gallery for every query: folder → embeddings, the distance estimator (exact
+search as chunked matrix products), and top-k lists of gallery names."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dataset import DataError, crop_paths, eval_transform, list_images
+from network import EmbeddingNet, embed
+from utils import ConfigError, get_logger
+
+METRICS = ("cosine", "euclidean")
+log = get_logger()
+
+
+def distance_estimator(query: np.ndarray, gallery: np.ndarray, k: int, metric: str = "cosine",
+                       chunk_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """Exact k nearest gallery rows for every query row: (indices, distances), nearest first.
+
+    Cosine distance is 1 - cosine similarity; euclidean is the L2 distance. Queries are taken
+    chunk_size at a time, so memory stays at chunk_size × len(gallery) whatever the query count.
+    """
+    if metric not in METRICS:
+        raise ConfigError(f"retrieval.metric '{metric}' is not one of {', '.join(METRICS)}")
+    q = torch.as_tensor(np.asarray(query, dtype=np.float32))
+    g = torch.as_tensor(np.asarray(gallery, dtype=np.float32))
+    if q.ndim != 2 or g.ndim != 2 or q.shape[1] != g.shape[1]:
+        raise ValueError(f"query {tuple(q.shape)} and gallery {tuple(g.shape)} must be 2-D with equal width")
+    if not 1 <= k <= len(g):
+        raise DataError(f"k={k} but the gallery holds {len(g)} images")
+    if metric == "cosine":
+        q = torch.nn.functional.normalize(q, dim=1)
+        g = torch.nn.functional.normalize(g, dim=1)
+    else:
+        g_sq = (g * g).sum(1)
+    idx_out, dist_out = [], []
+    for start in range(0, len(q), chunk_size):
+        block = q[start:start + chunk_size]
+        if metric == "cosine":
+            dist = 1.0 - block @ g.T
+        else:
+            dist = ((block * block).sum(1, keepdim=True) - 2.0 * block @ g.T + g_sq).clamp_(min=0).sqrt_()
+        d, i = torch.topk(dist, k, dim=1, largest=False, sorted=True)
+        idx_out.append(i)
+        dist_out.append(d)
+    if not idx_out:
+        return np.zeros((0, k), dtype=np.int64), np.zeros((0, k), dtype=np.float32)
+    return torch.cat(idx_out).numpy(), torch.cat(dist_out).numpy()
+
+
+def rank(query: np.ndarray, gallery: np.ndarray, gallery_names: list[str], k: int = 10,
+         metric: str = "cosine", chunk_size: int = 1024) -> list[list[str]]:
+    """The k best gallery names for every query embedding, best first, each name once."""
+    if len(set(gallery_names)) != len(gallery_names):
+        raise ValueError("gallery names must be unique")
+    if len(gallery_names) != len(gallery):
+        raise ValueError(f"{len(gallery_names)} gallery names for {len(gallery)} embeddings")
+    idx, _ = distance_estimator(query, gallery, k, metric, chunk_size)
+    return [[gallery_names[j] for j in row] for row in idx]
+
+
+@dataclass
+class EmbeddedFolder:
+    """A folder's photos as embeddings; photos that could not be read are listed, not lost."""
+    names: list[str]
+    crops: list[Path | np.ndarray]   # crop-cache files (or arrays), for figures
+    embeddings: np.ndarray
+    skipped: list[str]
+
+
+def embed_paths(paths: list[Path], model: EmbeddingNet, cfg: dict, device, what: str) -> EmbeddedFolder:
+    """Crop (through the cache) and embed photos with the evaluation transform."""
+    crops, report = crop_paths(paths, cfg["crop"], cfg["data"]["cache_dir"], desc=f"cropping {what}")
+    log.info(f"{what}: {report.summary()}")
+    kept = [(p.name, c) for p, c in zip(paths, crops) if c is not None]
+    emb = embed(model, [c for _, c in kept], eval_transform(cfg), cfg["retrieval"]["batch_size"],
+                device, desc=f"embedding {what}")
+    return EmbeddedFolder([n for n, _ in kept], [c for _, c in kept], emb,
+                          [str(p) for p, c in zip(paths, crops) if c is None])
+
+
+def embed_folder(folder: str | Path, model: EmbeddingNet, cfg: dict, device) -> EmbeddedFolder:
+    """Every image directly in `folder`, cropped and embedded; an empty folder is an error."""
+    paths = list_images(folder)
+    if not paths:
+        raise DataError(f"{folder}: no images in this folder")
+    return embed_paths(paths, model, cfg, device, Path(folder).name)
+
+
+def relevance_matrix(ranked: list[list[str]], correct: list[set[str]]) -> np.ndarray:
+    """Boolean (queries × ranks) matrix: is each ranked name one of the query's correct names."""
+    width = max((len(r) for r in ranked), default=0)
+    rel = np.zeros((len(ranked), width), dtype=bool)
+    for i, (names, good) in enumerate(zip(ranked, correct)):
+        rel[i, :len(names)] = [n in good for n in names]
+    return rel

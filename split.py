@@ -1,0 +1,123 @@
+"""Build a competition from labelled photos, deterministically from the seed.
+
+    python split.py --people data/sample/people --distractors data/sample/distractors \
+                    --out data/competition split.test_fraction=0.5 seed=0
+
+Writes, under --out:
+  train/<person>/<photo>      people for training (none of them is in the test set)
+  test/query/<40 hex>.jpg     query photos of the test people, under opaque names
+  test/gallery/<40 hex>.jpg   the test people's other photos, plus every distractor
+  ground_truth.json           for the server: query → correct gallery names, and the gallery list
+  key.json                    for the organiser: opaque name → original file
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import random
+import shutil
+import sys
+from pathlib import Path
+
+from dataset import IMAGE_EXTENSIONS, DataError, identity_split, list_identities
+from utils import FacematchError, atomic_write, get_logger, load_config
+
+log = get_logger()
+
+
+def opaque_name(seed: int, source: Path) -> str:
+    """40 hex characters (a SHA-1 of the seed and the photo's folder and file name) plus its
+    lower-case extension: the same on every machine, whatever the path to the data."""
+    digest = hashlib.sha1(f"facematch:{seed}:{source.parent.name}/{source.name}".encode()).hexdigest()
+    return digest + source.suffix.lower()
+
+
+def make_split(people_dir: str | Path, distractors_dir: str | Path | None, seed: int,
+               test_fraction: float, queries_per_person: int) -> dict:
+    """Decide the split without touching the disk: {'train': {person: [paths]}, 'query': {name: path},
+    'gallery': {name: path}, 'queries': {query name: [gallery names]}}."""
+    if queries_per_person < 1:
+        raise DataError("split.queries_per_person must be 1 or more")
+    people = list_identities(people_dir, 1)
+    several = [n for n, photos in people.items() if len(photos) >= 2]
+    singles = [n for n, photos in people.items() if len(photos) == 1]
+    if len(several) < 2:
+        raise DataError(f"{people_dir}: need 2 or more people with 2+ photos to split, found {len(several)}")
+    train_names, test_names = identity_split(several, test_fraction, seed)
+    rng = random.Random(seed)
+    query, gallery, queries = {}, {}, {}
+    for name in test_names:
+        photos = people[name][:]
+        rng.shuffle(photos)
+        n_q = min(queries_per_person, len(photos) - 1)
+        g_names = [opaque_name(seed, p) for p in photos[n_q:]]
+        gallery.update(zip(g_names, photos[n_q:]))
+        for p in photos[:n_q]:
+            q = opaque_name(seed, p)
+            query[q] = p
+            queries[q] = sorted(g_names)
+    extra = [people[n][0] for n in singles]
+    if distractors_dir:
+        root = Path(distractors_dir)
+        if not root.is_dir():
+            raise DataError(f"{root}: no such distractor folder")
+        extra += sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    gallery.update((opaque_name(seed, p), p) for p in extra)
+    if len(gallery) != len(set(gallery.values())) or set(gallery) & set(query):
+        raise DataError("two photos got the same opaque name; are the same files listed twice?")
+    return {"train": {n: people[n] for n in train_names}, "query": query, "gallery": gallery, "queries": queries}
+
+
+def write_split(split: dict, out: str | Path, name: str, seed: int, force: bool = False) -> Path:
+    """Copy the photos into the competition layout and write ground_truth.json and key.json."""
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        if not force:
+            raise DataError(f"{out} already exists and is not empty: pass --force to rebuild it")
+        for sub in ("train", "test"):
+            shutil.rmtree(out / sub, ignore_errors=True)
+    for person, photos in split["train"].items():
+        (out / "train" / person).mkdir(parents=True, exist_ok=True)
+        for p in photos:
+            shutil.copy2(p, out / "train" / person / p.name)
+    for role in ("query", "gallery"):
+        (out / "test" / role).mkdir(parents=True, exist_ok=True)
+        for opaque, p in split[role].items():
+            shutil.copy2(p, out / "test" / role / opaque)
+    truth = {"name": name, "seed": seed, "queries": split["queries"], "gallery": sorted(split["gallery"])}
+    key = {n: str(p) for role in ("query", "gallery") for n, p in sorted(split[role].items())}
+    atomic_write(out / "ground_truth.json", lambda tmp: Path(tmp).write_text(json.dumps(truth, indent=1)))
+    atomic_write(out / "key.json", lambda tmp: Path(tmp).write_text(json.dumps(key, indent=1)))
+    return out / "ground_truth.json"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--people", required=True, help="identity folders: <dir>/<person>/<photo>")
+    parser.add_argument("--distractors", help="photos of people who match nobody (any folder layout)")
+    parser.add_argument("--out", required=True, help="competition folder to write")
+    parser.add_argument("--name", help="competition name (default: the --out folder's name)")
+    parser.add_argument("--force", action="store_true", help="rebuild --out when it already exists")
+    parser.add_argument("--config", action="append", default=[], help="config file(s) on top of config/default.yaml")
+    parser.add_argument("overrides", nargs="*", help="config overrides, key=value (e.g. seed=1)")
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_config(args.config, args.overrides)
+        s = cfg["split"]
+        split = make_split(args.people, args.distractors, cfg["seed"], s["test_fraction"], s["queries_per_person"])
+        truth = write_split(split, args.out, args.name or Path(args.out).name, cfg["seed"], args.force)
+    except (FacematchError, OSError) as exc:
+        log.error(f"error: {exc}")
+        return 2
+    n_matches = sum(len(v) for v in split["queries"].values())
+    print(f"split into {args.out}: {len(split['train'])} training people "
+          f"({sum(map(len, split['train'].values()))} photos); test: {len(split['query'])} queries, "
+          f"{len(split['gallery'])} gallery photos ({n_matches} correct matches, "
+          f"{len(split['gallery']) - len({g for v in split['queries'].values() for g in v})} distractors); "
+          f"ground truth {truth}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,39 @@
+"""Shared test set-up: the repository on sys.path, fixture paths and a tiny CPU config."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+FACES = FIXTURES / "faces"
+PEOPLE = FIXTURES / "people"
+SHARED = ROOT.parent / "shared" / "data"
+
+
+def needs_shared(sub: str):
+    """Skip a test that needs more real photos than tests/fixtures holds."""
+    return pytest.mark.skipif(not (SHARED / sub).is_dir(),
+                              reason=f"needs ../shared/data/{sub} (not in a fresh clone; tests/fixtures has a few photos)")
+
+
+@pytest.fixture
+def tiny_cfg(tmp_path):
+    """A config small enough to train in seconds on the CPU: ResNet18, 32-px inputs, random weights."""
+    from utils import load_config
+
+    return load_config(overrides=[
+        f"data.train_dir={PEOPLE}", f"data.cache_dir={tmp_path / 'cache'}", "data.val_fraction=0.4",
+        "model.arch=resnet18", "model.weights=none", "model.embedding_size=16",
+        "input.size=32", "crop.size=40", "device=cpu",
+        "train.epochs=2", "train.P=3", "train.K=2", "train.batches_per_epoch=3", "train.patience=0",
+        "train.lr_backbone=0.001", "train.lr_head=0.001", "train.batch_size_eval=8",
+        f"train.out_dir={tmp_path / 'run'}", f"train.figure={tmp_path / 'curve.png'}",
+        f"evaluate.figure={tmp_path / 'retrieval.png'}", "retrieval.batch_size=8",
+    ])

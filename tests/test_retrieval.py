@@ -1,0 +1,119 @@
+"""The distance estimator, ranking and the retrieval metrics."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dataset import DataError
+from evaluate import query_gallery_split, score_embeddings
+from metrics import (average_precision, mean_average_precision, ndcg_at_k, r_precision, recall_at_k,
+                     retrieval_report, top_k_accuracy)
+from retrieval import distance_estimator, rank, relevance_matrix
+from utils import ConfigError
+
+
+def brute_force(q, g, metric):
+    if metric == "cosine":
+        qn = q / np.linalg.norm(q, axis=1, keepdims=True)
+        gn = g / np.linalg.norm(g, axis=1, keepdims=True)
+        d = 1 - qn @ gn.T
+    else:
+        d = np.sqrt(((q[:, None, :] - g[None, :, :]) ** 2).sum(-1))
+    return np.argsort(d, axis=1, kind="stable"), np.sort(d, axis=1)
+
+
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+@pytest.mark.parametrize("chunk", [1, 7, 10_000])
+def test_distance_estimator_matches_brute_force(metric, chunk):
+    rng = np.random.default_rng(0)
+    q, g = rng.normal(size=(23, 16)), rng.normal(size=(57, 16))
+    idx, dist = distance_estimator(q, g, k=10, metric=metric, chunk_size=chunk)
+    ref_idx, ref_dist = brute_force(q, g, metric)
+    assert idx.shape == (23, 10)
+    assert np.array_equal(idx, ref_idx[:, :10])
+    assert np.allclose(dist, ref_dist[:, :10], atol=1e-4)
+
+
+def test_distance_estimator_rejects_bad_input():
+    g = np.zeros((5, 4), dtype=np.float32)
+    with pytest.raises(DataError, match="k=6"):
+        distance_estimator(np.ones((2, 4)), g, k=6)
+    with pytest.raises(ValueError, match="equal width"):
+        distance_estimator(np.ones((2, 3)), g, k=2)
+    with pytest.raises(ConfigError, match="manhattan"):
+        distance_estimator(np.ones((2, 4)), g, k=2, metric="manhattan")
+
+
+def test_rank_gives_k_unique_gallery_names_best_first():
+    rng = np.random.default_rng(1)
+    g = rng.normal(size=(30, 8))
+    names = [f"{i:040x}.jpg" for i in range(30)]
+    q = g[[3, 17]] + 0.01 * rng.normal(size=(2, 8))  # near-copies of gallery rows 3 and 17
+    lists = rank(q, g, names, k=10)
+    assert [lst[0] for lst in lists] == [names[3], names[17]]
+    for lst in lists:
+        assert len(lst) == 10 and len(set(lst)) == 10 and set(lst) <= set(names)
+    with pytest.raises(ValueError, match="unique"):
+        rank(q, g, names[:-1] + names[:1], k=10)
+
+
+# Hand-computed case. Query A: correct at ranks 1 and 3, 2 matches in all. Query B: correct at
+# rank 2 only, 3 matches in all (one never retrieved). Query C: nothing correct in 4, 1 match.
+REL = np.array([[1, 0, 1, 0], [0, 1, 0, 0], [0, 0, 0, 0]], dtype=bool)
+N_REL = np.array([2, 3, 1])
+
+
+def test_top_k_accuracy_by_hand():
+    assert top_k_accuracy(REL, 1) == pytest.approx(1 / 3)
+    assert top_k_accuracy(REL, 2) == pytest.approx(2 / 3)
+    assert top_k_accuracy(REL, 4) == pytest.approx(2 / 3)
+
+
+def test_average_precision_by_hand():
+    # A: (1/1 + 2/3) / 2; B: (1/2) / 3; C: 0
+    assert average_precision(REL, N_REL) == pytest.approx([(1 + 2 / 3) / 2, 0.5 / 3, 0.0])
+    assert mean_average_precision(REL, N_REL) == pytest.approx(((1 + 2 / 3) / 2 + 0.5 / 3) / 3)
+    # A truncated list divides by min(matches, list length): AP@2 of [1, 1] with 5 matches is 1.
+    assert average_precision(np.array([[1, 1]], bool), np.array([5])) == pytest.approx([1.0])
+
+
+def test_recall_r_precision_ndcg_by_hand():
+    assert recall_at_k(REL, N_REL, 1) == pytest.approx((1 / 2 + 0 + 0) / 3)
+    assert recall_at_k(REL, N_REL, 4) == pytest.approx((2 / 2 + 1 / 3 + 0) / 3)
+    # R-precision: A: precision@2 = 1/2; B: precision@3 = 1/3; C: precision@1 = 0
+    assert r_precision(REL, N_REL) == pytest.approx((1 / 2 + 1 / 3 + 0) / 3)
+    # nDCG@4: A: (1 + 1/log2 4) / (1 + 1/log2 3); B: (1/log2 3) / (1 + 1/log2 3 + 1/log2 4); C: 0
+    a = (1 + 1 / 2) / (1 + 1 / np.log2(3))
+    b = (1 / np.log2(3)) / (1 + 1 / np.log2(3) + 1 / 2)
+    assert ndcg_at_k(REL, N_REL, 4) == pytest.approx((a + b) / 3)
+    report = retrieval_report(REL, N_REL, ks=(1, 4))
+    assert set(report) >= {"top1", "top4", "map", "recall@1", "recall@4", "r_precision", "ndcg@10"}
+
+
+def test_metrics_reject_inconsistent_counts():
+    with pytest.raises(ValueError, match="smaller"):
+        mean_average_precision(REL, np.array([1, 0, 0]))
+    with pytest.raises(ValueError, match="one entry per query"):
+        recall_at_k(REL, np.array([1, 1]), 1)
+
+
+def test_relevance_matrix_from_names():
+    rel = relevance_matrix([["a", "b", "c"], ["x", "y"]], [{"c", "a"}, {"z"}])
+    assert rel.tolist() == [[True, False, True], [False, False, False]]
+
+
+def test_score_embeddings_perfect_and_query_without_match():
+    g = np.eye(6, dtype=np.float32)
+    q = g[[0, 2]] + 0.01
+    report, ranked = score_embeddings(q, g, [{0, 1}, set()])
+    assert report["queries"] == 1 and report["queries_without_match"] == 1
+    assert report["top1"] == 1.0 and ranked.shape == (2, 6)
+
+
+def test_query_gallery_split_keeps_a_gallery_photo_for_every_query():
+    labels = ["a"] * 3 + ["b"] * 1 + ["c"] * 2
+    q, g = query_gallery_split(labels, queries_per_person=2, seed=0)
+    assert not set(q) & set(g) and sorted(q + g) == list(range(6))
+    assert [labels[i] for i in q].count("a") == 2 and "b" not in [labels[i] for i in q]
+    for i in q:
+        assert any(labels[j] == labels[i] for j in g)

@@ -1,0 +1,165 @@
+"""Small shared helpers: configuration, seeding, device choice, logging, atomic writes."""
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import random
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+ROOT = Path(__file__).resolve().parent
+DEFAULT_CONFIG = ROOT / "config" / "default.yaml"
+
+
+class FacematchError(Exception):
+    """Base of every error facematch raises on bad input; its message names the file or field."""
+
+
+class ConfigError(FacematchError, ValueError):
+    """A configuration file or override names an unknown key or holds a bad value."""
+
+
+def _merge(base: dict, update: dict, source: str, prefix: str = "") -> None:
+    for key, value in update.items():
+        dotted = f"{prefix}{key}"
+        if key not in base:
+            raise ConfigError(f"{source}: unknown config key '{dotted}' (see config/default.yaml)")
+        if isinstance(base[key], dict):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{source}: '{dotted}' must be a mapping, got {value!r}")
+            _merge(base[key], value, source, dotted + ".")
+        else:
+            base[key] = _coerce(base[key], value, f"{source}: '{dotted}'")
+
+
+def _coerce(default: Any, value: Any, where: str) -> Any:
+    """Give `value` the type of the documented default: YAML reads 1e-4 as a string, for one."""
+    if default is None or value is None:
+        return value
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where} must be true or false, got {value!r}")
+        return value
+    if isinstance(default, (int, float)):
+        try:
+            number = float(value) if not isinstance(value, bool) else None
+        except (TypeError, ValueError):
+            number = None
+        if number is None:
+            raise ConfigError(f"{where} must be a number, got {value!r}")
+        return int(number) if isinstance(default, int) and number.is_integer() else number
+    if isinstance(default, list) and not isinstance(value, list):
+        raise ConfigError(f"{where} must be a list, got {value!r}")
+    if isinstance(default, str) and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+def parse_override(text: str) -> dict:
+    """Turn 'a.b.c=value' into {'a': {'b': {'c': value}}}, the value parsed as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"override '{text}' is not of the form key=value (e.g. train.epochs=5)")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw != "" else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override '{text}': value is not valid YAML ({exc})") from None
+    tree: dict = {}
+    node = tree
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+    return tree
+
+
+def load_config(files: list[str | Path] | None = None, overrides: list[str] | None = None,
+                base: dict | None = None) -> dict:
+    """Load config/default.yaml (or `base`), then each file and each key=value override on top.
+
+    Unknown keys are errors, so a typo never silently leaves a default in place.
+    """
+    if base is None:
+        with open(DEFAULT_CONFIG) as fh:
+            cfg = yaml.safe_load(fh)
+    else:
+        cfg = copy.deepcopy(base)
+    for path in files or []:
+        try:
+            with open(path) as fh:
+                data = yaml.safe_load(fh) or {}
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {path} must hold a mapping of keys")
+        _merge(cfg, data, str(path))
+    for text in overrides or []:
+        _merge(cfg, parse_override(text), f"override '{text}'")
+    return cfg
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch so a run can be repeated."""
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def get_device(name: str = "auto"):
+    """Return the torch device named in the config; 'auto' picks CUDA when present."""
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device '{name}' asked for, but no CUDA device is available")
+    return torch.device(name)
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is at the time, so redirection and test capture see it."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
+def get_logger(name: str = "facematch") -> logging.Logger:
+    """A logger that prints 'facematch: message' to stderr once per process."""
+    logger = logging.getLogger(name)
+    if not logger.handlers:
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+    return logger
+
+
+def atomic_write(path: str | Path, write) -> None:
+    """Call write(tmp_path) and rename the result onto `path`, so a reader never sees half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
