@@ -190,7 +190,8 @@ def crop_paths(paths: list[str | Path], crop_cfg: dict, cache_dir: str | Path | 
     run keeps its work."""
     report = CropReport()
     out: list[Path | np.ndarray | None] = []
-    for path in tqdm(paths, desc=desc, unit="img", leave=False, disable=len(paths) < 20):
+    for path in tqdm(paths, desc=desc, unit="img", leave=False,
+                     disable=True if len(paths) < 20 else None):  # None: only on a terminal
         try:
             item, status, from_cache = crop_one(path, crop_cfg, cache_dir)
         except ImageReadError as exc:
@@ -347,3 +348,43 @@ class PKSampler(torch.utils.data.Sampler):
                 picks = rng.sample(pool, self.K) if len(pool) >= self.K else [rng.choice(pool) for _ in range(self.K)]
                 batch += [(pos, rng.getrandbits(63)) for pos in picks]
             yield batch
+
+
+# ---------------------------------------------------------------- command line
+
+def main(argv: list[str] | None = None) -> int:
+    """Crop every photo under the given folders into the cache and report what was found."""
+    import argparse
+    import sys
+
+    from utils import load_config
+
+    parser = argparse.ArgumentParser(
+        description="Crop faces of every photo under FOLDER(s) into the crop cache and report "
+                    "faces found, several faces, no face and unreadable files. Later steps reuse the cache.",
+        epilog="example: python dataset.py data/competition --config config/demo.yaml")
+    parser.add_argument("folders", nargs="+", help="folders to crop (searched recursively); key=value overrides too")
+    parser.add_argument("--config", action="append", default=[], help="config file(s) on top of config/default.yaml")
+    args = parser.parse_args(argv)
+    overrides = [a for a in args.folders if "=" in a]
+    folders = [Path(a) for a in args.folders if "=" not in a]
+    try:
+        cfg = load_config(args.config, overrides)
+        paths = []
+        for folder in folders:
+            if not folder.is_dir():
+                raise DataError(f"{folder}: no such folder")
+            found = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+            if not found:
+                raise DataError(f"{folder}: no images")
+            paths += found
+        _, report = crop_paths(paths, cfg["crop"], cfg["data"]["cache_dir"])
+    except (FacematchError, OSError) as exc:
+        log.error(f"error: {exc}")
+        return 2
+    print(f"cropped {', '.join(map(str, folders))} into {cfg['data']['cache_dir']}: {report.summary()}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from competition import load_ground_truth
 from dataset import DataError
 from metrics import retrieval_report
 from retrieval import distance_estimator, embed_folder, embed_paths, relevance_matrix
@@ -68,26 +69,6 @@ def score_labelled(embeddings: np.ndarray, labels: list, cfg: dict) -> tuple[dic
     report, ranked = score_embeddings(embeddings[q_pos], embeddings[g_pos], correct,
                                       cfg["retrieval"]["metric"], cfg["retrieval"]["chunk_size"])
     return report, q_pos, g_pos, ranked
-
-
-# ---------------------------------------------------------------- competition ground truth
-
-def load_ground_truth(path: str | Path) -> dict:
-    """Read a ground-truth file written by split.py: {'queries': {q: [gallery…]}, 'gallery': [...]}."""
-    try:
-        with open(path) as fh:
-            gt = json.load(fh)
-    except OSError as exc:
-        raise DataError(f"cannot read ground truth {path}: {exc.strerror}") from None
-    except json.JSONDecodeError as exc:
-        raise DataError(f"ground truth {path} is not valid JSON: {exc}") from None
-    if not isinstance(gt, dict) or not isinstance(gt.get("queries"), dict) or not isinstance(gt.get("gallery"), list):
-        raise DataError(f"ground truth {path} must hold 'queries' (a mapping) and 'gallery' (a list)")
-    gallery = set(gt["gallery"])
-    for query, names in gt["queries"].items():
-        if not isinstance(names, list) or not names or not set(names) <= gallery:
-            raise DataError(f"ground truth {path}: query '{query}' needs a non-empty list of gallery names")
-    return gt
 
 
 # ---------------------------------------------------------------- figure
@@ -150,7 +131,7 @@ def evaluate_checkpoint(checkpoint: str, cfg_files: list[str], overrides: list[s
     cfg = load_config(cfg_files, overrides, base=trained_cfg)
     if competition:
         comp = Path(competition)
-        gt = load_ground_truth(comp / "ground_truth.json")
+        gt = load_ground_truth(comp)
         queries = embed_folder(comp / "test" / "query", model, cfg, device)
         gallery = embed_folder(comp / "test" / "gallery", model, cfg, device)
         g_index = {name: j for j, name in enumerate(gallery.names)}

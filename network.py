@@ -180,7 +180,8 @@ def embed(model: EmbeddingNet, crops: list[np.ndarray | Path], transform, batch_
     model.eval()
     out = []
     starts = range(0, len(crops), batch_size)
-    for start in tqdm(starts, desc=desc, unit="batch", leave=False, disable=len(starts) < 5):
+    for start in tqdm(starts, desc=desc, unit="batch", leave=False,
+                  disable=True if len(starts) < 5 else None):  # None: only on a terminal
         batch = torch.stack([transform(image=load_crop(c))["image"] for c in crops[start:start + batch_size]])
         out.append(model(batch.to(device)).float().cpu())
     model.train(was_training)

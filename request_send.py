@@ -19,13 +19,10 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
+from competition import PayloadError, validate_payload
 from utils import FacematchError, atomic_write, get_device, get_logger, load_config
 
 log = get_logger()
-
-
-class PayloadError(FacematchError, ValueError):
-    """A submission that the server would reject; the message names the query or field."""
 
 
 class SubmissionError(FacematchError, RuntimeError):
@@ -35,29 +32,6 @@ class SubmissionError(FacematchError, RuntimeError):
 def build_payload(groupname: str, query_names: list[str], ranked: list[list[str]]) -> dict:
     """The course server's JSON: {'groupname': team, 'images': {query: [gallery names]}}."""
     return {"groupname": groupname, "images": {q: list(r) for q, r in zip(query_names, ranked)}}
-
-
-def validate_payload(payload: dict, gallery_names: set[str] | None = None, k: int = 10) -> None:
-    """Refuse a payload the server would reject or score wrongly: every query must have exactly
-    k distinct names, all from the gallery (when the gallery is known)."""
-    if not isinstance(payload, dict):
-        raise PayloadError("payload must be a JSON object")
-    if not isinstance(payload.get("groupname"), str) or not payload["groupname"].strip():
-        raise PayloadError("payload field 'groupname' must be a non-empty string")
-    images = payload.get("images")
-    if not isinstance(images, dict) or not images:
-        raise PayloadError("payload field 'images' must map each query name to a list of gallery names")
-    for query, names in images.items():
-        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-            raise PayloadError(f"query '{query}': expected a list of gallery names")
-        if len(names) != k:
-            raise PayloadError(f"query '{query}': {len(names)} gallery names, expected {k}")
-        if len(set(names)) != len(names):
-            raise PayloadError(f"query '{query}': the same gallery name is listed twice")
-        if gallery_names is not None:
-            unknown = [n for n in names if n not in gallery_names]
-            if unknown:
-                raise PayloadError(f"query '{query}': '{unknown[0]}' is not a gallery photo")
 
 
 def submit(payload: dict, url: str, timeout: float = 30, retries: int = 3, backoff: float = 0.5,
@@ -149,8 +123,9 @@ def main(argv: list[str] | None = None) -> int:
         log.error(f"error: {exc}")
         return 2
     results = answer.get("results", answer)
-    print("server answered: " + "  ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
-                                         for k, v in results.items()))
+    print(f"server answered (submission {answer.get('id', '?')}): "
+          + "  ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in results.items())
+          + (f"  ({answer['message']})" if answer.get("message") else ""))
     return 0
 
 

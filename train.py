@@ -34,8 +34,17 @@ HIGHER_IS_BETTER = {"map": True, "top1": True, "top5": True, "top10": True, "los
 # ---------------------------------------------------------------- data
 
 def split_people(cfg: dict) -> tuple[dict[str, list[Path]], dict[str, list[Path]]]:
-    """Training and validation people from data.train_dir, split by identity, never by photo."""
-    people = list_identities(cfg["data"]["train_dir"], cfg["data"]["min_photos"])
+    """Training and validation people from data.train_dir, split by identity, never by photo.
+
+    With several folders, people are named <folder>/<person> so two folders never merge people.
+    """
+    roots = cfg["data"]["train_dir"]
+    roots = [roots] if isinstance(roots, str) else list(roots)
+    if len(roots) == 1:
+        people = list_identities(roots[0], cfg["data"]["min_photos"])
+    else:
+        people = {f"{Path(root).name}/{name}": photos for root in roots
+                  for name, photos in list_identities(root, cfg["data"]["min_photos"]).items()}
     train_names, val_names = identity_split(list(people), cfg["data"]["val_fraction"], cfg["seed"])
     return {n: people[n] for n in train_names}, {n: people[n] for n in val_names}
 
@@ -189,7 +198,7 @@ def train(cfg: dict, resume: str | Path | None = None) -> dict:
         model.train()
         sampler.set_epoch(epoch)
         total, count = 0.0, 0
-        bar = tqdm(loader, desc=f"epoch {epoch}/{t['epochs']}", unit="batch", leave=False)
+        bar = tqdm(loader, desc=f"epoch {epoch}/{t['epochs']}", unit="batch", leave=False, disable=None)
         for images, labels in bar:
             images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):

@@ -127,3 +127,15 @@ def test_embeddings_of_the_same_photo_do_not_depend_on_batching(tiny_cfg):
     a = embed(model, crops, eval_transform(tiny_cfg), batch_size=2)
     b = embed(model, crops, eval_transform(tiny_cfg), batch_size=5)
     assert np.allclose(a, b, atol=1e-5)
+
+
+def test_several_training_folders_never_merge_people(tiny_cfg, tmp_path):
+    import shutil
+
+    other = tmp_path / "more"
+    shutil.copytree(PEOPLE, other)  # the same folder names in a second root: different people
+    cfg = load_config(overrides=[f"data.train_dir=[{PEOPLE}, {other}]", "data.val_fraction=0.3"], base=tiny_cfg)
+    train_people, val_people = train.split_people(cfg)
+    assert len(train_people) + len(val_people) == 10
+    assert not set(train_people) & set(val_people)
+    assert {n.split("/")[0] for n in train_people} == {"people", "more"}

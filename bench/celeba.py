@@ -1,0 +1,113 @@
+"""Development runs on CelebA, scored on people never used for training or model selection.
+
+    .venv/bin/python bench/celeba.py losses        # 12-epoch comparison of every loss (validation people)
+    .venv/bin/python bench/celeba.py long          # the long run, then evaluate.py on the test people
+
+Needs ../shared/data/celeba (and ../shared/data/lfw_train for `long`). The competition folder
+data/celeba is built with split.py first (config/celeba.yaml: a quarter of the people held out).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import git_rev, machine, write_section  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+PY = sys.executable
+SHORT = ["model.arch=resnet18", "model.weights=none", "model.embedding_size=128", "input.size=64",
+         "train.lr_backbone=0.001", "train.lr_head=0.001", "train.patience=0", "train.epochs=12"]
+
+
+def run(cmd: list[str]) -> None:
+    print("+", " ".join(cmd), flush=True)
+    subprocess.run(cmd, cwd=ROOT, check=True)
+
+
+def ensure_split() -> None:
+    if not (ROOT / "data/celeba/ground_truth.json").exists():
+        run([PY, "split.py", "--people", "../shared/data/celeba", "--out", "data/celeba", "--config", "config/celeba.yaml"])
+
+
+def best_row(log: Path) -> dict:
+    rows = list(csv.DictReader(open(log)))
+    return max(rows, key=lambda r: float(r["map"]))
+
+
+def losses() -> None:
+    ensure_split()
+    lines = []
+    for name in ["triplet_batch_hard", "triplet_semihard", "contrastive", "multi_similarity", "arcface"]:
+        out = f"checkpoints/bench_loss_{name}"
+        started = time.time()
+        run([PY, "train.py", "--config", "config/celeba.yaml", *SHORT, f"loss.name={name}",
+             f"train.out_dir={out}", f"train.figure={out}/curve.png"])
+        r = best_row(ROOT / out / "log.csv")
+        lines.append(f"| {name} | {float(r['top1']):.3f} | {float(r['top5']):.3f} | {float(r['top10']):.3f} | "
+                     f"{float(r['map']):.3f} | {r['epoch']} | {time.time() - started:.0f} |")
+    md = f"""## Loss comparison on CelebA (validation people)
+
+Command: `.venv/bin/python bench/celeba.py losses` (commit {git_rev()}); each run:
+`python train.py --config config/celeba.yaml {' '.join(SHORT)} loss.name=<loss>`.
+Machine: {machine()}. One run per loss (seed 0), so differences of a few points are noise.
+Training people: the 190 of data/celeba/train left after holding out 34 validation people; scores
+are on those 34 validation people (best epoch by mAP), not on the test people.
+
+| loss | top-1 | top-5 | top-10 | mAP | best epoch | seconds |
+|---|---|---|---|---|---|---|
+{chr(10).join(lines)}
+"""
+    write_section("celeba-losses", md)
+    print(md)
+
+
+def long(extra: list[str]) -> None:
+    ensure_split()
+    cmd = [PY, "train.py", "--config", "config/celeba.yaml", *extra]
+    started = time.time()
+    run(cmd)
+    hours = (time.time() - started) / 3600
+    ev = [PY, "evaluate.py", "--checkpoint", "checkpoints/celeba/best.pt", "--competition", "data/celeba",
+          "--json", "checkpoints/celeba/test_metrics.json"]
+    run(ev)
+    m = json.loads((ROOT / "checkpoints/celeba/test_metrics.json").read_text())
+    gallery = len(json.loads((ROOT / "data/celeba/ground_truth.json").read_text())["gallery"])
+    r = best_row(ROOT / "checkpoints/celeba/log.csv")
+    md = f"""## CelebA: the long run, scored on held-out people
+
+Commands (commit {git_rev()}), from `.venv/bin/python bench/celeba.py long {' '.join(extra)}`:
+```
+python split.py --people ../shared/data/celeba --out data/celeba --config config/celeba.yaml
+{' '.join(['python'] + cmd[1:])}
+{' '.join(['python'] + ev[1:])}
+```
+Machine: {machine()}. Training took {hours:.2f} h.
+
+Test people: the {m['queries']} queries of data/celeba/test (a quarter of the CelebA people,
+never used for training or to pick the checkpoint), each ranked against all {gallery} gallery photos.
+
+| split | top-1 | top-5 | top-10 | mAP | recall@10 | R-precision | nDCG@10 |
+|---|---|---|---|---|---|---|---|
+| validation people (picks best.pt, epoch {r['epoch']}) | {float(r['top1']):.3f} | {float(r['top5']):.3f} | {float(r['top10']):.3f} | {float(r['map']):.3f} | | | |
+| **test people** | **{m['top1']:.3f}** | **{m['top5']:.3f}** | **{m['top10']:.3f}** | **{m['map']:.3f}** | {m['recall@10']:.3f} | {m['r_precision']:.3f} | {m['ndcg@10']:.3f} |
+"""
+    write_section("celeba-long", md)
+    print(md)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("what", choices=["losses", "long"])
+    parser.add_argument("overrides", nargs="*", help="extra train.py overrides for `long`")
+    args = parser.parse_args()
+    losses() if args.what == "losses" else long(args.overrides)
+
+
+if __name__ == "__main__":
+    main()

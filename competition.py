@@ -1,0 +1,99 @@
+"""The competition's rules, shared by client and server: the ground-truth file, what a valid
+submission is, and how one is scored. Light on purpose (no torch), so the server starts fast."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from metrics import mean_average_precision, top_k_accuracy
+from utils import FacematchError
+
+
+class PayloadError(FacematchError, ValueError):
+    """A submission that breaks the rules; the message names the query or field."""
+
+
+class GroundTruthError(FacematchError, ValueError):
+    """A ground-truth file that cannot be used; the message names the file."""
+
+
+def load_ground_truth(path: str | Path) -> dict:
+    """Read a ground-truth file written by split.py: {'name', 'queries': {q: [gallery…]}, 'gallery': [...]}.
+
+    A folder is taken to hold ground_truth.json.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / "ground_truth.json"
+    try:
+        gt = json.loads(path.read_text())
+    except OSError as exc:
+        raise GroundTruthError(f"cannot read ground truth {path}: {exc.strerror}") from None
+    except json.JSONDecodeError as exc:
+        raise GroundTruthError(f"ground truth {path} is not valid JSON: {exc}") from None
+    if not isinstance(gt, dict) or not isinstance(gt.get("queries"), dict) or not isinstance(gt.get("gallery"), list):
+        raise GroundTruthError(f"ground truth {path} must hold 'queries' (a mapping) and 'gallery' (a list)")
+    if not gt["queries"]:
+        raise GroundTruthError(f"ground truth {path} has no queries")
+    gallery = set(gt["gallery"])
+    for query, names in gt["queries"].items():
+        if not isinstance(names, list) or not names or not set(names) <= gallery:
+            raise GroundTruthError(f"ground truth {path}: query '{query}' needs a non-empty list of gallery names")
+    gt.setdefault("name", path.parent.name)
+    return gt
+
+
+def validate_payload(payload, gallery: set[str] | None = None, k: int = 10, exact: bool = True,
+                     queries: set[str] | None = None) -> tuple[str, dict[str, list[str]]]:
+    """Check a submission {'groupname': team, 'images': {query: [gallery names]}}; returns (team, images).
+
+    Every list holds distinct names from `gallery` (when given): exactly k of them when `exact`
+    (the client sends full lists), at most k otherwise (the server's rule). With `queries`, every
+    query must be one of them.
+    """
+    if not isinstance(payload, dict):
+        raise PayloadError("the body must be a JSON object with 'groupname' and 'images'")
+    team = payload.get("groupname")
+    if not isinstance(team, str) or not team.strip():
+        raise PayloadError("field 'groupname' is missing or not a non-empty string")
+    if len(team) > 100:
+        raise PayloadError("field 'groupname' is longer than 100 characters")
+    images = payload.get("images")
+    if not isinstance(images, dict):
+        raise PayloadError("field 'images' is missing or not a mapping of query name to gallery names")
+    if not images:
+        raise PayloadError("field 'images' is empty: nothing to score")
+    for query, names in images.items():
+        if queries is not None and query not in queries:
+            raise PayloadError(f"query '{query}' is not in this competition")
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise PayloadError(f"query '{query}': expected a list of gallery names")
+        if exact and len(names) != k:
+            raise PayloadError(f"query '{query}': {len(names)} gallery names, expected {k}")
+        if len(names) > k:
+            raise PayloadError(f"query '{query}': {len(names)} gallery names, at most {k} allowed")
+        if len(set(names)) != len(names):
+            raise PayloadError(f"query '{query}': the same gallery name is listed twice")
+        if gallery is not None:
+            unknown = [n for n in names if n not in gallery]
+            if unknown:
+                raise PayloadError(f"query '{query}': '{unknown[0]}' is not a gallery photo")
+    return team.strip(), images
+
+
+def score_submission(images: dict[str, list[str]], ground_truth: dict, k: int = 10) -> dict:
+    """Score valid lists against the ground truth: top-1/5/10 accuracy and mAP@k over every
+    ground-truth query, a query missing from the submission counting as wrong."""
+    truth = ground_truth["queries"]
+    rel = np.zeros((len(truth), k), dtype=bool)
+    n_rel = np.zeros(len(truth), dtype=np.int64)
+    for i, (query, good) in enumerate(truth.items()):
+        good = set(good)
+        n_rel[i] = len(good)
+        names = images.get(query, [])[:k]
+        rel[i, :len(names)] = [n in good for n in names]
+    missing = sum(1 for q in truth if q not in images)
+    return {"top1": top_k_accuracy(rel, 1), "top5": top_k_accuracy(rel, 5), "top10": top_k_accuracy(rel, 10),
+            "map": mean_average_precision(rel, n_rel), "queries": len(truth), "missing": missing}
