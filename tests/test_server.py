@@ -1,0 +1,276 @@
+"""The competition server over real HTTP on a free loopback port."""
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+import server as srv
+from conftest import ROOT
+from utils import load_config
+
+GALLERY = [f"{i:040x}.jpg" for i in range(40)]
+# Four queries; q0 matches g0 and g1, q1 matches g2, q2 matches g3..g5, q3 matches g6.
+TRUTH = {"name": "toy", "queries": {"q0.jpg": GALLERY[0:2], "q1.jpg": GALLERY[2:3], "q2.jpg": GALLERY[3:6],
+                                    "q3.jpg": GALLERY[6:7]}, "gallery": GALLERY}
+FILLER = GALLERY[10:20]
+
+
+def perfect():
+    return {"groupname": "perfect", "images": {q: (good + FILLER)[:10] for q, good in TRUTH["queries"].items()}}
+
+
+def write_truth(folder, truth=TRUTH):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "ground_truth.json").write_text(json.dumps(truth))
+    return folder / "ground_truth.json"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def post(port, body, path="/results/", headers=None, raw=False):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    data = body if raw else json.dumps(body).encode()
+    conn.request("POST", path, body=data, headers={"Content-Length": str(len(data)), **(headers or {})})
+    answer = conn.getresponse()
+    status, text = answer.status, answer.read()
+    conn.close()
+    return status, json.loads(text)
+
+
+def get(port, path):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.request("GET", path)
+    answer = conn.getresponse()
+    status, text, ctype = answer.status, answer.read().decode(), answer.getheader("Content-Type")
+    conn.close()
+    return status, (json.loads(text) if "json" in ctype else text)
+
+
+@pytest.fixture
+def start(tmp_path):
+    """Start servers in threads; each call returns (port, server)."""
+    started = []
+
+    def _start(*overrides, truths=(TRUTH,), db=None):
+        paths = [write_truth(tmp_path / f"comp{i}", t) for i, t in enumerate(truths)]
+        cfg = load_config(overrides=["server.port=0", f"server.db={db or tmp_path / 'server.db'}", *overrides])
+        server = srv.make_server(cfg, srv.load_competitions([str(p) for p in paths]))
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        started.append(server)
+        return server.server_address[1], server
+
+    yield _start
+    for server in started:
+        server.shutdown()
+        server.server_close()
+
+
+def test_perfect_submission_scores_one(start):
+    port, server = start()
+    status, answer = post(port, perfect())
+    assert status == 200
+    assert answer["results"] == {"top1": 1.0, "top5": 1.0, "top10": 1.0, "map": 1.0}
+    assert answer["missing"] == 0 and answer["id"] == 1 and answer["competition"] == "toy"
+    assert server.store.count(status="scored") == 1
+
+
+def test_shuffled_submission_scores_the_expected_fractions(start):
+    port, _ = start()
+    images = {
+        "q0.jpg": [GALLERY[0]] + FILLER[:9],                    # correct at 1: AP = (1/1)/2
+        "q1.jpg": FILLER[:3] + [GALLERY[2]] + FILLER[3:9],       # correct at 4: AP = (1/4)/1
+        "q2.jpg": FILLER[:7] + [GALLERY[3]] + FILLER[7:9],       # correct at 8: AP = (1/8)/3
+        "q3.jpg": FILLER[:10],                                   # never: 0
+    }
+    status, answer = post(port, {"groupname": "shuffled", "images": images})
+    assert status == 200
+    r = answer["results"]
+    assert r["top1"] == pytest.approx(1 / 4) and r["top5"] == pytest.approx(2 / 4)
+    assert r["top10"] == pytest.approx(3 / 4)
+    assert r["map"] == pytest.approx((1 / 2 + 1 / 4 + 1 / 24 + 0) / 4)
+
+
+def test_missing_queries_count_as_wrong_and_are_reported(start):
+    port, _ = start()
+    images = {q: v for q, v in perfect()["images"].items() if q in ("q0.jpg", "q1.jpg", "q2.jpg")}
+    status, answer = post(port, {"groupname": "partial", "images": images})
+    assert status == 200 and answer["missing"] == 1 and "1 of 4 queries were missing" in answer["message"]
+    assert answer["results"]["top1"] == pytest.approx(0.75)
+
+
+def test_body_without_content_type_is_accepted(start):
+    port, _ = start()
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    body = json.dumps(perfect()).encode()
+    conn.putrequest("POST", "/results/", skip_accept_encoding=True)
+    conn.putheader("Content-Length", str(len(body)))  # and nothing else: no Content-Type
+    conn.endheaders(body)
+    answer = conn.getresponse()
+    assert answer.status == 200 and json.loads(answer.read())["results"]["top1"] == 1.0
+
+
+def test_request_send_client_talks_to_the_server(start):
+    from request_send import submit
+
+    port, _ = start()
+    answer = submit(perfect(), f"http://127.0.0.1:{port}/results/", timeout=10, retries=0)
+    assert answer["results"]["map"] == 1.0
+
+
+BAD = [
+    (b"{not json", 400, "not valid JSON"),
+    (b"[1, 2]", 400, "JSON object"),
+    (json.dumps({"images": perfect()["images"]}).encode(), 400, "groupname"),
+    (json.dumps({"groupname": "t"}).encode(), 400, "'images' is missing"),
+    (json.dumps({"groupname": "t", "images": {}}).encode(), 400, "empty"),
+    (json.dumps({"groupname": "t", "images": {"q9.jpg": GALLERY[:10]}}).encode(), 400, "'q9.jpg' is not in this competition"),
+    (json.dumps({"groupname": "t", "images": {"q0.jpg": ["x.jpg"] + GALLERY[:9]}}).encode(), 400, "'x.jpg' is not a gallery photo"),
+    (json.dumps({"groupname": "t", "images": {"q0.jpg": [GALLERY[0]] * 2}}).encode(), 400, "listed twice"),
+    (json.dumps({"groupname": "t", "images": {"q0.jpg": GALLERY[:11]}}).encode(), 400, "11 gallery names, at most 10"),
+    (json.dumps({"groupname": "t", "images": {"q0.jpg": "g0"}}).encode(), 400, "expected a list"),
+    (json.dumps({"groupname": 5, "images": perfect()["images"]}).encode(), 400, "groupname"),
+]
+
+
+@pytest.mark.parametrize("body,status,message", BAD)
+def test_bad_input_gets_a_4xx_naming_the_problem_and_leaves_no_score(start, body, status, message):
+    port, server = start()
+    got, answer = post(port, body, raw=True)
+    assert got == status and message in answer["message"]
+    assert server.store.count(status="scored") == 0
+    assert server.store.count(status="rejected", http_status=status) == 1  # kept as a rejected attempt
+    assert get(port, "/leaderboard.json")[1]["teams"] == []
+
+
+def test_body_size_limit_and_unknown_paths(start):
+    port, server = start("server.max_body_bytes=200")
+    status, answer = post(port, perfect())
+    assert status == 413 and "limit is 200" in answer["message"]
+    assert server.store.count(status="scored") == 0
+    assert post(port, perfect(), path="/competitions/nope/results/")[0] == 404
+    assert get(port, "/nothing")[0] == 404
+
+
+def test_named_competitions(start):
+    other = {"name": "second", "queries": {"a.jpg": GALLERY[:1]}, "gallery": GALLERY}
+    port, server = start(truths=(TRUTH, other))
+    assert post(port, perfect())[1]["competition"] == "toy"  # the first is the default
+    status, answer = post(port, {"groupname": "t", "images": {"a.jpg": GALLERY[:10]}}, path="/competitions/second/results/")
+    assert status == 200 and answer["competition"] == "second" and answer["results"]["top1"] == 1.0
+    assert post(port, {"groupname": "t", "images": {"a.jpg": GALLERY[:10]}})[0] == 400  # not a query of 'toy'
+    assert [t["team"] for t in get(port, "/competitions/second/leaderboard.json")[1]["teams"]] == ["t"]
+
+
+def test_leaderboard_best_latest_and_html(start):
+    port, _ = start()
+    weak = {"groupname": "<b>team</b>", "images": {q: FILLER for q in TRUTH["queries"]}}
+    post(port, perfect())
+    post(port, weak)
+    better = perfect()
+    better["groupname"] = "<b>team</b>"
+    post(port, better)
+    post(port, weak)
+    teams = get(port, "/leaderboard.json")[1]["teams"]
+    assert [t["team"] for t in teams] == ["perfect", "<b>team</b>"]  # a tie on scores: the earlier best wins
+    t = teams[1]
+    assert t["submissions"] == 3 and t["best"]["top1"] == 1.0 and t["latest"]["top1"] == 0.0
+    assert t["best"]["id"] == 3 and t["latest"]["id"] == 4
+    status, page = get(port, "/")
+    assert status == 200 and "&lt;b&gt;team&lt;/b&gt;" in page and "<b>team</b>" not in page
+    assert "perfect" in page and "toy" in page
+
+
+def test_tokens(start, tmp_path):
+    tokens = tmp_path / "tokens.yaml"
+    tokens.write_text("perfect: abc123\nother: zzz999\n")
+    port, server = start(f"server.tokens={tokens}")
+    assert post(port, perfect())[0] == 401
+    assert post(port, perfect(), headers={"Authorization": "Bearer wrong"})[0] == 401
+    status, answer = post(port, perfect(), headers={"Authorization": "Bearer zzz999"})
+    assert status == 401 and "not 'perfect'" in answer["message"]
+    assert server.store.count() == 0  # unauthenticated attempts are not stored at all
+    assert post(port, perfect(), headers={"Authorization": "Bearer abc123"})[0] == 200
+    assert server.store.count(status="scored", team="perfect") == 1
+
+
+def test_rate_limit_and_cap(start):
+    port, server = start("server.rate_limit=2", "server.rate_window=60")
+    assert [post(port, perfect())[0] for _ in range(3)] == [200, 200, 429]
+    assert server.store.count(status="scored") == 2 and server.store.count(http_status=429) == 1
+    other = dict(perfect(), groupname="other")
+    assert post(port, other)[0] == 200  # limits are per team
+    port2, server2 = start("server.max_submissions=1", db=server.store.path + ".2")
+    assert post(port2, perfect())[0] == 200
+    status, answer = post(port2, perfect())
+    assert status == 429 and "all 1 submissions" in answer["message"]
+
+
+def test_fifty_concurrent_submissions_are_all_stored_once(start):
+    port, server = start()
+
+    def one(i):
+        body = dict(perfect(), groupname=f"team{i % 7}")
+        return post(port, body)
+
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        answers = list(pool.map(one, range(50)))
+    assert all(status == 200 for status, _ in answers)
+    ids = [a["id"] for _, a in answers]
+    assert len(set(ids)) == 50
+    assert server.store.count(status="scored") == 50
+    teams = get(port, "/leaderboard.json")[1]["teams"]
+    assert sum(t["submissions"] for t in teams) == 50 and len(teams) == 7
+
+
+def test_server_killed_and_restarted_keeps_every_acknowledged_submission(tmp_path):
+    truth = write_truth(tmp_path / "comp")
+    db = tmp_path / "kill.db"
+
+    def launch():
+        port = free_port()
+        proc = subprocess.Popen([sys.executable, str(ROOT / "server.py"), "--competition", str(truth),
+                                 "--port", str(port), "--db", str(db)], cwd=ROOT,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        assert "facematch server on" in proc.stdout.readline()
+        return proc, port
+
+    proc, port = launch()
+    acknowledged = []
+    rng = random.Random(0)
+    for i in range(20):
+        body = perfect() if i % 2 else {"groupname": f"t{i % 3}", "images": {q: rng.sample(GALLERY, 10) for q in TRUTH["queries"]}}
+        status, answer = post(port, body)
+        assert status == 200
+        acknowledged.append(answer["id"])
+    board = get(port, "/leaderboard.json")[1]
+    os.kill(proc.pid, signal.SIGKILL)  # no shutdown, no final commit
+    proc.wait()
+    proc, port = launch()
+    try:
+        assert get(port, "/leaderboard.json")[1] == board
+        assert post(port, perfect())[1]["id"] == max(acknowledged) + 1
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+
+
+def test_bad_competition_file_fails_at_start(tmp_path, capsys):
+    bad = tmp_path / "gt.json"
+    bad.write_text('{"queries": {"q": ["missing.jpg"]}, "gallery": []}')
+    assert srv.main(["--competition", str(bad), "--port", "0", "--db", str(tmp_path / "x.db")]) == 2
+    assert "query 'q'" in capsys.readouterr().err
