@@ -18,7 +18,7 @@ from competition import load_ground_truth
 from dataset import DataError
 from metrics import retrieval_report
 from retrieval import distance_estimator, embed_folder, embed_paths, relevance_matrix
-from utils import FacematchError, get_device, get_logger, load_config
+from utils import FacematchError, get_logger
 
 log = get_logger()
 
@@ -123,12 +123,9 @@ def evaluate_checkpoint(checkpoint: str, cfg_files: list[str], overrides: list[s
                         competition: str | None = None, labelled: str | None = None) -> dict:
     """Score a checkpoint on a competition folder (with ground truth) or on identity folders."""
     from dataset import crop_paths, list_identities
-    from network import model_from_checkpoint
+    from network import load_for_inference
 
-    device = get_device(load_config(cfg_files, overrides)["device"])
-    model, trained_cfg = model_from_checkpoint(checkpoint, device)
-    # The checkpoint's own preprocessing, so evaluation sees images exactly as validation did.
-    cfg = load_config(cfg_files, overrides, base=trained_cfg)
+    model, cfg, device = load_for_inference(checkpoint, cfg_files, overrides)
     if competition:
         comp = Path(competition)
         gt = load_ground_truth(comp)

@@ -13,14 +13,17 @@ import torchvision
 
 from tqdm import tqdm
 
-from dataset import load_crop
-from utils import ConfigError, FacematchError, atomic_write
+from dataset import CROP_KEYS, load_crop
+from utils import ConfigError, FacematchError, atomic_write, get_device, get_logger, load_config
 
 ARCHS = {
     "resnet18": (torchvision.models.resnet18, torchvision.models.ResNet18_Weights.IMAGENET1K_V1, 512),
     "resnet34": (torchvision.models.resnet34, torchvision.models.ResNet34_Weights.IMAGENET1K_V1, 512),
     "resnet50": (torchvision.models.resnet50, torchvision.models.ResNet50_Weights.IMAGENET1K_V2, 2048),
 }
+
+
+log = get_logger()
 
 
 class WeightsError(FacematchError, RuntimeError):
@@ -169,6 +172,25 @@ def model_from_checkpoint(path: str | Path, device: torch.device | str = "cpu") 
                          cfg["model"]["pooling"], float(cfg["model"]["gem_p"]))
     load_model_state(model, ckpt, path)
     return model.to(device).eval(), cfg
+
+
+def load_for_inference(checkpoint: str | Path, cfg_files: list[str] | None = None,
+                       overrides: list[str] | None = None) -> tuple[EmbeddingNet, dict, torch.device]:
+    """The checkpoint's model and config with the caller's config files and overrides on top,
+    except the network and its preprocessing (model, input, crop parameters), which stay as
+    trained so queries and gallery are seen exactly as validation saw them."""
+    user = load_config(cfg_files, overrides)
+    device = get_device(user["device"])
+    model, trained = model_from_checkpoint(checkpoint, device)
+    cfg = load_config(cfg_files, overrides, base=trained)
+    cfg["device"] = user["device"]
+    for section, keys in (("model", list(trained["model"])), ("input", list(trained["input"])), ("crop", CROP_KEYS)):
+        for key in keys:
+            if cfg[section][key] != trained[section][key]:
+                log.warning(f"{section}.{key}={cfg[section][key]!r} ignored: {checkpoint} was trained with "
+                            f"{trained[section][key]!r}")
+                cfg[section][key] = trained[section][key]
+    return model, cfg, device
 
 
 @torch.no_grad()

@@ -20,7 +20,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from competition import PayloadError, validate_payload
-from utils import FacematchError, atomic_write, get_device, get_logger, load_config
+from utils import FacematchError, atomic_write, get_logger, load_config
 
 log = get_logger()
 
@@ -72,12 +72,10 @@ def submit(payload: dict, url: str, timeout: float = 30, retries: int = 3, backo
 
 def rank_test_set(checkpoint: str, test_dir: str | Path, cfg_files: list[str], overrides: list[str]) -> tuple[dict, set[str], int]:
     """Crop and embed test/query and test/gallery, rank; returns (payload, gallery names, k)."""
-    from network import model_from_checkpoint
+    from network import load_for_inference
     from retrieval import embed_folder, rank
 
-    device = get_device(load_config(cfg_files, overrides)["device"])
-    model, trained_cfg = model_from_checkpoint(checkpoint, device)
-    cfg = load_config(cfg_files, overrides, base=trained_cfg)  # same preprocessing as in training
+    model, cfg, device = load_for_inference(checkpoint, cfg_files, overrides)
     test_dir = Path(test_dir)
     queries = embed_folder(test_dir / "query", model, cfg, device)
     gallery = embed_folder(test_dir / "gallery", model, cfg, device)

@@ -138,3 +138,14 @@ def test_interrupted_checkpoint_write_keeps_the_previous_file(tmp_path, monkeypa
     with pytest.raises(KeyboardInterrupt):
         save_checkpoint(path, {"model": {}, "config": {}})
     assert path.read_bytes() == before and not list(tmp_path.glob(".*.tmp"))
+
+
+def test_inference_keeps_the_trained_preprocessing(tmp_path):
+    from network import load_for_inference
+
+    _, path = _tiny_checkpoint(tmp_path)
+    model, cfg, device = load_for_inference(path, [], ["input.size=200", "crop.margin=0.9", "retrieval.k=5"])
+    trained = read_checkpoint(path)["config"]
+    assert cfg["input"] == trained["input"] and cfg["crop"]["margin"] == trained["crop"]["margin"]
+    assert cfg["retrieval"]["k"] == 5  # what is not preprocessing follows the caller
+    assert model.embedding_size == 16 and not model.training

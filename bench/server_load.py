@@ -1,0 +1,198 @@
+"""Load test of server.py on loopback, and a kill-and-restart durability check.
+
+    .venv/bin/python bench/server_load.py --processes 4 --per-process 50 --queries 1000 --repeats 3
+
+Load: a synthetic competition of --queries queries (gallery 5 × as many names); --processes client
+processes each send --per-process submissions of --queries × 10 names, one after another, over a
+fresh connection each. Reports throughput and p50/p99 latency (median over --repeats runs).
+Durability: clients keep submitting while the server is SIGKILLed mid-stream; after a restart,
+every acknowledged submission id must be in the database (and the leaderboard served again).
+"""
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import multiprocessing as mp
+import random
+import signal
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import git_rev, machine, write_section  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_competition(folder: Path, n_queries: int, seed: int = 0) -> dict:
+    rng = random.Random(seed)
+    gallery = [f"{rng.getrandbits(160):040x}.jpg" for _ in range(5 * n_queries)]
+    queries = {f"{rng.getrandbits(160):040x}.jpg": rng.sample(gallery, 3) for _ in range(n_queries)}
+    truth = {"name": "load", "queries": queries, "gallery": gallery}
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "ground_truth.json").write_text(json.dumps(truth))
+    return truth
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(truth_dir: Path, db: Path, port: int) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, str(ROOT / "server.py"), "--competition", str(truth_dir),
+                             "--port", str(port), "--db", str(db)], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    if "server on" not in proc.stdout.readline():
+        raise SystemExit("server did not start")
+    return proc
+
+
+def body_for(truth: dict, team: str, rng: random.Random) -> bytes:
+    gallery = truth["gallery"]
+    images = {q: (good[:1] + rng.sample(gallery, 9)) if rng.random() < 0.5 else rng.sample(gallery, 10)
+              for q, good in truth["queries"].items()}
+    images = {q: list(dict.fromkeys(v))[:10] for q, v in images.items()}
+    return json.dumps({"groupname": team, "images": images}).encode()
+
+
+def post(port: int, body: bytes) -> tuple[int, dict]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    conn.request("POST", "/results/", body=body, headers={"Content-Length": str(len(body))})
+    answer = conn.getresponse()
+    status, data = answer.status, json.loads(answer.read())
+    conn.close()
+    return status, data
+
+
+def client(args) -> list[tuple[float, int, int | None]]:
+    """Send `count` submissions (or until the server goes away); returns (latency, status, id) each."""
+    port, truth_path, team, count, seed = args
+    truth = json.loads(Path(truth_path).read_text())
+    rng = random.Random(seed)
+    bodies = [body_for(truth, team, rng) for _ in range(min(count, 5))]
+    out = []
+    for i in range(count):
+        started = time.perf_counter()
+        try:
+            status, data = post(port, bodies[i % len(bodies)])
+        except OSError:
+            out.append((time.perf_counter() - started, -1, None))
+            break
+        out.append((time.perf_counter() - started, status, data.get("id")))
+    return out
+
+
+def load_run(truth_dir: Path, processes: int, per_process: int) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        port = free_port()
+        proc = start_server(truth_dir, Path(tmp) / "load.db", port)
+        try:
+            jobs = [(port, str(truth_dir / "ground_truth.json"), f"team{i}", per_process, i) for i in range(processes)]
+            with mp.Pool(processes) as pool:
+                started = time.perf_counter()
+                results = pool.map(client, jobs)
+                wall = time.perf_counter() - started
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=30)
+        stored = sqlite3.connect(Path(tmp) / "load.db").execute(
+            "SELECT COUNT(*) FROM submissions WHERE status='scored'").fetchone()[0]
+    flat = [r for rs in results for r in rs]
+    lat = sorted(r[0] for r in flat)
+    ok = sum(1 for r in flat if r[1] == 200)
+    return {"sent": len(flat), "ok": ok, "stored": stored, "wall": wall, "throughput": ok / wall,
+            "p50": lat[len(lat) // 2] * 1000, "p99": lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000}
+
+
+def kill_run(truth_dir: Path, processes: int, kill_after: float) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        db = Path(tmp) / "kill.db"
+        port = free_port()
+        proc = start_server(truth_dir, db, port)
+        jobs = [(port, str(truth_dir / "ground_truth.json"), f"team{i}", 10_000, i) for i in range(processes)]
+        with mp.Pool(processes) as pool:
+            pending = pool.map_async(client, jobs)
+            time.sleep(kill_after)
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            results = pending.get(timeout=120)
+        acked = {r[2] for rs in results for r in rs if r[1] == 200}
+        proc = start_server(truth_dir, db, port)
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            conn.request("GET", "/leaderboard.json")
+            teams = json.loads(conn.getresponse().read())["teams"]
+            conn.close()
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=30)
+        stored = {r[0] for r in sqlite3.connect(db).execute("SELECT id FROM submissions WHERE status='scored'")}
+    return {"acknowledged": len(acked), "stored": len(stored), "lost": len(acked - stored),
+            "unacknowledged_stored": len(stored - acked), "leaderboard_submissions": sum(t["submissions"] for t in teams)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--processes", type=int, default=4)
+    parser.add_argument("--per-process", type=int, default=50)
+    parser.add_argument("--queries", type=int, default=1000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--kill-after", type=float, default=3.0, help="seconds of load before SIGKILL")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        truth_dir = Path(tmp) / "comp"
+        truth = make_competition(truth_dir, args.queries)
+        size = len(body_for(truth, "team0", random.Random(0)))
+        runs = []
+        for i in range(args.repeats):
+            runs.append(load_run(truth_dir, args.processes, args.per_process))
+            print(f"load run {i + 1}: {runs[-1]}", flush=True)
+        kills = []
+        for i in range(args.repeats):
+            kills.append(kill_run(truth_dir, args.processes, args.kill_after))
+            print(f"kill run {i + 1}: {kills[-1]}", flush=True)
+
+    def med(key):
+        return statistics.median(r[key] for r in runs)
+
+    kill_rows = "\n".join(f"| {i + 1} | {k['acknowledged']} | {k['stored']} | **{k['lost']}** | "
+                          f"{k['unacknowledged_stored']} | {k['leaderboard_submissions']} |" for i, k in enumerate(kills))
+    md = f"""## Competition server under load (loopback)
+
+Command: `.venv/bin/python bench/server_load.py --processes {args.processes} --per-process {args.per_process} --queries {args.queries} --repeats {args.repeats}`
+(commit {git_rev()}). Machine: {machine()}; server and clients share its cores.
+Each submission: {args.queries} queries × 10 names ({size / 1e3:.0f} kB of JSON), a new connection each,
+{args.processes} client processes sending back to back. SQLite in WAL mode with synchronous=FULL:
+every answer waits for its commit.
+
+| | median of {args.repeats} runs | runs |
+|---|---|---|
+| submissions answered 200 | {med('ok'):.0f} of {med('sent'):.0f} | {', '.join(str(r['ok']) for r in runs)} |
+| stored in the database | {med('stored'):.0f} | {', '.join(str(r['stored']) for r in runs)} |
+| throughput (submissions/s) | **{med('throughput'):.1f}** | {', '.join(f"{r['throughput']:.1f}" for r in runs)} |
+| latency p50 (ms) | **{med('p50'):.0f}** | {', '.join(f"{r['p50']:.0f}" for r in runs)} |
+| latency p99 (ms) | **{med('p99'):.0f}** | {', '.join(f"{r['p99']:.0f}" for r in runs)} |
+
+Kill and restart: {args.processes} processes submit without pause; after {args.kill_after:g} s the server is
+killed with SIGKILL, then restarted on the same database. "Lost" counts acknowledged (200) submissions
+missing after the restart; "stored, not acknowledged" are those committed while their answer was cut off.
+
+| run | acknowledged | stored after restart | lost | stored, not acknowledged | on the leaderboard |
+|---|---|---|---|---|---|
+{kill_rows}
+"""
+    write_section("server-load", md)
+    print(md)
+
+
+if __name__ == "__main__":
+    main()
