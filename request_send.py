@@ -105,7 +105,10 @@ def main(argv: list[str] | None = None) -> int:
                 payload = json.loads(Path(args.payload).read_text())
             except (OSError, ValueError) as exc:
                 raise PayloadError(f"cannot read payload {args.payload}: {exc}") from None
-            validate_payload(payload, None, int(cfg["retrieval"]["k"]))
+            try:
+                validate_payload(payload, None, int(cfg["retrieval"]["k"]))
+            except PayloadError as exc:
+                raise PayloadError(f"{args.payload}: {exc}") from None
         else:
             if not args.checkpoint:
                 parser.error("give --checkpoint (to rank) or --payload (to resend)")

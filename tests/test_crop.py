@@ -168,3 +168,19 @@ def test_every_yale_face_is_found():
         warnings.simplefilter("error")
         _, report = crop_paths(paths, CROP, None)
     assert len(paths) == 164 and report.counts["none"] == 0 and report.counts["failed"] == 0
+
+
+def test_crop_command_reports_and_fills_the_cache(tmp_path, capsys):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("one_face.jpg", "no_face.jpg", "grayscale.gif"):
+        (folder / name).write_bytes((FACES / name).read_bytes())
+    (folder / "broken.png").write_bytes(b"\x89PNG broken")
+    with pytest.warns(UserWarning, match="broken.png"):
+        assert dataset.main([str(folder), f"data.cache_dir={tmp_path / 'cache'}"]) == 0
+    out = capsys.readouterr().out
+    assert "4 photos: 2 one face" in out and "1 no face" in out and "1 unreadable" in out
+    assert len(list((tmp_path / "cache").glob("*.png"))) == 3
+    assert dataset.main([str(tmp_path / "missing"), f"data.cache_dir={tmp_path / 'cache'}"]) == 2
+    assert dataset.main([str(folder), "crop.on_error=stop", f"data.cache_dir={tmp_path / 'cache'}"]) == 2
+    assert "broken.png" in capsys.readouterr().err
