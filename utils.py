@@ -14,6 +14,8 @@ import numpy as np
 import yaml
 
 ROOT = Path(__file__).resolve().parent
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 DEFAULT_CONFIG = ROOT / "config" / "default.yaml"
 
 
@@ -158,6 +160,7 @@ def atomic_write(path: str | Path, write) -> None:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give the usual permissions
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -54,3 +54,19 @@ def test_values_take_the_documented_type():
         load_config(overrides=["train.amp=3"])
     with pytest.raises(ConfigError, match="input.mean' must be a list"):
         load_config(overrides=["input.mean=0.5"])
+
+
+def test_atomic_write_gives_usual_permissions_and_leaves_no_temp_file(tmp_path):
+    import os
+    import stat
+
+    from utils import atomic_write
+
+    old = os.umask(0o022)
+    try:
+        atomic_write(tmp_path / "a.txt", lambda tmp: open(tmp, "w").write("hello"))
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.txt").read_text() == "hello"
+    assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) & 0o044 == 0o044  # others can read
+    assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]
