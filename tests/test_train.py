@@ -50,13 +50,24 @@ def test_two_epochs_lower_the_loss_and_write_every_output(tiny_cfg):
         assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
-def test_resume_continues_exactly(tiny_cfg, tmp_path):
-    straight = load_config(overrides=[f"train.out_dir={tmp_path / 'a'}"], base=tiny_cfg)
-    train.train(straight)
-    first = load_config(overrides=[f"train.out_dir={tmp_path / 'b'}", "train.epochs=1"], base=tiny_cfg)
-    train.train(first)
-    resumed_cfg = load_config(overrides=["train.epochs=2"], base=read_checkpoint(tmp_path / "b" / "last.pt")["config"])
-    state = train.train(resumed_cfg, resume=tmp_path / "b" / "last.pt")
+def test_resume_continues_exactly(tiny_cfg, tmp_path, monkeypatch):
+    cfg = load_config(overrides=["train.warmup_epochs=0.5"], base=tiny_cfg)  # the schedule matters in both epochs
+    train.train(load_config(overrides=[f"train.out_dir={tmp_path / 'a'}"], base=cfg))
+
+    real_validate, calls = train.validate, []
+
+    def interrupted_in_epoch_two(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # killed before epoch 2 was saved
+        return real_validate(*args, **kwargs)
+
+    monkeypatch.setattr(train, "validate", interrupted_in_epoch_two)
+    with pytest.raises(KeyboardInterrupt):
+        train.train(load_config(overrides=[f"train.out_dir={tmp_path / 'b'}"], base=cfg))
+    monkeypatch.setattr(train, "validate", real_validate)
+    assert read_checkpoint(tmp_path / "b" / "last.pt")["epoch"] == 1
+    state = train.train(read_checkpoint(tmp_path / "b" / "last.pt")["config"], resume=tmp_path / "b" / "last.pt")
     a, b = read_checkpoint(tmp_path / "a" / "last.pt"), read_checkpoint(tmp_path / "b" / "last.pt")
     assert state["epoch"] == 2
     for key, tensor in a["model"].items():
