@@ -63,7 +63,7 @@ Command: `.venv/bin/python bench/celeba.py losses` (commit {git_rev()}); each ru
 Machine: {machine()}. One run per loss (seed 0), so differences of a few points are noise.
 Training people: the 190 of data/celeba/train left after holding out 34 validation people; scores
 are on those 34 validation people (67 queries; best epoch by mAP), not on the test people, who are
-kept for the long run below.
+kept for the long run.
 
 | variant | top-1 | top-5 | top-10 | mAP | best epoch | seconds |
 |---|---|---|---|---|---|---|
