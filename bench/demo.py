@@ -26,18 +26,20 @@ def one_run() -> tuple[float, dict[str, float], str, str]:
     steps, current, mark, evaluation, answer = {}, None, started, "", ""
     for line in proc.stdout:
         sys.stdout.write(line)
-        if line.startswith("== "):
+        if line.startswith("== ") and "/" in line.split(":")[0]:
             now = time.time()
             if current:
                 steps[current] = now - mark
             current, mark = line.split(":")[0][3:].strip(), now
         if line.startswith("top1="):
             evaluation = line.strip()
-        if line.startswith("server answered:"):
+        if line.startswith("server answered"):
             answer = line.strip()
     if proc.wait() != 0:
         raise SystemExit("make demo failed")
     end = time.time()
+    if current is None:
+        raise SystemExit("no steps seen in the output of make demo")
     steps[current] = end - mark
     return end - started, steps, evaluation, answer
 
@@ -62,9 +64,10 @@ Median wall time of {args.runs} runs: **{statistics.median(totals):.0f} s** (run
 |---|---|
 {rows}
 
-Scores of the last run on the sample's test people (never seen in training; random initial weights):
-- evaluate.py, full ranking: `{runs[-1][2]}`
-- competition server: `{runs[-1][3] or 'not submitted'}`
+Scores on the sample's test people (never seen in training; random initial weights); the
+{'same in every run' if len({(r[2], r[3]) for r in runs}) == 1 else 'runs differ, last shown'}:
+- evaluate.py, full ranking (mAP over the whole gallery): `{runs[-1][2]}`
+- the competition server (mAP@10 over the submitted lists): `{runs[-1][3] or 'not submitted'}`
 """
     write_section("demo", md)
     print(md)
