@@ -355,7 +355,6 @@ class PKSampler(torch.utils.data.Sampler):
 def main(argv: list[str] | None = None) -> int:
     """Crop every photo under the given folders into the cache and report what was found."""
     import argparse
-    import sys
 
     from utils import load_config
 

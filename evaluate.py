@@ -122,7 +122,7 @@ def format_report(report: dict) -> str:
 def evaluate_checkpoint(checkpoint: str, cfg_files: list[str], overrides: list[str],
                         competition: str | None = None, labelled: str | None = None) -> dict:
     """Score a checkpoint on a competition folder (with ground truth) or on identity folders."""
-    from dataset import crop_paths, list_identities
+    from dataset import list_identities
     from network import load_for_inference
 
     model, cfg, device = load_for_inference(checkpoint, cfg_files, overrides)
