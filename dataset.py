@@ -219,12 +219,12 @@ def load_crop(item: Path | np.ndarray) -> np.ndarray:
 
 # ---------------------------------------------------------------- identity folders and splits
 
-def list_images(folder: str | Path) -> list[Path]:
-    """Image files directly in `folder`, sorted by name."""
+def list_images(folder: str | Path, recursive: bool = False) -> list[Path]:
+    """Image files in `folder` (and its sub-folders when recursive), sorted."""
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"{folder}: no such folder")
-    return sorted(p for p in folder.iterdir()
+    return sorted(p for p in (folder.rglob("*") if recursive else folder.iterdir())
                   if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."))
 
 
@@ -371,9 +371,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(args.config, overrides)
         paths = []
         for folder in folders:
-            if not folder.is_dir():
-                raise DataError(f"{folder}: no such folder")
-            found = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+            found = list_images(folder, recursive=True)
             if not found:
                 raise DataError(f"{folder}: no images")
             paths += found

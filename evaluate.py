@@ -59,8 +59,10 @@ def score_embeddings(query: np.ndarray, gallery: np.ndarray, correct: list[set[i
     return report, ranked
 
 
-def score_labelled(embeddings: np.ndarray, labels: list, cfg: dict) -> tuple[dict, list[int], list[int], np.ndarray]:
-    """Validation protocol on labelled embeddings: (metrics, query positions, gallery positions, ranking)."""
+def score_labelled(embeddings: np.ndarray, labels: list,
+                   cfg: dict) -> tuple[dict, list[int], list[int], np.ndarray, list[set[int]]]:
+    """Validation protocol on labelled embeddings: (metrics, query positions, gallery positions,
+    ranking, each query's matching gallery indices)."""
     q_pos, g_pos = query_gallery_split(labels, cfg["split"]["queries_per_person"], cfg["seed"])
     if not q_pos:
         raise DataError("no person has two or more photos: nothing to query")
@@ -68,7 +70,7 @@ def score_labelled(embeddings: np.ndarray, labels: list, cfg: dict) -> tuple[dic
     correct = [{n for n, gl in enumerate(g_labels) if gl == labels[i]} for i in q_pos]
     report, ranked = score_embeddings(embeddings[q_pos], embeddings[g_pos], correct,
                                       cfg["retrieval"]["metric"], cfg["retrieval"]["chunk_size"])
-    return report, q_pos, g_pos, ranked
+    return report, q_pos, g_pos, ranked, correct
 
 
 # ---------------------------------------------------------------- figure
@@ -151,9 +153,8 @@ def evaluate_checkpoint(checkpoint: str, cfg_files: list[str], overrides: list[s
         emb = embed_paths(paths, model, cfg, device, Path(labelled).name)
         skipped = set(emb.skipped)
         labels = [label for p, label in zip(paths, labels) if str(p) not in skipped]
-        report, q_pos, g_pos, ranked = score_labelled(emb.embeddings, labels, cfg)
+        report, q_pos, g_pos, ranked, correct = score_labelled(emb.embeddings, labels, cfg)
         q_crops, g_crops = [emb.crops[i] for i in q_pos], [emb.crops[j] for j in g_pos]
-        correct = [{n for n, j in enumerate(g_pos) if labels[j] == labels[i]} for i in q_pos]
     else:
         raise DataError("give --competition or --labelled")
     ev = cfg["evaluate"]

@@ -122,10 +122,15 @@ def load_backbone_weights(model: EmbeddingNet, weights: str) -> str:
     return source
 
 
+def model_from_config(model_cfg: dict) -> EmbeddingNet:
+    """The network the `model` config section describes, with random weights."""
+    return EmbeddingNet(model_cfg["arch"], int(model_cfg["embedding_size"]), model_cfg["pooling"],
+                        float(model_cfg["gem_p"]))
+
+
 def build_model(model_cfg: dict) -> tuple[EmbeddingNet, str]:
     """Build the network from the `model` config section; returns (model, where weights came from)."""
-    model = EmbeddingNet(model_cfg["arch"], int(model_cfg["embedding_size"]), model_cfg["pooling"],
-                         float(model_cfg["gem_p"]))
+    model = model_from_config(model_cfg)
     return model, load_backbone_weights(model, model_cfg["weights"])
 
 
@@ -168,8 +173,7 @@ def model_from_checkpoint(path: str | Path, device: torch.device | str = "cpu") 
     """Rebuild the network a checkpoint was trained with, in eval mode; returns (model, its config)."""
     ckpt = read_checkpoint(path)
     cfg = ckpt["config"]
-    model = EmbeddingNet(cfg["model"]["arch"], int(cfg["model"]["embedding_size"]),
-                         cfg["model"]["pooling"], float(cfg["model"]["gem_p"]))
+    model = model_from_config(cfg["model"])
     load_model_state(model, ckpt, path)
     return model.to(device).eval(), cfg
 
@@ -203,7 +207,7 @@ def embed(model: EmbeddingNet, crops: list[np.ndarray | Path], transform, batch_
     out = []
     starts = range(0, len(crops), batch_size)
     for start in tqdm(starts, desc=desc, unit="batch", leave=False,
-                  disable=True if len(starts) < 5 else None):  # None: only on a terminal
+                      disable=True if len(starts) < 5 else None):  # None: only on a terminal
         batch = torch.stack([transform(image=load_crop(c))["image"] for c in crops[start:start + batch_size]])
         out.append(model(batch.to(device)).float().cpu())
     model.train(was_training)

@@ -20,7 +20,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from dataset import IMAGE_EXTENSIONS, DataError, identity_split, list_identities
+from dataset import DataError, identity_split, list_identities, list_images
 from utils import FacematchError, atomic_write, get_logger, load_config
 
 log = get_logger()
@@ -59,10 +59,7 @@ def make_split(people_dir: str | Path, distractors_dir: str | Path | None, seed:
             queries[q] = sorted(g_names)
     extra = [people[n][0] for n in singles]
     if distractors_dir:
-        root = Path(distractors_dir)
-        if not root.is_dir():
-            raise DataError(f"{root}: no such distractor folder")
-        extra += sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+        extra += list_images(distractors_dir, recursive=True)
     gallery.update((opaque_name(seed, p), p) for p in extra)
     if len(gallery) != len(set(gallery.values())) or set(gallery) & set(query):
         raise DataError("two photos got the same opaque name; are the same files listed twice?")

@@ -23,7 +23,7 @@ from dataset import (DataError, FaceDataset, PKSampler, crop_paths, eval_transfo
                      list_identities, train_transform)
 from evaluate import format_report, score_labelled
 from losses import LOSSES, build_loss
-from network import (CheckpointError, EmbeddingNet, build_model, embed, load_model_state,
+from network import (CheckpointError, EmbeddingNet, build_model, embed, load_model_state, model_from_config,
                      read_checkpoint, save_checkpoint)
 from utils import ConfigError, FacematchError, atomic_write, get_device, get_logger, load_config, seed_everything
 
@@ -156,8 +156,7 @@ def train(cfg: dict, resume: str | Path | None = None) -> dict:
         if ckpt.get("people", {}).get("train") != train_names:
             raise CheckpointError(f"{resume} was trained on other people than {cfg['data']['train_dir']} "
                                   f"with seed {cfg['seed']} gives: cannot resume it exactly")
-        model = EmbeddingNet(cfg["model"]["arch"], int(cfg["model"]["embedding_size"]),
-                             cfg["model"]["pooling"], float(cfg["model"]["gem_p"]))
+        model = model_from_config(cfg["model"])
         load_model_state(model, ckpt, resume)
         source = f"resumed from {resume} (epoch {ckpt['epoch']})"
     else:
