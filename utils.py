@@ -166,3 +166,18 @@ def atomic_write(path: str | Path, write) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def package_file(package: str, *parts: str) -> Path:
+    """A data file shipped inside an installed package, found without importing the package
+    (face_recognition_models' own import needs pkg_resources, gone from setuptools ≥ 81)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise FacematchError(f"package '{package}' is not installed: run `make venv` "
+                             f"(it is in requirements.txt) to get {'/'.join(parts)}")
+    path = Path(next(iter(spec.submodule_search_locations))).joinpath(*parts)
+    if not path.is_file():
+        raise FacematchError(f"package '{package}' has no file {'/'.join(parts)} (looked at {path})")
+    return path
