@@ -280,8 +280,9 @@ class Handler(BaseHTTPRequestHandler):
             except (UnicodeDecodeError, json.JSONDecodeError) as exc:
                 raise Reject(400, f"the body is not valid JSON: {exc}", team=team) from None
             try:
-                claimed, images = validate_payload(payload, self.server.galleries[comp], self.server.cfg["k"],
-                                                   exact=False, queries=self.server.queries[comp])
+                claimed, images, warnings = validate_payload(
+                    payload, self.server.galleries[comp], self.server.cfg["k"], exact=False,
+                    queries=self.server.queries[comp])
             except PayloadError as exc:
                 raise Reject(400, str(exc), team=team or _groupname(payload)) from None
             if team is not None and claimed != team:
@@ -300,7 +301,7 @@ class Handler(BaseHTTPRequestHandler):
         missing = scores["missing"]
         answer = {"id": sub_id, "competition": comp, "groupname": claimed,
                   "results": {k: scores[k] for k in ("top1", "top5", "top10", "map")},
-                  "queries": scores["queries"], "missing": missing}
+                  "queries": scores["queries"], "missing": missing, "warnings": warnings}
         if missing:
             answer["message"] = f"{missing} of {scores['queries']} queries were missing and count as wrong"
         log.info(f"{comp}: '{claimed}' scored top1={scores['top1']:.3f} map={scores['map']:.3f} (id {sub_id})")

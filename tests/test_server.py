@@ -85,6 +85,7 @@ def test_perfect_submission_scores_one(start):
     assert status == 200
     assert answer["results"] == {"top1": 1.0, "top5": 1.0, "top10": 1.0, "map": 1.0}
     assert answer["missing"] == 0 and answer["id"] == 1 and answer["competition"] == "toy"
+    assert answer["warnings"] == []
     assert server.store.count(status="scored") == 1
 
 
@@ -123,6 +124,36 @@ def test_body_without_content_type_is_accepted(start):
     assert answer.status == 200 and json.loads(answer.read())["results"]["top1"] == 1.0
 
 
+def test_the_course_sample_client_is_scored_with_warnings(start):
+    """The original course's client: 5 names per query, one name twice, requests.post(url, json.dumps(data))."""
+    import requests
+
+    port, server = start()
+    g, f = GALLERY, FILLER
+    data = {"groupname": "course", "images": {
+        "q0.jpg": [g[0], f[0], g[0], f[1], g[1]],  # matches g0 and g1; g0 again at 3
+        "q1.jpg": [f[0], f[1], f[2], f[3], g[2]],  # matches g2
+        "q2.jpg": [g[3], f[0], f[1], f[2], f[3]],  # matches g3, g4, g5
+        "q3.jpg": [f[0], f[1], f[2], f[3], f[4]],  # matches g6
+    }}
+    answer = requests.post(f"http://127.0.0.1:{port}/results/", json.dumps(data), timeout=10)
+    assert answer.request.headers.get("Content-Type") is None
+    assert answer.status_code == 200
+    result = answer.json()
+    # By hand. Correct names at rank 1 for q0 and q2, within 5 for q0, q1 and q2; only 5 names
+    # were sent, so top-10 = top-5. The repeated g0 at rank 3 is no match and keeps its slot, so
+    # q0's hits are at ranks 1 and 5: AP(q0) = (1/1 + 2/5) / 2 = 0.7 (counting the repeat would
+    # give (1 + 2/3 + 3/5) / 2 > 1; dropping it would move g1 to rank 4 and give 0.75).
+    # AP(q1) = (1/5) / 1 = 0.2, AP(q2) = (1/1) / 3 = 1/3, AP(q3) = 0.
+    assert result["results"] == pytest.approx({"top1": 0.5, "top5": 0.75, "top10": 0.75,
+                                               "map": (0.7 + 0.2 + 1 / 3 + 0) / 4})
+    assert result["warnings"] == [
+        "1 query listed a gallery name more than once; repeats were ignored",
+        "4 queries had fewer than 10 gallery names; they were scored on what was sent"]
+    stored, = server.store.conn().execute("SELECT payload FROM submissions WHERE id = ?", (result["id"],)).fetchone()
+    assert stored == json.dumps(data).encode()  # kept as sent, repeat included
+
+
 def test_request_send_client_talks_to_the_server(start):
     from request_send import submit
 
@@ -139,8 +170,11 @@ BAD = [
     (json.dumps({"groupname": "t", "images": {}}).encode(), 400, "empty"),
     (json.dumps({"groupname": "t", "images": {"q9.jpg": GALLERY[:10]}}).encode(), 400, "'q9.jpg' is not in this competition"),
     (json.dumps({"groupname": "t", "images": {"q0.jpg": ["x.jpg"] + GALLERY[:9]}}).encode(), 400, "'x.jpg' is not a gallery photo"),
-    (json.dumps({"groupname": "t", "images": {"q0.jpg": [GALLERY[0]] * 2}}).encode(), 400, "listed twice"),
     (json.dumps({"groupname": "t", "images": {"q0.jpg": GALLERY[:11]}}).encode(), 400, "11 gallery names, at most 10"),
+    # a repeat is tolerated, but not as a way round the other rules
+    (json.dumps({"groupname": "t", "images": {"q0.jpg": GALLERY[:10] + GALLERY[:1]}}).encode(), 400, "11 gallery names, at most 10"),
+    (json.dumps({"groupname": "t", "images": {"q0.jpg": ["x.jpg", "x.jpg"]}}).encode(), 400, "'x.jpg' is not a gallery photo"),
+    (json.dumps({"groupname": "t", "images": {"q9.jpg": GALLERY[:1] * 2}}).encode(), 400, "'q9.jpg' is not in this competition"),
     (json.dumps({"groupname": "t", "images": {"q0.jpg": "g0"}}).encode(), 400, "expected a list"),
     (json.dumps({"groupname": 5, "images": perfect()["images"]}).encode(), 400, "groupname"),
 ]
