@@ -20,8 +20,10 @@ import argparse
 import hashlib
 import hmac
 import html
+import io
 import json
 import signal
+import socket
 import sqlite3
 import sys
 import threading
@@ -163,6 +165,36 @@ def load_tokens(path: str | Path) -> dict[str, str]:
     return {str(team): token for team, token in data.items()}
 
 
+def _positive(cfg: dict, key: str, whole: bool = False) -> float:
+    """cfg[key] as a positive number (a whole one with `whole`), else a ConfigError naming server.<key>."""
+    value = cfg[key]
+    if (isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf")
+            or (whole and not float(value).is_integer())):
+        raise ConfigError(f"server.{key} must be a positive {'whole number' if whole else 'number'}, got {value!r}")
+    return int(value) if whole else float(value)
+
+
+class DeadlineReader(io.RawIOBase):
+    """A socket's reading side that gives up at `deadline` (time.monotonic()): a whole request
+    must arrive in time, however slowly its bytes trickle in."""
+
+    def __init__(self, sock: socket.socket, write_timeout: float):
+        self.sock, self.write_timeout, self.deadline = sock, write_timeout, float("inf")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("server.read_timeout passed")
+        self.sock.settimeout(remaining)
+        try:
+            return self.sock.recv_into(buffer)
+        finally:
+            self.sock.settimeout(self.write_timeout)
+
+
 class CompetitionServer(ThreadingHTTPServer):
     """ThreadingHTTPServer holding the competitions, the store and the limits for its handlers."""
     daemon_threads = True
@@ -172,6 +204,7 @@ class CompetitionServer(ThreadingHTTPServer):
     def __init__(self, address, competitions: dict[str, dict], store: Store, cfg: dict,
                  tokens: dict[str, str] | None = None):
         self.competitions, self.store, self.cfg, self.tokens = competitions, store, cfg, tokens or {}
+        self.read_timeout = _positive(cfg, "read_timeout")
         self.default = next(iter(competitions))
         self.galleries = {name: set(gt["gallery"]) for name, gt in competitions.items()}
         self.queries = {name: set(gt["queries"]) for name, gt in competitions.items()}
@@ -187,6 +220,17 @@ class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     # ------------------------------------------------------------ plumbing
+    def setup(self):
+        self.timeout = self.server.read_timeout  # for writes; reads follow the request's deadline
+        super().setup()
+        self.rfile.close()
+        self.rfile = io.BufferedReader(DeadlineReader(self.connection, self.timeout))
+
+    def handle_one_request(self):
+        # An idle keep-alive connection is closed when its next request does not come in time.
+        self.rfile.raw.deadline = time.monotonic() + self.server.read_timeout
+        super().handle_one_request()
+
     def log_message(self, fmt, *args):
         log.debug("%s %s", self.address_string(), fmt % args)
 
@@ -316,7 +360,16 @@ class Handler(BaseHTTPRequestHandler):
         limit = int(self.server.cfg["max_body_bytes"])
         if int(length) > limit:
             raise Reject(413, f"the body is {int(length)} bytes; the limit is {limit}")
-        return self.rfile.read(int(length))
+        try:
+            body = self.rfile.read(int(length))
+        except TimeoutError:
+            raise Reject(408, f"the request did not arrive within server.read_timeout "
+                              f"({self.server.read_timeout:g} s)", store=False) from None
+        except OSError as exc:
+            raise Reject(400, f"the connection failed while reading the body: {exc}", store=False) from None
+        if len(body) < int(length):
+            raise Reject(400, f"the body ended after {len(body)} of {length} bytes", store=False)
+        return body
 
     def _authenticate(self) -> str | None:
         """The team a bearer token belongs to (None when the server has no tokens)."""
@@ -338,8 +391,11 @@ class Handler(BaseHTTPRequestHandler):
             except Exception:
                 log.exception("could not store a rejected attempt")
         log.info(f"{comp}: rejected ({r.status}) {r.message}")
-        extra = {"WWW-Authenticate": "Bearer"} if r.status == 401 else None
-        self._json(r.status, answer, extra)
+        extra = {"Connection": "close", **({"WWW-Authenticate": "Bearer"} if r.status == 401 else {})}
+        try:
+            self._json(r.status, answer, extra)
+        except OSError as exc:  # the client is gone (it may have sent half a body and left)
+            log.info(f"{comp}: could not answer {r.status}: {exc}")
 
 
 def _groupname(payload) -> str | None:

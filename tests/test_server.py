@@ -5,18 +5,20 @@ import http.client
 import json
 import os
 import random
+import select
 import signal
 import socket
 import subprocess
 import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 import server as srv
 from conftest import ROOT
-from utils import load_config
+from utils import ConfigError, load_config
 
 GALLERY = [f"{i:040x}.jpg" for i in range(40)]
 # Four queries; q0 matches g0 and g1, q1 matches g2, q2 matches g3..g5, q3 matches g6.
@@ -268,6 +270,77 @@ def test_fifty_concurrent_submissions_are_all_stored_once(start):
     assert server.store.count(status="scored") == 50
     teams = get(port, "/leaderboard.json")[1]["teams"]
     assert sum(t["submissions"] for t in teams) == 50 and len(teams) == 7
+
+
+def closed_within(sock, seconds):
+    """Whether the server closes `sock` (EOF or reset) within `seconds`; what it sent before, if anything."""
+    sock.settimeout(seconds)
+    data = b""
+    try:
+        while chunk := sock.recv(4096):
+            data += chunk
+    except ConnectionError:
+        pass
+    except TimeoutError:
+        return False, data
+    return True, data
+
+
+def test_idle_connections_neither_delay_others_nor_stay_open(start):
+    import requests
+
+    port, server = start("server.read_timeout=1")
+    idle = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(50)]
+    try:
+        started = time.monotonic()
+        answer = requests.post(f"http://127.0.0.1:{port}/results/", json.dumps(perfect()), timeout=10)
+        assert answer.status_code == 200 and answer.json()["results"]["top1"] == 1.0
+        assert time.monotonic() - started < 5
+        # read_timeout (1 s) after they opened, the server closes every one of them
+        assert all(closed_within(sock, 1 + 5)[0] for sock in idle)
+    finally:
+        for sock in idle:
+            sock.close()
+
+
+def test_a_trickled_body_is_cut_off_by_the_read_timeout_and_not_stored(start):
+    port, server = start("server.read_timeout=1")
+    body = json.dumps(perfect()).encode()
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    try:
+        sock.sendall(b"POST /results/ HTTP/1.1\r\nHost: test\r\nContent-Length: %d\r\n\r\n" % len(body))
+        sent = 0
+        while sent < 60 and not select.select([sock], [], [], 0)[0]:  # until the server answers or closes
+            try:
+                sock.sendall(body[sent:sent + 1])
+            except ConnectionError:
+                break
+            sent += 1
+            time.sleep(0.1)
+        assert sent < 60  # cut off while still trickling (6 s), though every byte came within 0.1 s
+        closed, data = closed_within(sock, 5)
+        assert closed and (data == b"" or data.startswith(b"HTTP/1.1 408"))
+    finally:
+        sock.close()
+    assert server.store.count() == 0
+    status, answer = post(port, perfect())
+    assert status == 200 and answer["results"]["top1"] == 1.0
+
+
+def test_a_body_cut_short_by_the_client_is_not_stored(start):
+    port, server = start()
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"POST /results/ HTTP/1.1\r\nHost: test\r\nContent-Length: 100\r\n\r\n" + b"{" * 10)
+        sock.shutdown(socket.SHUT_WR)
+        closed, data = closed_within(sock, 5)
+    assert closed and data.startswith(b"HTTP/1.1 400") and b"the body ended after 10 of 100 bytes" in data
+    assert server.store.count() == 0
+
+
+@pytest.mark.parametrize("key,value", [("read_timeout", 0), ("read_timeout", -1)])
+def test_bad_server_settings_are_refused_by_name(start, key, value):
+    with pytest.raises(ConfigError, match=f"server.{key} must be a positive"):
+        start(f"server.{key}={value}")
 
 
 def test_server_killed_and_restarted_keeps_every_acknowledged_submission(tmp_path):
