@@ -205,6 +205,8 @@ class CompetitionServer(ThreadingHTTPServer):
                  tokens: dict[str, str] | None = None):
         self.competitions, self.store, self.cfg, self.tokens = competitions, store, cfg, tokens or {}
         self.read_timeout = _positive(cfg, "read_timeout")
+        self.max_connections = _positive(cfg, "max_connections", whole=True)
+        self.slots = threading.BoundedSemaphore(self.max_connections)
         self.default = next(iter(competitions))
         self.galleries = {name: set(gt["gallery"]) for name, gt in competitions.items()}
         self.queries = {name: set(gt["queries"]) for name, gt in competitions.items()}
@@ -213,6 +215,41 @@ class CompetitionServer(ThreadingHTTPServer):
     def url(self) -> str:
         host, port = self.server_address[:2]
         return f"http://{host}:{port}"
+
+    def process_request(self, request, client_address):
+        if not self.slots.acquire(blocking=False):
+            self._refuse(request, client_address)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.slots.release()
+            raise
+
+    def process_request_thread(self, request, client_address):
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
+
+    def _refuse(self, request: socket.socket, client_address) -> None:
+        """Answer 503 at once from the accepting thread, without starting a handler thread."""
+        body = json.dumps({"error": 503, "message": f"the server is serving its limit of {self.max_connections} "
+                                                    "connections (server.max_connections); try again shortly"}).encode()
+        head = ("HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\nRetry-After: 1\r\nConnection: close\r\n\r\n").encode()
+        try:
+            request.settimeout(0.1)
+            request.sendall(head + body)
+            # Read what the client already sent: closing with unread data resets the connection,
+            # and the client might lose the answer.
+            request.setblocking(False)
+            request.recv(1 << 20)
+        except OSError:
+            pass
+        log.warning(f"refused a connection from {client_address[0]}: {self.max_connections} connections are open "
+                    "(server.max_connections)")
+        self.shutdown_request(request)
 
 
 class Handler(BaseHTTPRequestHandler):

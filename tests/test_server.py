@@ -289,7 +289,7 @@ def closed_within(sock, seconds):
 def test_idle_connections_neither_delay_others_nor_stay_open(start):
     import requests
 
-    port, server = start("server.read_timeout=1")
+    port, server = start("server.read_timeout=1", "server.max_connections=64")
     idle = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(50)]
     try:
         started = time.monotonic()
@@ -337,7 +337,30 @@ def test_a_body_cut_short_by_the_client_is_not_stored(start):
     assert server.store.count() == 0
 
 
-@pytest.mark.parametrize("key,value", [("read_timeout", 0), ("read_timeout", -1)])
+def test_connections_beyond_max_connections_get_a_quick_503(start):
+    port, server = start("server.max_connections=2", "server.read_timeout=10")
+    held = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(2)]
+    try:
+        with socket.create_connection(("127.0.0.1", port)) as third:
+            closed, data = closed_within(third, 3)  # well before the held ones' read_timeout
+        assert closed and data.startswith(b"HTTP/1.1 503") and b"server.max_connections" in data
+    finally:
+        for sock in held:
+            sock.close()
+    deadline = time.monotonic() + 5  # the held connections' threads end and give their slots back
+    while True:
+        try:
+            status = post(port, perfect())[0]
+        except ConnectionError:  # refused while its request was still being sent
+            status = None
+        if status == 200 or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert status == 200
+
+
+@pytest.mark.parametrize("key,value", [("read_timeout", 0), ("read_timeout", -1), ("max_connections", 0),
+                                       ("max_connections", 2.5)])
 def test_bad_server_settings_are_refused_by_name(start, key, value):
     with pytest.raises(ConfigError, match=f"server.{key} must be a positive"):
         start(f"server.{key}={value}")
