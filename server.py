@@ -11,8 +11,11 @@ and shows a leaderboard. Compatible with the original course server.
     GET  /competitions/<name>/leaderboard.json
 
 A submission is the raw JSON body {"groupname": team, "images": {query: [gallery names]}}, with or
-without a Content-Type header. Every accepted submission is committed to the database before the
-answer is sent, so a server killed at any moment loses nothing it acknowledged.
+without a Content-Type header; short lists and repeated names are accepted, as by the course server,
+and counted in the answer's "warnings". Every accepted submission is committed to the database
+before the answer is sent, so a server killed at any moment loses nothing it acknowledged. A whole
+request must arrive within server.read_timeout seconds; at most server.max_connections connections
+are served at once, the next ones get 503.
 """
 from __future__ import annotations
 
