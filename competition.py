@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -45,13 +46,25 @@ def load_ground_truth(path: str | Path) -> dict:
     return gt
 
 
-def validate_payload(payload, gallery: set[str] | None = None, k: int = 10, exact: bool = True,
-                     queries: set[str] | None = None) -> tuple[str, dict[str, list[str]]]:
-    """Check a submission {'groupname': team, 'images': {query: [gallery names]}}; returns (team, images).
+class Payload(NamedTuple):
+    """A valid submission: the team, its lists, and what the server tolerated in them."""
+    team: str
+    images: dict[str, list[str]]
+    warnings: list[str]
 
-    Every list holds distinct names from `gallery` (when given): exactly k of them when `exact`
-    (the client sends full lists), at most k otherwise (the server's rule). With `queries`, every
-    query must be one of them.
+
+def _queries(n: int) -> str:
+    return f"{n} query" if n == 1 else f"{n} queries"
+
+
+def validate_payload(payload, gallery: set[str] | None = None, k: int = 10, exact: bool = True,
+                     queries: set[str] | None = None) -> Payload:
+    """Check a submission {'groupname': team, 'images': {query: [gallery names]}}; returns (team, images, warnings).
+
+    Every list holds names from `gallery` (when given). With `exact` (the client, whose lists are
+    always complete) a list holds exactly k distinct names. Without it (the server, as lenient as
+    the course server) a list holds at most k names; a name repeated within a list and lists shorter
+    than k are accepted and counted in `warnings`. With `queries`, every query must be one of them.
     """
     if not isinstance(payload, dict):
         raise PayloadError("the body must be a JSON object with 'groupname' and 'images'")
@@ -65,6 +78,7 @@ def validate_payload(payload, gallery: set[str] | None = None, k: int = 10, exac
         raise PayloadError("field 'images' is missing or not a mapping of query name to gallery names")
     if not images:
         raise PayloadError("field 'images' is empty: nothing to score")
+    repeated = short = 0
     for query, names in images.items():
         if queries is not None and query not in queries:
             raise PayloadError(f"query '{query}' is not in this competition")
@@ -74,18 +88,33 @@ def validate_payload(payload, gallery: set[str] | None = None, k: int = 10, exac
             raise PayloadError(f"query '{query}': {len(names)} gallery names, expected {k}")
         if len(names) > k:
             raise PayloadError(f"query '{query}': {len(names)} gallery names, at most {k} allowed")
-        if len(set(names)) != len(names):
-            raise PayloadError(f"query '{query}': the same gallery name is listed twice")
         if gallery is not None:
             unknown = [n for n in names if n not in gallery]
             if unknown:
                 raise PayloadError(f"query '{query}': '{unknown[0]}' is not a gallery photo")
-    return team.strip(), images
+        if len(set(names)) != len(names):
+            if exact:
+                twice = next(n for i, n in enumerate(names) if n in names[:i])
+                raise PayloadError(f"query '{query}': '{twice}' is listed more than once")
+            repeated += 1
+        if len(names) < k:
+            short += 1
+    warnings = []
+    if repeated:
+        warnings.append(f"{_queries(repeated)} listed a gallery name more than once; repeats were ignored")
+    if short:
+        warnings.append(f"{_queries(short)} had fewer than {k} gallery names; "
+                        f"{'it was' if short == 1 else 'they were'} scored on what was sent")
+    return Payload(team.strip(), images, warnings)
 
 
 def score_submission(images: dict[str, list[str]], ground_truth: dict, k: int = 10) -> dict:
     """Score valid lists against the ground truth: top-1/5/10 accuracy and mAP@k over every
-    ground-truth query, a query missing from the submission counting as wrong."""
+    ground-truth query, a query missing from the submission counting as wrong.
+
+    A name repeated within a list keeps its position but is no match: it neither counts twice
+    nor moves the names after it up.
+    """
     truth = ground_truth["queries"]
     rel = np.zeros((len(truth), k), dtype=bool)
     n_rel = np.zeros(len(truth), dtype=np.int64)
@@ -93,7 +122,7 @@ def score_submission(images: dict[str, list[str]], ground_truth: dict, k: int = 
         good = set(good)
         n_rel[i] = len(good)
         names = images.get(query, [])[:k]
-        rel[i, :len(names)] = [n in good for n in names]
+        rel[i, :len(names)] = [n in good and n not in names[:j] for j, n in enumerate(names)]
     missing = sum(1 for q in truth if q not in images)
     return {"top1": top_k_accuracy(rel, 1), "top5": top_k_accuracy(rel, 5), "top10": top_k_accuracy(rel, 10),
             "map": mean_average_precision(rel, n_rel), "queries": len(truth), "missing": missing}

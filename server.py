@@ -11,8 +11,11 @@ and shows a leaderboard. Compatible with the original course server.
     GET  /competitions/<name>/leaderboard.json
 
 A submission is the raw JSON body {"groupname": team, "images": {query: [gallery names]}}, with or
-without a Content-Type header. Every accepted submission is committed to the database before the
-answer is sent, so a server killed at any moment loses nothing it acknowledged.
+without a Content-Type header; short lists and repeated names are accepted, as by the course server,
+and counted in the answer's "warnings". Every accepted submission is committed to the database
+before the answer is sent, so a server killed at any moment loses nothing it acknowledged. A whole
+request must arrive within server.read_timeout seconds; at most server.max_connections connections
+are served at once, the next ones get 503.
 """
 from __future__ import annotations
 
@@ -20,8 +23,10 @@ import argparse
 import hashlib
 import hmac
 import html
+import io
 import json
 import signal
+import socket
 import sqlite3
 import sys
 import threading
@@ -163,6 +168,36 @@ def load_tokens(path: str | Path) -> dict[str, str]:
     return {str(team): token for team, token in data.items()}
 
 
+def _positive(cfg: dict, key: str, whole: bool = False) -> float:
+    """cfg[key] as a positive number (a whole one with `whole`), else a ConfigError naming server.<key>."""
+    value = cfg[key]
+    if (isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf")
+            or (whole and not float(value).is_integer())):
+        raise ConfigError(f"server.{key} must be a positive {'whole number' if whole else 'number'}, got {value!r}")
+    return int(value) if whole else float(value)
+
+
+class DeadlineReader(io.RawIOBase):
+    """A socket's reading side that gives up at `deadline` (time.monotonic()): a whole request
+    must arrive in time, however slowly its bytes trickle in."""
+
+    def __init__(self, sock: socket.socket, write_timeout: float):
+        self.sock, self.write_timeout, self.deadline = sock, write_timeout, float("inf")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("server.read_timeout passed")
+        self.sock.settimeout(remaining)
+        try:
+            return self.sock.recv_into(buffer)
+        finally:
+            self.sock.settimeout(self.write_timeout)
+
+
 class CompetitionServer(ThreadingHTTPServer):
     """ThreadingHTTPServer holding the competitions, the store and the limits for its handlers."""
     daemon_threads = True
@@ -172,6 +207,9 @@ class CompetitionServer(ThreadingHTTPServer):
     def __init__(self, address, competitions: dict[str, dict], store: Store, cfg: dict,
                  tokens: dict[str, str] | None = None):
         self.competitions, self.store, self.cfg, self.tokens = competitions, store, cfg, tokens or {}
+        self.read_timeout = _positive(cfg, "read_timeout")
+        self.max_connections = _positive(cfg, "max_connections", whole=True)
+        self.slots = threading.BoundedSemaphore(self.max_connections)
         self.default = next(iter(competitions))
         self.galleries = {name: set(gt["gallery"]) for name, gt in competitions.items()}
         self.queries = {name: set(gt["queries"]) for name, gt in competitions.items()}
@@ -181,12 +219,58 @@ class CompetitionServer(ThreadingHTTPServer):
         host, port = self.server_address[:2]
         return f"http://{host}:{port}"
 
+    def process_request(self, request, client_address):
+        if not self.slots.acquire(blocking=False):
+            self._refuse(request, client_address)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.slots.release()
+            raise
+
+    def process_request_thread(self, request, client_address):
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
+
+    def _refuse(self, request: socket.socket, client_address) -> None:
+        """Answer 503 at once from the accepting thread, without starting a handler thread."""
+        body = json.dumps({"error": 503, "message": f"the server is serving its limit of {self.max_connections} "
+                                                    "connections (server.max_connections); try again shortly"}).encode()
+        head = ("HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\nRetry-After: 1\r\nConnection: close\r\n\r\n").encode()
+        try:
+            request.settimeout(0.1)
+            request.sendall(head + body)
+            # Read what the client already sent: closing with unread data resets the connection,
+            # and the client might lose the answer.
+            request.setblocking(False)
+            request.recv(1 << 20)
+        except OSError:
+            pass
+        log.warning(f"refused a connection from {client_address[0]}: {self.max_connections} connections are open "
+                    "(server.max_connections)")
+        self.shutdown_request(request)
+
 
 class Handler(BaseHTTPRequestHandler):
     server: CompetitionServer
     protocol_version = "HTTP/1.1"
 
     # ------------------------------------------------------------ plumbing
+    def setup(self):
+        self.timeout = self.server.read_timeout  # for writes; reads follow the request's deadline
+        super().setup()
+        self.rfile.close()
+        self.rfile = io.BufferedReader(DeadlineReader(self.connection, self.timeout))
+
+    def handle_one_request(self):
+        # An idle keep-alive connection is closed when its next request does not come in time.
+        self.rfile.raw.deadline = time.monotonic() + self.server.read_timeout
+        super().handle_one_request()
+
     def log_message(self, fmt, *args):
         log.debug("%s %s", self.address_string(), fmt % args)
 
@@ -280,8 +364,9 @@ class Handler(BaseHTTPRequestHandler):
             except (UnicodeDecodeError, json.JSONDecodeError) as exc:
                 raise Reject(400, f"the body is not valid JSON: {exc}", team=team) from None
             try:
-                claimed, images = validate_payload(payload, self.server.galleries[comp], self.server.cfg["k"],
-                                                   exact=False, queries=self.server.queries[comp])
+                claimed, images, warnings = validate_payload(
+                    payload, self.server.galleries[comp], self.server.cfg["k"], exact=False,
+                    queries=self.server.queries[comp])
             except PayloadError as exc:
                 raise Reject(400, str(exc), team=team or _groupname(payload)) from None
             if team is not None and claimed != team:
@@ -300,7 +385,7 @@ class Handler(BaseHTTPRequestHandler):
         missing = scores["missing"]
         answer = {"id": sub_id, "competition": comp, "groupname": claimed,
                   "results": {k: scores[k] for k in ("top1", "top5", "top10", "map")},
-                  "queries": scores["queries"], "missing": missing}
+                  "queries": scores["queries"], "missing": missing, "warnings": warnings}
         if missing:
             answer["message"] = f"{missing} of {scores['queries']} queries were missing and count as wrong"
         log.info(f"{comp}: '{claimed}' scored top1={scores['top1']:.3f} map={scores['map']:.3f} (id {sub_id})")
@@ -315,7 +400,16 @@ class Handler(BaseHTTPRequestHandler):
         limit = int(self.server.cfg["max_body_bytes"])
         if int(length) > limit:
             raise Reject(413, f"the body is {int(length)} bytes; the limit is {limit}")
-        return self.rfile.read(int(length))
+        try:
+            body = self.rfile.read(int(length))
+        except TimeoutError:
+            raise Reject(408, f"the request did not arrive within server.read_timeout "
+                              f"({self.server.read_timeout:g} s)", store=False) from None
+        except OSError as exc:
+            raise Reject(400, f"the connection failed while reading the body: {exc}", store=False) from None
+        if len(body) < int(length):
+            raise Reject(400, f"the body ended after {len(body)} of {length} bytes", store=False)
+        return body
 
     def _authenticate(self) -> str | None:
         """The team a bearer token belongs to (None when the server has no tokens)."""
@@ -337,8 +431,11 @@ class Handler(BaseHTTPRequestHandler):
             except Exception:
                 log.exception("could not store a rejected attempt")
         log.info(f"{comp}: rejected ({r.status}) {r.message}")
-        extra = {"WWW-Authenticate": "Bearer"} if r.status == 401 else None
-        self._json(r.status, answer, extra)
+        extra = {"Connection": "close", **({"WWW-Authenticate": "Bearer"} if r.status == 401 else {})}
+        try:
+            self._json(r.status, answer, extra)
+        except OSError as exc:  # the client is gone (it may have sent half a body and left)
+            log.info(f"{comp}: could not answer {r.status}: {exc}")
 
 
 def _groupname(payload) -> str | None:

@@ -5,18 +5,20 @@ import http.client
 import json
 import os
 import random
+import select
 import signal
 import socket
 import subprocess
 import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 import server as srv
 from conftest import ROOT
-from utils import load_config
+from utils import ConfigError, load_config
 
 GALLERY = [f"{i:040x}.jpg" for i in range(40)]
 # Four queries; q0 matches g0 and g1, q1 matches g2, q2 matches g3..g5, q3 matches g6.
@@ -85,6 +87,7 @@ def test_perfect_submission_scores_one(start):
     assert status == 200
     assert answer["results"] == {"top1": 1.0, "top5": 1.0, "top10": 1.0, "map": 1.0}
     assert answer["missing"] == 0 and answer["id"] == 1 and answer["competition"] == "toy"
+    assert answer["warnings"] == []
     assert server.store.count(status="scored") == 1
 
 
@@ -123,6 +126,36 @@ def test_body_without_content_type_is_accepted(start):
     assert answer.status == 200 and json.loads(answer.read())["results"]["top1"] == 1.0
 
 
+def test_the_course_sample_client_is_scored_with_warnings(start):
+    """The original course's client: 5 names per query, one name twice, requests.post(url, json.dumps(data))."""
+    import requests
+
+    port, server = start()
+    g, f = GALLERY, FILLER
+    data = {"groupname": "course", "images": {
+        "q0.jpg": [g[0], f[0], g[0], f[1], g[1]],  # matches g0 and g1; g0 again at 3
+        "q1.jpg": [f[0], f[1], f[2], f[3], g[2]],  # matches g2
+        "q2.jpg": [g[3], f[0], f[1], f[2], f[3]],  # matches g3, g4, g5
+        "q3.jpg": [f[0], f[1], f[2], f[3], f[4]],  # matches g6
+    }}
+    answer = requests.post(f"http://127.0.0.1:{port}/results/", json.dumps(data), timeout=10)
+    assert answer.request.headers.get("Content-Type") is None
+    assert answer.status_code == 200
+    result = answer.json()
+    # By hand. Correct names at rank 1 for q0 and q2, within 5 for q0, q1 and q2; only 5 names
+    # were sent, so top-10 = top-5. The repeated g0 at rank 3 is no match and keeps its slot, so
+    # q0's hits are at ranks 1 and 5: AP(q0) = (1/1 + 2/5) / 2 = 0.7 (counting the repeat would
+    # give (1 + 2/3 + 3/5) / 2 > 1; dropping it would move g1 to rank 4 and give 0.75).
+    # AP(q1) = (1/5) / 1 = 0.2, AP(q2) = (1/1) / 3 = 1/3, AP(q3) = 0.
+    assert result["results"] == pytest.approx({"top1": 0.5, "top5": 0.75, "top10": 0.75,
+                                               "map": (0.7 + 0.2 + 1 / 3 + 0) / 4})
+    assert result["warnings"] == [
+        "1 query listed a gallery name more than once; repeats were ignored",
+        "4 queries had fewer than 10 gallery names; they were scored on what was sent"]
+    stored, = server.store.conn().execute("SELECT payload FROM submissions WHERE id = ?", (result["id"],)).fetchone()
+    assert stored == json.dumps(data).encode()  # kept as sent, repeat included
+
+
 def test_request_send_client_talks_to_the_server(start):
     from request_send import submit
 
@@ -139,8 +172,11 @@ BAD = [
     (json.dumps({"groupname": "t", "images": {}}).encode(), 400, "empty"),
     (json.dumps({"groupname": "t", "images": {"q9.jpg": GALLERY[:10]}}).encode(), 400, "'q9.jpg' is not in this competition"),
     (json.dumps({"groupname": "t", "images": {"q0.jpg": ["x.jpg"] + GALLERY[:9]}}).encode(), 400, "'x.jpg' is not a gallery photo"),
-    (json.dumps({"groupname": "t", "images": {"q0.jpg": [GALLERY[0]] * 2}}).encode(), 400, "listed twice"),
     (json.dumps({"groupname": "t", "images": {"q0.jpg": GALLERY[:11]}}).encode(), 400, "11 gallery names, at most 10"),
+    # a repeat is tolerated, but not as a way round the other rules
+    (json.dumps({"groupname": "t", "images": {"q0.jpg": GALLERY[:10] + GALLERY[:1]}}).encode(), 400, "11 gallery names, at most 10"),
+    (json.dumps({"groupname": "t", "images": {"q0.jpg": ["x.jpg", "x.jpg"]}}).encode(), 400, "'x.jpg' is not a gallery photo"),
+    (json.dumps({"groupname": "t", "images": {"q9.jpg": GALLERY[:1] * 2}}).encode(), 400, "'q9.jpg' is not in this competition"),
     (json.dumps({"groupname": "t", "images": {"q0.jpg": "g0"}}).encode(), 400, "expected a list"),
     (json.dumps({"groupname": 5, "images": perfect()["images"]}).encode(), 400, "groupname"),
 ]
@@ -234,6 +270,100 @@ def test_fifty_concurrent_submissions_are_all_stored_once(start):
     assert server.store.count(status="scored") == 50
     teams = get(port, "/leaderboard.json")[1]["teams"]
     assert sum(t["submissions"] for t in teams) == 50 and len(teams) == 7
+
+
+def closed_within(sock, seconds):
+    """Whether the server closes `sock` (EOF or reset) within `seconds`; what it sent before, if anything."""
+    sock.settimeout(seconds)
+    data = b""
+    try:
+        while chunk := sock.recv(4096):
+            data += chunk
+    except ConnectionError:
+        pass
+    except TimeoutError:
+        return False, data
+    return True, data
+
+
+def test_idle_connections_neither_delay_others_nor_stay_open(start):
+    import requests
+
+    port, server = start("server.read_timeout=1", "server.max_connections=64")
+    idle = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(50)]
+    try:
+        started = time.monotonic()
+        answer = requests.post(f"http://127.0.0.1:{port}/results/", json.dumps(perfect()), timeout=10)
+        assert answer.status_code == 200 and answer.json()["results"]["top1"] == 1.0
+        assert time.monotonic() - started < 5
+        # read_timeout (1 s) after they opened, the server closes every one of them
+        assert all(closed_within(sock, 1 + 5)[0] for sock in idle)
+    finally:
+        for sock in idle:
+            sock.close()
+
+
+def test_a_trickled_body_is_cut_off_by_the_read_timeout_and_not_stored(start):
+    port, server = start("server.read_timeout=1")
+    body = json.dumps(perfect()).encode()
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    try:
+        sock.sendall(b"POST /results/ HTTP/1.1\r\nHost: test\r\nContent-Length: %d\r\n\r\n" % len(body))
+        sent = 0
+        while sent < 60 and not select.select([sock], [], [], 0)[0]:  # until the server answers or closes
+            try:
+                sock.sendall(body[sent:sent + 1])
+            except ConnectionError:
+                break
+            sent += 1
+            time.sleep(0.1)
+        assert sent < 60  # cut off while still trickling (6 s), though every byte came within 0.1 s
+        closed, data = closed_within(sock, 5)
+        assert closed and (data == b"" or data.startswith(b"HTTP/1.1 408"))
+    finally:
+        sock.close()
+    assert server.store.count() == 0
+    status, answer = post(port, perfect())
+    assert status == 200 and answer["results"]["top1"] == 1.0
+
+
+def test_a_body_cut_short_by_the_client_is_not_stored(start):
+    port, server = start()
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"POST /results/ HTTP/1.1\r\nHost: test\r\nContent-Length: 100\r\n\r\n" + b"{" * 10)
+        sock.shutdown(socket.SHUT_WR)
+        closed, data = closed_within(sock, 5)
+    assert closed and data.startswith(b"HTTP/1.1 400") and b"the body ended after 10 of 100 bytes" in data
+    assert server.store.count() == 0
+
+
+def test_connections_beyond_max_connections_get_a_quick_503(start):
+    port, server = start("server.max_connections=2", "server.read_timeout=10")
+    held = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(2)]
+    try:
+        with socket.create_connection(("127.0.0.1", port)) as third:
+            closed, data = closed_within(third, 3)  # well before the held ones' read_timeout
+        assert closed and data.startswith(b"HTTP/1.1 503") and b"server.max_connections" in data
+    finally:
+        for sock in held:
+            sock.close()
+    deadline = time.monotonic() + 5  # the held connections' threads end and give their slots back
+    while True:
+        try:
+            status = post(port, perfect())[0]
+        except ConnectionError:  # refused while its request was still being sent
+            status = None
+        if status == 200 or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert status == 200
+
+
+@pytest.mark.parametrize("key,value", [("read_timeout", 0), ("read_timeout", -1), ("max_connections", 0),
+                                       ("max_connections", 2.5)])
+def test_bad_server_settings_are_refused_by_name(start, key, value):
+    with pytest.raises(ConfigError, match=f"server.{key} must be a positive"):
+        start(f"server.{key}={value}")
 
 
 def test_server_killed_and_restarted_keeps_every_acknowledged_submission(tmp_path):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -25,7 +26,7 @@ def test_valid_payload_passes():
 
 @pytest.mark.parametrize("mutate,message", [
     (lambda p: p["images"]["q1.jpg"].pop(), "q1.jpg': 9 gallery names, expected 10"),
-    (lambda p: p["images"]["q1.jpg"].__setitem__(1, p["images"]["q1.jpg"][0]), "listed twice"),
+    (lambda p: p["images"]["q1.jpg"].__setitem__(1, p["images"]["q1.jpg"][0]), r"q1.jpg': '0{40}\.jpg' is listed more than once"),
     (lambda p: p["images"]["q2.jpg"].__setitem__(0, "elsewhere.jpg"), "'elsewhere.jpg' is not a gallery photo"),
     (lambda p: p.pop("groupname"), "groupname"),
     (lambda p: p.__setitem__("images", {}), "images"),
@@ -127,3 +128,18 @@ def test_resend_a_saved_payload_and_refuse_a_malformed_one(server, tmp_path, cap
     saved.write_text(json.dumps(bad))
     assert request_send.main(["--payload", str(saved), f"submit.url={url}"]) == 2
     assert len(handler.received) == 1  # the malformed payload was never sent
+
+
+@pytest.mark.parametrize("mutate,message", [
+    (lambda names: names.__setitem__(4, names[2]), "query 'q2.jpg': '.*' is listed more than once"),
+    (lambda names: names.pop(), "query 'q2.jpg': 9 gallery names, expected 10"),
+])
+def test_resend_refuses_repeats_and_short_lists_naming_the_query(server, tmp_path, capsys, mutate, message):
+    handler, url = server
+    bad = good_payload()
+    mutate(bad["images"]["q2.jpg"])
+    saved = tmp_path / "submission.json"
+    saved.write_text(json.dumps(bad))
+    assert request_send.main(["--payload", str(saved), f"submit.url={url}"]) == 2
+    assert re.search(f"{re.escape(str(saved))}: {message}", capsys.readouterr().err)
+    assert handler.received == []  # never sent, though the server would accept it
