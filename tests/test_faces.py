@@ -1,0 +1,280 @@
+"""Reading photos, detecting, aligning and cropping faces: real photos, every format, bad files,
+the fallback chain, the crop cache."""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import faces
+from conftest import FACES, needs_shared, SHARED
+from faces import (ARCFACE_TEMPLATE, DETECTORS, ImageReadError, crop_face, crop_key, crop_one, crop_paths, detect,
+                   load_crop, read_image, similarity_align, similarity_matrix, square_crop)
+from utils import ConfigError, load_config
+
+CROP = load_config()["crop"]  # the design's default: haar, no alignment, centre crop as fallback
+MTCNN = dict(CROP, detector="mtcnn", align="similarity", fallback=["haar", "center"])
+
+# Eye centres and mouth corners marked by hand (image order: the image's left first) on two
+# CelebA photos where the Haar cascade finds no face (haar_misses) or another one (haar_wrong_face).
+HAND_MARKED = {
+    "haar_misses.jpg": [(132, 135), (170, 135), None, (132, 171), (169, 171)],
+    "haar_wrong_face.jpg": [(93, 97.5), (118.5, 97.5), None, (96, 126.5), (121.5, 126)],
+}
+
+
+def test_face_found_and_cropped_to_size():
+    image = read_image(FACES / "one_face.jpg")
+    crop = crop_face(image, CROP)
+    assert (crop.path, crop.faces, crop.aligned) == ("haar", 1, False)
+    assert crop.image.shape == (CROP["size"], CROP["size"], 3) and crop.image.dtype == np.uint8
+    # The crop is centred on the detected box, not the photo's centre.
+    found = detect(image, CROP)
+    assert len(found) == 1 and found.landmarks is None  # Haar gives boxes only
+    expected = square_crop(image, found.boxes[0], CROP["margin"], CROP["size"])
+    assert np.array_equal(crop.image, expected)
+
+
+def test_no_face_falls_back_to_centre_square_and_is_reported(tmp_path):
+    crop = crop_face(read_image(FACES / "no_face.jpg"), CROP)
+    assert crop.path == "center" and crop.faces == 0
+    centre = square_crop(read_image(FACES / "no_face.jpg"), None, 0, CROP["size"])
+    assert np.array_equal(crop.image, centre)
+    _, report = crop_paths([FACES / "one_face.jpg", FACES / "no_face.jpg"], CROP, tmp_path)
+    assert report.counts["center"] == 1 and report.counts["haar"] == 1
+    assert report.by_path["center"] == [str(FACES / "no_face.jpg")]
+    assert "1 centre crop" in report.summary() and "no_face.jpg" in report.summary()
+
+
+def test_several_faces_keeps_the_largest():
+    image = read_image(FACES / "several_faces.jpg")
+    found = detect(image, CROP)
+    assert len(found) >= 2
+    areas = found.boxes[:, 2] * found.boxes[:, 3]
+    assert areas[0] == areas.max()
+    crop = crop_face(image, CROP)
+    assert crop.faces == len(found) >= 2
+    assert np.array_equal(crop.image, square_crop(image, found.boxes[0], CROP["margin"], CROP["size"]))
+    assert not np.array_equal(crop.image, square_crop(image, found.boxes[1], CROP["margin"], CROP["size"]))
+
+
+def test_grayscale_gif_reads_as_rgb_and_finds_the_face():
+    image = read_image(FACES / "grayscale.gif")
+    assert image.shape == (243, 320, 3)
+    assert np.array_equal(image[..., 0], image[..., 2])  # gray stays gray
+    assert crop_face(image, CROP).path == "haar"
+
+
+@pytest.mark.parametrize("name", sorted(HAND_MARKED))
+def test_mtcnn_landmarks_sit_on_hand_marked_points_where_haar_fails(name):
+    image = read_image(FACES / name)
+    haar = detect(image, CROP, "haar")
+    found = detect(image, MTCNN, "mtcnn")
+    assert len(found) == 1 and found.landmarks.shape == (1, 5, 2) and found.scores[0] > 0.99
+    for point, marked in zip(found.landmarks[0], HAND_MARKED[name]):
+        if marked is not None:
+            assert np.hypot(*(point - marked)) < 5, (point, marked)
+    x, y, w, h = found.boxes[0]
+    inside = [(x <= px <= x + w and y <= py <= y + h) for px, py in found.landmarks[0]]
+    assert all(inside)
+    # Haar finds nothing here, or a box that misses the hand-marked eyes.
+    eyes = np.array(HAND_MARKED[name][:2])
+    assert not len(haar) or not all(hx <= ex <= hx + hw and hy <= ey <= hy + hh
+                                    for (hx, hy, hw, hh) in haar.boxes[:1] for ex, ey in eyes)
+
+
+def test_yunet_finds_the_face_haar_misses_with_landmarks():
+    image = read_image(FACES / "haar_misses.jpg")
+    found = detect(image, dict(CROP, detector="yunet"))
+    assert len(found) == 1 and found.landmarks.shape == (1, 5, 2)
+    for point, marked in zip(found.landmarks[0], HAND_MARKED["haar_misses.jpg"]):
+        if marked is not None:
+            assert np.hypot(*(point - marked)) < 8
+
+
+def test_similarity_alignment_puts_the_landmarks_on_the_template():
+    image = read_image(FACES / "haar_wrong_face.jpg")
+    marks = detect(image, MTCNN).landmarks[0]
+    for size in (112, 150):
+        matrix = similarity_matrix(marks, size)
+        # A similarity: equal scale on both axes, no shear.
+        a, b = matrix[0, :2], matrix[1, :2]
+        assert abs(np.hypot(*a) - np.hypot(*b)) < 1e-3 and abs(a @ b) < 1e-3
+        moved = np.c_[marks, np.ones(5)] @ matrix.T
+        template = ARCFACE_TEMPLATE * size / 112
+        eye_error = np.hypot(*(moved[:2] - template[:2]).T)
+        assert (eye_error < 0.05 * size).all(), eye_error
+    aligned = crop_face(image, MTCNN)
+    assert (aligned.path, aligned.aligned) == ("mtcnn", True)
+    assert np.array_equal(aligned.image, similarity_align(image, marks, MTCNN["size"]))
+    # The aligned crop's own detection finds the eyes where the template has them.
+    again = detect(aligned.image, MTCNN).landmarks[0]
+    template = ARCFACE_TEMPLATE * MTCNN["size"] / 112
+    assert (np.hypot(*(again[:2] - template[:2]).T) < 0.06 * MTCNN["size"]).all()
+
+
+def test_alignment_without_landmarks_falls_back_to_the_square_crop_and_is_reported(tmp_path):
+    cfg = dict(CROP, align="similarity")  # haar has no landmarks
+    crop = crop_face(read_image(FACES / "one_face.jpg"), cfg)
+    assert (crop.path, crop.aligned) == ("haar", False)
+    _, report = crop_paths([FACES / "one_face.jpg"], cfg, tmp_path)
+    assert report.unaligned == [str(FACES / "one_face.jpg")] and "1 not aligned" in report.summary()
+
+
+def test_the_fallback_chain_is_walked_and_every_path_counted(tmp_path):
+    blank = tmp_path / "blank.png"
+    Image.fromarray(np.full((120, 100, 3), 128, np.uint8)).save(blank)
+    paths = [FACES / "one_face.jpg", FACES / "haar_misses.jpg", blank]
+    cfg = dict(CROP, detector="haar", fallback=["mtcnn", "center"])
+    crops, report = crop_paths(paths, cfg, tmp_path / "cache")
+    assert all(c is not None for c in crops)
+    assert dict(report.counts) | {"cached": 0} == {"haar": 1, "mtcnn": 1, "center": 1, "several": 0, "cached": 0}
+    assert report.by_path == {"haar": [str(paths[0])], "mtcnn": [str(paths[1])], "center": [str(blank)]}
+    text = report.summary()
+    assert "1 by haar, 1 by mtcnn (fallback)" in text and "1 centre crop" in text and "haar_misses.jpg" in text
+    # Without 'center' at the end, a photo no detector finds a face in is left out, and named.
+    crops, report = crop_paths(paths, dict(cfg, fallback=["mtcnn"]), tmp_path / "cache")
+    assert crops[2] is None and crops[0] is not None and report.no_face == [str(blank)]
+    assert "1 left out (no face)" in report.summary() and "blank.png" in report.summary()
+
+
+def test_unknown_detector_or_alignment_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="retinaface"):
+        crop_paths([FACES / "one_face.jpg"], dict(CROP, detector="retinaface"), tmp_path)
+    with pytest.raises(ConfigError, match="crop.align"):
+        crop_paths([FACES / "one_face.jpg"], dict(CROP, align="affine"), tmp_path)
+    with pytest.raises(ConfigError, match="nope"):
+        crop_paths([FACES / "one_face.jpg"], dict(CROP, fallback=["nope"]), tmp_path)
+
+
+def test_png_with_alpha_is_composited_on_white(tmp_path):
+    rgba = np.zeros((20, 30, 4), dtype=np.uint8)
+    rgba[..., 0] = 200
+    rgba[:, :15, 3] = 255  # left half opaque red, right half transparent
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
+    image = read_image(tmp_path / "a.png")
+    assert image.shape == (20, 30, 3)
+    assert tuple(image[0, 0]) == (200, 0, 0) and tuple(image[0, 29]) == (255, 255, 255)
+
+
+def test_exif_rotation_is_undone(tmp_path):
+    upright = Image.open(FACES / "one_face.jpg")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90° clockwise to display": store the pixels turned the other way
+    upright.rotate(90, expand=True).save(tmp_path / "rotated.jpg", exif=exif, quality=95)
+    image = read_image(tmp_path / "rotated.jpg")
+    assert image.shape[:2] == (150, 150)
+    assert crop_face(image, CROP).path == "haar"
+    raw = np.asarray(Image.open(tmp_path / "rotated.jpg").convert("RGB"))
+    assert np.abs(image.astype(int) - np.asarray(upright.convert("RGB")).astype(int)).mean() < \
+        np.abs(raw.astype(int) - np.asarray(upright.convert("RGB")).astype(int)).mean()
+
+
+def test_corrupt_file_names_the_file(tmp_path):
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes((FACES / "one_face.jpg").read_bytes()[:300])
+    with pytest.raises(ImageReadError, match="broken.jpg"):
+        read_image(bad)
+    text = tmp_path / "notes.png"
+    text.write_text("not an image")
+    with pytest.raises(ImageReadError, match="notes.png"):
+        read_image(text)
+
+
+def test_corrupt_file_skipped_or_stops_as_configured(tmp_path):
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff garbage")
+    paths = [FACES / "one_face.jpg", bad, FACES / "grayscale.gif"]
+    with pytest.warns(UserWarning, match="broken.jpg"):
+        crops, report = crop_paths(paths, dict(CROP, on_error="skip"), tmp_path / "cache")
+    assert crops[1] is None and crops[0] is not None and crops[2] is not None
+    assert report.failed == [str(bad)] and "1 unreadable" in report.summary()
+    with pytest.raises(ImageReadError, match="broken.jpg"):
+        crop_paths(paths, dict(CROP, on_error="stop"), tmp_path / "cache")
+
+
+def test_cache_makes_second_run_skip_detection(tmp_path, monkeypatch):
+    paths = [FACES / "one_face.jpg", FACES / "no_face.jpg", FACES / "grayscale.gif"]
+    first, report1 = crop_paths(paths, CROP, tmp_path)
+    assert report1.counts["cached"] == 0
+
+    def no_detection(*args, **kwargs):
+        raise AssertionError("detection ran although the crop is cached")
+
+    monkeypatch.setitem(faces.DETECTORS, "haar", no_detection)
+    second, report2 = crop_paths(paths, CROP, tmp_path)
+    assert report2.counts["cached"] == 3
+    assert report2.counts["center"] == report1.counts["center"] == 1  # the path survives the cache
+    for a, b in zip(first, second):
+        assert np.array_equal(load_crop(a), load_crop(b))
+
+
+def test_cache_key_follows_content_and_parameters(tmp_path):
+    data = (FACES / "one_face.jpg").read_bytes()
+    assert crop_key(data, CROP) == crop_key(data, dict(CROP))
+    assert crop_key(data, CROP) != crop_key(data, dict(CROP, margin=0.5))
+    assert crop_key(data, CROP) != crop_key(data + b"x", CROP)
+    assert crop_key(data, CROP) == crop_key(data, dict(CROP, on_error="stop"))  # does not change the crop
+    for key, value in (("detector", "mtcnn"), ("align", "similarity"), ("fallback", []), ("min_confidence", 0.5)):
+        assert crop_key(data, CROP) != crop_key(data, dict(CROP, **{key: value})), key
+    # Renaming a file keeps its cache entry: the key is the content, not the name.
+    (tmp_path / "renamed.jpg").write_bytes(data)
+    a, _, _ = crop_one(FACES / "one_face.jpg", CROP, tmp_path / "c")
+    b, _, cached = crop_one(tmp_path / "renamed.jpg", CROP, tmp_path / "c")
+    assert a == b and cached
+
+
+def test_interrupted_run_keeps_finished_crops(tmp_path, monkeypatch):
+    paths = [FACES / "one_face.jpg", FACES / "grayscale.gif", FACES / "no_face.jpg"]
+    real = faces.crop_face
+    calls = []
+
+    def crash_on_third(image, cfg):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(image, cfg)
+
+    monkeypatch.setattr(faces, "crop_face", crash_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        crop_paths(paths, CROP, tmp_path)
+    monkeypatch.setattr(faces, "crop_face", real)
+    assert len(list(tmp_path.glob("*.png"))) == 2
+    assert not list(tmp_path.glob(".*.tmp"))
+    _, report = crop_paths(paths, CROP, tmp_path)
+    assert report.counts["cached"] == 2
+
+
+def test_damaged_cache_entry_is_recomputed(tmp_path):
+    item, meta, _ = crop_one(FACES / "one_face.jpg", CROP, tmp_path)
+    item.write_bytes(b"half a png")
+    again, meta2, cached = crop_one(FACES / "one_face.jpg", CROP, tmp_path)
+    assert not cached and meta2 == meta and meta["path"] == "haar"
+    assert load_crop(again).shape == (CROP["size"], CROP["size"], 3)
+
+
+@needs_shared("yalefaces")
+def test_every_yale_face_is_found():
+    paths = sorted((SHARED / "yalefaces").rglob("*.gif"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _, report = crop_paths(paths, CROP, None)
+    assert len(paths) == 164 and report.counts["center"] == 0 and not report.failed
+
+
+def test_crop_command_reports_and_fills_the_cache(tmp_path, capsys):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("one_face.jpg", "no_face.jpg", "grayscale.gif"):
+        (folder / name).write_bytes((FACES / name).read_bytes())
+    (folder / "broken.png").write_bytes(b"\x89PNG broken")
+    with pytest.warns(UserWarning, match="broken.png"):
+        assert faces.main([str(folder), f"data.cache_dir={tmp_path / 'cache'}"]) == 0
+    out = capsys.readouterr().out
+    assert "4 photos: 2 by haar" in out and "1 centre crop" in out and "1 unreadable" in out
+    assert len(list((tmp_path / "cache").glob("*.png"))) == 3
+    assert faces.main([str(tmp_path / "missing"), f"data.cache_dir={tmp_path / 'cache'}"]) == 2
+    assert faces.main([str(folder), "crop.on_error=stop", f"data.cache_dir={tmp_path / 'cache'}"]) == 2
+    assert "broken.png" in capsys.readouterr().err
