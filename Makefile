@@ -22,8 +22,8 @@ test: venv
 demo: venv
 	@echo "== 1/5 split: a competition from data/sample (identity-disjoint, opaque names)"
 	$(PY) split.py --people data/sample/people --distractors data/sample/distractors --out data/competition --force $(DEMO)
-	@echo "== 2/5 crop: Haar-cascade face crops of every photo, cached in data/cache/crops"
-	$(PY) dataset.py data/competition $(DEMO)
+	@echo "== 2/5 crop: face crops of every photo (config/demo.yaml's detector), cached in data/cache/crops"
+	$(PY) faces.py data/competition $(DEMO)
 	@echo "== 3/5 train: the config/demo.yaml network from random weights, on the CPU"
 	$(PY) train.py $(DEMO)
 	@echo "== 4/5 evaluate: the test people (never seen in training), with the ground truth"

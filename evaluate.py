@@ -82,7 +82,7 @@ def retrieval_figure(path: str | Path, query_crops: list, gallery_crops: list, r
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from dataset import load_crop
+    from faces import load_crop
 
     n = min(n_queries, len(query_crops))
     top = min(top, ranked.shape[1])

@@ -1,33 +1,26 @@
-"""The embedding network (ResNet backbone, GeM pooling, linear + batch-norm head, L2-normalised
-output), its weights, checkpoints, and `embed` to turn face crops into embeddings."""
+"""The embedding network: a backbone from backbones.py, GeM or average pooling, a head chosen by
+name, and an L2-normalised output. The model carries its preprocessing (`model.meta`: crop and
+input settings), saved in every checkpoint, so `embed(model, crops)` needs nothing else."""
 from __future__ import annotations
 
-import os
+import copy
+import hashlib
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import torchvision
-
 from tqdm import tqdm
 
-from dataset import CROP_KEYS, load_crop
+from backbones import BACKBONES, WeightsError, build_backbone  # noqa: F401 (WeightsError is re-exported)
+from faces import CROP_KEYS, load_crop
 from utils import ConfigError, FacematchError, atomic_write, get_device, get_logger, load_config
 
-ARCHS = {
-    "resnet18": (torchvision.models.resnet18, torchvision.models.ResNet18_Weights.IMAGENET1K_V1, 512),
-    "resnet34": (torchvision.models.resnet34, torchvision.models.ResNet34_Weights.IMAGENET1K_V1, 512),
-    "resnet50": (torchvision.models.resnet50, torchvision.models.ResNet50_Weights.IMAGENET1K_V2, 2048),
-}
-
-
 log = get_logger()
-
-
-class WeightsError(FacematchError, RuntimeError):
-    """Pretrained weights that cannot be found, fetched or fitted to the backbone."""
+POOLINGS = ("gem", "avg")
+# Crop settings of checkpoints written before faces.py had them: what cropping did then.
+LEGACY_CROP = {"detector": "haar", "fallback": ["center"], "align": "none", "min_confidence": 0.9}
 
 
 class CheckpointError(FacematchError, RuntimeError):
@@ -50,88 +43,120 @@ class GeM(nn.Module):
         return x.clamp(min=self.eps).pow(p).mean(dim=(2, 3)).pow(1.0 / p)
 
 
+# ---------------------------------------------------------------- heads: features -> embedding
+
+def head_none(features: int, size: int) -> tuple[nn.Module, int]:
+    """The pooled features themselves (a pretrained descriptor used as it is)."""
+    return nn.Identity(), features
+
+
+def head_linear(features: int, size: int) -> tuple[nn.Module, int]:
+    """Linear projection and batch norm (the design's head)."""
+    return nn.Sequential(nn.Linear(features, size), nn.BatchNorm1d(size)), size
+
+
+def head_mlp(features: int, size: int) -> tuple[nn.Module, int]:
+    """Two layers with a ReLU between: room to adapt a frozen descriptor to new people."""
+    hidden = max(size, features)
+    return nn.Sequential(nn.Linear(features, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
+                         nn.Linear(hidden, size), nn.BatchNorm1d(size)), size
+
+
+HEADS = {"none": head_none, "linear": head_linear, "mlp": head_mlp}
+
+
+# ---------------------------------------------------------------- preprocessing
+
+def resolve_preprocessing(cfg: dict, backbone_meta: dict, arch: str, frozen: bool) -> dict:
+    """What the model sees: {'input': size, mean, std, max_pixel_value; 'crop': every crop
+    setting}, 'auto' values taken from the backbone, its requirements checked."""
+    inp, meta = cfg["input"], backbone_meta
+    auto_norm = inp["mean"] == "auto" or inp["std"] == "auto"
+    if (inp["mean"] == "auto") != (inp["std"] == "auto"):
+        raise ConfigError("input.mean and input.std must both be auto or both be given")
+    resolved = {
+        "size": int(meta["input_size"] if inp["size"] == "auto" else inp["size"]),
+        "mean": [float(v) for v in (meta["mean"] if auto_norm else inp["mean"])],
+        "std": [float(v) for v in (meta["std"] if auto_norm else inp["std"])],
+        "max_pixel_value": float(meta.get("max_pixel_value", 255.0) if auto_norm else 255.0),
+    }
+    for key in ("mean", "std"):
+        if len(resolved[key]) != 3:
+            raise ConfigError(f"input.{key} must hold 3 numbers (R, G, B), got {resolved[key]}")
+    crop = {k: copy.deepcopy(cfg["crop"][k]) for k in CROP_KEYS}
+    wrong = {k: v for k, v in meta.get("crop", {}).items() if crop.get(k) != v}
+    if frozen and resolved["size"] != int(meta["input_size"]):
+        wrong["input.size"] = meta["input_size"]
+    if wrong:
+        need = " ".join(f"{k if '.' in k else 'crop.' + k}={v}" for k, v in wrong.items())
+        raise ConfigError(f"model.arch {arch} needs {need} (it was trained on such crops; "
+                          f"config/dlib.yaml sets them for dlib_resnet)")
+    return {"input": resolved, "crop": crop}
+
+
+# ---------------------------------------------------------------- the network
+
 class EmbeddingNet(nn.Module):
-    """ResNet features → pooling → linear → batch norm → unit-length embedding."""
+    """Backbone features → pooling → head → unit-length embedding, with its preprocessing in `meta`."""
 
     def __init__(self, arch: str = "resnet50", embedding_size: int = 512, pooling: str = "gem",
-                 gem_p: float = 3.0):
+                 gem_p: float = 3.0, head: str = "linear", weights: str | None = None, cfg: dict | None = None):
         super().__init__()
-        if arch not in ARCHS:
-            raise ConfigError(f"model.arch '{arch}' is not one of {', '.join(ARCHS)}")
-        if pooling not in ("gem", "avg"):
-            raise ConfigError(f"model.pooling '{pooling}' is not one of gem, avg")
-        build, _, features = ARCHS[arch]
-        resnet = build(weights=None)
-        self.backbone = nn.Sequential(*list(resnet.children())[:-2])  # drop avgpool and fc
-        self.pool = GeM(gem_p) if pooling == "gem" else nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(features, embedding_size)
-        self.bn = nn.BatchNorm1d(embedding_size)
-        self.arch, self.embedding_size = arch, embedding_size
+        if arch not in BACKBONES:
+            raise ConfigError(f"model.arch '{arch}' is not one of {', '.join(BACKBONES)}")
+        if pooling not in POOLINGS:
+            raise ConfigError(f"model.pooling '{pooling}' is not one of {', '.join(POOLINGS)}")
+        if head not in HEADS:
+            raise ConfigError(f"model.head '{head}' is not one of {', '.join(HEADS)}")
+        trunk = build_backbone(arch, weights)
+        self.backbone, self.trainable_backbone = trunk.module, trunk.trainable
+        if not trunk.trainable:
+            self.backbone.requires_grad_(False)
+        self.pool = nn.Identity() if trunk.pooled else (GeM(gem_p) if pooling == "gem" else nn.AdaptiveAvgPool2d(1))
+        self.head, self.embedding_size = HEADS[head](trunk.features, embedding_size)
+        self.arch, self.pooling, self.head_name = arch, pooling, head
+        self.weights_source, self.fingerprint = trunk.source, trunk.fingerprint
+        self.meta = resolve_preprocessing(cfg or load_config(), trunk.meta, arch, not trunk.trainable)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.pool(self.backbone(x)).flatten(1)
-        return F.normalize(self.bn(self.fc(x)), dim=1)
+        if self.trainable_backbone:
+            features = self.backbone(x)
+        else:
+            with torch.no_grad():
+                features = self.backbone(x)
+        return F.normalize(self.head(self.pool(features).flatten(1)), dim=1)
+
+    def train(self, mode: bool = True) -> "EmbeddingNet":
+        super().train(mode)
+        if not self.trainable_backbone:
+            self.backbone.eval()  # a frozen extractor never updates its statistics
+        return self
 
     def head_parameters(self) -> list[nn.Parameter]:
         """Everything after the backbone: trained with the head learning rate."""
-        return list(self.pool.parameters()) + list(self.fc.parameters()) + list(self.bn.parameters())
+        return list(self.pool.parameters()) + list(self.head.parameters())
+
+    def backbone_parameters(self) -> list[nn.Parameter]:
+        """The backbone's trainable parameters (none for a frozen extractor)."""
+        return [p for p in self.backbone.parameters() if p.requires_grad]
+
+    def describe(self) -> dict:
+        """What the network is: enough to rebuild it and to tell it from another."""
+        return {"arch": self.arch, "embedding_size": self.embedding_size, "pooling": self.pooling,
+                "head": self.head_name, "fingerprint": self.fingerprint}
 
 
-def _torchvision_state_dict(arch: str) -> dict:
-    weights = ARCHS[arch][1]
-    cache = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
-    try:
-        return weights.get_state_dict(progress=False)
-    except Exception as exc:  # network errors come in many types (URLError, OSError, HTTPError…)
-        raise WeightsError(
-            f"cannot load ImageNet weights for {arch}: not in the torch cache ({cache}) and the "
-            f"download from {weights.url} failed ({exc.__class__.__name__}: {exc}). Copy that file "
-            f"to {cache}, or set model.weights to a local state-dict file, or to 'none' to train "
-            f"from random weights on purpose.") from None
+def model_from_config(cfg: dict, weights: str | None = None) -> EmbeddingNet:
+    """The network the config describes; weights None reads no pretrained file (a checkpoint follows)."""
+    m = cfg["model"]
+    return EmbeddingNet(m["arch"], int(m["embedding_size"]), m["pooling"], float(m["gem_p"]),
+                        m.get("head", "linear"), weights, cfg)
 
 
-def load_backbone_weights(model: EmbeddingNet, weights: str) -> str:
-    """Load `weights` ('imagenet', 'none' or a file) into the backbone; returns what was loaded."""
-    if weights in (None, "", "none"):
-        return "random initialisation (model.weights=none)"
-    if weights == "imagenet":
-        state, source = _torchvision_state_dict(model.arch), f"torchvision ImageNet weights for {model.arch}"
-    else:
-        if not os.path.isfile(weights):
-            raise WeightsError(f"model.weights: no such file '{weights}' (use imagenet, none or a path)")
-        try:
-            state = torch.load(weights, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise WeightsError(f"cannot read weights file {weights}: {exc}") from None
-        state = state.get("state_dict", state) if isinstance(state, dict) else state
-        source = f"weights file {weights}"
-    # torchvision's ResNet keys (conv1, layer1…) map onto our nn.Sequential indices.
-    names = ["conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"]
-    mapped = {}
-    for key, value in state.items():
-        head = key.split(".", 1)[0]
-        if head in names:
-            mapped[f"{names.index(head)}.{key.split('.', 1)[1]}"] = value
-    try:
-        missing, _ = model.backbone.load_state_dict(mapped, strict=False)
-    except RuntimeError as exc:
-        raise WeightsError(f"{source} do not fit a {model.arch} backbone: {exc}") from None
-    if missing:
-        raise WeightsError(f"{source} do not fit a {model.arch} backbone: "
-                           f"{len(missing)} tensors missing (e.g. {missing[0]})")
-    return source
-
-
-def model_from_config(model_cfg: dict) -> EmbeddingNet:
-    """The network the `model` config section describes, with random weights."""
-    return EmbeddingNet(model_cfg["arch"], int(model_cfg["embedding_size"]), model_cfg["pooling"],
-                        float(model_cfg["gem_p"]))
-
-
-def build_model(model_cfg: dict) -> tuple[EmbeddingNet, str]:
-    """Build the network from the `model` config section; returns (model, where weights came from)."""
-    model = model_from_config(model_cfg)
-    return model, load_backbone_weights(model, model_cfg["weights"])
+def build_model(cfg: dict) -> tuple[EmbeddingNet, str]:
+    """Build the network with its configured weights; returns (model, where the weights came from)."""
+    model = model_from_config(cfg, cfg["model"]["weights"])
+    return model, model.weights_source
 
 
 # ---------------------------------------------------------------- checkpoints
@@ -154,15 +179,43 @@ def read_checkpoint(path: str | Path, map_location="cpu") -> dict:
     return ckpt
 
 
+def upgrade_config(trained: dict) -> dict:
+    """A checkpoint's config on today's keys: keys it lacks get today's defaults, except crop
+    settings, which get what cropping did when it was written; keys since removed are dropped."""
+    cfg = load_config()
+
+    def overlay(base: dict, old: dict) -> None:
+        for key, value in old.items():
+            if key in base and isinstance(base[key], dict) and isinstance(value, dict):
+                overlay(base[key], value)
+            elif key in base:
+                base[key] = value
+    overlay(cfg, trained)
+    for key, value in LEGACY_CROP.items():
+        if key not in trained.get("crop", {}):
+            cfg["crop"][key] = copy.deepcopy(value)
+    trained_model = trained.get("model", {})
+    if "head" not in trained_model:
+        cfg["model"]["head"] = "linear"
+    for key in ("mean", "std"):
+        cfg["input"].setdefault(key, "auto")
+    return cfg
+
+
 def load_model_state(model: EmbeddingNet, ckpt: dict, path: str | Path = "checkpoint") -> None:
-    """Load a checkpoint's weights, refusing one made for another architecture or embedding size."""
-    saved = ckpt["config"]["model"]
-    if (saved["arch"], int(saved["embedding_size"]), saved["pooling"]) != \
-            (model.arch, model.embedding_size, "gem" if isinstance(model.pool, GeM) else "avg"):
+    """Load a checkpoint's weights, refusing one made for another network (backbone, head,
+    embedding size, pooling, or the frozen weights outside the state dict)."""
+    saved = ckpt.get("model_info") or {**upgrade_config(ckpt["config"])["model"], "fingerprint": ""}
+    mine = model.describe()
+    keys = ("arch", "embedding_size", "pooling", "head")
+    if tuple(str(saved.get(k)) for k in keys) != tuple(str(mine[k]) for k in keys):
         raise CheckpointError(
-            f"{path} holds a {saved['arch']} with {saved['embedding_size']}-d embeddings and "
-            f"{saved['pooling']} pooling, but this model is a {model.arch} with "
-            f"{model.embedding_size}-d embeddings: set model.* to match or use another checkpoint")
+            f"{path} holds a {saved.get('arch')} ({saved.get('head', 'linear')} head, {saved.get('embedding_size')}-d "
+            f"embeddings, {saved.get('pooling')} pooling), but this model is a {mine['arch']} ({mine['head']} head, "
+            f"{mine['embedding_size']}-d, {mine['pooling']} pooling): set model.* to match or use another checkpoint")
+    if saved.get("fingerprint", "") != mine["fingerprint"]:
+        raise CheckpointError(f"{path} was trained on other frozen {mine['arch']} weights "
+                              f"(sha256 {str(saved.get('fingerprint'))[:12]}…, here {mine['fingerprint'][:12]}…)")
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as exc:
@@ -170,38 +223,55 @@ def load_model_state(model: EmbeddingNet, ckpt: dict, path: str | Path = "checkp
 
 
 def model_from_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> tuple[EmbeddingNet, dict]:
-    """Rebuild the network a checkpoint was trained with, in eval mode; returns (model, its config)."""
+    """Rebuild the network a checkpoint was trained with, in eval mode, with the preprocessing it
+    was trained with; returns (model, its config on today's keys)."""
     ckpt = read_checkpoint(path)
-    cfg = ckpt["config"]
-    model = model_from_config(cfg["model"])
+    cfg = upgrade_config(ckpt["config"])
+    model = model_from_config(cfg)
     load_model_state(model, ckpt, path)
+    if "meta" in ckpt:
+        model.meta = copy.deepcopy(ckpt["meta"])
     return model.to(device).eval(), cfg
+
+
+def checkpoint_fingerprint(model: EmbeddingNet) -> str:
+    """sha256 of the weights and preprocessing: equal fingerprints embed every photo alike."""
+    digest = hashlib.sha256(repr((model.describe(), model.meta)).encode())
+    for key, value in sorted(model.state_dict().items()):
+        digest.update(key.encode())
+        digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
 
 
 def load_for_inference(checkpoint: str | Path, cfg_files: list[str] | None = None,
                        overrides: list[str] | None = None) -> tuple[EmbeddingNet, dict, torch.device]:
     """The checkpoint's model and config with the caller's config files and overrides on top,
-    except the network and its preprocessing (model, input, crop parameters), which stay as
+    except the network and its preprocessing (model, input and crop settings), which stay as
     trained so queries and gallery are seen exactly as validation saw them."""
     user = load_config(cfg_files, overrides)
     device = get_device(user["device"])
     model, trained = model_from_checkpoint(checkpoint, device)
     cfg = load_config(cfg_files, overrides, base=trained)
     cfg["device"] = user["device"]
-    for section, keys in (("model", list(trained["model"])), ("input", list(trained["input"])), ("crop", CROP_KEYS)):
-        for key in keys:
+    for section in ("model", "input", "crop"):
+        for key in list(trained[section]):
             if cfg[section][key] != trained[section][key]:
                 log.warning(f"{section}.{key}={cfg[section][key]!r} ignored: {checkpoint} was trained with "
                             f"{trained[section][key]!r}")
                 cfg[section][key] = trained[section][key]
+    cfg["crop"].update(model.meta["crop"])
     return model, cfg, device
 
 
-@torch.no_grad()
-def embed(model: EmbeddingNet, crops: list[np.ndarray | Path], transform, batch_size: int = 64,
-          device: torch.device | str = "cpu", desc: str = "embedding") -> np.ndarray:
-    """Embed face crops (RGB arrays or crop-cache files, read a batch at a time) with the
-    evaluation transform: an (N, D) float32 array of unit vectors."""
+@torch.inference_mode()
+def embed(model: EmbeddingNet, crops: list[np.ndarray | Path], batch_size: int = 64,
+          device: torch.device | str | None = None, desc: str = "embedding") -> np.ndarray:
+    """Embed face crops (RGB arrays or crop-cache files, read a batch at a time) with the model's
+    own evaluation preprocessing: an (N, D) float32 array of unit vectors."""
+    from dataset import eval_transform
+
+    transform = eval_transform(model.meta["input"])
+    device = device if device is not None else next(iter(model.parameters()), torch.empty(0)).device
     was_training = model.training
     model.eval()
     out = []

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dataset import DataError, crop_paths, eval_transform, list_images
+from dataset import DataError, list_images
+from faces import crop_paths
 from network import EmbeddingNet, embed
 from utils import ConfigError, get_logger
 
@@ -72,12 +73,11 @@ class EmbeddedFolder:
 
 
 def embed_paths(paths: list[Path], model: EmbeddingNet, cfg: dict, device, what: str) -> EmbeddedFolder:
-    """Crop (through the cache) and embed photos with the evaluation transform."""
-    crops, report = crop_paths(paths, cfg["crop"], cfg["data"]["cache_dir"], desc=f"cropping {what}")
+    """Crop (through the cache) and embed photos, both as the model was trained (model.meta)."""
+    crops, report = crop_paths(paths, model.meta["crop"], cfg["data"]["cache_dir"], desc=f"cropping {what}")
     log.info(f"{what}: {report.summary()}")
     kept = [(p.name, c) for p, c in zip(paths, crops) if c is not None]
-    emb = embed(model, [c for _, c in kept], eval_transform(cfg), cfg["retrieval"]["batch_size"],
-                device, desc=f"embedding {what}")
+    emb = embed(model, [c for _, c in kept], cfg["retrieval"]["batch_size"], device, desc=f"embedding {what}")
     return EmbeddedFolder([n for n, _ in kept], [c for _, c in kept], emb,
                           [str(p) for p, c in zip(paths, crops) if c is None])
 

@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from dataset import (DataError, FaceDataset, PKSampler, crop_paths, eval_transform, identity_split,
-                     list_identities, train_transform)
+from dataset import DataError, FaceDataset, PKSampler, identity_split, list_identities, train_transform
+from faces import crop_paths
 from evaluate import format_report, score_labelled
 from losses import LOSSES, build_loss
 from network import (CheckpointError, EmbeddingNet, build_model, embed, load_model_state, model_from_config,
@@ -49,11 +49,12 @@ def split_people(cfg: dict) -> tuple[dict[str, list[Path]], dict[str, list[Path]
     return {n: people[n] for n in train_names}, {n: people[n] for n in val_names}
 
 
-def crop_people(people: dict[str, list[Path]], cfg: dict, what: str) -> tuple[list, list[int], list[str]]:
+def crop_people(people: dict[str, list[Path]], crop_cfg: dict, cache_dir: str,
+                what: str) -> tuple[list, list[int], list[str]]:
     """Crop every photo (cached); returns (crops, integer labels, names by label)."""
     paths = [p for photos in people.values() for p in photos]
     owners = [name for name, photos in people.items() for _ in photos]
-    crops, report = crop_paths(paths, cfg["crop"], cfg["data"]["cache_dir"], desc=f"cropping {what}")
+    crops, report = crop_paths(paths, crop_cfg, cache_dir, desc=f"cropping {what}")
     log.info(f"{what}: {report.summary()}")
     names = sorted({o for o, c in zip(owners, crops) if c is not None})
     index = {n: i for i, n in enumerate(names)}
@@ -68,7 +69,7 @@ def make_optimizer(model: EmbeddingNet, loss_fn: torch.nn.Module, cfg: dict) -> 
     t = cfg["train"]
     head = model.head_parameters() + list(loss_fn.parameters())
     return torch.optim.AdamW([
-        {"params": list(model.backbone.parameters()), "lr": float(t["lr_backbone"])},
+        {"params": model.backbone_parameters(), "lr": float(t["lr_backbone"])},
         {"params": head, "lr": float(t["lr_head"])},
     ], weight_decay=float(t["weight_decay"]))
 
@@ -85,7 +86,7 @@ def warmup_cosine(warmup_steps: int, total_steps: int, min_factor: float):
 
 def validate(model: EmbeddingNet, crops: list, labels: list[int], cfg: dict, device) -> dict:
     """Competition protocol on the held-out people: top-1/5/10, mAP and the rest."""
-    emb = embed(model, crops, eval_transform(cfg), cfg["train"]["batch_size_eval"], device, desc="validating")
+    emb = embed(model, crops, cfg["train"]["batch_size_eval"], device, desc="validating")
     report, *_ = score_labelled(emb, labels, cfg)
     return report
 
@@ -120,7 +121,8 @@ def draw_curve(path: str | Path, history: list[dict], title: str) -> None:
         if any(v is not None and v != "" for v in values):
             ax_val.plot(epochs, values, "o-", label=key)
     ax_val.set(xlabel="epoch", ylabel="score", title="validation (held-out people)", ylim=(0, 1.02))
-    ax_val.legend(loc="lower right")
+    if ax_val.lines:
+        ax_val.legend(loc="lower right")
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -141,34 +143,36 @@ def train(cfg: dict, resume: str | Path | None = None) -> dict:
     seed_everything(cfg["seed"])
     out_dir = Path(t["out_dir"])
 
+    ckpt = read_checkpoint(resume) if resume else None
+    if ckpt is not None:
+        model = model_from_config(cfg)
+        load_model_state(model, ckpt, resume)
+        source = f"resumed from {resume} (epoch {ckpt['epoch']})"
+    else:
+        model, source = build_model(cfg)
+    log.info(f"model: {cfg['model']['arch']}, {model.embedding_size}-d, weights: {source}")
+    if cfg["model"]["weights"] in ("none", "", None) and ckpt is None:
+        log.warning("training from random weights (model.weights=none): expect far lower scores "
+                    "than from pretrained weights")
+
     train_people, val_people = split_people(cfg)
     overlap = set(train_people) & set(val_people)
     assert not overlap, f"identity split leaked people into validation: {sorted(overlap)[:3]}"
-    train_crops, train_labels, train_names = crop_people(train_people, cfg, "training people")
-    val_crops, val_labels, val_names = crop_people(val_people, cfg, "validation people") if val_people else ([], [], [])
+    crop_cfg, cache_dir = model.meta["crop"], cfg["data"]["cache_dir"]
+    train_crops, train_labels, train_names = crop_people(train_people, crop_cfg, cache_dir, "training people")
+    val_crops, val_labels, val_names = (crop_people(val_people, crop_cfg, cache_dir, "validation people")
+                                        if val_people else ([], [], []))
     if len(train_names) < 2:
         raise DataError(f"{cfg['data']['train_dir']}: need 2 or more training people, got {len(train_names)}")
     log.info(f"{len(train_names)} training people ({len(train_crops)} photos), "
              f"{len(val_names)} validation people ({len(val_crops)} photos)")
-
-    ckpt = read_checkpoint(resume) if resume else None
-    if ckpt is not None:
-        if ckpt.get("people", {}).get("train") != train_names:
-            raise CheckpointError(f"{resume} was trained on other people than {cfg['data']['train_dir']} "
-                                  f"with seed {cfg['seed']} gives: cannot resume it exactly")
-        model = model_from_config(cfg["model"])
-        load_model_state(model, ckpt, resume)
-        source = f"resumed from {resume} (epoch {ckpt['epoch']})"
-    else:
-        model, source = build_model(cfg["model"])
-    log.info(f"model: {cfg['model']['arch']}, {cfg['model']['embedding_size']}-d, weights: {source}")
-    if cfg["model"]["weights"] in ("none", "", None) and ckpt is None:
-        log.warning("training from random weights (model.weights=none): expect far lower scores "
-                    "than from ImageNet weights")
+    if ckpt is not None and ckpt.get("people", {}).get("train") != train_names:
+        raise CheckpointError(f"{resume} was trained on other people than {cfg['data']['train_dir']} "
+                              f"with seed {cfg['seed']} gives: cannot resume it exactly")
     model.to(device)
     loss_fn = build_loss(cfg["loss"], len(train_names), model.embedding_size).to(device)
 
-    dataset = FaceDataset(train_crops, train_labels, train_transform(cfg))
+    dataset = FaceDataset(train_crops, train_labels, train_transform(cfg["augment"], model.meta["input"]))
     sampler = PKSampler(train_labels, t["P"], t["K"], t["batches_per_epoch"], cfg["seed"])
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=cfg["data"]["num_workers"],
                                          pin_memory=device.type == "cuda")
@@ -188,6 +192,30 @@ def train(cfg: dict, resume: str | Path | None = None) -> dict:
         scaler.load_state_dict(ckpt["scaler"])
         loss_fn.load_state_dict(ckpt["loss"])
         state = {k: ckpt[k] for k in state}
+
+    def save(metrics: dict, improved: bool) -> None:
+        ckpt_state = {
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "loss": loss_fn.state_dict(),
+            "metrics": metrics, "config": cfg, "weights_source": source,
+            "meta": model.meta, "model_info": model.describe(),
+            "people": {"train": train_names, "val": val_names}, **state,
+        }
+        save_checkpoint(out_dir / "last.pt", ckpt_state)
+        if improved:
+            save_checkpoint(out_dir / "best.pt", ckpt_state)
+
+    trainable = any(p.requires_grad for g in optimizer.param_groups for p in g["params"])
+    if ckpt is None and (t["epochs"] == 0 or not trainable):
+        # A pretrained network used as it is (dlib's descriptor with head none, or epochs 0):
+        # scored once on the validation people and saved, so evaluation and submission take it.
+        log.info("nothing to train (train.epochs=0 or no trainable parameter): saving the network as it is")
+        metrics = validate(model, val_crops, val_labels, cfg, device) if val_crops else {}
+        if metrics:
+            log.info(f"validation: {format_report(metrics)}")
+            state["best"] = metrics[monitor] if monitor != "loss" else None
+        save(metrics, True)
+        return state
 
     for epoch in range(state["epoch"] + 1, t["epochs"] + 1):
         if t["patience"] and state["bad_epochs"] >= t["patience"]:
@@ -227,15 +255,7 @@ def train(cfg: dict, resume: str | Path | None = None) -> dict:
         log.info(f"epoch {epoch}: loss {row['train_loss']:.4f}"
                  + (f"  val {format_report(metrics)}" if metrics else "") + ("  (best)" if improved else ""))
 
-        ckpt_state = {
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "loss": loss_fn.state_dict(),
-            "metrics": metrics, "config": cfg, "weights_source": source,
-            "people": {"train": train_names, "val": val_names}, **state,
-        }
-        save_checkpoint(out_dir / "last.pt", ckpt_state)
-        if improved:
-            save_checkpoint(out_dir / "best.pt", ckpt_state)
+        save(metrics, improved)
         write_log(out_dir / "log.csv", state["history"])
         draw_curve(t["figure"], state["history"],
                    f"{cfg['model']['arch']}, {cfg['loss']['name']}, {len(train_names)} training people")

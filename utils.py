@@ -17,6 +17,8 @@ ROOT = Path(__file__).resolve().parent
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 DEFAULT_CONFIG = ROOT / "config" / "default.yaml"
+# Keys that take 'auto' (the backbone's own value) or a value of the type given here.
+AUTO_KEYS = {"input.size": 0, "input.mean": [], "input.std": []}
 
 
 class FacematchError(Exception):
@@ -36,6 +38,8 @@ def _merge(base: dict, update: dict, source: str, prefix: str = "") -> None:
             if not isinstance(value, dict):
                 raise ConfigError(f"{source}: '{dotted}' must be a mapping, got {value!r}")
             _merge(base[key], value, source, dotted + ".")
+        elif dotted in AUTO_KEYS:
+            base[key] = value if value == "auto" else _coerce(AUTO_KEYS[dotted], value, f"{source}: '{dotted}'")
         else:
             base[key] = _coerce(base[key], value, f"{source}: '{dotted}'")
 

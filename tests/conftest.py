@@ -23,6 +23,10 @@ def needs_shared(sub: str):
                               reason=f"needs ../shared/data/{sub} (not in a fresh clone; tests/fixtures has a few photos)")
 
 
+# A resolved input section (what model.meta['input'] holds) for transforms tested without a model.
+TINY_INPUT = {"size": 32, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "max_pixel_value": 255.0}
+
+
 @pytest.fixture
 def tiny_cfg(tmp_path):
     """A config small enough to train in seconds on the CPU: ResNet18, 32-px inputs, random weights."""

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 import split
-from conftest import FACES, PEOPLE
-from dataset import (DataError, FaceDataset, PKSampler, eval_transform, identity_split, list_identities,
-                     read_image, train_transform)
+from conftest import FACES, PEOPLE, TINY_INPUT
+from dataset import DataError, FaceDataset, PKSampler, eval_transform, identity_split, list_identities, train_transform
+from faces import read_image
 from utils import load_config
 
 
@@ -70,19 +70,19 @@ def test_sampler_is_repeatable_per_epoch_and_differs_across_epochs():
 
 def test_train_augmentation_is_seeded_per_draw_and_eval_is_deterministic(tiny_cfg):
     image = read_image(FACES / "one_face.jpg")
-    ds = FaceDataset([image], [0], train_transform(tiny_cfg))
+    ds = FaceDataset([image], [0], train_transform(tiny_cfg["augment"], TINY_INPUT))
     a, _ = ds[(0, 123)]
     b, _ = ds[(0, 123)]
     c, _ = ds[(0, 456)]
     assert torch.equal(a, b) and not torch.equal(a, c)
-    ev = eval_transform(tiny_cfg)
+    ev = eval_transform(TINY_INPUT)
     x, y = ev(image=image)["image"], ev(image=image)["image"]
     assert torch.equal(x, y) and x.shape == (3, 32, 32)
     # Training ends with exactly the evaluation steps: no augmentation = same tensor.
     off = load_config(overrides=[f"{k}=0" for k in ("augment.hflip_p", "augment.color_p", "augment.gamma_p",
                                                      "augment.affine_p", "augment.blur_p", "augment.dropout_p")],
                       base=tiny_cfg)
-    assert torch.equal(FaceDataset([image], [0], train_transform(off))[(0, 1)][0], x)
+    assert torch.equal(FaceDataset([image], [0], train_transform(off["augment"], TINY_INPUT))[(0, 1)][0], x)
 
 
 def test_augmentation_steps_fire_independently(tiny_cfg):
@@ -92,9 +92,9 @@ def test_augmentation_steps_fire_independently(tiny_cfg):
                                  "augment.dropout_holes=[1,1]", "augment.dropout_size=[0.3,0.3]"], base=tiny_cfg)
     image = np.zeros((32, 32, 3), dtype=np.uint8)
     image[:, :16] = 255  # left half white: a flip moves it right; dropout blacks out a hole
-    ds = FaceDataset([image], [0], train_transform(cfg))
-    ev = eval_transform(cfg)(image=image)["image"]
-    flipped = eval_transform(cfg)(image=image[:, ::-1].copy())["image"]
+    ds = FaceDataset([image], [0], train_transform(cfg["augment"], TINY_INPUT))
+    ev = eval_transform(TINY_INPUT)(image=image)["image"]
+    flipped = eval_transform(TINY_INPUT)(image=image[:, ::-1].copy())["image"]
     outcomes = set()
     for seed in range(40):
         out = ds[(0, seed)][0]

@@ -1,8 +1,7 @@
 """The embedding network, its weights and its checkpoints."""
 from __future__ import annotations
 
-import urllib.error
-
+import numpy as np
 import pytest
 import torch
 import torchvision
@@ -38,57 +37,39 @@ def test_unknown_arch_or_pooling_is_a_config_error():
         EmbeddingNet("resnet18", pooling="max")
 
 
-def test_imagenet_weights_unavailable_fail_clearly(monkeypatch, tmp_path):
-    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
-
-    def offline(*args, **kwargs):
-        raise urllib.error.URLError("Temporary failure in name resolution")
-
-    # Where torchvision fetches from: no test may depend on (or use) the network.
-    monkeypatch.setattr(torchvision.models._api, "load_state_dict_from_url", offline)
-    cfg = load_config(overrides=["model.arch=resnet18"])["model"]
-    with pytest.raises(WeightsError) as err:
-        build_model(cfg)
-    message = str(err.value)
-    assert "resnet18" in message and str(tmp_path) in message and "model.weights" in message
-
-
-def test_imagenet_weights_load_from_the_torch_cache(monkeypatch, tmp_path):
-    # A file already in torch's cache is used without any download (stand-in weights, real code path).
-    weights = torchvision.models.ResNet18_Weights.IMAGENET1K_V1
-    reference = torchvision.models.resnet18(weights=None).state_dict()
-    (tmp_path / "checkpoints").mkdir()
-    torch.save(reference, tmp_path / "checkpoints" / weights.url.rsplit("/", 1)[1])
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    monkeypatch.setattr(torch.hub, "_hub_dir", str(tmp_path))
-    model, source = build_model(load_config(overrides=["model.arch=resnet18"])["model"])
-    assert "ImageNet" in source
-    assert torch.equal(model.backbone[0].weight, reference["conv1.weight"])
-
-
-def test_weights_from_a_file_fill_the_backbone(tmp_path):
+def test_build_model_loads_the_configured_weights_and_says_where_from(tmp_path):
+    # Weight files in depth are tested in test_backbones.py; here, that the config reaches them.
     reference = torchvision.models.resnet18(weights=None)
     torch.save(reference.state_dict(), tmp_path / "r18.pth")
-    model, source = build_model(load_config(overrides=["model.arch=resnet18", f"model.weights={tmp_path / 'r18.pth'}"])["model"])
-    assert str(tmp_path / "r18.pth") in source
+    cfg = load_config(overrides=["model.arch=resnet18", f"model.weights={tmp_path / 'r18.pth'}"])
+    model, source = build_model(cfg)
+    assert str(tmp_path / "r18.pth") in source and model.weights_source == source
     assert torch.equal(model.backbone[0].weight, reference.conv1.weight)
-    assert torch.equal(model.backbone[7][1].conv2.weight, reference.layer4[1].conv2.weight)
-
-
-def test_weights_of_another_arch_or_a_missing_file_fail_clearly(tmp_path):
-    torch.save(torchvision.models.resnet18(weights=None).state_dict(), tmp_path / "r18.pth")
     with pytest.raises(WeightsError, match="resnet50"):
-        build_model(load_config(overrides=["model.arch=resnet50", f"model.weights={tmp_path / 'r18.pth'}"])["model"])
-    with pytest.raises(WeightsError, match="nothing.pth"):
-        build_model(load_config(overrides=[f"model.weights={tmp_path / 'nothing.pth'}"])["model"])
+        build_model(load_config(overrides=["model.arch=resnet50", f"model.weights={tmp_path / 'r18.pth'}"]))
 
 
-def _tiny_checkpoint(tmp_path, arch="resnet18", size=16):
-    cfg = load_config(overrides=[f"model.arch={arch}", "model.weights=none", f"model.embedding_size={size}"])
+def test_dlib_backbone_demands_its_own_chips():
+    with pytest.raises(ConfigError, match="crop.align=dlib"):
+        EmbeddingNet("dlib_resnet", 128, head="mlp", weights="pretrained", cfg=load_config())
+    cfg = load_config(["config/dlib.yaml"])
+    with pytest.raises(ConfigError, match="input.size=150"):
+        EmbeddingNet("dlib_resnet", 128, head="mlp", weights="pretrained",
+                     cfg=load_config(overrides=["input.size=112"], base=cfg))
+    model, source = build_model(cfg)
+    assert model.meta["input"]["size"] == 150 and model.meta["crop"]["align"] == "dlib"
+    assert model.backbone_parameters() == [] and len(model.head_parameters()) > 0
+    assert "dlib" in source and len(model.fingerprint) == 64
+
+
+def _tiny_checkpoint(tmp_path, arch="resnet18", size=16, overrides=()):
+    cfg = load_config(overrides=[f"model.arch={arch}", "model.weights=none", f"model.embedding_size={size}",
+                                 *overrides])
     torch.manual_seed(1)
-    model, _ = build_model(cfg["model"])
+    model, _ = build_model(cfg)
     path = tmp_path / f"{arch}_{size}.pt"
-    save_checkpoint(path, {"model": model.state_dict(), "config": cfg, "epoch": 3, "metrics": {"map": 0.5}})
+    save_checkpoint(path, {"model": model.state_dict(), "config": cfg, "epoch": 3, "metrics": {"map": 0.5},
+                           "meta": model.meta, "model_info": model.describe()})
     return model.eval(), path
 
 
@@ -107,9 +88,11 @@ def test_checkpoint_of_another_model_fails_clearly(tmp_path):
     for other in (EmbeddingNet("resnet18", 32), EmbeddingNet("resnet34", 16)):
         with pytest.raises(CheckpointError) as err:
             load_model_state(other, read_checkpoint(path), path)
-        assert "resnet18 with 16-d" in str(err.value) and str(path) in str(err.value)
+        assert "resnet18 (linear head, 16-d" in str(err.value) and str(path) in str(err.value)
+    with pytest.raises(CheckpointError, match="mlp head"):
+        load_model_state(EmbeddingNet("resnet18", 16, head="mlp"), read_checkpoint(path), path)
     ckpt = read_checkpoint(path)
-    del ckpt["model"]["fc.weight"]
+    del ckpt["model"]["head.0.weight"]
     with pytest.raises(CheckpointError, match="does not fit"):
         load_model_state(EmbeddingNet("resnet18", 16), ckpt, path)
 
@@ -143,9 +126,75 @@ def test_interrupted_checkpoint_write_keeps_the_previous_file(tmp_path, monkeypa
 def test_inference_keeps_the_trained_preprocessing(tmp_path):
     from network import load_for_inference
 
-    _, path = _tiny_checkpoint(tmp_path)
-    model, cfg, device = load_for_inference(path, [], ["input.size=200", "crop.margin=0.9", "retrieval.k=5"])
-    trained = read_checkpoint(path)["config"]
-    assert cfg["input"] == trained["input"] and cfg["crop"]["margin"] == trained["crop"]["margin"]
+    _, path = _tiny_checkpoint(tmp_path, overrides=["input.size=40", "input.mean=[0.5, 0.5, 0.5]",
+                                                    "input.std=[0.2, 0.2, 0.2]", "crop.detector=mtcnn"])
+    model, cfg, device = load_for_inference(path, [], ["input.size=200", "crop.margin=0.9", "retrieval.k=5",
+                                                       "crop.detector=yunet", "input.mean=auto", "input.std=auto"])
+    trained = read_checkpoint(path)
+    assert cfg["input"] == trained["config"]["input"] and cfg["crop"]["margin"] == trained["config"]["crop"]["margin"]
+    assert cfg["crop"]["detector"] == "mtcnn"
+    assert model.meta == trained["meta"] and model.meta["input"]["size"] == 40
+    assert model.meta["input"]["mean"] == [0.5] * 3 and model.meta["crop"]["detector"] == "mtcnn"
     assert cfg["retrieval"]["k"] == 5  # what is not preprocessing follows the caller
     assert model.embedding_size == 16 and not model.training
+
+
+def test_the_checkpoint_not_todays_defaults_decides_the_preprocessing(tmp_path, monkeypatch):
+    import utils
+
+    _, path = _tiny_checkpoint(tmp_path, overrides=["crop.detector=mtcnn", "crop.align=similarity"])
+    ckpt = read_checkpoint(path)
+    # Next year's default config: another detector, alignment, input size and normalisation.
+    text = (utils.ROOT / "config" / "default.yaml").read_text()
+    for old, new in (("detector: haar", "detector: yunet"), ("align: none", "align: dlib"),
+                     ("  size: 112", "  size: 96"), ("mean: auto", "mean: [0.1, 0.1, 0.1]"),
+                     ("std: auto", "std: [0.9, 0.9, 0.9]")):
+        assert old in text
+        text = text.replace(old, new)
+    (tmp_path / "default.yaml").write_text(text)
+    monkeypatch.setattr(utils, "DEFAULT_CONFIG", tmp_path / "default.yaml")
+    model, _ = model_from_checkpoint(path)
+    assert model.meta == ckpt["meta"]
+    assert (model.meta["crop"]["detector"], model.meta["crop"]["align"]) == ("mtcnn", "similarity")
+    assert model.meta["input"]["size"] == 112 and model.meta["input"]["mean"] == [0.485, 0.456, 0.406]
+    # A checkpoint written before crop settings existed keeps the Haar, unaligned crops it was made with.
+    old = read_checkpoint(path)
+    for key in ("detector", "fallback", "align", "min_confidence"):
+        del old["config"]["crop"][key]
+    del old["meta"], old["model_info"]
+    save_checkpoint(tmp_path / "old.pt", old)
+    model, cfg = model_from_checkpoint(tmp_path / "old.pt")
+    assert (model.meta["crop"]["detector"], model.meta["crop"]["align"]) == ("haar", "none")
+
+
+@pytest.mark.parametrize("head,size,expected", [("none", 16, 512), ("linear", 16, 16), ("mlp", 24, 24)])
+def test_heads_give_unit_embeddings_of_the_declared_size(head, size, expected):
+    model = EmbeddingNet("resnet18", size, head=head).eval()
+    with torch.no_grad():
+        out = model(torch.randn(2, 3, 32, 32))
+    assert out.shape == (2, expected) and model.embedding_size == expected
+    assert torch.allclose(out.norm(dim=1), torch.ones(2), atol=1e-5)
+    with pytest.raises(ConfigError, match="model.head"):
+        EmbeddingNet("resnet18", head="transformer")
+
+
+def test_preprocessing_comes_from_the_backbone_when_auto():
+    model = EmbeddingNet("resnet18", 16, cfg=load_config(overrides=["input.size=auto"]))
+    assert model.meta["input"]["size"] == 224 and model.meta["input"]["mean"] == [0.485, 0.456, 0.406]
+    given = load_config(overrides=["input.mean=[0.5, 0.5, 0.5]", "input.std=[0.5, 0.5, 0.5]"])
+    assert EmbeddingNet("resnet18", 16, cfg=given).meta["input"]["mean"] == [0.5] * 3
+    with pytest.raises(ConfigError, match="both"):
+        EmbeddingNet("resnet18", 16, cfg=load_config(overrides=["input.mean=[0.5, 0.5, 0.5]"]))
+
+
+def test_embed_needs_no_transform_from_its_caller(tmp_path):
+    from dataset import eval_transform
+    from network import embed
+
+    model, path = _tiny_checkpoint(tmp_path, overrides=["input.size=40", "input.mean=[0.5, 0.5, 0.5]",
+                                                        "input.std=[0.2, 0.2, 0.2]"])
+    crops = [np.random.default_rng(i).integers(0, 255, (50, 50, 3), dtype=np.uint8) for i in range(3)]
+    by_hand = eval_transform({"size": 40, "mean": [0.5] * 3, "std": [0.2] * 3})
+    with torch.no_grad():
+        expected = model(torch.stack([by_hand(image=c)["image"] for c in crops])).numpy()
+    assert np.allclose(embed(model, crops), expected, atol=1e-5)

@@ -14,7 +14,6 @@ import request_send
 import split
 import train
 from conftest import PEOPLE
-from dataset import eval_transform
 from losses import LOSSES, build_loss
 from network import build_model, embed, model_from_checkpoint, read_checkpoint
 from utils import load_config, seed_everything
@@ -23,15 +22,15 @@ from utils import load_config, seed_everything
 def full_data_loss(model, cfg):
     """Batch-hard triplet loss over every training photo, without augmentation."""
     train_people, _ = train.split_people(cfg)
-    crops, labels, _ = train.crop_people(train_people, cfg, "check")
-    emb = torch.as_tensor(embed(model, crops, eval_transform(cfg), 8))
+    crops, labels, _ = train.crop_people(train_people, model.meta["crop"], cfg["data"]["cache_dir"], "check")
+    emb = torch.as_tensor(embed(model, crops, 8))
     loss_fn = build_loss(load_config(overrides=["loss.name=triplet_batch_hard"])["loss"], 0, emb.shape[1])
     return loss_fn(emb, torch.as_tensor(labels)).item()
 
 
 def test_two_epochs_lower_the_loss_and_write_every_output(tiny_cfg):
     seed_everything(tiny_cfg["seed"])
-    before_model, _ = build_model(tiny_cfg["model"])  # the very initialisation train() starts from
+    before_model, _ = build_model(tiny_cfg)  # the very initialisation train() starts from
     before = full_data_loss(before_model, tiny_cfg)
     cfg = load_config(overrides=["train.batches_per_epoch=20", "train.K=4"], base=tiny_cfg)
     state = train.train(cfg)
@@ -86,7 +85,7 @@ def test_resume_refuses_other_data(tiny_cfg, tmp_path):
 @pytest.mark.parametrize("name", sorted(LOSSES))
 def test_every_loss_trains_one_step(name, tiny_cfg):
     cfg = load_config(overrides=[f"loss.name={name}"], base=tiny_cfg)
-    model, _ = build_model(cfg["model"])
+    model, _ = build_model(cfg)
     loss_fn = build_loss(cfg["loss"], num_classes=3, embedding_size=16)
     opt = train.make_optimizer(model, loss_fn, cfg)
     emb = model(torch.randn(6, 3, 32, 32))
@@ -133,10 +132,10 @@ def test_pipeline_from_the_command_lines(tiny_cfg, tmp_path, capsys):
 
 
 def test_embeddings_of_the_same_photo_do_not_depend_on_batching(tiny_cfg):
-    model, _ = build_model(tiny_cfg["model"])
+    model, _ = build_model(tiny_cfg)
     crops = [np.random.default_rng(i).integers(0, 255, (40, 40, 3), dtype=np.uint8) for i in range(5)]
-    a = embed(model, crops, eval_transform(tiny_cfg), batch_size=2)
-    b = embed(model, crops, eval_transform(tiny_cfg), batch_size=5)
+    a = embed(model, crops, batch_size=2)
+    b = embed(model, crops, batch_size=5)
     assert np.allclose(a, b, atol=1e-5)
 
 
@@ -150,3 +149,50 @@ def test_several_training_folders_never_merge_people(tiny_cfg, tmp_path):
     assert len(train_people) + len(val_people) == 10
     assert not set(train_people) & set(val_people)
     assert {n.split("/")[0] for n in train_people} == {"people", "more"}
+
+
+def test_a_checkpoint_trained_with_mtcnn_and_alignment_is_used_as_trained_under_another_default(
+        tiny_cfg, tmp_path, monkeypatch):
+    import utils
+    from faces import crop_face, crop_key, read_image
+    from dataset import eval_transform
+
+    comp = tmp_path / "competition"
+    assert split.main(["--people", str(PEOPLE), "--out", str(comp), "split.test_fraction=0.4",
+                       "split.queries_per_person=1"]) == 0
+    trained_with = ["crop.detector=mtcnn", "crop.align=similarity", "crop.fallback=[haar,center]", "crop.size=48",
+                    "input.size=32", "input.mean=[0.5,0.4,0.3]", "input.std=[0.2,0.25,0.3]"]
+    cfg = load_config(overrides=[f"data.train_dir={comp / 'train'}", "train.epochs=1", "data.val_fraction=0",
+                                 *trained_with], base=tiny_cfg)
+    train.train(cfg)
+    checkpoint = tmp_path / "run" / "best.pt"
+    # Next year's default config crops with yunet, unaligned, and normalises otherwise.
+    text = (utils.ROOT / "config" / "default.yaml").read_text()
+    for old, new in (("detector: haar", "detector: yunet"), ("align: none", "align: dlib"),
+                     ("  size: 112", "  size: 64"), ("  size: 128", "  size: 96")):
+        assert old in text
+        text = text.replace(old, new)
+    (tmp_path / "default.yaml").write_text(text)
+    monkeypatch.setattr(utils, "DEFAULT_CONFIG", tmp_path / "default.yaml")
+    out, cache = tmp_path / "submission.json", tmp_path / "fresh_cache"
+    assert request_send.main(["--checkpoint", str(checkpoint), "--test", str(comp / "test"), "--out", str(out),
+                              "--dry-run", "retrieval.k=5", f"data.cache_dir={cache}", "device=cpu"]) == 0
+    payload = json.loads(out.read_text())
+    # Every photo was cropped with the trained settings: its cache entry is under the trained key.
+    crop_cfg = cfg["crop"]
+    photos = sorted((comp / "test").rglob("*.jpg"))
+    assert {p.name for p in cache.glob("*.png")} == {f"{crop_key(p.read_bytes(), crop_cfg)}.png" for p in photos}
+    # And the ranking is the one the trained preprocessing gives, computed here by hand.
+    model, _ = __import__("network").model_from_checkpoint(checkpoint)
+    transform = eval_transform({"size": 32, "mean": [0.5, 0.4, 0.3], "std": [0.2, 0.25, 0.3]})
+
+    def by_hand(folder):
+        paths = sorted((comp / "test" / folder).glob("*.jpg"))
+        batch = torch.stack([transform(image=crop_face(read_image(p), crop_cfg).image)["image"] for p in paths])
+        with torch.no_grad():
+            return [p.name for p in paths], model(batch).numpy()
+
+    q_names, q = by_hand("query")
+    g_names, g = by_hand("gallery")
+    expected = {name: [g_names[j] for j in np.argsort(-(g @ row), kind="stable")[:5]] for name, row in zip(q_names, q)}
+    assert payload["images"] == expected

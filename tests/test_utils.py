@@ -54,6 +54,10 @@ def test_values_take_the_documented_type():
         load_config(overrides=["train.amp=3"])
     with pytest.raises(ConfigError, match="input.mean' must be a list"):
         load_config(overrides=["input.mean=0.5"])
+    assert load_config(overrides=["input.size=auto"])["input"]["size"] == "auto"
+    assert load_config(overrides=["input.size=64.0", "input.mean=[0.5, 0.5, 0.5]"])["input"]["size"] == 64
+    with pytest.raises(ConfigError, match="input.size' must be a number"):
+        load_config(overrides=["input.size=big"])
 
 
 def test_atomic_write_gives_usual_permissions_and_leaves_no_temp_file(tmp_path):
