@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 
 from competition import load_ground_truth
-from dataset import DataError
+from dataset import DEGRADATIONS, DataError
 from metrics import retrieval_report
-from retrieval import distance_estimator, embed_folder, embed_paths, relevance_matrix
-from utils import FacematchError, get_logger
+from retrieval import embed_folder, embed_paths, relevance_matrix, retrieve
+from utils import ConfigError, FacematchError, get_logger
 
 log = get_logger()
 
@@ -43,13 +43,16 @@ def query_gallery_split(labels: list, queries_per_person: int, seed: int) -> tup
 
 
 def score_embeddings(query: np.ndarray, gallery: np.ndarray, correct: list[set[int]],
-                     metric: str = "cosine", chunk_size: int = 1024) -> tuple[dict, np.ndarray]:
-    """Rank the whole gallery for every query and score it: (metrics, ranked gallery indices).
+                     rcfg: dict | None = None) -> tuple[dict, np.ndarray]:
+    """Rank the whole gallery for every query through the retrieval pipeline (re-rankers
+    included) and score it: (metrics, ranked gallery indices).
 
     `correct[i]` holds the gallery positions that match query i. Queries without any match
     cannot be scored and are left out, and counted in the result.
     """
-    ranked, _ = distance_estimator(query, gallery, len(gallery), metric, chunk_size)
+    from utils import load_config
+
+    _, ranked = retrieve(query, gallery, len(gallery), rcfg if rcfg is not None else load_config()["retrieval"])
     has_match = np.array([len(c) > 0 for c in correct], dtype=bool)
     rel = relevance_matrix([list(r) for r in ranked[has_match]],
                            [c for c, ok in zip(correct, has_match) if ok])
@@ -59,17 +62,18 @@ def score_embeddings(query: np.ndarray, gallery: np.ndarray, correct: list[set[i
     return report, ranked
 
 
-def score_labelled(embeddings: np.ndarray, labels: list,
-                   cfg: dict) -> tuple[dict, list[int], list[int], np.ndarray, list[set[int]]]:
+def score_labelled(embeddings: np.ndarray, labels: list, cfg: dict,
+                   query_embeddings: np.ndarray | None = None) -> tuple[dict, list[int], list[int], np.ndarray, list[set[int]]]:
     """Validation protocol on labelled embeddings: (metrics, query positions, gallery positions,
-    ranking, each query's matching gallery indices)."""
+    ranking, each query's matching gallery indices). `query_embeddings` (one row per photo, e.g.
+    of degraded photos) replaces the query rows when given."""
     q_pos, g_pos = query_gallery_split(labels, cfg["split"]["queries_per_person"], cfg["seed"])
     if not q_pos:
         raise DataError("no person has two or more photos: nothing to query")
     g_labels = [labels[j] for j in g_pos]
     correct = [{n for n, gl in enumerate(g_labels) if gl == labels[i]} for i in q_pos]
-    report, ranked = score_embeddings(embeddings[q_pos], embeddings[g_pos], correct,
-                                      cfg["retrieval"]["metric"], cfg["retrieval"]["chunk_size"])
+    queries = (embeddings if query_embeddings is None else query_embeddings)[q_pos]
+    report, ranked = score_embeddings(queries, embeddings[g_pos], correct, cfg["retrieval"])
     return report, q_pos, g_pos, ranked, correct
 
 
@@ -128,10 +132,13 @@ def evaluate_checkpoint(checkpoint: str, cfg_files: list[str], overrides: list[s
     from network import load_for_inference
 
     model, cfg, device = load_for_inference(checkpoint, cfg_files, overrides)
+    degradation = cfg["evaluate"]["degrade"]
+    if degradation not in DEGRADATIONS:
+        raise ConfigError(f"evaluate.degrade '{degradation}' is not one of {', '.join(DEGRADATIONS)}")
     if competition:
         comp = Path(competition)
         gt = load_ground_truth(comp)
-        queries = embed_folder(comp / "test" / "query", model, cfg, device)
+        queries = embed_folder(comp / "test" / "query", model, cfg, device, degradation)
         gallery = embed_folder(comp / "test" / "gallery", model, cfg, device)
         g_index = {name: j for j, name in enumerate(gallery.names)}
         unknown = [q for q in queries.names if q not in gt["queries"]]
@@ -139,8 +146,7 @@ def evaluate_checkpoint(checkpoint: str, cfg_files: list[str], overrides: list[s
             log.warning(f"{len(unknown)} query photos are not in the ground truth, e.g. {unknown[0]}")
         keep = [i for i, q in enumerate(queries.names) if q in gt["queries"]]
         correct = [{g_index[g] for g in gt["queries"][queries.names[i]] if g in g_index} for i in keep]
-        report, ranked = score_embeddings(queries.embeddings[keep], gallery.embeddings, correct,
-                                          cfg["retrieval"]["metric"], cfg["retrieval"]["chunk_size"])
+        report, ranked = score_embeddings(queries.embeddings[keep], gallery.embeddings, correct, cfg["retrieval"])
         q_crops, g_crops = [queries.crops[i] for i in keep], gallery.crops
         missing = len(set(gt["queries"]) - set(queries.names))
         if missing:
@@ -153,8 +159,12 @@ def evaluate_checkpoint(checkpoint: str, cfg_files: list[str], overrides: list[s
         emb = embed_paths(paths, model, cfg, device, Path(labelled).name)
         skipped = set(emb.skipped)
         labels = [label for p, label in zip(paths, labels) if str(p) not in skipped]
-        report, q_pos, g_pos, ranked, correct = score_labelled(emb.embeddings, labels, cfg)
-        q_crops, g_crops = [emb.crops[i] for i in q_pos], [emb.crops[j] for j in g_pos]
+        q_emb = emb
+        if degradation != "none":  # every photo may be a query: embed the degraded copies too
+            q_emb = embed_paths([p for p in paths if str(p) not in skipped], model, cfg, device,
+                                "degraded queries", degradation)
+        report, q_pos, g_pos, ranked, correct = score_labelled(emb.embeddings, labels, cfg, q_emb.embeddings)
+        q_crops, g_crops = [q_emb.crops[i] for i in q_pos], [emb.crops[j] for j in g_pos]
     else:
         raise DataError("give --competition or --labelled")
     ev = cfg["evaluate"]

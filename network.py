@@ -263,13 +263,19 @@ def load_for_inference(checkpoint: str | Path, cfg_files: list[str] | None = Non
     return model, cfg, device
 
 
+TTA = ("none", "flip")
+
+
 @torch.inference_mode()
 def embed(model: EmbeddingNet, crops: list[np.ndarray | Path], batch_size: int = 64,
-          device: torch.device | str | None = None, desc: str = "embedding") -> np.ndarray:
+          device: torch.device | str | None = None, desc: str = "embedding", tta: str = "none") -> np.ndarray:
     """Embed face crops (RGB arrays or crop-cache files, read a batch at a time) with the model's
-    own evaluation preprocessing: an (N, D) float32 array of unit vectors."""
+    own evaluation preprocessing: an (N, D) float32 array of unit vectors. tta='flip' averages
+    the embeddings of each crop and its mirror image, then normalises again."""
     from dataset import eval_transform
 
+    if tta not in TTA:
+        raise ConfigError(f"retrieval.tta '{tta}' is not one of {', '.join(TTA)}")
     transform = eval_transform(model.meta["input"])
     device = device if device is not None else next(iter(model.parameters()), torch.empty(0)).device
     was_training = model.training
@@ -279,7 +285,10 @@ def embed(model: EmbeddingNet, crops: list[np.ndarray | Path], batch_size: int =
     for start in tqdm(starts, desc=desc, unit="batch", leave=False,
                       disable=True if len(starts) < 5 else None):  # None: only on a terminal
         batch = torch.stack([transform(image=load_crop(c))["image"] for c in crops[start:start + batch_size]])
-        out.append(model(batch.to(device)).float().cpu())
+        emb = model(batch.to(device)).float()
+        if tta == "flip":  # the evaluation transform has no geometry, so flipping the tensor = flipping the crop
+            emb = F.normalize(emb + model(batch.flip(-1).to(device)).float(), dim=1)
+        out.append(emb.cpu())
     model.train(was_training)
     if not out:
         return np.zeros((0, model.embedding_size), dtype=np.float32)

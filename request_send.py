@@ -83,8 +83,7 @@ def rank_test_set(checkpoint: str, test_dir: str | Path, cfg_files: list[str], o
         if what.skipped:
             log.warning(f"{len(what.skipped)} unreadable photos left out: {', '.join(what.skipped[:5])}")
     k = int(cfg["retrieval"]["k"])
-    ranked = rank(queries.embeddings, gallery.embeddings, gallery.names, k,
-                  cfg["retrieval"]["metric"], cfg["retrieval"]["chunk_size"])
+    ranked = rank(queries.embeddings, gallery.embeddings, gallery.names, k, cfg["retrieval"])
     return build_payload(cfg["submit"]["groupname"], queries.names, ranked), set(gallery.names), k
 
 

@@ -1,15 +1,20 @@
-"""Ranking the gallery for every query: folder → embeddings, the distance estimator (exact
-search as chunked matrix products), and top-k lists of gallery names."""
+"""The one retrieval pipeline, used by evaluation, submission and the search page:
+photos → crops → embeddings (optional flip TTA) → search → re-rank → top-k gallery names.
+
+    retrieve(queries, gallery, k, cfg["retrieval"]) -> (distances, ids)   # faiss's order
+    rank(queries, gallery, names, k, cfg["retrieval"]) -> [[name, ...], ...]
+"""
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from dataset import DataError, list_images
-from faces import crop_paths
+from dataset import DataError, degrade, list_images
+from faces import crop_paths, load_crop
 from network import EmbeddingNet, embed
 from utils import ConfigError, get_logger
 
@@ -52,14 +57,45 @@ def distance_estimator(query: np.ndarray, gallery: np.ndarray, k: int, metric: s
     return torch.cat(idx_out).numpy(), torch.cat(dist_out).numpy()
 
 
+def search(queries: np.ndarray, gallery: np.ndarray, k: int, chunk_size: int = 1024,
+           metric: str = "cosine") -> tuple[np.ndarray, np.ndarray]:
+    """Exact k nearest gallery rows in faiss's order: (distances, ids), nearest first."""
+    ids, dist = distance_estimator(queries, gallery, k, metric, chunk_size)
+    return dist, ids
+
+
+def retrieve(queries: np.ndarray, gallery: np.ndarray, k: int, rcfg: dict) -> tuple[np.ndarray, np.ndarray]:
+    """The k best gallery rows for every query: search, then the configured re-rankers reorder
+    each query's first retrieval.shortlist results (the rest keep their order)."""
+    from search.rerank import rerank
+
+    k = min(int(k), len(gallery))
+    names = rcfg.get("rerank") or []
+    depth = max(k, min(int(rcfg.get("shortlist", k)), len(gallery))) if names else k
+    dist, ids = search(queries, gallery, depth, int(rcfg["chunk_size"]), rcfg["metric"])
+    if names:
+        if rcfg["metric"] != "cosine":
+            raise ConfigError("retrieval.rerank needs retrieval.metric=cosine (re-rankers work on unit vectors)")
+        short = min(int(rcfg["shortlist"]), depth)
+        head_d, head_i = rerank(queries, gallery, dist[:, :short], ids[:, :short], rcfg)
+        dist = np.concatenate([head_d, dist[:, short:]], axis=1)
+        ids = np.concatenate([head_i, ids[:, short:]], axis=1)
+    return dist[:, :k], ids[:, :k]
+
+
 def rank(query: np.ndarray, gallery: np.ndarray, gallery_names: list[str], k: int = 10,
-         metric: str = "cosine", chunk_size: int = 1024) -> list[list[str]]:
-    """The k best gallery names for every query embedding, best first, each name once."""
+         rcfg: dict | None = None) -> list[list[str]]:
+    """The k best gallery names for every query embedding, best first, each name once, through
+    the one pipeline (search and the re-rankers of `rcfg`, the retrieval config section)."""
+    from utils import load_config
+
     if len(set(gallery_names)) != len(gallery_names):
         raise ValueError("gallery names must be unique")
     if len(gallery_names) != len(gallery):
         raise ValueError(f"{len(gallery_names)} gallery names for {len(gallery)} embeddings")
-    idx, _ = distance_estimator(query, gallery, k, metric, chunk_size)
+    if not 1 <= k <= len(gallery):
+        raise DataError(f"k={k} but the gallery holds {len(gallery)} images")
+    _, idx = retrieve(query, gallery, k, rcfg if rcfg is not None else load_config()["retrieval"])
     return [[gallery_names[j] for j in row] for row in idx]
 
 
@@ -72,22 +108,35 @@ class EmbeddedFolder:
     skipped: list[str]
 
 
-def embed_paths(paths: list[Path], model: EmbeddingNet, cfg: dict, device, what: str) -> EmbeddedFolder:
-    """Crop (through the cache) and embed photos, both as the model was trained (model.meta)."""
+def embed_paths(paths: list[Path], model: EmbeddingNet, cfg: dict, device, what: str,
+                degradation: str = "none") -> EmbeddedFolder:
+    """Crop (through the cache) and embed photos, both as the model was trained (model.meta).
+    With a degradation (evaluate.degrade), each crop is degraded first, seeded by the photo's
+    name and cfg['seed'], so every model sees the same degraded queries."""
     crops, report = crop_paths(paths, model.meta["crop"], cfg["data"]["cache_dir"], desc=f"cropping {what}")
     log.info(f"{what}: {report.summary()}")
     kept = [(p.name, c) for p, c in zip(paths, crops) if c is not None]
-    emb = embed(model, [c for _, c in kept], cfg["retrieval"]["batch_size"], device, desc=f"embedding {what}")
-    return EmbeddedFolder([n for n, _ in kept], [c for _, c in kept], emb,
+    images = [c for _, c in kept]
+    if degradation != "none":
+        images = [degrade(load_crop(c), degradation, photo_seed(name, cfg["seed"])) for name, c in kept]
+    emb = embed(model, images, cfg["retrieval"]["batch_size"], device, desc=f"embedding {what}",
+                tta=cfg["retrieval"]["tta"])
+    return EmbeddedFolder([n for n, _ in kept], images, emb,
                           [str(p) for p, c in zip(paths, crops) if c is None])
 
 
-def embed_folder(folder: str | Path, model: EmbeddingNet, cfg: dict, device) -> EmbeddedFolder:
+def photo_seed(name: str, seed: int) -> int:
+    """A seed of one photo's own (its name and the run's seed), whatever order photos come in."""
+    return int.from_bytes(hashlib.sha1(f"{seed}:{name}".encode()).digest()[:8], "little")
+
+
+def embed_folder(folder: str | Path, model: EmbeddingNet, cfg: dict, device,
+                 degradation: str = "none") -> EmbeddedFolder:
     """Every image directly in `folder`, cropped and embedded; an empty folder is an error."""
     paths = list_images(folder)
     if not paths:
         raise DataError(f"{folder}: no images in this folder")
-    return embed_paths(paths, model, cfg, device, Path(folder).name)
+    return embed_paths(paths, model, cfg, device, Path(folder).name, degradation)
 
 
 def relevance_matrix(ranked: list[list[str]], correct: list[set[str]]) -> np.ndarray:

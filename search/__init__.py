@@ -1,0 +1,1 @@
+"""Search over embeddings: re-ranking of shortlists (rerank.py); later the index and the store."""
