@@ -16,7 +16,8 @@ import numpy as np
 
 from competition import load_ground_truth
 from dataset import DEGRADATIONS, DataError
-from metrics import retrieval_report
+from metrics import METRICS, format_metrics, mean_average_precision, retrieval_report
+from plots import curves_for, retrieval_figure
 from retrieval import embed_folder, embed_paths, relevance_matrix, retrieve
 from utils import ConfigError, FacematchError, get_logger
 
@@ -53,13 +54,19 @@ def score_embeddings(query: np.ndarray, gallery: np.ndarray, correct: list[set[i
     from utils import load_config
 
     _, ranked = retrieve(query, gallery, len(gallery), rcfg if rcfg is not None else load_config()["retrieval"])
-    has_match = np.array([len(c) > 0 for c in correct], dtype=bool)
-    rel = relevance_matrix([list(r) for r in ranked[has_match]],
-                           [c for c, ok in zip(correct, has_match) if ok])
-    report = retrieval_report(rel, np.array([len(c) for c in correct])[has_match])
-    report["queries"] = int(has_match.sum())
-    report["queries_without_match"] = int((~has_match).sum())
+    rel, n_rel = relevance_of(ranked, correct)
+    report = retrieval_report(rel, n_rel)
+    report["map@10"] = mean_average_precision(rel[:, :10], n_rel)  # the server's mAP over top-10 lists
+    report["queries"] = len(rel)
+    report["queries_without_match"] = len(correct) - len(rel)
     return report, ranked
+
+
+def relevance_of(ranked: np.ndarray, correct: list[set[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """(relevance matrix, number of correct gallery photos) of the queries that have a match."""
+    keep = [i for i, c in enumerate(correct) if c]
+    rel = relevance_matrix([list(ranked[i]) for i in keep], [correct[i] for i in keep])
+    return rel.reshape(len(keep), -1), np.array([len(correct[i]) for i in keep], dtype=np.int64)
 
 
 def score_labelled(embeddings: np.ndarray, labels: list, cfg: dict,
@@ -77,52 +84,11 @@ def score_labelled(embeddings: np.ndarray, labels: list, cfg: dict,
     return report, q_pos, g_pos, ranked, correct
 
 
-# ---------------------------------------------------------------- figure
-
-def retrieval_figure(path: str | Path, query_crops: list, gallery_crops: list, ranked: np.ndarray,
-                     correct: list[set[int]], n_queries: int, top: int, title: str = "") -> Path:
-    """Draw queries (left) with their top results, framed green when correct and red when not."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from faces import load_crop
-
-    n = min(n_queries, len(query_crops))
-    top = min(top, ranked.shape[1])
-    fig, axes = plt.subplots(n, top + 1, figsize=(1.6 * (top + 1), 1.7 * n + 0.4), squeeze=False)
-    for row in range(n):
-        axes[row, 0].imshow(load_crop(query_crops[row]))
-        axes[row, 0].set_title("query", fontsize=8)
-        for col in range(top):
-            j = int(ranked[row, col])
-            ax = axes[row, col + 1]
-            ax.imshow(load_crop(gallery_crops[j]))
-            good = j in correct[row]
-            for spine in ax.spines.values():
-                spine.set_edgecolor("tab:green" if good else "tab:red")
-                spine.set_linewidth(4)
-            ax.set_title(f"#{col + 1} {'✓' if good else '✗'}", fontsize=8,
-                         color="tab:green" if good else "tab:red")
-    for ax in axes.flat:
-        ax.set_xticks([])
-        ax.set_yticks([])
-    if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
-
-
 # ---------------------------------------------------------------- command line
 
-def format_report(report: dict) -> str:
-    keys = ["top1", "top5", "top10", "map", "recall@1", "recall@5", "recall@10", "r_precision", "ndcg@10"]
-    return "  ".join(f"{k}={report[k]:.3f}" for k in keys if k in report) + \
-        f"  ({report.get('queries', '?')} queries)"
+def format_report(report: dict, keys=METRICS) -> str:
+    """Metrics in their registry order, then the query count."""
+    return format_metrics(report, keys) + f"  ({report.get('queries', '?')} queries)"
 
 
 def evaluate_checkpoint(checkpoint: str, cfg_files: list[str], overrides: list[str],
@@ -168,9 +134,11 @@ def evaluate_checkpoint(checkpoint: str, cfg_files: list[str], overrides: list[s
     else:
         raise DataError("give --competition or --labelled")
     ev = cfg["evaluate"]
+    title = f"{Path(checkpoint).name}: top-1 {report['top1']:.2f}, mAP {report['map']:.2f}"
     fig = retrieval_figure(ev["figure"], q_crops, g_crops, ranked, correct, ev["figure_queries"],
-                           ev["figure_top"], title=f"{Path(checkpoint).name}: top-1 {report['top1']:.2f}, mAP {report['map']:.2f}")
-    log.info(f"retrieval figure: {fig}")
+                           ev["figure_top"], title=title)
+    recall, pr = curves_for(fig, *relevance_of(ranked, correct), title=title)
+    log.info(f"figures: {fig} (retrieval grid), {recall} (recall@k), {pr} (precision-recall)")
     return report
 
 

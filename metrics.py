@@ -1,4 +1,5 @@
-"""Retrieval metrics over ranked lists: top-k accuracy, mAP, recall@k, R-precision, nDCG@k.
+"""Retrieval metrics over ranked lists: top-k accuracy, mAP, MAP@R, precision@k, recall@k,
+R-precision, nDCG@k, and the one registry of their names (METRICS, SUMMARY).
 
 Every function takes `relevance`, a (queries × ranked list) boolean array saying whether the
 i-th result is a correct match, and most take `n_relevant`, how many correct matches each query
@@ -6,8 +7,18 @@ has in the whole gallery. Queries with no correct match must be left out by the 
 have no defined precision); the competition counts them as wrong in top-k accuracy.
 Written by hand: scikit-learn's ranking metrics score one score vector per query, not truncated
 ranked lists of names as the competition sends, and these are a few lines each.
+
+precision@1, MAP@R and R-precision follow pytorch-metric-learning's AccuracyCalculator exactly
+(tests/test_metrics.py checks them against it), including lists shorter than R (PML's k < R):
+MAP@R still divides by R, the relevant items that were never listed counting as precision 0,
+while R-precision looks at min(R, list length) results and divides by that. Our `map` differs
+from PML's mean_average_precision on truncated lists only: it divides by min(R, list length)
+(AP@k, as the competition scores), PML by R; on a full ranking the two agree.
+Torch-free: the server imports this module.
 """
 from __future__ import annotations
+
+from typing import Callable
 
 import numpy as np
 
@@ -52,6 +63,37 @@ def mean_average_precision(relevance: np.ndarray, n_relevant: np.ndarray) -> flo
     return float(ap.mean()) if len(ap) else 0.0
 
 
+def average_precision_at_r(relevance: np.ndarray, n_relevant: np.ndarray) -> np.ndarray:
+    """AP@R per query (Musgrave et al., "A Metric Learning Reality Check"; PML's MAP@R):
+    (1/R) Σ_{i=1..R} P(i)·rel(i), R being the query's number of correct matches.
+
+    A list shorter than R is scored on what it holds and still divided by R, as PML does when its
+    k is below R: matches that were never listed count as precision 0. R = 0 scores 0.
+    """
+    rel, n = _check(relevance, n_relevant)
+    if rel.shape[1] == 0:
+        return np.zeros(len(rel))
+    within_r = np.arange(1, rel.shape[1] + 1) <= n[:, None]
+    hits = rel & within_r
+    precision = np.cumsum(hits, axis=1) / np.arange(1, rel.shape[1] + 1)
+    return (precision * hits).sum(axis=1) / n.clip(min=1)
+
+
+def mean_average_precision_at_r(relevance: np.ndarray, n_relevant: np.ndarray) -> float:
+    """MAP@R: the mean of average_precision_at_r over queries."""
+    ap = average_precision_at_r(relevance, n_relevant)
+    return float(ap.mean()) if len(ap) else 0.0
+
+
+def precision_at_k(relevance: np.ndarray, k: int) -> float:
+    """Mean over queries of (correct results among the first k) / k.
+
+    Always divided by k, as PML does: a list shorter than k counts its missing places as wrong.
+    """
+    rel, _ = _check(relevance)
+    return float((rel[:, :k].sum(axis=1) / k).mean()) if len(rel) else 0.0
+
+
 def recall_at_k(relevance: np.ndarray, n_relevant: np.ndarray, k: int) -> float:
     """Mean fraction of each query's correct matches found in its first k results."""
     rel, n = _check(relevance, n_relevant)
@@ -80,11 +122,53 @@ def ndcg_at_k(relevance: np.ndarray, n_relevant: np.ndarray, k: int) -> float:
     return float((dcg / ideal).mean())
 
 
-def retrieval_report(relevance: np.ndarray, n_relevant: np.ndarray, ks=(1, 5, 10)) -> dict[str, float]:
-    """All metrics in one dict: top1/5/10, map, recall@k, r_precision, ndcg@10."""
-    out = {f"top{k}": top_k_accuracy(relevance, k) for k in ks}
-    out["map"] = mean_average_precision(relevance, n_relevant)
-    out.update({f"recall@{k}": recall_at_k(relevance, n_relevant, k) for k in ks})
-    out["r_precision"] = r_precision(relevance, n_relevant)
-    out["ndcg@10"] = ndcg_at_k(relevance, n_relevant, 10)
+# ---------------------------------------------------------------- the registry
+
+Metric = Callable[[np.ndarray, np.ndarray], float]
+KS = (1, 5, 10)
+
+
+def build_metrics(ks=KS, ndcg_k: int = 10) -> dict[str, Metric]:
+    """The metrics by name, in report order, each called as fn(relevance, n_relevant) -> float.
+
+    Every metric is higher-is-better and lies in [0, 1].
+    """
+    out: dict[str, Metric] = {}
+    for k in ks:
+        out[f"top{k}"] = lambda rel, n, k=k: top_k_accuracy(rel, k)
+    out["map"] = mean_average_precision
+    out["map@r"] = mean_average_precision_at_r
+    for k in ks:
+        out[f"precision@{k}"] = lambda rel, n, k=k: precision_at_k(rel, k)
+    for k in ks:
+        out[f"recall@{k}"] = lambda rel, n, k=k: recall_at_k(rel, n, k)
+    out["r_precision"] = r_precision
+    out[f"ndcg@{ndcg_k}"] = lambda rel, n: ndcg_at_k(rel, n, ndcg_k)
     return out
+
+
+# The one place metric names are spelled: training logs, evaluation and the server use these.
+METRICS: dict[str, Metric] = build_metrics()
+SUMMARY = ("top1", "top5", "top10", "map", "map@r")
+
+
+def retrieval_report(relevance: np.ndarray, n_relevant: np.ndarray, ks=KS,
+                     keys=None) -> dict[str, float]:
+    """Metrics by name, in registry order: top1/5/10, map, map@r, precision@k, recall@k,
+    r_precision, ndcg@10 (top{k}, precision@{k}, recall@{k} for each k in `ks`).
+
+    With `keys` (e.g. SUMMARY) only those are computed, in the order given.
+    """
+    registry = METRICS if tuple(ks) == KS else build_metrics(ks)
+    if keys is None:
+        keys = tuple(registry)
+    unknown = [k for k in keys if k not in registry]
+    if unknown:
+        raise KeyError(f"unknown metric {unknown[0]!r}; known: {', '.join(registry)}")
+    rel, n = _check(relevance, n_relevant)
+    return {key: registry[key](rel, n) for key in keys}
+
+
+def format_metrics(report: dict, keys=SUMMARY, digits: int = 3) -> str:
+    """One line 'top1=0.812  top5=0.934 …' of the `keys` present in `report`, in that order."""
+    return "  ".join(f"{k}={report[k]:.{digits}f}" for k in keys if report.get(k) is not None)

@@ -37,7 +37,7 @@ from urllib.parse import unquote, urlsplit
 
 import yaml
 
-from competition import GroundTruthError, PayloadError, load_ground_truth, score_submission, validate_payload
+from competition import SCORES, GroundTruthError, PayloadError, load_ground_truth, score_submission, validate_payload
 from utils import ConfigError, FacematchError, get_logger, load_config
 
 log = get_logger("facematch.server")
@@ -331,8 +331,8 @@ class Handler(BaseHTTPRequestHandler):
         for comp in self.server.competitions:
             rows = "".join(
                 f"<tr><td>{i}</td><td>{html.escape(t['team'])}</td>"
-                + "".join(f"<td>{pct(t['best'][k])}</td>" for k in ("top1", "top5", "top10", "map"))
-                + "".join(f"<td>{pct(t['latest'][k])}</td>" for k in ("top1", "top5", "top10", "map"))
+                + "".join(f"<td>{pct(t['best'][k])}</td>" for k in SCORES)
+                + "".join(f"<td>{pct(t['latest'][k])}</td>" for k in SCORES)
                 + f"<td>{t['submissions']}</td><td>{when(t['latest']['time'])}</td></tr>"
                 for i, t in enumerate(self.server.store.leaderboard(comp), 1))
             default = " (default: POST /results/)" if comp == self.server.default else ""
@@ -384,7 +384,7 @@ class Handler(BaseHTTPRequestHandler):
             return
         missing = scores["missing"]
         answer = {"id": sub_id, "competition": comp, "groupname": claimed,
-                  "results": {k: scores[k] for k in ("top1", "top5", "top10", "map")},
+                  "results": {k: scores[k] for k in SCORES},
                   "queries": scores["queries"], "missing": missing, "warnings": warnings}
         if missing:
             answer["message"] = f"{missing} of {scores['queries']} queries were missing and count as wrong"

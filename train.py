@@ -22,13 +22,15 @@ from tqdm import tqdm
 from dataset import DataError, FaceDataset, PKSampler, identity_split, list_identities, train_transform
 from faces import crop_paths
 from evaluate import format_report, score_labelled
+from metrics import METRICS, SUMMARY
+from plots import draw_curve
 from losses import LOSSES, build_loss
 from network import (CheckpointError, EmbeddingNet, build_model, embed, load_model_state, model_from_config,
                      read_checkpoint, save_checkpoint)
 from utils import ConfigError, FacematchError, atomic_write, get_device, get_logger, load_config, seed_everything
 
 log = get_logger()
-HIGHER_IS_BETTER = {"map": True, "top1": True, "top5": True, "top10": True, "loss": False}
+
 
 
 # ---------------------------------------------------------------- data
@@ -93,7 +95,7 @@ def validate(model: EmbeddingNet, crops: list, labels: list[int], cfg: dict, dev
 
 # ---------------------------------------------------------------- log and figure
 
-LOG_FIELDS = ["epoch", "train_loss", "lr_backbone", "lr_head", "top1", "top5", "top10", "map", "seconds"]
+LOG_FIELDS = ["epoch", "train_loss", "lr_backbone", "lr_head", *SUMMARY, "seconds"]
 
 
 def write_log(path: Path, history: list[dict]) -> None:
@@ -106,30 +108,6 @@ def write_log(path: Path, history: list[dict]) -> None:
     atomic_write(path, write)
 
 
-def draw_curve(path: str | Path, history: list[dict], title: str) -> None:
-    """Training loss and validation metrics per epoch, as a PNG figure."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs = [h["epoch"] for h in history]
-    fig, (ax_loss, ax_val) = plt.subplots(1, 2, figsize=(10, 3.6))
-    ax_loss.plot(epochs, [h["train_loss"] for h in history], "o-")
-    ax_loss.set(xlabel="epoch", ylabel="training loss", title="loss")
-    for key in ("top1", "top5", "top10", "map"):
-        values = [h.get(key) for h in history]
-        if any(v is not None and v != "" for v in values):
-            ax_val.plot(epochs, values, "o-", label=key)
-    ax_val.set(xlabel="epoch", ylabel="score", title="validation (held-out people)", ylim=(0, 1.02))
-    if ax_val.lines:
-        ax_val.legend(loc="lower right")
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=80, format="png"))
-    plt.close(fig)
-
-
 # ---------------------------------------------------------------- the loop
 
 def train(cfg: dict, resume: str | Path | None = None) -> dict:
@@ -137,8 +115,8 @@ def train(cfg: dict, resume: str | Path | None = None) -> dict:
     t = cfg["train"]
     if cfg["loss"]["name"] not in LOSSES:
         raise ConfigError(f"loss.name '{cfg['loss']['name']}' is not one of {', '.join(LOSSES)}")
-    if t["monitor"] not in HIGHER_IS_BETTER or t["monitor"] == "loss":
-        raise ConfigError(f"train.monitor '{t['monitor']}' is not one of map, top1, top5, top10")
+    if t["monitor"] not in METRICS:
+        raise ConfigError(f"train.monitor '{t['monitor']}' is not one of {', '.join(METRICS)}")
     device = get_device(cfg["device"])
     seed_everything(cfg["seed"])
     out_dir = Path(t["out_dir"])
@@ -244,11 +222,11 @@ def train(cfg: dict, resume: str | Path | None = None) -> dict:
         row = {"epoch": epoch, "train_loss": total / max(count, 1),
                "lr_backbone": optimizer.param_groups[0]["lr"], "lr_head": optimizer.param_groups[1]["lr"]}
         metrics = validate(model, val_crops, val_labels, cfg, device) if val_crops else {}
-        row.update({k: metrics[k] for k in ("top1", "top5", "top10", "map") if k in metrics})
+        row.update({k: metrics[k] for k in SUMMARY if k in metrics})
         row["seconds"] = round(time.time() - started, 2)
         state["history"].append(row)
         value = row["train_loss"] if monitor == "loss" else row[monitor]
-        improved = state["best"] is None or (value > state["best"] if HIGHER_IS_BETTER[monitor] else value < state["best"])
+        improved = state["best"] is None or (value < state["best"] if monitor == "loss" else value > state["best"])
         state["best"] = value if improved else state["best"]
         state["bad_epochs"] = 0 if improved else state["bad_epochs"] + 1
         state["epoch"] = epoch

@@ -10,7 +10,7 @@ from PIL import Image
 
 import faces
 from conftest import FACES, needs_shared, SHARED
-from faces import (ARCFACE_TEMPLATE, DETECTORS, ImageReadError, crop_face, crop_key, crop_one, crop_paths, detect,
+from faces import (ARCFACE_TEMPLATE, ImageReadError, crop_face, crop_key, crop_one, crop_paths, detect,
                    load_crop, read_image, similarity_align, similarity_matrix, square_crop)
 from utils import ConfigError, load_config
 
