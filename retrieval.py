@@ -7,7 +7,7 @@ photos → crops → embeddings (optional flip TTA) → search → re-rank → t
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -106,23 +106,51 @@ class EmbeddedFolder:
     crops: list[Path | np.ndarray]   # crop-cache files (or arrays), for figures
     embeddings: np.ndarray
     skipped: list[str]
+    embedded: int = 0                # photos run through the network this time
+    from_cache: int = 0              # photos whose embedding came from the embedding cache
+    paths: list[Path] = field(default_factory=list)  # the photos behind names, in the same order
 
 
 def embed_paths(paths: list[Path], model: EmbeddingNet, cfg: dict, device, what: str,
                 degradation: str = "none") -> EmbeddedFolder:
-    """Crop (through the cache) and embed photos, both as the model was trained (model.meta).
-    With a degradation (evaluate.degrade), each crop is degraded first, seeded by the photo's
-    name and cfg['seed'], so every model sees the same degraded queries."""
+    """Crop (through the crop cache) and embed photos, both as the model was trained (model.meta).
+
+    Embeddings are kept in data.embedding_cache under the photo's content and the model's
+    fingerprint, so an unchanged photo is embedded once per model. With a degradation
+    (evaluate.degrade), each crop is degraded first, seeded by the photo's name and cfg['seed']
+    (so every model sees the same degraded queries), and the cache is not used.
+    """
+    from network import checkpoint_fingerprint
+    from search.cache import EmbeddingCache, file_sha1, photo_key
+
     crops, report = crop_paths(paths, model.meta["crop"], cfg["data"]["cache_dir"], desc=f"cropping {what}")
     log.info(f"{what}: {report.summary()}")
-    kept = [(p.name, c) for p, c in zip(paths, crops) if c is not None]
+    kept = [(p, c) for p, c in zip(paths, crops) if c is not None]
+    tta = cfg["retrieval"]["tta"]
     images = [c for _, c in kept]
     if degradation != "none":
-        images = [degrade(load_crop(c), degradation, photo_seed(name, cfg["seed"])) for name, c in kept]
-    emb = embed(model, images, cfg["retrieval"]["batch_size"], device, desc=f"embedding {what}",
-                tta=cfg["retrieval"]["tta"])
-    return EmbeddedFolder([n for n, _ in kept], images, emb,
-                          [str(p) for p, c in zip(paths, crops) if c is None])
+        images = [degrade(load_crop(c), degradation, photo_seed(p.name, cfg["seed"])) for p, c in kept]
+    cache_file = cfg["data"].get("embedding_cache") if degradation == "none" else ""
+    keys, found, cache = [], {}, None
+    if cache_file:
+        cache = EmbeddingCache(cache_file)
+        fingerprint = checkpoint_fingerprint(model)
+        keys = [photo_key(file_sha1(p), fingerprint, tta) for p, _ in kept]
+        found = cache.get(keys)
+    todo = [i for i in range(len(kept)) if cache is None or keys[i] not in found]
+    emb = np.zeros((len(kept), model.embedding_size), dtype=np.float32)
+    if todo:
+        emb[todo] = embed(model, [images[i] for i in todo], cfg["retrieval"]["batch_size"], device,
+                          desc=f"embedding {what}", tta=tta)
+    if cache is not None:
+        for i, key in enumerate(keys):
+            if key in found:
+                emb[i] = found[key]
+        cache.put({keys[i]: emb[i] for i in todo})
+        log.info(f"{what}: {len(todo)} photos embedded, {len(kept) - len(todo)} from the embedding cache")
+    return EmbeddedFolder([p.name for p, _ in kept], images, emb,
+                          [str(p) for p, c in zip(paths, crops) if c is None], len(todo), len(kept) - len(todo),
+                          [p for p, _ in kept])
 
 
 def photo_seed(name: str, seed: int) -> int:

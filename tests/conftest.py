@@ -34,6 +34,7 @@ def tiny_cfg(tmp_path):
 
     return load_config(overrides=[
         f"data.train_dir={PEOPLE}", f"data.cache_dir={tmp_path / 'cache'}", "data.val_fraction=0.4",
+        f"data.embedding_cache={tmp_path / 'embeddings.sqlite'}",
         "model.arch=resnet18", "model.weights=none", "model.embedding_size=16",
         "input.size=32", "crop.size=40", "device=cpu",
         "train.epochs=2", "train.P=3", "train.K=2", "train.batches_per_epoch=3", "train.patience=0",

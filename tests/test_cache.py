@@ -1,0 +1,74 @@
+"""Nothing done twice: embeddings are cached by photo content and model fingerprint."""
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import torch
+
+import network
+import retrieval
+from conftest import PEOPLE
+from network import build_model
+from retrieval import embed_folder
+from search.cache import EmbeddingCache
+from utils import load_config
+
+
+def folder_of_photos(tmp_path, n=6):
+    folder = tmp_path / "gallery"
+    folder.mkdir()
+    for i, photo in enumerate(sorted(PEOPLE.rglob("*.jpg"))[:n]):
+        shutil.copy(photo, folder / f"{i:02d}.jpg")
+    return folder
+
+
+def test_a_second_run_embeds_nothing_and_a_changed_photo_is_embedded_again(tiny_cfg, tmp_path, monkeypatch):
+    torch.manual_seed(0)
+    model, _ = build_model(tiny_cfg)
+    model.eval()
+    folder = folder_of_photos(tmp_path)
+    calls = []
+    real = retrieval.embed
+    monkeypatch.setattr(retrieval, "embed", lambda m, crops, *a, **k: calls.append(len(crops)) or real(m, crops, *a, **k))
+
+    first = embed_folder(folder, model, tiny_cfg, "cpu")
+    assert (first.embedded, first.from_cache) == (6, 0) and calls == [6]
+    second = embed_folder(folder, model, tiny_cfg, "cpu")
+    assert (second.embedded, second.from_cache) == (0, 6) and calls == [6]  # the network never ran
+    assert np.array_equal(first.embeddings, second.embeddings) and first.names == second.names
+
+    # A changed photo (other content, same name) is embedded again; the others come from the cache.
+    shutil.copy(sorted(PEOPLE.rglob("*.jpg"))[-1], folder / "03.jpg")
+    third = embed_folder(folder, model, tiny_cfg, "cpu")
+    assert (third.embedded, third.from_cache) == (1, 5) and calls == [6, 1]
+    assert not np.allclose(third.embeddings[3], first.embeddings[3])
+    assert np.allclose(np.delete(third.embeddings, 3, 0), np.delete(first.embeddings, 3, 0))
+
+
+def test_another_model_or_tta_never_reuses_an_embedding(tiny_cfg, tmp_path):
+    folder = folder_of_photos(tmp_path, 3)
+    torch.manual_seed(0)
+    a, _ = build_model(tiny_cfg)
+    torch.manual_seed(1)
+    b, _ = build_model(tiny_cfg)
+    ea = embed_folder(folder, a.eval(), tiny_cfg, "cpu")
+    eb = embed_folder(folder, b.eval(), tiny_cfg, "cpu")
+    assert eb.embedded == 3 and not np.allclose(ea.embeddings, eb.embeddings)
+    flip = load_config(overrides=["retrieval.tta=flip"], base=tiny_cfg)
+    ef = embed_folder(folder, a, flip, "cpu")
+    assert ef.embedded == 3
+    # Degraded queries are never cached: each variant must see the same degradation, embedded anew.
+    ed = embed_folder(folder, a, tiny_cfg, "cpu", "both")
+    assert ed.embedded == 3 and ed.from_cache == 0
+    assert len(EmbeddingCache(tiny_cfg["data"]["embedding_cache"])) == 9
+    assert network.checkpoint_fingerprint(a) != network.checkpoint_fingerprint(b)
+
+
+def test_the_cache_can_be_turned_off(tiny_cfg, tmp_path):
+    folder = folder_of_photos(tmp_path, 2)
+    cfg = load_config(overrides=["data.embedding_cache="], base=tiny_cfg)
+    model, _ = build_model(cfg)
+    model.eval()
+    assert embed_folder(folder, model, cfg, "cpu").embedded == 2
+    assert embed_folder(folder, model, cfg, "cpu").embedded == 2
