@@ -266,30 +266,55 @@ def load_for_inference(checkpoint: str | Path, cfg_files: list[str] | None = Non
 TTA = ("none", "flip")
 
 
+class CropDataset(torch.utils.data.Dataset):
+    """Face crops (arrays or crop-cache files) through a transform: decoding happens in the
+    DataLoader's workers when it has some."""
+
+    def __init__(self, crops: list, transform):
+        self.crops, self.transform = crops, transform
+
+    def __len__(self) -> int:
+        return len(self.crops)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.transform(image=load_crop(self.crops[i]))["image"]
+
+
 @torch.inference_mode()
 def embed(model: EmbeddingNet, crops: list[np.ndarray | Path], batch_size: int = 64,
-          device: torch.device | str | None = None, desc: str = "embedding", tta: str = "none") -> np.ndarray:
+          device: torch.device | str | None = None, desc: str = "embedding", tta: str = "none",
+          num_workers: int = 0) -> np.ndarray:
     """Embed face crops (RGB arrays or crop-cache files, read a batch at a time) with the model's
     own evaluation preprocessing: an (N, D) float32 array of unit vectors. tta='flip' averages
-    the embeddings of each crop and its mirror image, then normalises again."""
+    the embeddings of each crop and its mirror image, then normalises again.
+
+    Decoding and transforms run in `num_workers` DataLoader workers; convolutions run
+    channels-last (about 1.1–2× faster on this CPU, bench/RESULTS.md), and on CUDA under bf16
+    (or fp16) autocast; the output is float32 either way.
+    """
     from dataset import eval_transform
 
     if tta not in TTA:
         raise ConfigError(f"retrieval.tta '{tta}' is not one of {', '.join(TTA)}")
-    transform = eval_transform(model.meta["input"])
-    device = device if device is not None else next(iter(model.parameters()), torch.empty(0)).device
+    device = torch.device(device) if device is not None else next(iter(model.parameters()), torch.empty(0)).device
+    if not crops:
+        return np.zeros((0, model.embedding_size), dtype=np.float32)
+    loader = torch.utils.data.DataLoader(CropDataset(crops, eval_transform(model.meta["input"])), batch_size=batch_size,
+                                         num_workers=num_workers, pin_memory=device.type == "cuda")
+    cuda = device.type == "cuda"
+    dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float16
     was_training = model.training
     model.eval()
+    if model.trainable_backbone:
+        model.to(memory_format=torch.channels_last)
     out = []
-    starts = range(0, len(crops), batch_size)
-    for start in tqdm(starts, desc=desc, unit="batch", leave=False,
-                      disable=True if len(starts) < 5 else None):  # None: only on a terminal
-        batch = torch.stack([transform(image=load_crop(c))["image"] for c in crops[start:start + batch_size]])
-        emb = model(batch.to(device)).float()
-        if tta == "flip":  # the evaluation transform has no geometry, so flipping the tensor = flipping the crop
-            emb = F.normalize(emb + model(batch.flip(-1).to(device)).float(), dim=1)
+    for batch in tqdm(loader, desc=desc, unit="batch", leave=False,
+                      disable=True if len(loader) < 5 else None):  # None: only on a terminal
+        batch = batch.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=dtype, enabled=cuda):
+            emb = model(batch).float()
+            if tta == "flip":  # the evaluation transform has no geometry: flipping the tensor = flipping the crop
+                emb = F.normalize(emb + model(batch.flip(-1)).float(), dim=1)
         out.append(emb.cpu())
     model.train(was_training)
-    if not out:
-        return np.zeros((0, model.embedding_size), dtype=np.float32)
     return torch.cat(out).numpy()

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from dataset import DataError, degrade, list_images
 from faces import crop_paths, load_crop
@@ -24,43 +23,48 @@ log = get_logger()
 
 def distance_estimator(query: np.ndarray, gallery: np.ndarray, k: int, metric: str = "cosine",
                        chunk_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
-    """Exact k nearest gallery rows for every query row: (indices, distances), nearest first.
+    """Exact k nearest gallery rows for every query row: (indices, distances), nearest first
+    (the design's name and order; search() and the indexes use faiss's (distances, ids)).
 
     Cosine distance is 1 - cosine similarity; euclidean is the L2 distance. Queries are taken
-    chunk_size at a time, so memory stays at chunk_size × len(gallery) whatever the query count.
+    chunk_size at a time, so memory stays bounded whatever the query count.
     """
+    from search.index import exact_knn
+
     if metric not in METRICS:
         raise ConfigError(f"retrieval.metric '{metric}' is not one of {', '.join(METRICS)}")
-    q = torch.as_tensor(np.asarray(query, dtype=np.float32))
-    g = torch.as_tensor(np.asarray(gallery, dtype=np.float32))
+    q, g = np.asarray(query, dtype=np.float32), np.asarray(gallery, dtype=np.float32)
     if q.ndim != 2 or g.ndim != 2 or q.shape[1] != g.shape[1]:
         raise ValueError(f"query {tuple(q.shape)} and gallery {tuple(g.shape)} must be 2-D with equal width")
     if not 1 <= k <= len(g):
         raise DataError(f"k={k} but the gallery holds {len(g)} images")
-    if metric == "cosine":
-        q = torch.nn.functional.normalize(q, dim=1)
-        g = torch.nn.functional.normalize(g, dim=1)
-    else:
-        g_sq = (g * g).sum(1)
-    idx_out, dist_out = [], []
-    for start in range(0, len(q), chunk_size):
-        block = q[start:start + chunk_size]
-        if metric == "cosine":
-            dist = 1.0 - block @ g.T
-        else:
-            dist = ((block * block).sum(1, keepdim=True) - 2.0 * block @ g.T + g_sq).clamp_(min=0).sqrt_()
-        d, i = torch.topk(dist, k, dim=1, largest=False, sorted=True)
-        idx_out.append(i)
-        dist_out.append(d)
-    if not idx_out:
+    if not len(q):
         return np.zeros((0, k), dtype=np.int64), np.zeros((0, k), dtype=np.float32)
-    return torch.cat(idx_out).numpy(), torch.cat(dist_out).numpy()
+    dist, ids = exact_knn(q, g, k, metric, chunk_size)
+    return ids, dist
 
 
-def search(queries: np.ndarray, gallery: np.ndarray, k: int, chunk_size: int = 1024,
-           metric: str = "cosine") -> tuple[np.ndarray, np.ndarray]:
-    """Exact k nearest gallery rows in faiss's order: (distances, ids), nearest first."""
-    ids, dist = distance_estimator(queries, gallery, k, metric, chunk_size)
+def search(queries: np.ndarray, gallery: np.ndarray, k: int, chunk_size: int = 1024, metric: str = "cosine",
+           index: str = "exact", nprobe: int = 16, ef_search: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """The k nearest gallery rows in faiss's order, (distances, ids), nearest first, through the
+    index named by `index` (search/index.py). Rows an approximate index leaves out of a list
+    (IVF visits only nprobe clusters) are appended in exact order, so a full ranking stays full."""
+    if index == "exact":
+        ids, dist = distance_estimator(queries, gallery, k, metric, chunk_size)
+        return dist, ids
+    from search.index import build_index
+
+    built = build_index(index, gallery.shape[1], metric, nprobe=nprobe, ef_search=ef_search, chunk_size=chunk_size)
+    built.add(np.asarray(gallery, dtype=np.float32), np.arange(len(gallery), dtype=np.int64))
+    dist, ids = built.search(np.asarray(queries, dtype=np.float32), k)
+    short = np.flatnonzero((ids < 0).any(axis=1))
+    if len(short):
+        e_ids, e_dist = distance_estimator(queries[short], gallery, k, metric, chunk_size)
+        for row, exact_ids, exact_dist in zip(short, e_ids, e_dist):
+            found = ids[row] >= 0
+            rest = ~np.isin(exact_ids, ids[row][found])
+            ids[row] = np.concatenate([ids[row][found], exact_ids[rest]])[:k]
+            dist[row] = np.concatenate([dist[row][found], exact_dist[rest]])[:k]
     return dist, ids
 
 
@@ -72,7 +76,8 @@ def retrieve(queries: np.ndarray, gallery: np.ndarray, k: int, rcfg: dict) -> tu
     k = min(int(k), len(gallery))
     names = rcfg.get("rerank") or []
     depth = max(k, min(int(rcfg.get("shortlist", k)), len(gallery))) if names else k
-    dist, ids = search(queries, gallery, depth, int(rcfg["chunk_size"]), rcfg["metric"])
+    dist, ids = search(queries, gallery, depth, int(rcfg["chunk_size"]), rcfg["metric"], rcfg.get("index", "exact"),
+                       int(rcfg.get("nprobe", 16)), int(rcfg.get("ef_search", 64)))
     if names:
         if rcfg["metric"] != "cosine":
             raise ConfigError("retrieval.rerank needs retrieval.metric=cosine (re-rankers work on unit vectors)")
@@ -141,7 +146,7 @@ def embed_paths(paths: list[Path], model: EmbeddingNet, cfg: dict, device, what:
     emb = np.zeros((len(kept), model.embedding_size), dtype=np.float32)
     if todo:
         emb[todo] = embed(model, [images[i] for i in todo], cfg["retrieval"]["batch_size"], device,
-                          desc=f"embedding {what}", tta=tta)
+                          desc=f"embedding {what}", tta=tta, num_workers=int(cfg["data"]["num_workers"]))
     if cache is not None:
         for i, key in enumerate(keys):
             if key in found:

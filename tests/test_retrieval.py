@@ -117,3 +117,22 @@ def test_query_gallery_split_keeps_a_gallery_photo_for_every_query():
     assert [labels[i] for i in q].count("a") == 2 and "b" not in [labels[i] for i in q]
     for i in q:
         assert any(labels[j] == labels[i] for j in g)
+
+
+def test_the_pipeline_searches_through_the_configured_index():
+    from retrieval import retrieve
+    from utils import load_config
+
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((20, 16))
+    gallery = (np.repeat(centres, 10, axis=0) + 0.1 * rng.standard_normal((200, 16))).astype(np.float32)
+    queries = (centres + 0.1 * rng.standard_normal((20, 16))).astype(np.float32)
+    rcfg = load_config()["retrieval"]
+    exact_d, exact_i = retrieve(queries, gallery, 10, rcfg)
+    flat_d, flat_i = retrieve(queries, gallery, 10, dict(rcfg, index="Flat"))
+    assert np.array_equal(flat_i, exact_i) and np.allclose(flat_d, exact_d, atol=1e-5)
+    hnsw_d, hnsw_i = retrieve(queries, gallery, 10, dict(rcfg, index="HNSW16", ef_search=64))
+    assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(hnsw_i, exact_i)]) >= 0.95
+    # An IVF index visiting one cluster of 8 leaves photos out; a full ranking is completed in exact order.
+    _, full = retrieve(queries, gallery, 200, dict(rcfg, index="IVF8,Flat", nprobe=1))
+    assert all(sorted(row) == list(range(200)) for row in full)

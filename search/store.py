@@ -1,0 +1,363 @@
+"""The gallery store: photos, their crops and embeddings, the search index, and the fingerprint
+of the checkpoint and preprocessing that made them, in one folder. Photos are added (cropped and
+embedded) and removed without a rebuild; every change is one SQLite transaction, and the index
+file is rewritten atomically after it.
+
+    python -m search.store build  --store stores/lfw --checkpoint checkpoints/demo/best.pt data/sample/people
+    python -m search.store add    --store stores/lfw new_photo.jpg more_photos/
+    python -m search.store remove --store stores/lfw 0a1b2c.jpg
+    python -m search.store info   --store stores/lfw
+    python -m search.store search --store stores/lfw query.jpg
+
+    store = GalleryStore.open("stores/lfw")        # Python API
+    store.add([...]); store.remove([...]); store.search(vectors, k) -> (distances, names)
+
+A store refuses, with a message naming both, to take embeddings from another checkpoint.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sqlite3
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from utils import FacematchError, atomic_write, get_logger
+
+log = get_logger()
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS photos (
+    id      INTEGER PRIMARY KEY,     -- the id the index knows the photo by
+    name    TEXT NOT NULL UNIQUE,    -- the photo's name (its file name when added)
+    sha1    TEXT NOT NULL UNIQUE,    -- the photo's content: the same photo is stored once
+    file    TEXT NOT NULL,           -- the photo, copied into <store>/photos/
+    crop    TEXT NOT NULL,           -- the crop that was embedded, in <store>/crops/
+    how     TEXT NOT NULL,           -- how the face was found: a detector's name, or center
+    vector  BLOB NOT NULL,           -- float32 embedding
+    added   REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS names (   -- names learned from feedback: a prototype per name
+    name      TEXT PRIMARY KEY,
+    vector    BLOB NOT NULL,         -- sum of the marked embeddings (normalised when used)
+    marks     INTEGER NOT NULL,
+    updated   REAL NOT NULL
+);
+"""
+
+
+class StoreError(FacematchError, RuntimeError):
+    """A store that cannot be opened or changed as asked; the message names the store and why."""
+
+
+@dataclass
+class AddReport:
+    """What happened to each photo given to add(): nothing is dropped without a word."""
+    added: list[str] = field(default_factory=list)
+    duplicates: list[str] = field(default_factory=list)   # the same content is already stored
+    skipped: list[str] = field(default_factory=list)      # unreadable, or no face on a chain without center
+    crop_summary: str = ""
+
+    def summary(self) -> str:
+        text = f"{len(self.added)} added, {len(self.duplicates)} already stored, {len(self.skipped)} skipped"
+        if self.skipped:
+            text += " (" + ", ".join(self.skipped[:5]) + (" …" if len(self.skipped) > 5 else "") + ")"
+        return text
+
+
+class GalleryStore:
+    """One gallery on disk. State is real here (a database, an index, a model), hence a class."""
+
+    def __init__(self, root: Path, conn: sqlite3.Connection):
+        self.root, self.conn = root, conn
+        self.meta = {k: json.loads(v) for k, v in conn.execute("SELECT key, value FROM meta")}
+        self._model = None
+        self._index = None
+
+    # ------------------------------------------------------------ opening
+    @classmethod
+    def create(cls, root: str | Path, checkpoint: str | Path, cfg_files: list[str] | None = None,
+               overrides: list[str] | None = None) -> "GalleryStore":
+        """A new, empty store for embeddings of `checkpoint` (its config, then files and overrides)."""
+        from network import checkpoint_fingerprint, load_for_inference
+
+        root = Path(root)
+        if (root / "store.sqlite").exists():
+            raise StoreError(f"{root} already holds a store: add to it, or remove the folder to rebuild")
+        model, cfg, _ = load_for_inference(checkpoint, cfg_files, overrides)
+        root.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(root / "store.sqlite")
+        conn.executescript(SCHEMA)
+        r = cfg["retrieval"]
+        meta = {"checkpoint": str(Path(checkpoint).resolve()), "fingerprint": checkpoint_fingerprint(model),
+                "preprocessing": model.meta, "dim": model.embedding_size, "tta": r["tta"],
+                "index": r["index"], "nprobe": r["nprobe"], "ef_search": r["ef_search"], "version": 0,
+                "created": time.time()}
+        with conn:
+            conn.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", [(k, json.dumps(v)) for k, v in meta.items()])
+        store = cls(root, conn)
+        store._model = (model, cfg)
+        return store
+
+    @classmethod
+    def open(cls, root: str | Path) -> "GalleryStore":
+        """An existing store."""
+        root = Path(root)
+        if not (root / "store.sqlite").is_file():
+            raise StoreError(f"{root}: no store here (create one with `python -m search.store build`)")
+        try:
+            conn = sqlite3.connect(root / "store.sqlite")
+            conn.executescript(SCHEMA)
+            return cls(root, conn)
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{root}/store.sqlite cannot be read: {exc}") from None
+
+    def model(self, checkpoint: str | Path | None = None):
+        """(model, cfg) that embeds for this store; another checkpoint is refused."""
+        from network import checkpoint_fingerprint, load_for_inference
+
+        if self._model is not None and checkpoint is None:
+            return self._model
+        path = checkpoint or self.meta["checkpoint"]
+        model, cfg, _ = load_for_inference(path, [], [f"retrieval.tta={self.meta['tta']}"])
+        fingerprint = checkpoint_fingerprint(model)
+        if fingerprint != self.meta["fingerprint"]:
+            raise StoreError(
+                f"{self.root} holds embeddings of {self.meta['checkpoint']} (fingerprint {self.meta['fingerprint'][:12]}); "
+                f"{path} is another model or preprocessing (fingerprint {fingerprint[:12]}): its embeddings cannot be "
+                f"mixed in. Build a new store for it with `python -m search.store build`.")
+        self._model = (model, cfg)
+        return self._model
+
+    # ------------------------------------------------------------ contents
+    def __len__(self) -> int:
+        return self.conn.execute("SELECT COUNT(*) FROM photos").fetchone()[0]
+
+    def vectors(self) -> tuple[np.ndarray, list[str], np.ndarray]:
+        """(ids, names, embeddings) of every stored photo, in id order."""
+        rows = self.conn.execute("SELECT id, name, vector FROM photos ORDER BY id").fetchall()
+        ids = np.array([r[0] for r in rows], dtype=np.int64)
+        vecs = np.stack([np.frombuffer(r[2], dtype="<f4") for r in rows]) if rows else \
+            np.zeros((0, int(self.meta["dim"])), np.float32)
+        return ids, [r[1] for r in rows], vecs.astype(np.float32)
+
+    def photo(self, name: str) -> dict:
+        """One stored photo: its files and how its face was found."""
+        row = self.conn.execute("SELECT id, name, file, crop, how, added FROM photos WHERE name=?", (name,)).fetchone()
+        if row is None:
+            raise StoreError(f"{self.root}: no photo named '{name}'")
+        return {"id": row[0], "name": row[1], "file": self.root / row[2], "crop": self.root / row[3],
+                "how": row[4], "added": row[5]}
+
+    def names_of(self, ids: np.ndarray) -> list[list[str | None]]:
+        """Names for an array of ids (None for -1, faiss's 'no result')."""
+        lookup = dict(self.conn.execute("SELECT id, name FROM photos"))
+        return [[lookup.get(int(i)) for i in row] for row in np.atleast_2d(ids)]
+
+    # ------------------------------------------------------------ the index
+    def index(self):
+        """The search index over every stored photo, loaded from disk when current, else rebuilt."""
+        from search.index import build_index, load_index
+
+        if self._index is not None:
+            return self._index
+        path, stamp = self.root / "index.bin", self.root / "index.json"
+        if path.exists() and stamp.exists() and json.loads(stamp.read_text()).get("version") == self.meta["version"]:
+            self._index = load_index(path)
+            return self._index
+        ids, _, vecs = self.vectors()
+        self._index = build_index(self.meta["index"], int(self.meta["dim"]), "cosine",
+                                  nprobe=int(self.meta["nprobe"]), ef_search=int(self.meta["ef_search"]))
+        if len(ids):
+            self._index.add(vecs, ids)
+        self._save_index()
+        return self._index
+
+    def _save_index(self) -> None:
+        if self._index is None:
+            return
+        self._index.save(self.root / "index.bin")
+        atomic_write(self.root / "index.json",
+                     lambda tmp: Path(tmp).write_text(json.dumps({"version": self.meta["version"]})))
+
+    def _bump(self, conn: sqlite3.Connection) -> None:
+        self.meta["version"] += 1
+        conn.execute("UPDATE meta SET value=? WHERE key='version'", (json.dumps(self.meta["version"]),))
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, list[list[str | None]]]:
+        """The k nearest stored photos of each query embedding: (distances, names), nearest first."""
+        dist, ids = self.index().search(np.asarray(queries, dtype=np.float32), k)
+        return dist, self.names_of(ids)
+
+    # ------------------------------------------------------------ changes
+    def add(self, paths: list[str | Path], checkpoint: str | Path | None = None) -> AddReport:
+        """Crop, embed and store photos (files, or folders searched recursively) in one transaction;
+        the same content is stored once. Nothing is stored when anything fails."""
+        from dataset import list_images
+        from faces import IMAGE_EXTENSIONS
+        from retrieval import embed_paths
+        from search.cache import file_sha1
+
+        files: list[Path] = []
+        for p in map(Path, paths):
+            if p.is_dir():
+                files += list_images(p, recursive=True)
+            elif p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS:
+                files.append(p)
+            else:
+                raise StoreError(f"{p}: not an image file or a folder")
+        report = AddReport()
+        known = {r[0] for r in self.conn.execute("SELECT sha1 FROM photos")}
+        taken = {r[0] for r in self.conn.execute("SELECT name FROM photos")}
+        fresh, seen = [], set()
+        for f in files:
+            sha = file_sha1(f)
+            if sha in known or sha in seen:
+                report.duplicates.append(str(f))
+            else:
+                seen.add(sha)
+                fresh.append((f, sha))
+        if not fresh:
+            return report
+        model, cfg = self.model(checkpoint)
+        emb = embed_paths([f for f, _ in fresh], model, cfg, "cpu", "photos to add")
+        sha_of = dict(fresh)
+        report.skipped = list(emb.skipped)
+        rows, copied = [], []
+        try:
+            for f, crop, vector in zip(emb.paths, emb.crops, emb.embeddings):
+                sha = sha_of[f]
+                unique = f.name if f.name not in taken else f"{sha[:8]}_{f.name}"
+                taken.add(unique)
+                photo_file, crop_file = Path("photos") / f"{sha}{f.suffix.lower()}", Path("crops") / f"{sha}.png"
+                (self.root / "photos").mkdir(exist_ok=True)
+                (self.root / "crops").mkdir(exist_ok=True)
+                shutil.copyfile(f, self.root / photo_file)
+                copied.append(self.root / photo_file)
+                _write_crop(crop, self.root / crop_file)
+                copied.append(self.root / crop_file)
+                rows.append((unique, sha, str(photo_file), str(crop_file), _how(crop), vector))
+            with self.conn:
+                new_ids = []
+                for name, sha, pf, cf, how, vector in rows:
+                    cur = self.conn.execute(
+                        "INSERT INTO photos (name, sha1, file, crop, how, vector, added) VALUES (?,?,?,?,?,?,?)",
+                        (name, sha, pf, cf, how, np.asarray(vector, "<f4").tobytes(), time.time()))
+                    new_ids.append(cur.lastrowid)
+                    report.added.append(name)
+                self._bump(self.conn)
+        except BaseException:
+            for path in copied:  # a failed add leaves no stray files behind
+                if path.exists() and not self.conn.execute(
+                        "SELECT 1 FROM photos WHERE file=? OR crop=?", (str(path.relative_to(self.root)),) * 2).fetchone():
+                    path.unlink()
+            raise
+        if self._index is not None:
+            self._index.add(np.stack([r[5] for r in rows]).astype(np.float32), np.array(new_ids, dtype=np.int64))
+            self._save_index()
+        else:
+            self.index()
+        return report
+
+    def remove(self, names: list[str]) -> int:
+        """Remove photos by name; returns how many were removed. An unknown name is an error."""
+        rows = [self.conn.execute("SELECT id, file, crop FROM photos WHERE name=?", (n,)).fetchone() for n in names]
+        unknown = [n for n, r in zip(names, rows) if r is None]
+        if unknown:
+            raise StoreError(f"{self.root}: no photo named {', '.join(repr(u) for u in unknown[:5])}")
+        with self.conn:
+            self.conn.executemany("DELETE FROM photos WHERE id=?", [(r[0],) for r in rows])
+            self._bump(self.conn)
+        for _, photo_file, crop_file in rows:
+            for f in (photo_file, crop_file):
+                (self.root / f).unlink(missing_ok=True)
+        if self._index is not None:
+            self._index.remove(np.array([r[0] for r in rows], dtype=np.int64))
+            self._save_index()
+        else:
+            self.index()
+        return len(rows)
+
+    def info(self) -> dict:
+        """What the store holds and what made it."""
+        ids, _, _ = self.vectors()
+        return {"store": str(self.root), "photos": len(ids), "checkpoint": self.meta["checkpoint"],
+                "fingerprint": self.meta["fingerprint"], "index": self.meta["index"], "dim": self.meta["dim"],
+                "tta": self.meta["tta"], "crop": self.meta["preprocessing"]["crop"]["detector"] + " + "
+                + self.meta["preprocessing"]["crop"]["align"], "names learned": self.conn.execute(
+                    "SELECT COUNT(*) FROM names").fetchone()[0], "version": self.meta["version"]}
+
+
+def _write_crop(crop, target: Path) -> None:
+    from PIL import Image
+
+    from faces import load_crop
+
+    if isinstance(crop, Path) and crop.suffix == ".png":
+        shutil.copyfile(crop, target)
+    else:
+        Image.fromarray(load_crop(crop)).save(target)
+
+
+def _how(crop) -> str:
+    from PIL import Image
+
+    if isinstance(crop, Path):
+        try:
+            with Image.open(crop) as im:
+                return json.loads(im.text.get("facematch_crop", "{}")).get("path") or "unknown"
+        except (OSError, ValueError):
+            return "unknown"
+    return "unknown"
+
+
+# ---------------------------------------------------------------- command line
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m search.store", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=["build", "add", "remove", "info", "search"])
+    parser.add_argument("items", nargs="*", help="photos or folders (build, add, search), names (remove), key=value overrides")
+    parser.add_argument("--store", required=True, help="the store's folder")
+    parser.add_argument("--checkpoint", help="build: the checkpoint whose embeddings the store holds")
+    parser.add_argument("--config", action="append", default=[], help="build: config file(s) on top of the checkpoint's")
+    parser.add_argument("-k", type=int, default=10, help="search: results per query photo")
+    args = parser.parse_intermixed_args(argv)
+    overrides = [a for a in args.items if "=" in a]
+    items = [a for a in args.items if "=" not in a]
+    try:
+        if args.command == "build":
+            if not args.checkpoint:
+                parser.error("build needs --checkpoint")
+            store = GalleryStore.create(args.store, args.checkpoint, args.config, overrides)
+            report = store.add(items) if items else AddReport()
+            print(f"built {args.store}: {report.summary()}")
+        elif args.command == "add":
+            print(f"{args.store}: {GalleryStore.open(args.store).add(items).summary()}")
+        elif args.command == "remove":
+            print(f"{args.store}: removed {GalleryStore.open(args.store).remove(items)}")
+        elif args.command == "info":
+            print(json.dumps(GalleryStore.open(args.store).info(), indent=1))
+        else:
+            from retrieval import embed_paths
+
+            store = GalleryStore.open(args.store)
+            model, cfg = store.model()
+            query = embed_paths([Path(i) for i in items], model, cfg, "cpu", "queries")
+            dist, names = store.search(query.embeddings, args.k)
+            for q, d, n in zip(query.names, dist, names):
+                print(q + ": " + "  ".join(f"{name} ({x:.3f})" for name, x in zip(n, d) if name))
+    except (FacematchError, OSError) as exc:
+        log.error(f"error: {exc}")
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""The gallery store on disk: build, add, remove without a rebuild, reopen, search, and the
+refusal to mix embeddings of two checkpoints."""
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import FACES, PEOPLE
+from network import build_model, save_checkpoint
+from search import store as store_module
+from search.store import GalleryStore, StoreError
+from utils import load_config
+
+
+def checkpoint(tmp_path, tiny_cfg, seed=0, name="a.pt", overrides=()):
+    cfg = load_config(overrides=list(overrides), base=tiny_cfg)
+    torch.manual_seed(seed)
+    model, _ = build_model(cfg)
+    path = tmp_path / name
+    save_checkpoint(path, {"model": model.state_dict(), "config": cfg, "meta": model.meta,
+                           "model_info": model.describe(), "epoch": 0})
+    return path
+
+
+@pytest.fixture
+def photos(tmp_path):
+    folder = tmp_path / "photos"
+    for person in sorted(PEOPLE.iterdir())[:3]:
+        shutil.copytree(person, folder / person.name)
+    return folder
+
+
+@pytest.mark.parametrize("index", ["exact", "Flat", "HNSW32"])
+def test_build_search_add_remove_and_reopen(tmp_path, tiny_cfg, photos, index):
+    ckpt = checkpoint(tmp_path, tiny_cfg)
+    root = tmp_path / "store"
+    assert store_module.main(["build", "--store", str(root), "--checkpoint", str(ckpt), str(photos),
+                              f"retrieval.index={index}"]) == 0
+    store = GalleryStore.open(root)
+    assert len(store) == 12 and store.info()["index"] == index
+    ids, names, vectors = store.vectors()
+    # Each stored photo finds itself first.
+    dist, found = store.search(vectors[:4], 3)
+    assert [row[0] for row in found] == names[:4] and np.allclose(dist[:, 0], 0, atol=1e-5)
+
+    # add: new photos only; the same content again is not stored twice.
+    extra = tmp_path / "extra"
+    shutil.copytree(sorted(PEOPLE.iterdir())[3], extra)
+    report = store.add([extra, photos / sorted(p.name for p in photos.iterdir())[0]])
+    assert len(report.added) == 4 and len(report.duplicates) == 4 and len(store) == 16
+    _, new_names, new_vectors = store.vectors()
+    added = [n for n in new_names if n not in names]
+    assert len(added) == 4 and store.search(new_vectors[-1:], 1)[1][0][0] == new_names[-1]
+
+    # remove: gone from the index and the disk, without a rebuild.
+    gone = added[0]
+    photo = store.photo(gone)
+    assert store.remove([gone]) == 1 and len(store) == 15
+    assert not photo["file"].exists() and not photo["crop"].exists()
+    _, hits = store.search(new_vectors, 15)
+    assert all(gone not in row for row in hits)
+    with pytest.raises(StoreError, match="no photo named 'nobody.jpg'"):
+        store.remove(["nobody.jpg"])
+
+    # Reopen: the index file on disk is current and gives the same answers.
+    again = GalleryStore.open(root)
+    assert len(again) == 15 and again.info()["version"] == store.info()["version"]
+    d1, n1 = store.search(new_vectors[:5], 5)
+    d2, n2 = again.search(new_vectors[:5], 5)
+    assert n1 == n2 and np.allclose(d1, d2, atol=1e-5)
+
+
+def test_another_checkpoint_is_refused(tmp_path, tiny_cfg, photos):
+    root = tmp_path / "store"
+    GalleryStore.create(root, checkpoint(tmp_path, tiny_cfg)).add([photos])
+    other = checkpoint(tmp_path, tiny_cfg, seed=1, name="b.pt")
+    store = GalleryStore.open(root)
+    before = store.vectors()
+    with pytest.raises(StoreError) as err:
+        store.add([FACES / "one_face.jpg"], checkpoint=other)
+    assert "a.pt" in str(err.value) and "b.pt" in str(err.value) and "cannot be" in str(err.value)
+    # Another preprocessing of the same weights is another model too.
+    shifted = checkpoint(tmp_path, tiny_cfg, name="c.pt", overrides=["input.mean=[0.5,0.5,0.5]", "input.std=[0.5,0.5,0.5]"])
+    with pytest.raises(StoreError, match="c.pt"):
+        store.add([FACES / "one_face.jpg"], checkpoint=shifted)
+    after = store.vectors()
+    assert np.array_equal(before[0], after[0]) and np.array_equal(before[2], after[2])
+
+
+def test_a_failed_add_changes_nothing(tmp_path, tiny_cfg, photos, monkeypatch):
+    root = tmp_path / "store"
+    store = GalleryStore.create(root, checkpoint(tmp_path, tiny_cfg))
+    store.add([photos])
+    files = sorted(p.name for p in (root / "photos").iterdir())
+    version = store.info()["version"]
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(store_module, "_write_crop", broken)
+    with pytest.raises(OSError):
+        store.add([FACES / "one_face.jpg"])
+    assert len(store) == 12 and store.info()["version"] == version
+    assert sorted(p.name for p in (root / "photos").iterdir()) == files
+    with pytest.raises(StoreError, match="not an image"):
+        store.add([tmp_path / "notes.txt"])
+    assert store_module.main(["info", "--store", str(tmp_path / "nowhere")]) == 2
