@@ -361,18 +361,46 @@ def crop_one(path: str | Path, cfg: dict, cache_dir: str | Path | None) -> tuple
     return cached, meta, False
 
 
+class _CropJobs:
+    """crop_one over a list of photos, as a map-style dataset so DataLoader workers can share it."""
+
+    def __init__(self, paths, cfg, cache_dir):
+        self.paths, self.cfg, self.cache_dir = paths, cfg, cache_dir
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        try:
+            return crop_one(self.paths[i], self.cfg, self.cache_dir)
+        except ImageReadError as exc:
+            return exc
+
+
+def _one(batch: list):
+    return batch[0]
+
+
 def crop_paths(paths: list[str | Path], cfg: dict, cache_dir: str | Path | None,
-               desc: str = "cropping faces") -> tuple[list[Path | np.ndarray | None], CropReport]:
+               desc: str = "cropping faces", workers: int = 0) -> tuple[list[Path | np.ndarray | None], CropReport]:
     """Crop many photos (cached), one entry per input; None where the photo is left out
     (unreadable with crop.on_error 'skip', or no face on a chain without 'center'). Each crop is
-    stored as soon as it is made, so an interrupted run keeps its work."""
+    stored as soon as it is made, so an interrupted run keeps its work. With `workers`, reading,
+    detection and alignment run in that many DataLoader worker processes, in order."""
+    import torch
+
     chain(cfg)  # bad names fail before any work
     report = CropReport(primary=cfg["detector"])
     out: list[Path | np.ndarray | None] = []
-    for path in tqdm(paths, desc=desc, unit="img", leave=False,
-                     disable=True if len(paths) < 20 else None):  # None: only on a terminal
+    jobs = _CropJobs(list(paths), cfg, cache_dir)
+    results = iter(jobs[i] for i in range(len(jobs))) if not workers else iter(torch.utils.data.DataLoader(
+        jobs, batch_size=1, num_workers=workers, collate_fn=_one))
+    for path, result in tqdm(zip(paths, results), total=len(paths), desc=desc, unit="img", leave=False,
+                             disable=True if len(paths) < 20 else None):  # None: only on a terminal
         try:
-            item, meta, from_cache = crop_one(path, cfg, cache_dir)
+            if isinstance(result, ImageReadError):
+                raise result
+            item, meta, from_cache = result
         except ImageReadError as exc:
             if cfg.get("on_error", "skip") == "stop":
                 raise

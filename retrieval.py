@@ -128,7 +128,8 @@ def embed_paths(paths: list[Path], model: EmbeddingNet, cfg: dict, device, what:
     from network import checkpoint_fingerprint
     from search.cache import EmbeddingCache, file_sha1, photo_key
 
-    crops, report = crop_paths(paths, model.meta["crop"], cfg["data"]["cache_dir"], desc=f"cropping {what}")
+    crops, report = crop_paths(paths, model.meta["crop"], cfg["data"]["cache_dir"], desc=f"cropping {what}",
+                               workers=int(cfg["data"]["num_workers"]))
     log.info(f"{what}: {report.summary()}")
     kept = [(p, c) for p, c in zip(paths, crops) if c is not None]
     tta = cfg["retrieval"]["tta"]

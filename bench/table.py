@@ -177,7 +177,8 @@ def score_face_recognition() -> dict:
                   ("pose_predictor_five_point_model_location", "shape_predictor_5_face_landmarks.dat"),
                   ("face_recognition_model_location", "dlib_face_recognition_resnet_model_v1.dat"),
                   ("cnn_face_detector_model_location", "mmod_human_face_detector.dat")):
-        setattr(models, fn, lambda f=f: str(package_file("face_recognition_models", "models", f)))
+        path = str(package_file("face_recognition_models", "models", f))  # before the stand-in hides the package
+        setattr(models, fn, lambda path=path: path)
     sys.modules["face_recognition_models"] = models
     import face_recognition
 
@@ -305,13 +306,22 @@ def main() -> None:
     names = args.rows or list(ROWS)
     if args.step in ("prepare", "all"):
         prepare()
-    if args.step in ("train", "all"):
-        train([n for n in names if n in ROWS])
-    if args.step in ("score", "all"):
-        score(names + (["face_recognition"] if not args.rows else []))
-    if args.step in ("extras", "all"):
+    if args.step == "all":  # row by row, so the table fills in as rows finish
+        score(["face_recognition"])
+        for name in names:
+            train([name])
+            score([name])
+            write()
         extras()
-    if args.step in ("write", "all"):
+        write()
+        return
+    if args.step == "train":
+        train([n for n in names if n in ROWS])
+    if args.step == "score":
+        score(names + (["face_recognition"] if not args.rows else []))
+    if args.step == "extras":
+        extras()
+    if args.step == "write":
         write()
 
 

@@ -278,3 +278,17 @@ def test_crop_command_reports_and_fills_the_cache(tmp_path, capsys):
     assert faces.main([str(tmp_path / "missing"), f"data.cache_dir={tmp_path / 'cache'}"]) == 2
     assert faces.main([str(folder), "crop.on_error=stop", f"data.cache_dir={tmp_path / 'cache'}"]) == 2
     assert "broken.png" in capsys.readouterr().err
+
+
+def test_cropping_in_worker_processes_gives_the_same_crops_in_order(tmp_path):
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff garbage")
+    paths = [FACES / "one_face.jpg", bad, FACES / "haar_misses.jpg", FACES / "grayscale.gif"]
+    with pytest.warns(UserWarning, match="broken.jpg"):
+        serial, r1 = crop_paths(paths, MTCNN, tmp_path / "a")
+    with pytest.warns(UserWarning, match="broken.jpg"):
+        parallel, r2 = crop_paths(paths, MTCNN, tmp_path / "b", workers=2)
+    assert serial[1] is None and parallel[1] is None and r1.failed == r2.failed == [str(bad)]
+    for a, b in zip(serial[:1] + serial[2:], parallel[:1] + parallel[2:]):
+        assert np.array_equal(load_crop(a), load_crop(b))
+    assert r1.by_path == r2.by_path
