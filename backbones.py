@@ -66,11 +66,8 @@ def _few(keys: list[str], n: int = 5) -> str:
 
 
 def _sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
     with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def _check_hash_prefix(path: Path) -> None:

@@ -30,11 +30,8 @@ def photo_key(content_sha1: str, fingerprint: str, tta: str) -> str:
 
 def file_sha1(path: str | Path) -> str:
     """sha1 of a file's bytes (the photo's identity, whatever its name)."""
-    digest = hashlib.sha1()
     with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(fh, "sha1").hexdigest()
 
 
 class EmbeddingCache:
