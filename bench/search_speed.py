@@ -2,8 +2,8 @@
 queries per second (one at a time on one thread, and batched on every thread), recall@10 against
 exact search, build time and memory.
 
-    .venv/bin/python bench/search.py                                     # 10^4, 10^5 and 10^6 (~45 min on 2 busy cores)
-    .venv/bin/python bench/search.py --sizes 10000 100000 --runs 3       # a few minutes
+    .venv/bin/python bench/search_speed.py                                     # 10^4, 10^5 and 10^6 (~45 min on 2 busy cores)
+    .venv/bin/python bench/search_speed.py --sizes 10000 100000 --runs 3       # a few minutes
 
 Data (seeded): normalised 256-d vectors in clusters around identity centres, as face embeddings
 are. Centres are Gaussian with a decaying spectrum (variance of dimension j ∝ j^-decay, as learned
@@ -268,7 +268,7 @@ def main(argv=None) -> None:
         rows += bench_size(n, args)
     minutes = (time.time() - started) / 60
     load_end = os.getloadavg()[0]
-    command = "python bench/search.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = "python bench/search_speed.py " + " ".join(sys.argv[1:] if argv is None else argv)
     peak_note = "" if reset_peak() else " (VmHWM could not be reset here: deltas are over the process's earlier peak)"
     md = f"""## Search backends: speed, recall, build time and memory (issue 9)
 
