@@ -5,8 +5,9 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 DEMO   := --config config/demo.yaml
 PORT   ?= 3001
+STORE  ?= outputs/store
 
-.PHONY: demo test venv clean
+.PHONY: demo test venv clean serve bench
 
 venv: $(VENV)/.installed
 
@@ -37,6 +38,31 @@ demo: venv
 	$(PY) request_send.py --checkpoint checkpoints/demo/best.pt --test data/competition/test \
 	  --out outputs/submission.json $(DEMO) submit.url=http://127.0.0.1:$(PORT)/results/ submit.groupname=demo
 	@echo "== done: leaderboard in outputs/demo_server.db; see it with: $(PY) server.py --competition data/competition --db outputs/demo_server.db"
+
+serve: venv
+	@test -f $(STORE)/store.sqlite || { test -f checkpoints/demo/best.pt || { \
+	  echo "no store at $(STORE) and no checkpoints/demo/best.pt: run 'make demo' first, or STORE=path/to/store make serve"; exit 1; }; \
+	  echo "== building $(STORE): data/sample/people embedded by checkpoints/demo/best.pt"; \
+	  $(PY) -m search.store build --store $(STORE) --checkpoint checkpoints/demo/best.pt $(DEMO) data/sample/people; }
+	$(PY) web.py --store $(STORE)
+
+# bench: the bench scripts cheap enough to run by default (about 25 min on 2 busy cores), each rewriting
+# its own section of bench/RESULTS.md: the server under load, search backends at 10^4 and 10^5 vectors,
+# embedding speed (batch 1 and 32 at 64 px, 2 runs) and end to end against face_recognition (200
+# photos of ../shared/data, 3 runs; skipped with a message without that data). Heavy ones, by hand:
+#   $(PY) bench/embedding.py --size 64     every backbone at batch 1, 32, 128 + torch.compile (~15 min);
+#                                          without --size, native 224 px (over an hour on 2 busy cores)
+#   $(PY) bench/search.py                  adds 10^6 vectors (~45 min)
+#   $(PY) bench/detectors.py               every CelebA and LFW photo through each detector (15-25 min)
+#   $(PY) bench/demo.py --runs 3           `make clean` (which deletes data/cache, also used by
+#                                          bench/table.py) then `make demo`, 3 times (~6 min)
+#   $(PY) bench/celeba.py losses|long      training runs on CelebA (hours)
+#   $(PY) bench/table.py all               trains and scores every row of the results table (hours)
+bench: venv
+	$(PY) bench/server_load.py
+	$(PY) bench/search.py --sizes 10000 100000
+	$(PY) bench/embedding.py --quick --size 64
+	$(PY) bench/end_to_end.py
 
 clean:
 	rm -rf data/competition data/cache checkpoints/demo outputs/submission.json outputs/demo_server.*

@@ -11,6 +11,7 @@ file is rewritten atomically after it.
 
     store = GalleryStore.open("stores/lfw")        # Python API
     store.add([...]); store.remove([...]); store.search(vectors, k) -> (distances, names)
+    store.learn_name("Ann", [photo names]); store.search_name("Ann", k) -> (distances, names)
 
 A store refuses, with a message naming both, to take embeddings from another checkpoint.
 """
@@ -243,6 +244,8 @@ class GalleryStore:
                 _write_crop(crop, self.root / crop_file)
                 copied.append(self.root / crop_file)
                 rows.append((unique, sha, str(photo_file), str(crop_file), _how(crop), vector))
+            if not rows:  # every photo was skipped: nothing changes, not even the version
+                return report
             with self.conn:
                 new_ids = []
                 for name, sha, pf, cf, how, vector in rows:
@@ -284,6 +287,62 @@ class GalleryStore:
             self.index()
         return len(rows)
 
+    # ------------------------------------------------------------ names learned from feedback
+    def learn_name(self, name: str, photo_names: list[str]) -> int:
+        """Mark stored photos as the person `name`: their embeddings are added to the name's
+        prototype (created on the first mark) in one transaction. Returns the name's marks in all.
+        The prototype is the normalised mean of every marked embedding (the sum is stored, so a later
+        mark moves it); a photo given twice in one call counts once, in two calls twice. An unknown
+        photo is an error and nothing is learned."""
+        name = _clean_name(name, self.root)
+        photos = list(dict.fromkeys(photo_names))
+        if not photos:
+            raise StoreError(f"{self.root}: no photo to learn '{name}' from: mark at least one")
+        rows = [self.conn.execute("SELECT vector FROM photos WHERE name=?", (p,)).fetchone() for p in photos]
+        unknown = [p for p, r in zip(photos, rows) if r is None]
+        if unknown:
+            raise StoreError(f"{self.root}: no photo named {', '.join(repr(u) for u in unknown[:5])}")
+        total = np.sum([np.frombuffer(r[0], dtype="<f4") for r in rows], axis=0, dtype=np.float64)
+        with self.conn:
+            old = self.conn.execute("SELECT vector, marks FROM names WHERE name=?", (name,)).fetchone()
+            if old is not None:
+                total = total + np.frombuffer(old[0], dtype="<f8")
+            marks = len(photos) + (old[1] if old else 0)
+            self.conn.execute("INSERT OR REPLACE INTO names (name, vector, marks, updated) VALUES (?,?,?,?)",
+                              (name, np.asarray(total, "<f8").tobytes(), marks, time.time()))
+        return marks
+
+    def name_prototype(self, name: str) -> np.ndarray:
+        """The learned name's prototype: the normalised mean of its marked embeddings, float32 (D,)."""
+        row = self.conn.execute("SELECT vector FROM names WHERE name=?", (_clean_name(name, self.root),)).fetchone()
+        if row is None:
+            raise StoreError(f"{self.root}: no learned name '{name}' (learned: "
+                             f"{', '.join(self.learned_names()) or 'none yet'})")
+        vector = np.frombuffer(row[0], dtype="<f8")
+        return (vector / max(float(np.linalg.norm(vector)), 1e-12)).astype(np.float32)
+
+    def name_marks(self, name: str) -> int:
+        """How many marks made the learned name's prototype."""
+        self.name_prototype(name)  # unknown: StoreError
+        return self.conn.execute("SELECT marks FROM names WHERE name=?", (_clean_name(name, self.root),)).fetchone()[0]
+
+    def search_name(self, name: str, k: int) -> tuple[np.ndarray, list[str]]:
+        """The k stored photos nearest the learned name's prototype: (distances (k,), names), nearest
+        first. An unknown name is a StoreError that says so."""
+        dist, names = self.search(self.name_prototype(name)[None, :], k)
+        keep = [i for i, n in enumerate(names[0]) if n is not None]
+        return dist[0][keep], [names[0][i] for i in keep]
+
+    def learned_names(self) -> list[str]:
+        """Every learned name, sorted."""
+        return [r[0] for r in self.conn.execute("SELECT name FROM names ORDER BY name")]
+
+    def forget_name(self, name: str) -> None:
+        """Drop a learned name and its prototype."""
+        self.name_prototype(name)  # unknown: StoreError
+        with self.conn:
+            self.conn.execute("DELETE FROM names WHERE name=?", (_clean_name(name, self.root),))
+
     def info(self) -> dict:
         """What the store holds and what made it."""
         ids, _, _ = self.vectors()
@@ -292,6 +351,14 @@ class GalleryStore:
                 "tta": self.meta["tta"], "crop": self.meta["preprocessing"]["crop"]["detector"] + " + "
                 + self.meta["preprocessing"]["crop"]["align"], "names learned": self.conn.execute(
                     "SELECT COUNT(*) FROM names").fetchone()[0], "version": self.meta["version"]}
+
+
+def _clean_name(name: str, root: Path) -> str:
+    """A learned name as stored: surrounding spaces dropped; empty or over 100 characters is an error."""
+    text = " ".join(str(name).split())
+    if not text or len(text) > 100:
+        raise StoreError(f"{root}: a learned name needs 1 to 100 characters, got {name!r}")
+    return text
 
 
 def _write_crop(crop, target: Path) -> None:

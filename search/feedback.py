@@ -1,0 +1,239 @@
+"""Relevance feedback chosen by name (`feedback.method`): after each round of results the user
+marks some photos relevant or not, and the next round brings the k best gallery photos not shown
+yet. Adding a method is one function plus one line in FEEDBACK.
+
+    next_round("svm", query, gallery, marks={12: True, 40: False}, shown={12, 40, 7}, k=8) -> [row, ...]
+
+Every method is fn(query (D,), gallery (N, D) unit rows, marks {row: relevant?}, shown {row}, k, cfg)
+-> list of at most k gallery rows, best first, none of them shown or marked (a marked row counts as
+shown); fewer than k when fewer remain. cfg is the `feedback` config section. Ties are broken by the
+lower row, and every method is deterministic (fixed SVM parameters, a seeded MLP and sample).
+
+Cost: every method scores all rows with matrix products and selects the k best in O(N) (10^5 rows:
+about 15 ms for nearest and rocchio, 0.2 s for mlp, 0.5 s for svm on a busy 2-core CPU); the SVM
+and the MLP are trained on the marked rows only (plus the query, plus at most
+feedback.pseudo_negatives rows), never on the gallery.
+
+  nearest  the baseline: the nearest unseen rows to the query; marks are ignored.
+  rocchio  Rocchio's query update: α·query + β·mean(relevant) − γ·mean(irrelevant), then nearest.
+  svm      an RBF-kernel SVM (scikit-learn SVC), query and relevant rows against irrelevant ones,
+           ranking by decision value.
+  mlp      a one-hidden-layer MLP classifier (scikit-learn, lbfgs), ranking by its logit.
+
+With no relevant mark yet, rocchio keeps α·query − γ·mean(irrelevant) (plain nearest when nothing is
+marked at all), and svm and mlp fall back to exactly that Rocchio ranking: one positive (the query)
+is too little to train a classifier on.
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Callable
+
+import numpy as np
+
+from utils import ConfigError
+
+
+# ---------------------------------------------------------------- shared pieces
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / max(float(np.linalg.norm(x)), 1e-12)
+
+
+def _split(marks: dict[int, bool]) -> tuple[np.ndarray, np.ndarray]:
+    """(relevant rows, irrelevant rows), each sorted."""
+    relevant = sorted(int(i) for i, good in marks.items() if good)
+    irrelevant = sorted(int(i) for i, good in marks.items() if not good)
+    return np.asarray(relevant, dtype=np.int64), np.asarray(irrelevant, dtype=np.int64)
+
+
+def _candidates(n: int, marks: dict[int, bool], shown: set[int]) -> np.ndarray:
+    """Rows never shown nor marked, ascending."""
+    keep = np.ones(n, dtype=bool)
+    seen = [int(i) for i in shown] + [int(i) for i in marks]
+    if seen:
+        keep[np.asarray(seen, dtype=np.int64)] = False
+    return np.flatnonzero(keep)
+
+
+def _best(candidates: np.ndarray, scores: np.ndarray, k: int) -> list[int]:
+    """The k candidates with the highest scores (scores[i] belongs to candidates[i]), best first;
+    ties go to the lower row. O(N) selection, then a sort of the few selected."""
+    if k <= 0 or not len(candidates):
+        return []
+    neg = -np.asarray(scores, dtype=np.float64)
+    if k < len(neg):
+        pick = np.flatnonzero(neg <= np.partition(neg, k - 1)[k - 1])  # the k best and any tied with the k-th
+    else:
+        pick = np.arange(len(neg))
+    order = pick[np.argsort(neg[pick], kind="stable")][:k]
+    return [int(i) for i in candidates[order]]
+
+
+def _scores(values: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+    """Scores of every gallery row, kept for the candidates: scoring all rows and dropping the few
+    shown ones is cheaper than copying the candidate rows out of a large gallery."""
+    return values if len(candidates) == len(values) else values[candidates]
+
+
+def _training_set(query: np.ndarray, gallery: np.ndarray, relevant: np.ndarray, irrelevant: np.ndarray,
+                  candidates: np.ndarray, cfg: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Positives: the query and the relevant rows. Negatives: the irrelevant rows; with none yet,
+    pseudo-negatives: a seeded sample (feedback.seed) of feedback.pseudo_negatives unshown rows
+    from the half of the unshown rows farthest from the positives' mean (likely other people)."""
+    positives = np.vstack([_unit(query)[None, :], gallery[relevant]])
+    if len(irrelevant):
+        negatives = gallery[irrelevant]
+    else:
+        sims = _scores(gallery @ _unit(positives.mean(axis=0)).astype(gallery.dtype), candidates)
+        far = candidates[sims <= np.median(sims)] if len(candidates) > 1 else candidates[:0]
+        n = min(int(cfg["pseudo_negatives"]), len(far))
+        pick = np.sort(np.random.default_rng(int(cfg["seed"])).choice(len(far), n, replace=False))
+        negatives = gallery[far[pick]]
+    x = np.vstack([positives, negatives]).astype(np.float64)
+    y = np.r_[np.ones(len(positives), dtype=int), np.zeros(len(negatives), dtype=int)]
+    return x, y
+
+
+_CONTROLLER = []
+
+
+def _one_blas_thread():
+    """BLAS on one thread while a tiny model trains: threads only cost there (5× slower on a
+    busy 2-core machine); the scoring of the gallery afterwards keeps every thread."""
+    from threadpoolctl import ThreadpoolController
+
+    if not _CONTROLLER:
+        _CONTROLLER.append(ThreadpoolController())
+    return _CONTROLLER[0].limit(limits=1, user_api="blas")
+
+
+# ---------------------------------------------------------------- methods
+
+def nearest(query, gallery, marks, shown, k, cfg):
+    """The baseline: the k unshown rows nearest the query (cosine), whatever the marks say; the
+    rounds walk down the plain ranking. No fallback needed."""
+    candidates = _candidates(len(gallery), marks, shown)
+    return _best(candidates, _scores(gallery @ query.astype(gallery.dtype), candidates), k)
+
+
+def rocchio(query, gallery, marks, shown, k, cfg):
+    """Rocchio's update: q' = feedback.rocchio_alpha·query + feedback.rocchio_beta·mean(relevant)
+    − feedback.rocchio_gamma·mean(irrelevant), then the k unshown rows nearest q'.
+    Fallback: with no relevant mark the β term is left out (q' = α·query − γ·mean(irrelevant): the
+    query moves away from the irrelevant centroid); with no mark at all it is plain nearest."""
+    relevant, irrelevant = _split(marks)
+    moved = float(cfg["rocchio_alpha"]) * _unit(query)
+    if len(relevant):
+        moved = moved + float(cfg["rocchio_beta"]) * gallery[relevant].mean(axis=0)
+    if len(irrelevant):
+        moved = moved - float(cfg["rocchio_gamma"]) * gallery[irrelevant].mean(axis=0)
+    candidates = _candidates(len(gallery), marks, shown)
+    return _best(candidates, _scores(gallery @ moved.astype(gallery.dtype), candidates), k)
+
+
+def _svm_decision(model, rows: np.ndarray, gamma: float) -> np.ndarray:
+    """model.decision_function(rows) as matrix products: Σ dual_coef·exp(−γ|x − sv|²) + intercept.
+    libsvm evaluates the kernel row by row: 3 s for 10^5 rows here, against 0.5 s this way."""
+    sv = model.support_vectors_.astype(rows.dtype)
+    sq = (np.einsum("nd,nd->n", rows, rows)[:, None] + np.einsum("sd,sd->s", sv, sv)[None, :]
+          - 2 * (rows @ sv.T))
+    kernel = np.exp(-gamma * np.maximum(sq, 0))
+    return kernel @ model.dual_coef_[0].astype(rows.dtype) + model.intercept_[0]
+
+
+def svm(query, gallery, marks, shown, k, cfg):
+    """An RBF-kernel SVM (sklearn SVC, C = feedback.svm_c, gamma = feedback.svm_gamma on unit
+    vectors, balanced class weights) trained on the query and the relevant rows against the
+    irrelevant rows (or, with none yet, pseudo-negatives: see _training_set); the unshown rows are
+    ranked by decision value.
+    Fallback: with no relevant mark, exactly rocchio's ranking (α·query − γ·mean(irrelevant));
+    with no mark at all, plain nearest neighbours."""
+    from sklearn.svm import SVC
+
+    relevant, irrelevant = _split(marks)
+    if not len(relevant):
+        return rocchio(query, gallery, marks, shown, k, cfg)
+    candidates = _candidates(len(gallery), marks, shown)
+    if not len(candidates) or k <= 0:
+        return []
+    x, y = _training_set(query, gallery, relevant, irrelevant, candidates, cfg)
+    if y.min() == 1:  # no negative at all (a single row left): nearest the positives' mean
+        return _best(candidates, _scores(gallery @ _unit(x.mean(axis=0)).astype(gallery.dtype), candidates), k)
+    model = SVC(C=float(cfg["svm_c"]), kernel="rbf", gamma=float(cfg["svm_gamma"]), class_weight="balanced")
+    model.fit(x, y)
+    return _best(candidates, _scores(_svm_decision(model, gallery, float(cfg["svm_gamma"])), candidates), k)
+
+
+def mlp(query, gallery, marks, shown, k, cfg):
+    """A small MLP (sklearn MLPClassifier: one hidden layer of feedback.mlp_hidden ReLU units,
+    L2 penalty feedback.mlp_alpha, lbfgs for at most feedback.mlp_max_iter iterations, initial
+    weights seeded by feedback.seed) on the same training set as svm, positives repeated to balance
+    the classes and inputs scaled by √D (unit-scale features); the unshown rows are ranked by the
+    network's logit (not its saturating probability, so no ties at 1.0).
+    Fallback: with no relevant mark, exactly rocchio's ranking (α·query − γ·mean(irrelevant));
+    with no mark at all, plain nearest neighbours."""
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.neural_network import MLPClassifier
+
+    relevant, irrelevant = _split(marks)
+    if not len(relevant):
+        return rocchio(query, gallery, marks, shown, k, cfg)
+    candidates = _candidates(len(gallery), marks, shown)
+    if not len(candidates) or k <= 0:
+        return []
+    x, y = _training_set(query, gallery, relevant, irrelevant, candidates, cfg)
+    if y.min() == 1:
+        return _best(candidates, _scores(gallery @ _unit(x.mean(axis=0)).astype(gallery.dtype), candidates), k)
+    n_pos, n_neg = int(y.sum()), int(len(y) - y.sum())
+    repeat = max(1, round(n_neg / n_pos))
+    x = np.vstack([np.repeat(x[y == 1], repeat, axis=0), x[y == 0]])
+    y = np.r_[np.ones(n_pos * repeat, dtype=int), np.zeros(n_neg, dtype=int)]
+    scale = np.sqrt(gallery.shape[1])
+    model = MLPClassifier(hidden_layer_sizes=(int(cfg["mlp_hidden"]),), alpha=float(cfg["mlp_alpha"]),
+                          solver="lbfgs", max_iter=int(cfg["mlp_max_iter"]), random_state=int(cfg["seed"]))
+    with warnings.catch_warnings(), _one_blas_thread():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model.fit(x * scale, y)
+    hidden = np.maximum(gallery @ (model.coefs_[0] * scale).astype(gallery.dtype)
+                        + model.intercepts_[0].astype(gallery.dtype), 0)
+    logit = hidden @ model.coefs_[1][:, 0].astype(gallery.dtype) + model.intercepts_[1][0]
+    return _best(candidates, _scores(logit, candidates), k)
+
+
+FEEDBACK: dict[str, Callable] = {
+    "nearest": nearest,
+    "rocchio": rocchio,
+    "svm": svm,
+    "mlp": mlp,
+}
+
+
+def next_round(method: str, query: np.ndarray, gallery: np.ndarray, marks: dict[int, bool], shown: set[int],
+               k: int, cfg: dict | None = None) -> list[int]:
+    """The next k gallery rows for `query` by the feedback method named `method`, best first, none
+    of them in `shown` or `marks`; cfg is the feedback section (default: config/default.yaml's).
+    An unknown method is a ConfigError naming feedback.method and the choices; rows out of range,
+    k < 0 or mismatched shapes are ValueErrors."""
+    if method not in FEEDBACK:
+        raise ConfigError(f"feedback.method: '{method}' is not one of {', '.join(FEEDBACK)}")
+    if cfg is None:
+        from utils import load_config
+
+        cfg = load_config()["feedback"]
+    gallery = np.asarray(gallery)
+    if gallery.dtype not in (np.float32, np.float64):
+        gallery = gallery.astype(np.float32)
+    query = np.asarray(query, dtype=gallery.dtype).reshape(-1)
+    if gallery.ndim != 2 or query.shape[0] != gallery.shape[1]:
+        raise ValueError(f"query {tuple(query.shape)} and gallery {tuple(gallery.shape)}: need (D,) and (N, D)")
+    k = int(k)
+    if k < 0:
+        raise ValueError(f"k must be 0 or more, got {k}")
+    n = len(gallery)
+    bad = [int(i) for i in list(marks) + list(shown) if not 0 <= int(i) < n]
+    if bad:
+        raise ValueError(f"gallery rows {sorted(set(bad))[:5]} are out of range 0..{n - 1}")
+    marks = {int(i): bool(v) for i, v in marks.items()}
+    shown = {int(i) for i in shown}
+    return FEEDBACK[method](_unit(query), gallery, marks, shown, k, cfg)
