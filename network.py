@@ -280,7 +280,6 @@ class CropDataset(torch.utils.data.Dataset):
         return self.transform(image=load_crop(self.crops[i]))["image"]
 
 
-@torch.inference_mode()
 def embed(model: EmbeddingNet, crops: list[np.ndarray | Path], batch_size: int = 64,
           device: torch.device | str | None = None, desc: str = "embedding", tta: str = "none",
           num_workers: int = 0) -> np.ndarray:
@@ -305,16 +304,19 @@ def embed(model: EmbeddingNet, crops: list[np.ndarray | Path], batch_size: int =
     dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float16
     was_training = model.training
     model.eval()
-    if model.trainable_backbone:
+    if model.trainable_backbone and not was_training:
+        # Not while training (a resumed run must compute exactly as an uninterrupted one), and
+        # outside inference mode (weights converted there would become inference tensors).
         model.to(memory_format=torch.channels_last)
     out = []
-    for batch in tqdm(loader, desc=desc, unit="batch", leave=False,
-                      disable=True if len(loader) < 5 else None):  # None: only on a terminal
-        batch = batch.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=dtype, enabled=cuda):
-            emb = model(batch).float()
-            if tta == "flip":  # the evaluation transform has no geometry: flipping the tensor = flipping the crop
-                emb = F.normalize(emb + model(batch.flip(-1)).float(), dim=1)
-        out.append(emb.cpu())
+    with torch.inference_mode():
+        for batch in tqdm(loader, desc=desc, unit="batch", leave=False,
+                          disable=True if len(loader) < 5 else None):  # None: only on a terminal
+            batch = batch.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=dtype, enabled=cuda):
+                emb = model(batch).float()
+                if tta == "flip":  # the evaluation transform has no geometry: flipping the tensor = flipping the crop
+                    emb = F.normalize(emb + model(batch.flip(-1)).float(), dim=1)
+            out.append(emb.cpu())
     model.train(was_training)
     return torch.cat(out).numpy()
