@@ -52,7 +52,7 @@ serve: venv
 # photos of ../shared/data, 3 runs; skipped with a message without that data). Heavy ones, by hand:
 #   $(PY) bench/embedding.py --size 64     every backbone at batch 1, 32, 128 + torch.compile (~15 min);
 #                                          without --size, native 224 px (over an hour on 2 busy cores)
-#   $(PY) bench/search.py                  adds 10^6 vectors (~45 min)
+#   $(PY) bench/search_speed.py                  adds 10^6 vectors (~45 min)
 #   $(PY) bench/detectors.py               every CelebA and LFW photo through each detector (15-25 min)
 #   $(PY) bench/demo.py --runs 3           `make clean` (which deletes data/cache, also used by
 #                                          bench/table.py) then `make demo`, 3 times (~6 min)
@@ -60,7 +60,7 @@ serve: venv
 #   $(PY) bench/table.py all               trains and scores every row of the results table (hours)
 bench: venv
 	$(PY) bench/server_load.py
-	$(PY) bench/search.py --sizes 10000 100000
+	$(PY) bench/search_speed.py --sizes 10000 100000
 	$(PY) bench/embedding.py --quick --size 64
 	$(PY) bench/end_to_end.py
 
