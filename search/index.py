@@ -443,7 +443,10 @@ class FaissIndex(Index):
         if not len(dead):
             dist, labels = self.index.search(q, kk)
         elif self._hnsw() is not None:
-            dist, labels = self.index.search(q, kk, params=self._hnsw_params(dead))
+            # faiss.contrib.torch_utils (imported by pytorch-metric-learning) replaces Index.search with a
+            # wrapper that takes no `params`; it keeps faiss's own method as search_numpy.
+            search = getattr(self.index, "search_numpy", self.index.search)
+            dist, labels = search(q, kk, params=self._hnsw_params(dead))
         else:  # no selector support assumed: over-fetch past every tombstone, then filter
             dist, labels = self.index.search(q, min(kk + len(dead), int(self.index.ntotal)))
             keep = (labels >= 0) & self._live[np.maximum(labels, 0)]
