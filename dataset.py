@@ -16,7 +16,7 @@ import torch
 from albumentations.pytorch import ToTensorV2
 
 from faces import IMAGE_EXTENSIONS, load_crop
-from utils import FacematchError, get_logger
+from utils import ConfigError, FacematchError, get_logger
 
 log = get_logger()
 
@@ -148,9 +148,14 @@ class PKSampler(torch.utils.data.Sampler):
 
     Identities are visited in a shuffled cycle so every one is seen; a person with fewer than
     K photos has photos drawn again. Yields lists of (position, draw_seed).
+
+    Under torchrun every process draws the very same global batches and keeps its own contiguous
+    share (rank r of world_size w gets photos r·P·K/w … (r+1)·P·K/w − 1), so the processes
+    together see exactly the batches one process would, in the same order.
     """
 
-    def __init__(self, labels: list[int], P: int, K: int, batches_per_epoch: int = 0, seed: int = 0):
+    def __init__(self, labels: list[int], P: int, K: int, batches_per_epoch: int = 0, seed: int = 0,
+                 rank: int = 0, world_size: int = 1):
         self.by_label: dict[int, list[int]] = {}
         for pos, label in enumerate(labels):
             self.by_label.setdefault(label, []).append(pos)
@@ -158,6 +163,14 @@ class PKSampler(torch.utils.data.Sampler):
             raise DataError(f"P×K sampling needs at least 2 identities, got {len(self.by_label)}")
         self.P, self.K, self.seed, self.epoch = min(P, len(self.by_label)), K, seed, 0
         self.batches = batches_per_epoch or max(1, math.ceil(len(labels) / (self.P * self.K)))
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not in a world of {world_size} processes")
+        if (self.P * self.K) % world_size:
+            clamped = f" (P is {self.P}: only {len(self.by_label)} training people)" if self.P != P else ""
+            raise ConfigError(f"a batch of train.P × train.K = {self.P} × {self.K} = {self.P * self.K} photos{clamped} "
+                              f"cannot be shared evenly by {world_size} processes: make P×K a multiple of "
+                              f"--nproc_per_node × --nnodes")
+        self.rank, self.world_size = rank, world_size
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -179,4 +192,8 @@ class PKSampler(torch.utils.data.Sampler):
                 pool = self.by_label[label]
                 picks = rng.sample(pool, self.K) if len(pool) >= self.K else [rng.choice(pool) for _ in range(self.K)]
                 batch += [(pos, rng.getrandbits(63)) for pos in picks]
-            yield batch
+            if self.world_size == 1:
+                yield batch
+            else:
+                share = len(batch) // self.world_size
+                yield batch[self.rank * share:(self.rank + 1) * share]

@@ -4,19 +4,31 @@ on held-out people with the competition protocol.
     python train.py --config config/demo.yaml                 # a config file, then overrides
     python train.py train.epochs=5 model.arch=resnet18 loss.name=multi_similarity
     python train.py --resume checkpoints/run/last.pt          # continue an interrupted run exactly
+    torchrun --standalone --nproc_per_node=2 train.py --config config/demo.yaml   # several processes
 
 Writes <train.out_dir>/{best.pt,last.pt,log.csv} and the training-curve figure (train.figure).
+
+Under torchrun (WORLD_SIZE > 1) every process draws the same global P×K batches and embeds its own
+contiguous share; the embeddings are gathered so the loss (and its miner) sees the whole global
+batch, BatchNorm uses the global batch's statistics, and DistributedDataParallel averages the
+gradients: the update is the one a single process makes on the same batch. Rank 0 alone logs,
+validates and writes checkpoints, log and figure; a checkpoint resumes with any number of processes.
 """
 from __future__ import annotations
 
 import argparse
+import atexit
 import csv
+import datetime
+import logging
 import math
+import os
 import sys
 import time
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 from tqdm import tqdm
 
 from dataset import DataError, FaceDataset, PKSampler, identity_split, list_identities, train_transform
@@ -93,6 +105,189 @@ def validate(model: EmbeddingNet, crops: list, labels: list[int], cfg: dict, dev
     return report
 
 
+# ---------------------------------------------------------------- several processes (torchrun)
+
+class _GatherBatch(torch.autograd.Function):
+    """Every process's rows, in rank order: the global batch as one process would hold it.
+
+    Backward hands each process the gradient of its own rows times the world size: every process
+    computes the same global-batch loss, so DDP's average of the processes' gradients is then
+    exactly the gradient one process gets from that loss."""
+
+    @staticmethod
+    def forward(ctx, local: torch.Tensor) -> torch.Tensor:
+        ctx.rank, ctx.world, ctx.rows = dist.get_rank(), dist.get_world_size(), local.shape[0]
+        parts = [torch.empty_like(local) for _ in range(ctx.world)]
+        dist.all_gather(parts, local.contiguous())
+        return torch.cat(parts)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        return grad[ctx.rank * ctx.rows:(ctx.rank + 1) * ctx.rows] * ctx.world
+
+
+class _AllReduceSum(torch.autograd.Function):
+    """A sum over the processes whose gradient is the sum of the processes' gradients."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        x = x.clone()
+        dist.all_reduce(x)
+        return x
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.clone()
+        dist.all_reduce(grad)
+        return grad
+
+
+class GlobalBatchNorm(torch.nn.modules.batchnorm._BatchNorm):
+    """BatchNorm whose training statistics (and running averages) are those of the global batch
+    across processes, as in one process: torch's SyncBatchNorm for CPU processes (gloo), which
+    SyncBatchNorm refuses. Two-pass mean and variance, each one all-reduce; differentiable
+    through both. Evaluation, or a single process, is plain BatchNorm on the running statistics."""
+
+    def _check_input_dim(self, x: torch.Tensor) -> None:
+        if x.dim() < 2:
+            raise ValueError(f"expected at least 2D input (got {x.dim()}D input)")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+            return super().forward(x)
+        self._check_input_dim(x)
+        dims, shape = [0, *range(2, x.dim())], [1, -1] + [1] * (x.dim() - 2)
+        # Sums in float64, as torch's CPU kernel accumulates: the statistics of a batch split
+        # across processes then agree with one process's to float32 rounding.
+        f64 = torch.float64
+        total = _AllReduceSum.apply(torch.cat([x.sum(dims, dtype=f64), x.new_full((1,), x.numel() / x.shape[1], dtype=f64)]))
+        count = total[-1].detach()
+        mean = (total[:-1] / count).to(x.dtype)
+        centred = x - mean.view(shape)
+        var = _AllReduceSum.apply((centred * centred).sum(dims, dtype=f64)) / count
+        out = centred * torch.rsqrt(var + self.eps).to(x.dtype).view(shape)
+        if self.affine:
+            out = out * self.weight.view(shape) + self.bias.view(shape)
+        if self.track_running_stats and self.running_mean is not None:
+            with torch.no_grad():
+                self.num_batches_tracked.add_(1)
+                factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+                self.running_mean.mul_(1 - factor).add_(mean.detach() * factor)
+                self.running_var.mul_(1 - factor).add_((var.detach() * (count / (count - 1))).to(x.dtype) * factor)
+        return out
+
+
+def global_batchnorm(module: torch.nn.Module) -> torch.nn.Module:
+    """Swap every BatchNorm layer of module for a GlobalBatchNorm holding the very same parameters
+    and buffers (the state_dict keys and values are unchanged), in place."""
+    for name, child in module.named_children():
+        if isinstance(child, torch.nn.modules.batchnorm._BatchNorm) and not isinstance(
+                child, (GlobalBatchNorm, torch.nn.SyncBatchNorm)):
+            new = GlobalBatchNorm(child.num_features, child.eps, child.momentum, child.affine,
+                                  child.track_running_stats)
+            if child.affine:
+                new.weight, new.bias = child.weight, child.bias
+            if child.track_running_stats:
+                new.running_mean, new.running_var = child.running_mean, child.running_var
+                new.num_batches_tracked = child.num_batches_tracked
+            new.train(child.training)
+            setattr(module, name, new)
+        else:
+            global_batchnorm(child)
+    return module
+
+
+class Processes:
+    """This process's place in a torchrun launch (RANK, WORLD_SIZE, LOCAL_RANK from torchrun's
+    environment, or a process group the caller set up). World size 1, without torchrun or with
+    --nproc_per_node=1, is the single-process run: nothing distributed is touched and every
+    method below gives back what it was given.
+
+    The process group is made once per process and destroyed when the process exits, so that
+    train() can run again in the same processes (re-making a group from torchrun's store races:
+    a process may read another's address from the group before)."""
+
+    def __init__(self, rank: int = 0, world: int = 1, local_rank: int = 0):
+        self.rank, self.world, self.local_rank = rank, world, local_rank
+
+    @property
+    def main(self) -> bool:
+        """Rank 0: the one process that logs, validates and writes files."""
+        return self.rank == 0
+
+    @classmethod
+    def from_env(cls, cfg: dict) -> "Processes":
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        if dist.is_available() and dist.is_initialized():  # made before, here or by the caller
+            world = dist.get_world_size()
+            return cls(dist.get_rank(), world, local_rank) if world > 1 else cls()
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world <= 1:
+            return cls()
+        if not dist.is_available():
+            raise ConfigError(f"WORLD_SIZE={world} but this torch build has no torch.distributed")
+        t, device = cfg["train"], get_device(cfg["device"])
+        backend = t.get("dist_backend", "auto")
+        if backend == "auto":
+            backend = "nccl" if device.type == "cuda" else "gloo"
+        if backend == "nccl" and device.type != "cuda":
+            raise ConfigError("train.dist_backend nccl needs CUDA devices: use gloo (or auto) for CPU processes")
+        dist.init_process_group(backend, timeout=datetime.timedelta(seconds=float(t.get("dist_timeout", 7200))))
+        atexit.register(lambda: dist.is_initialized() and dist.destroy_process_group())
+        return cls(dist.get_rank(), dist.get_world_size(), local_rank)
+
+    def place(self, device: torch.device) -> torch.device:
+        """cuda:LOCAL_RANK for CUDA processes under torchrun (one GPU each); otherwise device."""
+        if self.world > 1 and device.type == "cuda":
+            device = torch.device("cuda", self.local_rank % torch.cuda.device_count())
+            torch.cuda.set_device(device)
+        return device
+
+    def wrap(self, model: EmbeddingNet, device: torch.device) -> torch.nn.Module:
+        """The module to train: the model itself for one process; else DDP over it, its BatchNorm
+        layers synchronised (SyncBatchNorm on CUDA, GlobalBatchNorm on CPU). The model object
+        keeps its parameters, so checkpoints and validation use it unwrapped."""
+        if self.world == 1:
+            return model
+        if device.type == "cuda":
+            assert torch.nn.SyncBatchNorm.convert_sync_batchnorm(model) is model
+        else:
+            global_batchnorm(model)
+        model.to(device)
+        return torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    def global_batch(self, emb: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The global batch's embeddings (gradient to this process's rows) and labels."""
+        if self.world == 1:
+            return emb, labels
+        parts = [torch.empty_like(labels) for _ in range(self.world)]
+        dist.all_gather(parts, labels.contiguous())
+        return _GatherBatch.apply(emb), torch.cat(parts)
+
+    def average_gradients(self, params: list[torch.nn.Parameter]) -> None:
+        """Average the gradients of parameters outside DDP (the loss's class weights). Every process
+        computed them from the same global batch, so this only keeps the processes in step."""
+        if self.world == 1:
+            return
+        for p in params:
+            if p.grad is not None:
+                dist.all_reduce(p.grad)
+                p.grad.div_(self.world)
+
+    def share(self, obj):
+        """Rank 0's obj on every process (the same numbers drive everybody's early stopping)."""
+        if self.world == 1:
+            return obj
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            dist.barrier()
+
+
 # ---------------------------------------------------------------- log and figure
 
 LOG_FIELDS = ["epoch", "train_loss", "lr_backbone", "lr_head", *SUMMARY, "seconds"]
@@ -111,13 +306,27 @@ def write_log(path: Path, history: list[dict]) -> None:
 # ---------------------------------------------------------------- the loop
 
 def train(cfg: dict, resume: str | Path | None = None) -> dict:
-    """Train from cfg (or continue the checkpoint `resume`); returns the last checkpoint's state."""
+    """Train from cfg (or continue the checkpoint `resume`); returns the last checkpoint's state.
+
+    Under torchrun (WORLD_SIZE > 1) this process joins the process group (gloo on CPU, nccl on
+    CUDA; destroyed when the process exits); only rank 0 logs."""
+    procs = Processes.from_env(cfg)
+    level = log.level
+    if not procs.main:
+        log.setLevel(logging.ERROR)
+    try:
+        return _train(cfg, resume, procs)
+    finally:
+        log.setLevel(level)
+
+
+def _train(cfg: dict, resume: str | Path | None, procs: Processes) -> dict:
     t = cfg["train"]
     if cfg["loss"]["name"] not in LOSSES:
         raise ConfigError(f"loss.name '{cfg['loss']['name']}' is not one of {', '.join(LOSSES)}")
     if t["monitor"] not in METRICS:
         raise ConfigError(f"train.monitor '{t['monitor']}' is not one of {', '.join(METRICS)}")
-    device = get_device(cfg["device"])
+    device = procs.place(get_device(cfg["device"]))
     seed_everything(cfg["seed"])
     out_dir = Path(t["out_dir"])
 
@@ -126,6 +335,9 @@ def train(cfg: dict, resume: str | Path | None = None) -> dict:
         model = model_from_config(cfg)
         load_model_state(model, ckpt, resume)
         source = f"resumed from {resume} (epoch {ckpt['epoch']})"
+        if ckpt.get("world_size", 1) != procs.world:
+            log.info(f"{resume} was trained by {ckpt.get('world_size', 1)} process(es), continued by {procs.world}: "
+                     f"the global batches of P×K photos are the same")
     else:
         model, source = build_model(cfg)
     log.info(f"model: {cfg['model']['arch']}, {model.embedding_size}-d, weights: {source}")
@@ -137,9 +349,13 @@ def train(cfg: dict, resume: str | Path | None = None) -> dict:
     overlap = set(train_people) & set(val_people)
     assert not overlap, f"identity split leaked people into validation: {sorted(overlap)[:3]}"
     crop_cfg, cache_dir = model.meta["crop"], cfg["data"]["cache_dir"]
+    if not procs.main:
+        procs.barrier()  # rank 0 crops first and fills the cache; the others then read it
     train_crops, train_labels, train_names = crop_people(train_people, crop_cfg, cache_dir, "training people")
     val_crops, val_labels, val_names = (crop_people(val_people, crop_cfg, cache_dir, "validation people")
                                         if val_people else ([], [], []))
+    if procs.main:
+        procs.barrier()
     if len(train_names) < 2:
         raise DataError(f"{cfg['data']['train_dir']}: need 2 or more training people, got {len(train_names)}")
     log.info(f"{len(train_names)} training people ({len(train_crops)} photos), "
@@ -151,7 +367,7 @@ def train(cfg: dict, resume: str | Path | None = None) -> dict:
     loss_fn = build_loss(cfg["loss"], len(train_names), model.embedding_size).to(device)
 
     dataset = FaceDataset(train_crops, train_labels, train_transform(cfg["augment"], model.meta["input"]))
-    sampler = PKSampler(train_labels, t["P"], t["K"], t["batches_per_epoch"], cfg["seed"])
+    sampler = PKSampler(train_labels, t["P"], t["K"], t["batches_per_epoch"], cfg["seed"], procs.rank, procs.world)
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=cfg["data"]["num_workers"],
                                          pin_memory=device.type == "cuda")
     optimizer = make_optimizer(model, loss_fn, cfg)
@@ -177,7 +393,7 @@ def train(cfg: dict, resume: str | Path | None = None) -> dict:
             "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "loss": loss_fn.state_dict(),
             "metrics": metrics, "config": cfg, "weights_source": source,
             "meta": model.meta, "model_info": model.describe(),
-            "people": {"train": train_names, "val": val_names}, **state,
+            "people": {"train": train_names, "val": val_names}, "world_size": procs.world, **state,
         }
         save_checkpoint(out_dir / "last.pt", ckpt_state)
         if improved:
@@ -188,29 +404,36 @@ def train(cfg: dict, resume: str | Path | None = None) -> dict:
         # A pretrained network used as it is (dlib's descriptor with head none, or epochs 0):
         # scored once on the validation people and saved, so evaluation and submission take it.
         log.info("nothing to train (train.epochs=0 or no trainable parameter): saving the network as it is")
-        metrics = validate(model, val_crops, val_labels, cfg, device) if val_crops else {}
+        metrics = procs.share(validate(model, val_crops, val_labels, cfg, device) if val_crops and procs.main else {})
         if metrics:
             log.info(f"validation: {format_report(metrics)}")
             state["best"] = metrics[monitor] if monitor != "loss" else None
-        save(metrics, True)
+        if procs.main:
+            save(metrics, True)
+        procs.barrier()
         return state
+
+    net = procs.wrap(model, device)  # the model itself for one process
+    loss_params = [p for p in loss_fn.parameters() if p.requires_grad]
 
     for epoch in range(state["epoch"] + 1, t["epochs"] + 1):
         if t["patience"] and state["bad_epochs"] >= t["patience"]:
             log.info(f"early stopping: no {monitor} improvement in {t['patience']} epochs")
             break
         started = time.time()
-        model.train()
+        net.train()
         sampler.set_epoch(epoch)
         total, count = 0.0, 0
-        bar = tqdm(loader, desc=f"epoch {epoch}/{t['epochs']}", unit="batch", leave=False, disable=None)
+        bar = tqdm(loader, desc=f"epoch {epoch}/{t['epochs']}", unit="batch", leave=False,
+                   disable=None if procs.main else True)
         for images, labels in bar:
             images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
-                emb = model(images)
-            loss = loss_fn(emb.float(), labels)
+                emb = net(images)
+            loss = loss_fn(*procs.global_batch(emb.float(), labels))  # this process's share, gathered
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
+            procs.average_gradients(loss_params)
             if t["grad_clip"]:
                 scaler.unscale_(optimizer)
                 torch.nn.utils.clip_grad_norm_(list(model.parameters()) + list(loss_fn.parameters()), t["grad_clip"])
@@ -221,9 +444,10 @@ def train(cfg: dict, resume: str | Path | None = None) -> dict:
             bar.set_postfix(loss=f"{total / count:.4f}")
         row = {"epoch": epoch, "train_loss": total / max(count, 1),
                "lr_backbone": optimizer.param_groups[0]["lr"], "lr_head": optimizer.param_groups[1]["lr"]}
-        metrics = validate(model, val_crops, val_labels, cfg, device) if val_crops else {}
+        metrics = validate(model, val_crops, val_labels, cfg, device) if val_crops and procs.main else {}
         row.update({k: metrics[k] for k in SUMMARY if k in metrics})
         row["seconds"] = round(time.time() - started, 2)
+        row, metrics = procs.share((row, metrics))  # rank 0's numbers: the same decisions everywhere
         state["history"].append(row)
         value = row["train_loss"] if monitor == "loss" else row[monitor]
         improved = state["best"] is None or (value < state["best"] if monitor == "loss" else value > state["best"])
@@ -233,10 +457,12 @@ def train(cfg: dict, resume: str | Path | None = None) -> dict:
         log.info(f"epoch {epoch}: loss {row['train_loss']:.4f}"
                  + (f"  val {format_report(metrics)}" if metrics else "") + ("  (best)" if improved else ""))
 
-        save(metrics, improved)
-        write_log(out_dir / "log.csv", state["history"])
-        draw_curve(t["figure"], state["history"],
-                   f"{cfg['model']['arch']}, {cfg['loss']['name']}, {len(train_names)} training people")
+        if procs.main:
+            save(metrics, improved)
+            write_log(out_dir / "log.csv", state["history"])
+            draw_curve(t["figure"], state["history"],
+                       f"{cfg['model']['arch']}, {cfg['loss']['name']}, {len(train_names)} training people")
+    procs.barrier()  # every process returns once rank 0 has written its files
     return state
 
 
@@ -255,7 +481,7 @@ def main(argv: list[str] | None = None) -> int:
     except (FacematchError, OSError) as exc:
         log.error(f"error: {exc}")
         return 2
-    if state["best"] is not None:
+    if state["best"] is not None and int(os.environ.get("RANK", "0")) == 0:
         print(f"trained {state['epoch']} epochs; best {state['monitor']} {state['best']:.4f}; "
               f"checkpoints in {cfg['train']['out_dir']}")
     return 0
