@@ -119,11 +119,18 @@ class EmbeddingNet(nn.Module):
         self.meta = resolve_preprocessing(cfg or load_config(), trunk.meta, arch, not trunk.trainable)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.from_features(self.features(x))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The backbone's output, before pooling (no gradient through a frozen backbone)."""
         if self.trainable_backbone:
-            features = self.backbone(x)
-        else:
-            with torch.no_grad():
-                features = self.backbone(x)
+            return self.backbone(x)
+        with torch.no_grad():
+            return self.backbone(x)
+
+    def from_features(self, features: torch.Tensor) -> torch.Tensor:
+        """Pooling, head and normalisation over backbone outputs: what training a head on a
+        frozen backbone's stored features runs (train.frozen_views)."""
         return F.normalize(self.head(self.pool(features).flatten(1)), dim=1)
 
     def train(self, mode: bool = True) -> "EmbeddingNet":
@@ -264,6 +271,48 @@ def load_for_inference(checkpoint: str | Path, cfg_files: list[str] | None = Non
 
 
 TTA = ("none", "flip")
+AUTO_BATCH_MOST, AUTO_BATCH_SHARE = 256, 0.25
+
+
+def activation_bytes(model: EmbeddingNet, device: torch.device | str = "cpu") -> int:
+    """Bytes of every layer's output for one crop at the model's input size: an upper bound of
+    the activations an inference pass holds per image (each is freed once the next layer used it)."""
+    side = int(model.meta["input"]["size"])
+    total = 0
+
+    def count(_module, _inputs, output):
+        nonlocal total
+        for t in output if isinstance(output, (tuple, list)) else [output]:
+            if isinstance(t, torch.Tensor):
+                total += t.numel() * t.element_size()
+
+    leaves = [m for m in model.modules() if not list(m.children())]
+    hooks = [m.register_forward_hook(count) for m in leaves]
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.inference_mode():
+            model(torch.zeros(1, 3, side, side, device=device))
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    return total
+
+
+def batch_size_for(model: EmbeddingNet, setting: int | str, device: torch.device | str = "cpu") -> int:
+    """retrieval.batch_size resolved: a number as it is; 'auto' the largest power of two up to
+    AUTO_BATCH_MOST whose activations (activation_bytes, plus the TTA mirror's) fit in a quarter
+    of the memory free on the device now."""
+    if str(setting) == "auto":
+        from utils import available_memory
+
+        per_image = 2 * max(1, activation_bytes(model, device))  # flip TTA holds a second pass
+        fits = int(available_memory(device) * AUTO_BATCH_SHARE // per_image)
+        return max(1, min(AUTO_BATCH_MOST, 1 << max(0, fits.bit_length() - 1)))
+    if str(setting).isdigit() and int(setting) > 0:
+        return int(setting)
+    raise ConfigError(f"retrieval.batch_size must be a positive number or auto, got {setting!r}")
 
 
 class CropDataset(torch.utils.data.Dataset):

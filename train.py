@@ -31,7 +31,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from dataset import DataError, FaceDataset, PKSampler, identity_split, list_identities, train_transform
+from dataset import DataError, FaceDataset, PKSampler, eval_transform, identity_split, list_identities, train_transform
 from faces import crop_paths
 from evaluate import format_report, score_labelled
 from metrics import METRICS, SUMMARY
@@ -98,11 +98,82 @@ def warmup_cosine(warmup_steps: int, total_steps: int, min_factor: float):
     return factor
 
 
-def validate(model: EmbeddingNet, crops: list, labels: list[int], cfg: dict, device) -> dict:
-    """Competition protocol on the held-out people: top-1/5/10, mAP and the rest."""
-    emb = embed(model, crops, cfg["train"]["batch_size_eval"], device, desc="validating")
+def validate(model: EmbeddingNet, crops: list, labels: list[int], cfg: dict, device,
+             features: torch.Tensor | None = None) -> dict:
+    """Competition protocol on the held-out people: top-1/5/10, mAP and the rest (from the
+    crops, or from a frozen backbone's stored plain-view features when given)."""
+    if features is None:
+        emb = embed(model, crops, cfg["train"]["batch_size_eval"], device, desc="validating")
+    else:
+        was_training = model.training
+        model.eval()
+        with torch.inference_mode():
+            emb = torch.cat([model.from_features(f.to(device)).float().cpu()
+                             for f in features.split(cfg["train"]["batch_size_eval"])]).numpy()
+        model.train(was_training)
     report, *_ = score_labelled(emb, labels, cfg)
     return report
+
+
+# ---------------------------------------------------------------- a frozen backbone: its features once
+
+class _Views(torch.utils.data.Dataset):
+    """Item j = view j % V of crop j // V: view 0 through the evaluation transform, the others
+    through a draw of the training augmentation seeded by (seed, crop, view)."""
+
+    def __init__(self, crops: list, augment: dict, inp: dict, views: int, seed: int):
+        self.plain = FaceDataset(crops, [0] * len(crops), eval_transform(inp))
+        self.augmented = FaceDataset(crops, [0] * len(crops), train_transform(augment, inp))
+        self.views, self.seed = views, seed
+
+    def __len__(self) -> int:
+        return len(self.plain) * self.views
+
+    def __getitem__(self, j: int) -> torch.Tensor:
+        i, v = divmod(j, self.views)
+        if v == 0:
+            return self.plain[i][0]
+        return self.augmented[(i, (self.seed * 1_000_003 + i) * self.views + v)][0]
+
+
+def frozen_features(model: EmbeddingNet, crops: list, views: int, cfg: dict, device, what: str) -> torch.Tensor:
+    """The frozen backbone's outputs for `views` views of every crop, shaped (N, views, ...).
+    A frozen backbone (dlib's descriptor) gives a view the same features at every step, so it runs
+    once per view here instead of once per training step (dlib runs at a few photos/s on a CPU)."""
+    loader = torch.utils.data.DataLoader(_Views(crops, cfg["augment"], model.meta["input"], views, cfg["seed"]),
+                                         batch_size=cfg["train"]["batch_size_eval"],
+                                         num_workers=cfg["data"]["num_workers"])
+    with torch.inference_mode():
+        out = [model.features(batch.to(device)).float().cpu()
+               for batch in tqdm(loader, desc=f"backbone features, {what}", unit="batch", leave=False)]
+    features = torch.cat(out) if out else torch.zeros(0)
+    return features.reshape(len(crops), views, *features.shape[1:])
+
+
+class FeatureDataset(torch.utils.data.Dataset):
+    """Stored backbone features (N, V, ...) with labels, indexed like FaceDataset by PKSampler's
+    (position, draw_seed): each draw takes one of the photo's V views."""
+
+    def __init__(self, features: torch.Tensor, labels: list[int]):
+        self.features, self.labels = features, list(labels)
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    def __getitem__(self, item):
+        index, draw_seed = item if isinstance(item, tuple) else (item, 0)
+        return self.features[index, (draw_seed or 0) % self.features.shape[1]], self.labels[index]
+
+
+class _FromFeatures(torch.nn.Module):
+    """What trains over stored features: the model after its frozen backbone."""
+
+    def __init__(self, model: EmbeddingNet):
+        super().__init__()
+        self.model = model
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.model.from_features(features)
 
 
 # ---------------------------------------------------------------- several processes (torchrun)
@@ -366,7 +437,19 @@ def _train(cfg: dict, resume: str | Path | None, procs: Processes) -> dict:
     model.to(device)
     loss_fn = build_loss(cfg["loss"], len(train_names), model.embedding_size).to(device)
 
-    dataset = FaceDataset(train_crops, train_labels, train_transform(cfg["augment"], model.meta["input"]))
+    views = int(t["frozen_views"])
+    stored = (not model.trainable_backbone and views > 0 and t["epochs"] > 0
+              and any(p.requires_grad for p in model.head_parameters()))
+    val_features = None
+    if stored:
+        log.info(f"frozen {cfg['model']['arch']} backbone: its features of {views} view(s) of every photo are "
+                 f"computed once (train.frozen_views), then the head trains on them")
+        dataset = FeatureDataset(frozen_features(model, train_crops, views, cfg, device, "training people"),
+                                 train_labels)
+        if val_crops and procs.main:
+            val_features = frozen_features(model, val_crops, 1, cfg, device, "validation people")[:, 0]
+    else:
+        dataset = FaceDataset(train_crops, train_labels, train_transform(cfg["augment"], model.meta["input"]))
     sampler = PKSampler(train_labels, t["P"], t["K"], t["batches_per_epoch"], cfg["seed"], procs.rank, procs.world)
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=cfg["data"]["num_workers"],
                                          pin_memory=device.type == "cuda")
@@ -413,7 +496,7 @@ def _train(cfg: dict, resume: str | Path | None, procs: Processes) -> dict:
         procs.barrier()
         return state
 
-    net = procs.wrap(model, device)  # the model itself for one process
+    net = procs.wrap(_FromFeatures(model) if stored else model, device)  # the model itself for one process
     loss_params = [p for p in loss_fn.parameters() if p.requires_grad]
 
     for epoch in range(state["epoch"] + 1, t["epochs"] + 1):
@@ -444,7 +527,8 @@ def _train(cfg: dict, resume: str | Path | None, procs: Processes) -> dict:
             bar.set_postfix(loss=f"{total / count:.4f}")
         row = {"epoch": epoch, "train_loss": total / max(count, 1),
                "lr_backbone": optimizer.param_groups[0]["lr"], "lr_head": optimizer.param_groups[1]["lr"]}
-        metrics = validate(model, val_crops, val_labels, cfg, device) if val_crops and procs.main else {}
+        metrics = (validate(model, val_crops, val_labels, cfg, device, val_features)
+                   if val_crops and procs.main else {})
         row.update({k: metrics[k] for k in SUMMARY if k in metrics})
         row["seconds"] = round(time.time() - started, 2)
         row, metrics = procs.share((row, metrics))  # rank 0's numbers: the same decisions everywhere

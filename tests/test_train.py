@@ -196,3 +196,37 @@ def test_a_checkpoint_trained_with_mtcnn_and_alignment_is_used_as_trained_under_
     g_names, g = by_hand("gallery")
     expected = {name: [g_names[j] for j in np.argsort(-(g @ row), kind="stable")[:5]] for name, row in zip(q_names, q)}
     assert payload["images"] == expected
+
+
+def test_a_frozen_backbone_runs_once_per_view_and_its_head_trains_on_the_stored_features(tiny_cfg, monkeypatch):
+    import network
+
+    cfg = load_config(["config/dlib.yaml"], ["model.embedding_size=16", "train.frozen_views=2",
+                                             "train.epochs=2", "train.batches_per_epoch=4"], base=tiny_cfg)
+    rows = []
+    real = network.EmbeddingNet.features
+
+    def counted(self, x):
+        rows.append(len(x))
+        return real(self, x)
+
+    monkeypatch.setattr(network.EmbeddingNet, "features", counted)
+    seed_everything(cfg["seed"])
+    before, _ = build_model(cfg)
+    state = train.train(cfg)
+    assert state["epoch"] == 2
+    best = read_checkpoint(f"{cfg['train']['out_dir']}/best.pt")
+    n_train, n_val = (sum(len(v) for v in part.values()) for part in train.split_people(cfg))
+    # 2 views of every training photo and 1 of every validation photo, whatever the number of steps
+    assert sum(rows) == 2 * n_train + n_val, (sum(rows), n_train, n_val)
+    after, _ = model_from_checkpoint(f"{cfg['train']['out_dir']}/last.pt")
+    changed = [k for k, v in after.head.state_dict().items() if not torch.equal(v, before.head.state_dict()[k])]
+    assert changed, "the head did not train"
+    assert best["model_info"]["arch"] == "dlib_resnet" and 0 <= best["metrics"]["top1"] <= 1
+
+
+def test_feature_dataset_draws_each_view_by_the_draw_seed():
+    features = torch.arange(12.0).reshape(3, 2, 2)  # 3 photos, 2 views, 2-d
+    data = train.FeatureDataset(features, [0, 1, 1])
+    assert torch.equal(data[(1, 4)][0], features[1, 0]) and torch.equal(data[(1, 7)][0], features[1, 1])
+    assert data[(2, 3)][1] == 1 and len(data) == 3
