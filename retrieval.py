@@ -14,7 +14,7 @@ import numpy as np
 
 from dataset import DataError, degrade, list_images
 from faces import crop_paths, load_crop
-from network import EmbeddingNet, embed
+from network import EmbeddingNet, batch_size_for, embed
 from utils import ConfigError, get_logger
 
 METRICS = ("cosine", "euclidean")
@@ -146,7 +146,8 @@ def embed_paths(paths: list[Path], model: EmbeddingNet, cfg: dict, device, what:
     todo = [i for i in range(len(kept)) if cache is None or keys[i] not in found]
     emb = np.zeros((len(kept), model.embedding_size), dtype=np.float32)
     if todo:
-        emb[todo] = embed(model, [images[i] for i in todo], cfg["retrieval"]["batch_size"], device,
+        batch = batch_size_for(model, cfg["retrieval"]["batch_size"], device)
+        emb[todo] = embed(model, [images[i] for i in todo], batch, device,
                           desc=f"embedding {what}", tta=tta, num_workers=int(cfg["data"]["num_workers"]))
     if cache is not None:
         for i, key in enumerate(keys):

@@ -185,3 +185,21 @@ def package_file(package: str, *parts: str) -> Path:
     if not path.is_file():
         raise FacematchError(f"package '{package}' has no file {'/'.join(parts)} (looked at {path})")
     return path
+
+
+def available_memory(device) -> int:
+    """Bytes free now for new tensors on `device`: the GPU's free memory, or the RAM Linux says
+    is available (MemAvailable), or the physical RAM where /proc is missing."""
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+

@@ -198,3 +198,22 @@ def test_embed_needs_no_transform_from_its_caller(tmp_path):
     with torch.no_grad():
         expected = model(torch.stack([by_hand(image=c)["image"] for c in crops])).numpy()
     assert np.allclose(embed(model, crops), expected, atol=1e-5)
+
+
+def test_batch_size_auto_follows_the_free_memory(monkeypatch):
+    import utils
+    from network import activation_bytes, batch_size_for
+
+    cfg = load_config(overrides=["input.size=32"])
+    model = EmbeddingNet("resnet18", 16, head="linear", weights=None, cfg=cfg)
+    per_image = activation_bytes(model)
+    assert per_image > 0
+    big = EmbeddingNet("resnet18", 16, head="linear", weights=None, cfg=load_config(overrides=["input.size=64"]))
+    assert 3.5 < activation_bytes(big) / per_image < 4.5  # activations grow with the pixel count
+    for free, expected in ((2 * per_image * 4 * 16, 16), (2 * per_image * 4 * 3, 2), (10, 1), (10**15, 256)):
+        monkeypatch.setattr(utils, "available_memory", lambda device, free=free: free)
+        assert batch_size_for(model, "auto") == expected, (free, expected)
+    assert batch_size_for(model, 12) == 12 and batch_size_for(model, "12") == 12
+    for bad in ("big", 0, -3):
+        with pytest.raises(ConfigError, match="retrieval.batch_size"):
+            batch_size_for(model, bad)
