@@ -1,6 +1,9 @@
-"""Shared by the bench scripts: the machine's description and writing a section of RESULTS.md."""
+"""Shared by the bench scripts: the machine's description, writing a section of RESULTS.md, --threads
+set before OpenMP loads, and this process's memory from /proc. Imports nothing heavy (no torch at
+import time), so a script imports it first."""
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import re
@@ -50,3 +53,33 @@ def write_section(name: str, markdown: str) -> None:
     else:
         text = text.rstrip() + "\n\n" + block + "\n"
     RESULTS.write_text(text)
+
+
+def threads_before_imports(default: int = 1) -> None:
+    """--threads must reach OpenMP before torch (or yuface) loads libgomp, which reads
+    OMP_NUM_THREADS once, when it loads: call this before those imports."""
+    early = argparse.ArgumentParser(add_help=False)
+    early.add_argument("--threads", type=int, default=default)
+    threads = early.parse_known_args()[0].threads
+    if threads > 0:
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+
+
+def proc_status(field: str) -> int:
+    """VmRSS / VmHWM of this process in bytes (0 where /proc is missing)."""
+    try:
+        return int(re.search(rf"{field}:\s+(\d+) kB", open("/proc/self/status").read()).group(1)) * 1024
+    except (OSError, AttributeError):
+        return 0
+
+
+def libc():
+    """The C library through ctypes (malloc_trim, mallopt), or None."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return None
+

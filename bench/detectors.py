@@ -37,27 +37,17 @@ import time
 from itertools import combinations
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.append(str(Path(__file__).resolve().parent))  # after the repo: bench/ names never shadow packages
+from common import git_rev, machine, threads_before_imports, write_section  # noqa: E402
 
-def _threads_before_imports() -> None:
-    """--threads must take effect before torch (imported by dataset.py) or yuface loads libgomp,
-    which reads OMP_NUM_THREADS once, when it loads: so it is read here, before those imports."""
-    early = argparse.ArgumentParser(add_help=False)
-    early.add_argument("--threads", type=int, default=1)
-    threads = early.parse_known_args()[0].threads
-    if threads > 0:
-        os.environ["OMP_NUM_THREADS"] = str(threads)
-
-
-_threads_before_imports()
+threads_before_imports()
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from common import git_rev, machine, write_section  # noqa: E402
 
 from dataset import list_images  # noqa: E402
 from faces import DETECTORS, ImageReadError, crop_face, crop_paths, detect, read_image, similarity_matrix  # noqa: E402

@@ -44,29 +44,18 @@ import argparse
 import datetime
 import json
 import os
-import re
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-
-def _threads_before_imports() -> None:
-    """--threads must reach OpenMP before torch loads it (it reads OMP_NUM_THREADS once)."""
-    early = argparse.ArgumentParser(add_help=False)
-    early.add_argument("--threads", type=int, default=1)
-    threads = early.parse_known_args()[0].threads
-    if threads > 0:
-        os.environ["OMP_NUM_THREADS"] = str(threads)
-
-
-_threads_before_imports()
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from common import git_rev, machine, write_section  # noqa: E402
+sys.path.append(str(Path(__file__).resolve().parent))  # after the repo: bench/ names never shadow packages
+from common import git_rev, libc, machine, proc_status, threads_before_imports, write_section  # noqa: E402
+
+threads_before_imports()
 
 ARCHES = ["resnet18", "resnet34", "resnet50", "vgg16", "mobilenet_v2", "efficientnet_lite0", "dlib_resnet"]
 LAYOUT_ARCHES, LAYOUT_BATCH = ["resnet50", "mobilenet_v2"], 32
@@ -76,25 +65,7 @@ MIB = 2 ** 20
 
 # ---------------------------------------------------------------- memory
 
-def _status(field: str) -> int:
-    """VmRSS / VmHWM of this process in bytes (0 where /proc is missing)."""
-    try:
-        return int(re.search(rf"{field}:\s+(\d+) kB", open("/proc/self/status").read()).group(1)) * 1024
-    except (OSError, AttributeError):
-        return 0
-
-
-def _libc():
-    import ctypes
-    import ctypes.util
-
-    try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-    except OSError:
-        return None
-
-
-LIBC = _libc()
+LIBC = libc()
 
 
 def _settle() -> int:
@@ -106,7 +77,7 @@ def _settle() -> int:
             f.write("5")
     except OSError:
         pass
-    return _status("VmRSS")
+    return proc_status("VmRSS")
 
 
 def measured(fn) -> tuple[float, float, int]:
@@ -115,7 +86,7 @@ def measured(fn) -> tuple[float, float, int]:
     started, cpu = time.perf_counter(), time.process_time()
     fn()
     seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
-    return seconds, cpu, max(0, _status("VmHWM") - before)
+    return seconds, cpu, max(0, proc_status("VmHWM") - before)
 
 
 # ---------------------------------------------------------------- the worker (one subprocess per measurement)
@@ -250,7 +221,7 @@ def worker_pair(spec: dict) -> dict:
         result["cpu_ratio"].append(cpus["bare"] / cpus["facematch"])
         r += 1
     result.update(size=size, images=n, load=load, threads=torch.get_num_threads(),
-                  rest_rss=_status("VmRSS"), params=sum(p.numel() for p in model.parameters()))
+                  rest_rss=proc_status("VmRSS"), params=sum(p.numel() for p in model.parameters()))
     return result
 
 

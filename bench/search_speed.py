@@ -28,19 +28,17 @@ import datetime
 import gc
 import math
 import os
-import re
 import statistics
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from common import git_rev, machine, write_section  # noqa: E402
+sys.path.append(str(Path(__file__).resolve().parent))  # after the repo: bench/ names never shadow packages
+from common import git_rev, libc, machine, proc_status, write_section  # noqa: E402
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import faiss  # noqa: E402
 
@@ -77,25 +75,7 @@ def make_data(n: int, n_queries: int, photos: int, noise: float, decay: float, s
 
 # ---------------------------------------------------------------- memory
 
-def _status(field: str) -> int:
-    """VmRSS / VmHWM of this process in bytes (0 where /proc is missing)."""
-    try:
-        return int(re.search(rf"{field}:\s+(\d+) kB", open("/proc/self/status").read()).group(1)) * 1024
-    except (OSError, AttributeError):
-        return 0
-
-
-def _libc():
-    import ctypes
-    import ctypes.util
-
-    try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-    except OSError:
-        return None
-
-
-LIBC = _libc()
+LIBC = libc()
 if LIBC is not None and hasattr(LIBC, "mallopt"):
     # A fixed mmap threshold (M_MMAP_THRESHOLD = -3): glibc otherwise raises it after each large
     # free and serves the next index from memory it already holds, hiding the build's growth.
@@ -159,7 +139,7 @@ def build(spec: str, gallery: np.ndarray, nlist: int | None, train_per_list: int
     if LIBC is not None and hasattr(LIBC, "malloc_trim"):
         LIBC.malloc_trim(0)
     exact_peak = reset_peak()
-    before = _status("VmRSS") if exact_peak else _status("VmHWM")
+    before = proc_status("VmRSS") if exact_peak else proc_status("VmHWM")
     started = time.perf_counter()
     threads(CPUS)
     index = build_index(spec, DIM, "cosine", threads=CPUS)
@@ -180,7 +160,7 @@ def build(spec: str, gallery: np.ndarray, nlist: int | None, train_per_list: int
             print(f"  {spec}: {done}/{n} added, {spent:.0f} s, about {spent / done * (n - done):.0f} s to go",
                   flush=True)
     seconds = time.perf_counter() - started
-    peak = _status("VmHWM") - before
+    peak = proc_status("VmHWM") - before
     return index, seconds, index.size_bytes(), max(0, peak)
 
 

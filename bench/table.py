@@ -119,29 +119,29 @@ def train(names: list[str]) -> None:
         (CKPT / name / "seconds.txt").write_text(f"{time.time() - started:.0f}\n")
 
 
-def score_checkpoint(name: str, rerank: list[str] | None = None, tta: str = "none", degrade: str = "none") -> dict:
-    """Top-1/5/10, mAP@10 (the server's), MAP@R, full mAP, seconds per photo to embed (crops cached)
-    and milliseconds per query to rank the top 10, on data/dev/test."""
+def score_checkpoint(name: str, reranks: list[list[str]], tta: str = "none", degrade: str = "none") -> list[dict]:
+    """For each re-ranking in `reranks`: top-1/5/10, mAP@10 (the server's), MAP@R, full mAP, seconds per
+    photo to embed (crops cached) and milliseconds per query to rank the top 10, on data/dev/test.
+    The photos are embedded once (query and gallery) and every re-ranking is scored on those embeddings."""
     import numpy as np
 
     from competition import load_ground_truth
     from evaluate import score_embeddings
-    from network import load_for_inference
+    from network import batch_size_for, embed, load_for_inference
     from retrieval import embed_folder, retrieve
 
     model, cfg, device = load_for_inference(CKPT / name / "best.pt", [], [
-        "data.cache_dir=data/cache/crops", f"retrieval.tta={tta}", f"retrieval.rerank={json.dumps(rerank or [])}"])
+        "data.cache_dir=data/cache/crops", f"retrieval.tta={tta}"])
     gt = load_ground_truth(DEV)
-    from network import embed
-
     gallery = embed_folder(DEV / "test" / "gallery", model, cfg, device)  # crop and embedding caches
     sample = gallery.crops[:64]  # the network itself, timed on cached crops, never the embedding cache
     started = time.perf_counter()
-    embed(model, sample, cfg["retrieval"]["batch_size"], device, tta=tta)
+    embed(model, sample, batch_size_for(model, cfg["retrieval"]["batch_size"], device), device, tta=tta)
     per_photo = (time.perf_counter() - started) / len(sample)
     queries = embed_folder(DEV / "test" / "query", model, cfg, device, degrade)
-    return _score(gt, queries.names, queries.embeddings, gallery.names, gallery.embeddings, cfg["retrieval"],
-                  per_photo, score_embeddings, retrieve, np)
+    return [_score(gt, queries.names, queries.embeddings, gallery.names, gallery.embeddings,
+                   dict(cfg["retrieval"], rerank=list(rerank)), per_photo, score_embeddings, retrieve, np)
+            for rerank in reranks]
 
 
 def _score(gt, q_names, q_emb, g_names, g_emb, rcfg, per_photo, score_embeddings, retrieve, np) -> dict:
@@ -228,7 +228,7 @@ def score(names: list[str]) -> None:
         path = OUT / f"{key(name)}.json"
         if path.exists() or not (CKPT / name / "best.pt").exists() and name != "face_recognition":
             continue
-        report = score_face_recognition() if name == "face_recognition" else score_checkpoint(name)
+        report = score_face_recognition() if name == "face_recognition" else score_checkpoint(name, [[]])[0]
         path.write_text(json.dumps(report, indent=1))
         print(name, {k: round(report[k], 3) for k in ("top1", "top5", "top10", "map@10", "map@r")}, flush=True)
 
@@ -242,11 +242,9 @@ def extras() -> None:
     for name in best_two():
         for degrade in ("none", "both"):
             for tta in ("none", "flip"):
-                for rerank in EXTRAS:
+                todo = [r for r in EXTRAS if not (OUT / f"{key(name, r, tta, degrade)}.json").exists()]
+                for rerank, report in zip(todo, score_checkpoint(name, todo, tta, degrade) if todo else []):
                     path = OUT / f"{key(name, rerank, tta, degrade)}.json"
-                    if path.exists():
-                        continue
-                    report = score_checkpoint(name, rerank, tta, degrade)
                     path.write_text(json.dumps(report, indent=1))
                     print(path.stem, round(report["top1"], 3), flush=True)
 
