@@ -142,15 +142,10 @@ def _svm_decision(model, rows: np.ndarray, gamma: float) -> np.ndarray:
     return kernel @ model.dual_coef_[0].astype(rows.dtype) + model.intercept_[0]
 
 
-def svm(query, gallery, marks, shown, k, cfg):
-    """An RBF-kernel SVM (sklearn SVC, C = feedback.svm_c, gamma = feedback.svm_gamma on unit
-    vectors, balanced class weights) trained on the query and the relevant rows against the
-    irrelevant rows (or, with none yet, pseudo-negatives: see _training_set); the unshown rows are
-    ranked by decision value.
-    Fallback: with no relevant mark, exactly rocchio's ranking (α·query − γ·mean(irrelevant));
-    with no mark at all, plain nearest neighbours."""
-    from sklearn.svm import SVC
-
+def _learned(query, gallery, marks, shown, k, cfg, scores_of) -> list[int]:
+    """The frame svm and mlp share: rocchio's ranking with no relevant mark yet, the positives'
+    mean with no negative at all, else the unshown rows by scores_of(x, y) (a score per gallery row)
+    of a classifier fitted on _training_set's rows."""
     relevant, irrelevant = _split(marks)
     if not len(relevant):
         return rocchio(query, gallery, marks, shown, k, cfg)
@@ -160,9 +155,24 @@ def svm(query, gallery, marks, shown, k, cfg):
     x, y = _training_set(query, gallery, relevant, irrelevant, candidates, cfg)
     if y.min() == 1:  # no negative at all (a single row left): nearest the positives' mean
         return _best(candidates, _scores(gallery @ _unit(x.mean(axis=0)).astype(gallery.dtype), candidates), k)
-    model = SVC(C=float(cfg["svm_c"]), kernel="rbf", gamma=float(cfg["svm_gamma"]), class_weight="balanced")
-    model.fit(x, y)
-    return _best(candidates, _scores(_svm_decision(model, gallery, float(cfg["svm_gamma"])), candidates), k)
+    return _best(candidates, _scores(scores_of(x, y), candidates), k)
+
+
+def svm(query, gallery, marks, shown, k, cfg):
+    """An RBF-kernel SVM (sklearn SVC, C = feedback.svm_c, gamma = feedback.svm_gamma on unit
+    vectors, balanced class weights) trained on the query and the relevant rows against the
+    irrelevant rows (or, with none yet, pseudo-negatives: see _training_set); the unshown rows are
+    ranked by decision value.
+    Fallback: with no relevant mark, exactly rocchio's ranking (α·query − γ·mean(irrelevant));
+    with no mark at all, plain nearest neighbours."""
+    from sklearn.svm import SVC
+
+    def scores_of(x, y):
+        model = SVC(C=float(cfg["svm_c"]), kernel="rbf", gamma=float(cfg["svm_gamma"]), class_weight="balanced")
+        model.fit(x, y)
+        return _svm_decision(model, gallery, float(cfg["svm_gamma"]))
+
+    return _learned(query, gallery, marks, shown, k, cfg, scores_of)
 
 
 def mlp(query, gallery, marks, shown, k, cfg):
@@ -176,29 +186,22 @@ def mlp(query, gallery, marks, shown, k, cfg):
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.neural_network import MLPClassifier
 
-    relevant, irrelevant = _split(marks)
-    if not len(relevant):
-        return rocchio(query, gallery, marks, shown, k, cfg)
-    candidates = _candidates(len(gallery), marks, shown)
-    if not len(candidates) or k <= 0:
-        return []
-    x, y = _training_set(query, gallery, relevant, irrelevant, candidates, cfg)
-    if y.min() == 1:
-        return _best(candidates, _scores(gallery @ _unit(x.mean(axis=0)).astype(gallery.dtype), candidates), k)
-    n_pos, n_neg = int(y.sum()), int(len(y) - y.sum())
-    repeat = max(1, round(n_neg / n_pos))
-    x = np.vstack([np.repeat(x[y == 1], repeat, axis=0), x[y == 0]])
-    y = np.r_[np.ones(n_pos * repeat, dtype=int), np.zeros(n_neg, dtype=int)]
-    scale = np.sqrt(gallery.shape[1])
-    model = MLPClassifier(hidden_layer_sizes=(int(cfg["mlp_hidden"]),), alpha=float(cfg["mlp_alpha"]),
-                          solver="lbfgs", max_iter=int(cfg["mlp_max_iter"]), random_state=int(cfg["seed"]))
-    with warnings.catch_warnings(), _one_blas_thread():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        model.fit(x * scale, y)
-    hidden = np.maximum(gallery @ (model.coefs_[0] * scale).astype(gallery.dtype)
-                        + model.intercepts_[0].astype(gallery.dtype), 0)
-    logit = hidden @ model.coefs_[1][:, 0].astype(gallery.dtype) + model.intercepts_[1][0]
-    return _best(candidates, _scores(logit, candidates), k)
+    def scores_of(x, y):
+        n_pos, n_neg = int(y.sum()), int(len(y) - y.sum())
+        repeat = max(1, round(n_neg / n_pos))
+        x = np.vstack([np.repeat(x[y == 1], repeat, axis=0), x[y == 0]])
+        y = np.r_[np.ones(n_pos * repeat, dtype=int), np.zeros(n_neg, dtype=int)]
+        scale = np.sqrt(gallery.shape[1])
+        model = MLPClassifier(hidden_layer_sizes=(int(cfg["mlp_hidden"]),), alpha=float(cfg["mlp_alpha"]),
+                              solver="lbfgs", max_iter=int(cfg["mlp_max_iter"]), random_state=int(cfg["seed"]))
+        with warnings.catch_warnings(), _one_blas_thread():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            model.fit(x * scale, y)
+        hidden = np.maximum(gallery @ (model.coefs_[0] * scale).astype(gallery.dtype)
+                            + model.intercepts_[0].astype(gallery.dtype), 0)
+        return hidden @ model.coefs_[1][:, 0].astype(gallery.dtype) + model.intercepts_[1][0]
+
+    return _learned(query, gallery, marks, shown, k, cfg, scores_of)
 
 
 FEEDBACK: dict[str, Callable] = {
