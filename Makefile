@@ -52,7 +52,7 @@ serve: venv
 # photos of ../shared/data, 3 runs; skipped with a message without that data). Heavy ones, by hand:
 #   $(PY) bench/embedding.py --size 64     every backbone at batch 1, 32, 128 + torch.compile (~15 min);
 #                                          without --size, native 224 px (over an hour on 2 busy cores)
-#   $(PY) bench/search_speed.py                  adds 10^6 vectors (~45 min)
+#   $(PY) bench/search_speed.py                  adds 10^6 vectors (~11 min on 2 quiet cores, 3 GB)
 #   $(PY) bench/detectors.py               every CelebA and LFW photo through each detector (15-25 min)
 #   $(PY) bench/demo.py --runs 3           `make clean` (which deletes data/cache, also used by
 #                                          bench/table.py) then `make demo`, 3 times (~6 min)

@@ -2,7 +2,7 @@
 queries per second (one at a time on one thread, and batched on every thread), recall@10 against
 exact search, build time and memory.
 
-    .venv/bin/python bench/search_speed.py                                     # 10^4, 10^5 and 10^6 (~45 min on 2 busy cores)
+    .venv/bin/python bench/search_speed.py                                     # 10^4, 10^5 and 10^6 (~11 min on 2 quiet cores, 3 GB)
     .venv/bin/python bench/search_speed.py --sizes 10000 100000 --runs 3       # a few minutes
 
 Data (seeded): normalised 256-d vectors in clusters around identity centres, as face embeddings
@@ -254,7 +254,7 @@ def main(argv=None) -> None:
 
 Command: `{command.strip()}` (commit {git_rev()}), {datetime.date.today().isoformat()}, {minutes:.1f} min in all.
 Machine: {machine()}, faiss {faiss.__version__}; load average {load_start:.1f} at the start, {load_end:.1f} at
-the end (a training shared the cores).
+the end (this bench's own threads included).
 Data: seeded synthetic face embeddings, {DIM}-d unit vectors: identity centres with a decaying variance
 spectrum (j^-{args.decay}), {args.photos} gallery photos per identity (centre + noise of norm {args.noise},
 normalised; photos of one identity have cosine ≈ {1 / (1 + args.noise ** 2):.2f}); {args.queries:,} queries, each one
