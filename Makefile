@@ -46,23 +46,25 @@ serve: venv
 	  $(PY) -m search.store build --store $(STORE) --checkpoint checkpoints/demo/best.pt $(DEMO) data/sample/people; }
 	$(PY) web.py --store $(STORE)
 
-# bench: the bench scripts cheap enough to run by default (about 25 min on 2 busy cores), each rewriting
-# its own section of bench/RESULTS.md: the server under load, search backends at 10^4 and 10^5 vectors,
-# embedding speed (batch 1 and 32 at 64 px, 2 runs) and end to end against face_recognition (200
-# photos of ../shared/data, 3 runs; skipped with a message without that data). Heavy ones, by hand:
-#   $(PY) bench/embedding.py --size 64     every backbone at batch 1, 32, 128 + torch.compile (~15 min);
-#                                          without --size, native 224 px (over an hour on 2 busy cores)
-#   $(PY) bench/search_speed.py                  adds 10^6 vectors (~11 min on 2 quiet cores, 3 GB)
-#   $(PY) bench/detectors.py               every CelebA and LFW photo through each detector (15-25 min)
+# bench: the speed benchmarks of issue 9, each rewriting its own section of bench/RESULTS.md (about
+# 70 min on 2 quiet cores; the ones that need ../shared/data skip with a message without it): the
+# server under load, search backends at 10^4, 10^5 and 10^6 vectors (3 GB), embedding speed against a
+# bare forward pass (every backbone at 64 px, batch 1, 32, 128, torch.compile), end to end against
+# face_recognition, training steps for one process and two gloo processes, cropping per detector.
+# The long ones, by hand:
+#   $(PY) bench/embedding.py               native 224 px (over an hour on 2 busy cores)
+#   $(PY) bench/feedback.py                the relevance-feedback protocol on the development competition
 #   $(PY) bench/demo.py --runs 3           `make clean` (which deletes data/cache, also used by
 #                                          bench/table.py) then `make demo`, 3 times (~6 min)
 #   $(PY) bench/celeba.py losses|long      training runs on CelebA (hours)
 #   $(PY) bench/table.py all               trains and scores every row of the results table (hours)
 bench: venv
 	$(PY) bench/server_load.py
-	$(PY) bench/search_speed.py --sizes 10000 100000
-	$(PY) bench/embedding.py --quick --size 64
+	$(PY) bench/search_speed.py
+	$(PY) bench/embedding.py --size 64
 	$(PY) bench/end_to_end.py
+	$(PY) bench/train_speed.py
+	$(PY) bench/detectors.py
 
 clean:
 	rm -rf data/competition data/cache checkpoints/demo outputs/submission.json outputs/demo_server.*

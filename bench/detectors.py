@@ -371,7 +371,7 @@ def main() -> None:
 
 Command: `{command_line(args)}` (commit {git_rev()}{tree_state()}), {datetime.date.today().isoformat()},
 {minutes:.0f} min in all. Machine: {machine()}; one process, {threads} (load average
-{load_start:.1f} at the start, {load_end:.1f} at the end: other jobs shared the cores).
+{load_start:.1f} at the start, {load_end:.1f} at the end, this bench's own threads included).
 Data: {counts}{f'; unreadable: {len(unreadable)}' if unreadable else ''}.
 Crop settings: config/default.yaml's `crop:` ({settings}) with the detector and alignment swapped in.
 
