@@ -60,7 +60,7 @@ ROWS: dict[str, tuple[dict, list[str]]] = {
                       "loss": "triplet (batch-hard)"}, MTCNN + IMAGENET + TRIPLET + ["model.arch=mobilenet_v2"]),
     "mnv2_arcface": ({"crop": "mtcnn + similarity", "backbone": "mobilenet_v2 (ImageNet), 96 px", "loss": "ArcFace"},
                      MTCNN + IMAGENET + ARCFACE + ["model.arch=mobilenet_v2"]),
-    "dlib_mlp_ms": ({"crop": "mtcnn + dlib chip", "backbone": "dlib_resnet (dlib's weights) + trained mlp head",
+    "dlib_mlp_ms": ({"crop": "mtcnn + dlib chip", "backbone": "dlib_resnet (dlib's weights, frozen: its features of 2 views a photo stored) + trained mlp head",
                      "loss": "multi-similarity"}, DLIB + MS + ["train.lr_head=0.001"]),
     "cls_effl0": ({"crop": "mtcnn + similarity", "backbone": "efficientnet_lite0 (ImageNet), 96 px",
                    "loss": "classifier, softmax"},
@@ -264,6 +264,8 @@ def write() -> None:
             missing.append(name)
             continue
         seconds = (CKPT / name / "seconds.txt").read_text().strip() if (CKPT / name / "seconds.txt").exists() else ""
+        if (CKPT / name / "note.txt").exists():  # written by hand when something disturbed the run
+            seconds += f" ({(CKPT / name / 'note.txt').read_text().strip()})"
         lines.append(row(label, json.loads(path.read_text()), seconds=seconds))
     fr = OUT / f"{key('face_recognition')}.json"
     if fr.exists():
