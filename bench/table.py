@@ -293,7 +293,10 @@ Budget of every trained row: {' '.join(BUDGET[:5])} (P×K = 64 photos a batch, s
 Input 64 px for networks from random weights and 96 px for ImageNet ones (the 2-core CPU cannot afford
 more within the budget); crops 112 px (150 px dlib chips for dlib_resnet). Scores on the test people only;
 mAP@10 is the server's (AP over the top-10 list), MAP@R as in pytorch-metric-learning. "s to embed a photo":
-embedding alone from cached crops; "ms to rank a query": search and re-ranking for the top 10.
+embedding alone from cached crops (face_recognition's: its HOG detection, landmarks and descriptor, as it
+has no crop cache; measured in an earlier session at load average ~9); "ms to rank a query": search and
+re-ranking for the top 10; both timed once, so a row's load shows in them. "training s": train.py's wall time
+(cropping the training people when their crops are not cached yet, and validation, included).
 Degraded queries: `evaluate.degrade=both` (a black square covering 100/224 of the side, and a gamma of
 1.5–2.5 or its inverse), seeded per photo.
 
