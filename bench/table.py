@@ -271,7 +271,7 @@ def write() -> None:
     if fr.exists():
         lines.append(row({"crop": "dlib HOG + 5-point chip", "backbone": "face_recognition (dlib_resnet)",
                           "loss": "none (pretrained)"}, json.loads(fr.read_text())))
-    extra_lines = []
+    extra_lines, clean = [], []
     for name in best_two():
         label = ROWS[name][0]
         for degrade in ("none", "both"):
@@ -279,8 +279,18 @@ def write() -> None:
                 for rerank in EXTRAS:
                     path = OUT / f"{key(name, rerank, tta, degrade)}.json"
                     if path.exists():
-                        extra_lines.append(row(label, json.loads(path.read_text()), "+".join(rerank) or "none", tta,
+                        r = json.loads(path.read_text())
+                        extra_lines.append(row(label, r, "+".join(rerank) or "none", tta,
                                                "degraded" if degrade != "none" else "clean"))
+                        if degrade == "none":
+                            clean.append((r["top1"], r["map@r"], name, "+".join(rerank) or "no re-ranking", tta))
+    best = ""
+    if clean and fr.exists():
+        top1, map_r, name, rerank, tta = max(clean)
+        f = json.loads(fr.read_text())
+        best = (f"\n**Best on clean queries:** {name}, {rerank}, TTA {tta}: top-1 {top1:.3f}, MAP@R {map_r:.3f}; "
+                f"face_recognition on the same photos: top-1 {f['top1']:.3f}, MAP@R {f['map@r']:.3f}. "
+                "config/best.yaml holds it.\n")
     gt = json.loads((DEV / "ground_truth.json").read_text())
     md = f"""## The results table: every variant on one development competition (issue 8)
 
@@ -308,7 +318,7 @@ Degraded queries: `evaluate.degrade=both` (a black square covering 100/224 of th
 
 {header}
 {chr(10).join(extra_lines) if extra_lines else '| (not run yet) |'}
-"""
+{best}"""
     write_section("table", md)
 
 
