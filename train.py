@@ -361,6 +361,7 @@ class Processes:
 
 # ---------------------------------------------------------------- log and figure
 
+FIGURE_EVERY_S = 30  # the curve is redrawn at most this often (about 1 s of matplotlib each time), and at the end
 LOG_FIELDS = ["epoch", "train_loss", "lr_backbone", "lr_head", *SUMMARY, "seconds"]
 
 
@@ -499,6 +500,11 @@ def _train(cfg: dict, resume: str | Path | None, procs: Processes) -> dict:
     net = procs.wrap(_FromFeatures(model) if stored else model, device)  # the model itself for one process
     loss_params = [p for p in loss_fn.parameters() if p.requires_grad]
 
+    def draw() -> None:
+        draw_curve(t["figure"], state["history"],
+                   f"{cfg['model']['arch']}, {cfg['loss']['name']}, {len(train_names)} training people")
+
+    drawn = time.time()
     for epoch in range(state["epoch"] + 1, t["epochs"] + 1):
         if t["patience"] and state["bad_epochs"] >= t["patience"]:
             log.info(f"early stopping: no {monitor} improvement in {t['patience']} epochs")
@@ -544,8 +550,11 @@ def _train(cfg: dict, resume: str | Path | None, procs: Processes) -> dict:
         if procs.main:
             save(metrics, improved)
             write_log(out_dir / "log.csv", state["history"])
-            draw_curve(t["figure"], state["history"],
-                       f"{cfg['model']['arch']}, {cfg['loss']['name']}, {len(train_names)} training people")
+            if time.time() - drawn >= FIGURE_EVERY_S:
+                draw()
+                drawn = time.time()
+    if procs.main and state["history"]:
+        draw()  # the finished curve, whatever the interval left out
     procs.barrier()  # every process returns once rank 0 has written its files
     return state
 
