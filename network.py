@@ -307,7 +307,11 @@ def batch_size_for(model: EmbeddingNet, setting: int | str, device: torch.device
     if str(setting) == "auto":
         from utils import available_memory
 
-        per_image = 2 * max(1, activation_bytes(model, device))  # flip TTA holds a second pass
+        # One measuring pass per model and input size, not one per call (the search page embeds each upload).
+        key = (int(model.meta["input"]["size"]), str(device))
+        if getattr(model, "_activation_bytes", (None, 0))[0] != key:
+            model._activation_bytes = (key, activation_bytes(model, device))
+        per_image = 2 * max(1, model._activation_bytes[1])  # flip TTA holds a second pass
         fits = int(available_memory(device) * AUTO_BATCH_SHARE // per_image)
         return max(1, min(AUTO_BATCH_MOST, 1 << max(0, fits.bit_length() - 1)))
     if str(setting).isdigit() and int(setting) > 0:

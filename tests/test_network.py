@@ -217,3 +217,17 @@ def test_batch_size_auto_follows_the_free_memory(monkeypatch):
     for bad in ("big", 0, -3):
         with pytest.raises(ConfigError, match="retrieval.batch_size"):
             batch_size_for(model, bad)
+
+
+def test_batch_size_auto_measures_a_model_once(monkeypatch):
+    from network import batch_size_for
+
+    model = EmbeddingNet("resnet18", 16, head="linear", weights=None, cfg=load_config(overrides=["input.size=32"]))
+    calls = []
+    real = network.activation_bytes
+    monkeypatch.setattr(network, "activation_bytes", lambda *a: calls.append(1) or real(*a))
+    first = batch_size_for(model, "auto")
+    assert batch_size_for(model, "auto") == first and len(calls) == 1
+    model.meta["input"]["size"] = 64  # another input size is measured again
+    batch_size_for(model, "auto")
+    assert len(calls) == 2
