@@ -57,7 +57,9 @@ serve: venv
 #   $(PY) bench/demo.py --runs 3           `make clean` (which deletes data/cache, also used by
 #                                          bench/table.py) then `make demo`, 3 times (~6 min)
 #   $(PY) bench/celeba.py losses|long      training runs on CelebA (hours)
-#   $(PY) bench/table.py all               trains and scores every row of the results table (hours)
+#   $(PY) bench/table.py all               trains and scores every row of the results table (hours);
+#                                          its GPU rows: bench/table.py export, then bench/table_gpu.sh there
+#   $(PY) bench/tune_rerank.py             re-ranker settings on validation people, then once on the test
 bench: venv
 	$(PY) bench/server_load.py
 	$(PY) bench/search_speed.py
