@@ -133,6 +133,8 @@ def export(out: Path) -> None:
     from faces import crop_paths, load_crop
     from utils import load_config
 
+    if not (DEV / "ground_truth.json").exists():
+        raise SystemExit(f"{DEV} is not a development competition yet: run `bench/table.py prepare` first")
     crop_cfg = load_config(None, MTCNN)["crop"]
     photos = sorted(p for p in DEV.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png") and p.is_file())
     crops, report = crop_paths(photos, crop_cfg, ROOT / "data" / "cache" / "crops", desc="exporting crops")

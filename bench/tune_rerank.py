@@ -53,9 +53,15 @@ def main() -> None:
     from network import load_for_inference
     from retrieval import embed_paths
 
+    if not Path(args.checkpoint).is_file():
+        raise SystemExit(f"{args.checkpoint}: no such checkpoint (bench/table.py train dlib_alone makes the default)")
     people = torch.load(args.checkpoint, map_location="cpu", weights_only=False)["people"]["val"]
     if not people:
         raise SystemExit(f"{args.checkpoint}: no validation people recorded in the checkpoint")
+    missing = [person for person in people if not (Path(args.people) / person).is_dir()]
+    if missing:
+        raise SystemExit(f"{args.people}: no folder for {len(missing)} of the checkpoint's validation people "
+                         f"({', '.join(missing[:3])}…): give --people the folder it was trained from")
     paths = [p for person in people for p in sorted((Path(args.people) / person).iterdir())]
     model, cfg, device = load_for_inference(args.checkpoint, [], [f"retrieval.tta={args.tta}"])
     found = embed_paths(paths, model, cfg, device, "validation people")
