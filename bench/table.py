@@ -400,7 +400,7 @@ more within the budget); ResNet50 and VGG16 at the crops' full 112 px, trained a
 Scores on the test people only;
 mAP@10 is the server's (AP over the top-10 list), MAP@R as in pytorch-metric-learning. "s to embed a photo":
 embedding alone from cached crops (face_recognition's: its HOG detection, landmarks and descriptor, as it
-has no crop cache; measured in an earlier session at load average ~9); "ms to rank a query": search and
+has no crop cache, over the whole gallery); "ms to rank a query": search and
 re-ranking for the top 10; both timed once, so a row's load shows in them. "training s": train.py's wall time
 (cropping the training people when their crops are not cached yet, and validation, included).
 Degraded queries: `evaluate.degrade=both` (a black square covering 100/224 of the side, and a gamma of
