@@ -154,7 +154,7 @@ def common(name: str) -> list[str]:
             f"train.figure={CKPT / name / 'curve.png'}", "data.cache_dir=data/cache/crops", *BUDGET]
 
 
-def after(args: list[str]) -> list[str]:
+def after() -> list[str]:
     """What follows a row's own arguments: the export's crop settings and --set, which win."""
     return (PRECROPPED if (DEV / "PRECROPPED").exists() else []) + EXTRA
 
@@ -166,10 +166,10 @@ def train(names: list[str]) -> None:
         _, args = {**ROWS, **LONG_ROWS}[name]
         started = time.time()
         if "--variant" in args:
-            sh([sys.executable, "other_models/classifier.py", *args, *common(name), *after(args)])
+            sh([sys.executable, "other_models/classifier.py", *args, *common(name), *after()])
         else:
             config = args[:2] if args[:1] == ["--config"] else []
-            sh([sys.executable, "train.py", *config, *common(name), *args[len(config):], *after(args)])
+            sh([sys.executable, "train.py", *config, *common(name), *args[len(config):], *after()])
         (CKPT / name / "seconds.txt").write_text(f"{time.time() - started:.0f}\n")
 
 
