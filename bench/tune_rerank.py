@@ -65,8 +65,7 @@ def main() -> None:
     paths = [p for person in people for p in sorted((Path(args.people) / person).iterdir())]
     model, cfg, device = load_for_inference(args.checkpoint, [], [f"retrieval.tta={args.tta}"])
     found = embed_paths(paths, model, cfg, device, "validation people")
-    by_name = {p.name: p.parent.name for p in paths}  # photo names are unique within a person only
-    labels = [by_name[n] for n in found.names]
+    labels = [p.parent.name for p in found.paths]  # photo names are unique within a person only
     rows = []
     for rerank, settings in tqdm(GRID, desc="settings"):
         scores = []
@@ -83,9 +82,8 @@ def main() -> None:
     test = ""
     if args.test:
         from competition import load_ground_truth
-        from evaluate import score_embeddings
-        from retrieval import embed_folder, retrieve
-        from table import _score
+        from retrieval import embed_folder
+        from table import score_report
 
         dev = Path(args.test)
         gt = load_ground_truth(dev)
@@ -94,8 +92,7 @@ def main() -> None:
         found_test = []
         for name, settings in ((base[0], base[1]), (best[0], best[1])):
             rcfg = dict(cfg["retrieval"], rerank=[] if name == "none" else [name], **settings)
-            r = _score(gt, queries.names, queries.embeddings, gallery.names, gallery.embeddings, rcfg, 0.0,
-                       score_embeddings, retrieve, np)
+            r = score_report(gt, queries.names, queries.embeddings, gallery.names, gallery.embeddings, rcfg, 0.0)
             found_test.append(f"{name} {settings or ''}: top-1 {r['top1']:.3f}, mAP@10 {r['map@10']:.3f}, "
                               f"MAP@R {r['map@r']:.3f}")
         test = (f"\nThen, once, on the test people of `{dev.relative_to(ROOT) if dev.is_relative_to(ROOT) else dev}` "
