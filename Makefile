@@ -5,7 +5,8 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 DEMO   := --config config/demo.yaml
 PORT   ?= 3001
-STORE  ?= outputs/store
+STORE  ?= outputs/best_store
+BEST   := checkpoints/best/best.pt
 
 .PHONY: demo test venv clean serve bench
 
@@ -39,11 +40,14 @@ demo: venv
 	  --out outputs/submission.json $(DEMO) submit.url=http://127.0.0.1:$(PORT)/results/ submit.groupname=demo
 	@echo "== done: leaderboard in outputs/demo_server.db; see it with: $(PY) server.py --competition data/competition --db outputs/demo_server.db"
 
+# serve: the search page over data/sample/people, embedded by config/best.yaml's model (built once:
+# its checkpoint, then the store), unless STORE names a store built before.
 serve: venv
-	@test -f $(STORE)/store.sqlite || { test -f checkpoints/demo/best.pt || { \
-	  echo "no store at $(STORE) and no checkpoints/demo/best.pt: run 'make demo' first, or STORE=path/to/store make serve"; exit 1; }; \
-	  echo "== building $(STORE): data/sample/people embedded by checkpoints/demo/best.pt"; \
-	  $(PY) -m search.store build --store $(STORE) --checkpoint checkpoints/demo/best.pt $(DEMO) data/sample/people; }
+	@test -f $(STORE)/store.sqlite || { \
+	  test -f $(BEST) || { echo "== $(BEST): config/best.yaml's model, written once"; \
+	    $(PY) train.py --config config/best.yaml data.train_dir=data/sample/people || exit 1; }; \
+	  echo "== building $(STORE): data/sample/people embedded by $(BEST)"; \
+	  $(PY) -m search.store build --store $(STORE) --checkpoint $(BEST) data/sample/people || exit 1; }
 	$(PY) web.py --store $(STORE)
 
 # bench: the speed benchmarks of issue 9, each rewriting its own section of bench/RESULTS.md (about

@@ -79,9 +79,10 @@ ORDER BY b.top1 DESC, b.top5 DESC, b.top10 DESC, b.map DESC, b.id
 class Reject(Exception):
     """An HTTP error answer: status, message, and whether the attempt is stored."""
 
-    def __init__(self, status: int, message: str, store: bool = True, team: str | None = None):
+    def __init__(self, status: int, message: str, store: bool = True, team: str | None = None, unread: int = 0):
         super().__init__(message)
         self.status, self.message, self.store, self.team = status, message, store, team
+        self.unread = unread  # body bytes still on the wire, discarded after the answer is sent
 
 
 class Store:
@@ -359,10 +360,7 @@ class Handler(BaseHTTPRequestHandler):
             comp = self._competition(name)
             body = self._read_body()
             team = self._authenticate()
-            try:
-                payload = json.loads(body)
-            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-                raise Reject(400, f"the body is not valid JSON: {exc}", team=team) from None
+            payload = _parse_json(body, team)
             try:
                 claimed, images, warnings = validate_payload(
                     payload, self.server.galleries[comp], self.server.cfg["k"], exact=False,
@@ -399,7 +397,7 @@ class Handler(BaseHTTPRequestHandler):
             raise Reject(411, "the request needs a Content-Length header")
         limit = int(self.server.cfg["max_body_bytes"])
         if int(length) > limit:
-            raise Reject(413, f"the body is {int(length)} bytes; the limit is {limit}")
+            raise Reject(413, f"the body is {int(length)} bytes; the limit is {limit}", unread=int(length))
         try:
             body = self.rfile.read(int(length))
         except TimeoutError:
@@ -434,8 +432,45 @@ class Handler(BaseHTTPRequestHandler):
         extra = {"Connection": "close", **({"WWW-Authenticate": "Bearer"} if r.status == 401 else {})}
         try:
             self._json(r.status, answer, extra)
+            self.wfile.flush()
+            self._discard(r.unread)
         except OSError as exc:  # the client is gone (it may have sent half a body and left)
             log.info(f"{comp}: could not answer {r.status}: {exc}")
+
+    def _discard(self, n: int) -> None:
+        """Read and drop up to n body bytes, within the request's deadline. A client such as
+        requests or urllib sends its whole body before it reads the answer: closing on unread
+        bytes would reset the connection and the client would see a broken pipe, not the 413."""
+        try:
+            while n > 0:
+                chunk = self.rfile.read1(min(n, 1 << 16))
+                if not chunk:
+                    return
+                n -= len(chunk)
+        except (TimeoutError, OSError):
+            pass
+
+
+def _reject_constant(name: str):
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError(f"the number {text[:40]} overflows")
+    return value
+
+
+def _parse_json(body: bytes, team: str | None):
+    """The body as JSON, or a 400 naming what is wrong: not JSON, nested too deep for the parser,
+    NaN/Infinity, or a number too large to hold (json's own int limit, or a float that overflows)."""
+    try:
+        return json.loads(body, parse_constant=_reject_constant, parse_float=_finite)
+    except RecursionError:
+        raise Reject(400, "the body is not valid JSON: it is nested too deeply", team=team) from None
+    except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError, as are int overflows
+        raise Reject(400, f"the body is not valid JSON: {exc}", team=team) from None
 
 
 def _groupname(payload) -> str | None:

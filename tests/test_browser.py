@@ -67,13 +67,19 @@ def card_names(page) -> list[str]:
 
 def drive(page, url: str, photo: Path, person: str, screenshot: Path | None, truth=None) -> dict:
     """The flow a user follows; returns what it saw. Raises AssertionError where the page is wrong.
-    truth(name) -> bool says which results are the person (default: the first card is, the second not)."""
+    truth(name) -> bool says which results are the person (default: the first card is, the second not).
+
+    Every wait is a Playwright web-first assertion (expect(...)), which retries until the page
+    agrees or its timeout passes: a page that is re-rendering is never read half-built."""
+    from playwright.sync_api import expect
+
     page.goto(url)
     page.set_input_files("#upload", str(photo))
     page.click("#search-button")
-    page.wait_for_selector("#round")
-    assert page.inner_text("#round") == "Round 1"
-    assert page.locator("#query-crop").evaluate("img => img.complete && img.naturalWidth > 0")
+    expect(page.locator("#round")).to_have_text("Round 1")
+    expect(page.locator("#query-crop")).to_have_js_property("complete", True)
+    assert page.locator("#query-crop").evaluate("img => img.naturalWidth") > 0
+    expect(page.locator(".card").first).to_be_visible()
     first = card_names(page)
     assert first and all(re.search(r"distance \d\.\d{3}", t) for t in page.locator(".card .dist").all_inner_texts())
 
@@ -83,32 +89,34 @@ def drive(page, url: str, photo: Path, person: str, screenshot: Path | None, tru
     bad = next((i for i, n in enumerate(first) if not truth(n)), 1) if truth else 1
     cards.nth(good).locator("input[value=relevant]").check()
     cards.nth(bad).locator("input[value=irrelevant]").check()
-    assert "relevant" in cards.nth(good).get_attribute("class") and "irrelevant" in cards.nth(bad).get_attribute("class")
-    page.wait_for_function("document.querySelector('#marked').innerText.startsWith('1 marked relevant, 1 irrelevant')")
+    expect(cards.nth(good)).to_have_class(re.compile(r"(^|\s)relevant(\s|$)"))
+    expect(cards.nth(bad)).to_have_class(re.compile(r"(^|\s)irrelevant(\s|$)"))
+    expect(page.locator("#marked")).to_have_text(re.compile(r"^1 marked relevant, 1 irrelevant"))
     if screenshot is not None:
         screenshot.parent.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(screenshot))
     page.select_option("#method", "rocchio")
     page.click("#refine")
-    page.wait_for_function("document.querySelector('#round').innerText == 'Round 2'")
+    expect(page.locator("#round")).to_have_text("Round 2")
+    expect(page.locator("#counts")).to_contain_text("1 marked relevant, 1 irrelevant")
     second = card_names(page)
     assert second and not set(second) & set(first), (first, second)
-    assert "1 marked relevant, 1 irrelevant" in page.inner_text("#counts")
 
     # Type a name, mark a result as that person, learn it.
     good = next((i for i, n in enumerate(second) if truth(n)), 0) if truth else 0
     page.locator(".card").nth(good).locator("input[value=relevant]").check()
-    page.wait_for_function("document.querySelector('#marked').innerText.startsWith('2 marked relevant')")
+    expect(page.locator("#marked")).to_have_text(re.compile(r"^2 marked relevant"))
     page.fill("#person", person)
     page.click("#learn")
-    page.wait_for_selector(f"text=learned '{person}' from 2 more photos")
+    expect(page.get_by_text(f"learned '{person}' from 2 more photos")).to_be_visible()
 
     # Search by the name.
     page.fill("#name-search", person)
     page.click("#name-search-button")
-    page.wait_for_selector(f"text=the learned name '{person}'")
+    expect(page.get_by_text(f"the learned name '{person}'")).to_be_visible()
+    expect(page.locator("#round")).to_have_text("Round 1")
     by_name = card_names(page)
-    assert page.inner_text("#round") == "Round 1" and by_name
+    assert by_name
     return {"first": first, "second": second, "by_name": by_name}
 
 

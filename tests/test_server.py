@@ -5,6 +5,7 @@ import http.client
 import json
 import os
 import random
+import re
 import select
 import signal
 import socket
@@ -35,12 +36,6 @@ def write_truth(folder, truth=TRUTH):
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "ground_truth.json").write_text(json.dumps(truth))
     return folder / "ground_truth.json"
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def post(port, body, path="/results/", headers=None, raw=False):
@@ -179,6 +174,18 @@ BAD = [
     (json.dumps({"groupname": "t", "images": {"q9.jpg": GALLERY[:1] * 2}}).encode(), 400, "'q9.jpg' is not in this competition"),
     (json.dumps({"groupname": "t", "images": {"q0.jpg": "g0"}}).encode(), 400, "expected a list"),
     (json.dumps({"groupname": 5, "images": perfect()["images"]}).encode(), 400, "groupname"),
+    # bodies the parser itself cannot turn into values are the client's error too, never a 500
+    (b"[" * 100_000 + b"]" * 100_000, 400, "nested too deeply"),
+    (b'{"groupname": "t", "images": ' + b"[" * 50_000 + b"]" * 50_000 + b"}", 400, "nested too deeply"),
+    (b'{"groupname": "t", "images": {"q0.jpg": ' + b"[" * 500 + b"]" * 500 + b"}}", 400, "expected a list"),
+    (json.dumps({"groupname": "t", "images": {"q0.jpg": [["g0"], {"a": 1}]}}).encode(), 400, "expected a list"),
+    (json.dumps({"groupname": ["t"], "images": perfect()["images"]}).encode(), 400, "groupname"),
+    (json.dumps({"groupname": "t", "images": [["q0.jpg", GALLERY[:10]]]}).encode(), 400, "'images' is missing or not a mapping"),
+    (b'{"groupname": "t", "images": {"q0.jpg": [1e999]}}', 400, "overflows"),
+    (b'{"groupname": "t", "n": ' + b"9" * 5_000 + b', "images": {}}', 400, "not valid JSON"),
+    (b'{"groupname": NaN, "images": {}}', 400, "NaN is not a JSON number"),
+    (b'{"groupname": "t", "images": {"q0.jpg": [-Infinity]}}', 400, "-Infinity is not a JSON number"),
+    (b'\xff\xfe{"groupname"', 400, "not valid JSON"),
 ]
 
 
@@ -199,6 +206,40 @@ def test_body_size_limit_and_unknown_paths(start):
     assert server.store.count(status="scored") == 0
     assert post(port, perfect(), path="/competitions/nope/results/")[0] == 404
     assert get(port, "/nothing")[0] == 404
+
+
+def _post_requests(url: str, data: bytes) -> tuple[int, dict, dict]:
+    import requests
+
+    answer = requests.post(url, data=data, timeout=30)
+    return answer.status_code, answer.json(), dict(answer.headers)
+
+
+def _post_urllib(url: str, data: bytes) -> tuple[int, dict, dict]:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, data=data), timeout=30) as answer:
+            return answer.status, json.loads(answer.read()), dict(answer.headers)
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read()), dict(exc.headers)
+
+
+@pytest.mark.parametrize("client", [_post_requests, _post_urllib], ids=["requests", "urllib"])
+@pytest.mark.parametrize("size", [201, 4_000_000])
+def test_an_oversized_body_gets_its_413_in_a_standard_client(start, client, size):
+    """Standard clients send the whole body before they read the answer: the server answers and
+    drains the body; closing on unread bytes would reset the connection (urllib: a broken pipe)."""
+    port, server = start("server.max_body_bytes=200")
+    url = f"http://127.0.0.1:{port}/results/"
+    status, answer, headers = client(url, b"x" * size)
+    assert status == 413 and answer["message"] == f"the body is {size} bytes; the limit is 200"
+    assert headers["Connection"] == "close"
+    assert server.store.count(status="rejected", http_status=413) == 1 and server.store.count(status="scored") == 0
+    # and the server goes on serving
+    fits = json.dumps({"groupname": "t", "images": {"q0.jpg": GALLERY[:2]}}).encode()
+    assert client(url, fits)[0] == 200
 
 
 def test_named_competitions(start):
@@ -371,12 +412,15 @@ def test_server_killed_and_restarted_keeps_every_acknowledged_submission(tmp_pat
     db = tmp_path / "kill.db"
 
     def launch():
-        port = free_port()
+        # port 0: the server binds a free port itself and prints it (a port picked here and bound
+        # there could be taken by someone else in between)
         proc = subprocess.Popen([sys.executable, str(ROOT / "server.py"), "--competition", str(truth),
-                                 "--port", str(port), "--db", str(db)], cwd=ROOT,
+                                 "--port", "0", "--db", str(db)], cwd=ROOT,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        assert "facematch server on" in proc.stdout.readline()
-        return proc, port
+        line = proc.stdout.readline()
+        match = re.search(r"facematch server on http://127\.0\.0\.1:(\d+)/", line)
+        assert match, line
+        return proc, int(match.group(1))
 
     proc, port = launch()
     acknowledged = []
