@@ -5,7 +5,7 @@ Adding a backbone is one function `name(weights) -> Backbone` and one line in `B
 
 `weights` (see `build_backbone`): 'pretrained' (the backbone's shipped weights), 'imagenet' (alias of
 pretrained for the CNNs), 'none' (random start, on purpose), None (a checkpoint will be loaded next:
-no pretrained file is read, except dlib's frozen .dat, which no checkpoint holds) or a file path.
+no pretrained file is read) or a file path.
 Every tensor of the backbone must be filled and every tensor of the file used (the ImageNet
 classifier the backbone drops aside), or it is a `WeightsError` naming the keys: never a silent
 random start. BatchNorm's `num_batches_tracked` counters may be absent from a file.
@@ -17,6 +17,9 @@ random start. BatchNorm's `num_batches_tracked` counters may be absent from a fi
   max_pixel_value  float: 255.0 normally; 1.0 with mean 0 and std 1 hands raw 0..255 pixels on
   crop             dict of crop settings the backbone requires ({} when any face crop will do;
                    {"align": "dlib", "size": 150} for dlib_resnet, trained on dlib's face chips)
+  fixed_size       bool (optional): input.size must be input_size (a network that knows one scale)
+  lr_backbone      float (optional): train.lr_backbone when it is auto (default 1e-4): small for a
+                   network whose knowledge larger steps destroy (dlib_resnet: 1e-6)
 """
 from __future__ import annotations
 
@@ -27,11 +30,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torchvision
 
+import dlib_net
 from utils import ConfigError, FacematchError, package_file
 
 
@@ -44,10 +47,11 @@ class Backbone:
     module: nn.Module     # normalised images (B,3,H,W) -> feature map (B,C,h,w), or (B,C) when pooled
     features: int         # C
     pooled: bool          # True when module already returns (B, C) vectors (dlib)
-    trainable: bool       # False for a frozen feature extractor (dlib): no parameters to train
+    trainable: bool       # False for a frozen feature extractor: no parameters to train
     meta: dict            # the preprocessing the backbone expects (module docstring)
     source: str           # where the weights came from, in words (for logs and checkpoints)
-    fingerprint: str = "" # sha256 of weights that are NOT in the module's state_dict (dlib's .dat), else ""
+    fingerprint: str = "" # sha256 of weights that are NOT in the module's state_dict, else "" (all today)
+    levels: list[nn.Module] | None = None  # the parts model.freeze counts, from the input end (None: one part)
 
 
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
@@ -190,7 +194,8 @@ def _resnet(arch: str, weights: str | None) -> Backbone:
     module = nn.Sequential(*list(net.children())[:-2])  # conv trunk: drop avgpool and fc
     source = _load_cnn(module, arch, weights, lambda: _torchvision_imagenet(arch, imagenet), _resnet_key,
                        drop=("fc.",), file_key=lambda k: f"{_RESNET_LAYERS[int(k.split('.', 1)[0])]}.{k.split('.', 1)[1]}")
-    return Backbone(module, net.fc.in_features, False, True, _imagenet_meta(224), source)
+    levels = [nn.ModuleList([module[0], module[1]])] + [module[i] for i in range(4, 8)]  # stem, layer1-4
+    return Backbone(module, net.fc.in_features, False, True, _imagenet_meta(224), source, levels=levels)
 
 
 def resnet18(weights: str | None) -> Backbone:
@@ -238,7 +243,7 @@ def mobilenet_v2(weights: str | None) -> Backbone:
     source = _load_cnn(module, "mobilenet_v2", weights, _mobilenet_v2_imagenet,
                        lambda k: k[len("features."):] if k.startswith("features.") else None,
                        drop=("classifier.",), file_key=lambda k: f"features.{k}")
-    return Backbone(module, 1280, False, True, _imagenet_meta(224), source)
+    return Backbone(module, 1280, False, True, _imagenet_meta(224), source, levels=list(module))
 
 
 # ---------------------------------------------------------------- torchvision VGG16
@@ -319,86 +324,69 @@ def efficientnet_lite0(weights: str | None) -> Backbone:
                        drop=("_fc.",), file_key=file_keys.__getitem__)
     meta = {"input_size": 224, "mean": [127.0 / 255] * 3, "std": [128.0 / 255] * 3,
             "max_pixel_value": 255.0, "crop": {}}
-    return Backbone(module, module.num_features, False, True, meta, source)
+    levels = [nn.ModuleList([module.conv_stem, module.bn1])] + list(module.blocks) \
+        + [nn.ModuleList([module.conv_head, module.bn2])]
+    return Backbone(module, module.num_features, False, True, meta, source, levels=levels)
 
 
 # ---------------------------------------------------------------- dlib's face descriptor
 
 DLIB_PACKAGE = ("face_recognition_models", "models", "dlib_face_recognition_resnet_model_v1.dat")
-DLIB_CHIP = 150
+DLIB_CHIP = dlib_net.CHIP
 
 
-def _dlib_model(path: str):
-    import dlib
+def dlib_dat(weights: str | None = "pretrained") -> Path:
+    """The path of dlib's face-recognition .dat: the copy in PyPI face-recognition-models for
+    'pretrained' (or None), else the given file; a WeightsError naming it when it is missing."""
+    if weights in (None, "pretrained"):
+        try:
+            return package_file(*DLIB_PACKAGE)
+        except FacematchError as exc:
+            raise WeightsError(f"cannot load dlib_resnet's weights: {exc}") from None
+    path = Path(weights)
+    if not path.is_file():
+        raise WeightsError(f"model.weights: no such file '{path}' (dlib_resnet takes pretrained, none or "
+                           f"the path to a dlib face-recognition .dat)")
+    return path
 
+
+def dlib_state(path: str | Path) -> dict[str, torch.Tensor]:
+    """The state dict of dlib_net.DlibResNet read from a dlib .dat, or a WeightsError naming the file."""
     try:
-        return dlib.face_recognition_model_v1(path)
-    except RuntimeError as exc:
-        reason = (str(exc).strip().splitlines() or [""])[0]
-        raise WeightsError(f"cannot read dlib face-descriptor model {path} ({reason})") from None
-
-
-class DlibDescriptor(nn.Module):
-    """dlib's ResNet face descriptor (99.38% on LFW), frozen: (B,3,150,150) float tensors holding
-    0..255 RGB pixels of dlib-aligned face chips -> (B,128) float32 descriptors, no gradient.
-    The weights live in the .dat file, not in the state dict (it is empty)."""
-
-    def __init__(self, path: str | Path):
-        super().__init__()
-        self.path = str(path)
-        self._dlib = _dlib_model(self.path)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim != 4 or tuple(x.shape[1:]) != (3, DLIB_CHIP, DLIB_CHIP):
-            raise ConfigError(f"dlib_resnet takes (B, 3, {DLIB_CHIP}, {DLIB_CHIP}) face chips, got "
-                              f"{tuple(x.shape)}: set input.size={DLIB_CHIP}, crop.align=dlib, crop.size={DLIB_CHIP}")
-        if x.shape[0] == 0:
-            return torch.zeros(0, 128, dtype=torch.float32, device=x.device)
-        pixels = x.detach().to("cpu", torch.float32).round().clamp(0, 255).to(torch.uint8)
-        chips = list(pixels.permute(0, 2, 3, 1).contiguous().numpy())  # HWC uint8 RGB, one per face
-        vectors = self._dlib.compute_face_descriptor(chips)  # the batch form: a list of aligned chips
-        out = np.asarray([np.asarray(v, dtype=np.float32) for v in vectors], dtype=np.float32)
-        return torch.from_numpy(out).to(x.device)
-
-    # The dlib object cannot be pickled or deep-copied: carry the path and load it again.
-    def __getstate__(self):
-        state = self.__dict__.copy()
-        state.pop("_dlib", None)
-        return state
-
-    def __setstate__(self, state):
-        super().__setstate__(state)
-        self._dlib = _dlib_model(self.path)
-
-    def extra_repr(self) -> str:
-        return f"path={self.path!r}"
+        return dlib_net.DlibResNet().load_dat(path).state_dict()
+    except (OSError, dlib_net.DlibFormatError) as exc:
+        raise WeightsError(f"cannot read dlib face-descriptor model {path} ({exc})") from None
 
 
 def dlib_resnet(weights: str | None) -> Backbone:
-    """dlib's 128-d face descriptor, a frozen extractor; weights: its .dat (pretrained, or None) or
-    the path to another one."""
-    if weights == "none":
-        raise WeightsError("dlib_resnet has no random start: it is a frozen descriptor (model.weights "
-                           "takes pretrained, or the path to a dlib face-recognition .dat)")
+    """dlib's 128-d face descriptor (ResNet-29, 99.38% on LFW pairs) as a PyTorch network that runs
+    batched and fine-tunes; weights: its .dat (pretrained), none (random, on purpose) or a .dat path.
+    Its input is 0..255 RGB of dlib's 150-px chips; it subtracts dlib's mean and divides by 256 itself."""
     if weights == "imagenet":
         raise WeightsError("dlib_resnet has no ImageNet weights: use model.weights=pretrained (dlib's "
-                           "face descriptor) or the path to a dlib face-recognition .dat")
-    if weights in (None, "pretrained"):
-        try:
-            path = package_file(*DLIB_PACKAGE)
-        except FacematchError as exc:
-            raise WeightsError(f"cannot load dlib_resnet's weights: {exc}") from None
-        source = f"dlib face descriptor (PyPI face-recognition-models, {path})"
-    else:
-        path = Path(weights)
-        if not path.is_file():
-            raise WeightsError(f"model.weights: no such file '{path}' (dlib_resnet takes pretrained or "
-                               f"the path to a dlib face-recognition .dat)")
-        source = f"dlib face descriptor {path}"
-    module = DlibDescriptor(path).eval()
-    meta = {"input_size": DLIB_CHIP, "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0],
-            "max_pixel_value": 1.0, "crop": {"align": "dlib", "size": DLIB_CHIP}}
-    return Backbone(module, 128, True, False, meta, source, fingerprint=_sha256(path))
+                           "face descriptor), none, or the path to a dlib face-recognition .dat")
+    module = dlib_net.DlibResNet()
+    source = "random weights (model.weights=none)" if weights == "none" else "none yet (a checkpoint follows)"
+    if weights not in (None, "none"):
+        path = dlib_dat(weights)
+        module.load_state_dict(dlib_state(path))
+        source = (f"dlib face descriptor (PyPI face-recognition-models, {path})" if weights == "pretrained"
+                  else f"dlib face descriptor {path}")
+    meta = {"input_size": DLIB_CHIP, "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0], "max_pixel_value": 1.0,
+            "crop": {"align": "dlib", "size": DLIB_CHIP}, "fixed_size": True, "lr_backbone": 1e-6}
+    return Backbone(module, 128, True, True, meta, source, levels=module.levels())
+
+
+def legacy_frozen_state(arch: str, fingerprint: str) -> dict[str, torch.Tensor]:
+    """The backbone weights of a checkpoint written when dlib's descriptor was a frozen extractor
+    outside the state dict (only its .dat's sha256 was kept): read from that .dat, if it is the same file."""
+    if arch != "dlib_resnet":
+        raise WeightsError(f"a {arch} checkpoint names frozen weights outside its state dict: only dlib_resnet had those")
+    path = dlib_dat("pretrained")
+    if _sha256(path) != fingerprint:
+        raise WeightsError(f"the checkpoint was made with another dlib .dat (sha256 {fingerprint[:12]}…) than {path} "
+                           f"(sha256 {_sha256(path)[:12]}…)")
+    return dlib_state(path)
 
 
 # ---------------------------------------------------------------- the registry

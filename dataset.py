@@ -89,6 +89,8 @@ def train_transform(a: dict, inp: dict) -> A.Compose:
         A.CoarseDropout(num_holes_range=tuple(a["dropout_holes"]),
                         hole_height_range=tuple(a["dropout_size"]),
                         hole_width_range=tuple(a["dropout_size"]), p=a["dropout_p"]),
+        A.Erasing(scale=(a["erase_side"][0] ** 2, a["erase_side"][1] ** 2), ratio=(1.0, 1.0), fill=0,
+                  p=a["erase_p"]),
     ]
     return A.Compose(augment + list(eval_transform(inp).transforms))
 

@@ -19,15 +19,63 @@ from utils import ConfigError
 
 
 class LossFn(torch.nn.Module):
-    """A loss with an optional miner: call it as loss_fn(embeddings, labels) -> scalar."""
+    """A loss with an optional miner, plus `distill_weight` times the distillation term (1 - cosine
+    of each embedding to its teacher target): loss_fn(embeddings, labels, targets=None) -> scalar.
+    A LossFn without a loss is distillation alone (labels unused)."""
 
-    def __init__(self, loss: torch.nn.Module, miner: Callable | None = None):
+    def __init__(self, loss: torch.nn.Module | None, miner: Callable | None = None, distill_weight: float = 0.0):
         super().__init__()
-        self.loss, self.miner = loss, miner
+        self.loss, self.miner, self.distill_weight = loss, miner, float(distill_weight)
 
-    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        pairs = self.miner(embeddings, labels) if self.miner is not None else None
-        return self.loss(embeddings, labels, pairs)
+    @property
+    def needs_targets(self) -> bool:
+        """Whether a batch must bring the teacher's embedding of each photo (loss.teacher)."""
+        return self.distill_weight > 0
+
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
+        value = embeddings.new_zeros(())
+        if self.loss is not None:
+            pairs = self.miner(embeddings, labels) if self.miner is not None else None
+            value = self.loss(embeddings, labels, pairs)
+        if self.distill_weight:
+            value = value + self.distill_weight * distill_term(embeddings, targets)
+        return value
+
+
+def distill_term(embeddings: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean of 1 - cosine(embedding, teacher target): 0 when the student points where the teacher does."""
+    if targets is None:
+        raise ConfigError("a distillation loss needs loss.teacher (a checkpoint, or self)")
+    return (1 - torch.nn.functional.cosine_similarity(embeddings, targets.to(embeddings.dtype), dim=1)).mean()
+
+
+class DlibMetricLoss(torch.nn.Module):
+    """dlib's loss_metric_ (dlib/dnn/loss.h), the objective its face descriptor was trained with:
+    every same-person pair closer than threshold - margin costs nothing, beyond it its excess; every
+    other pair farther than threshold + margin costs nothing, within it its shortfall; only the
+    hardest negative pairs count, as many as there are positive pairs; the sum is divided by the
+    number of positive pairs. Written here because pytorch-metric-learning has no such loss (its
+    ContrastiveLoss has no balanced hardest-negative rule), on Euclidean distances of the embeddings."""
+
+    def __init__(self, threshold: float, margin: float):
+        super().__init__()
+        self.threshold, self.margin = float(threshold), float(margin)
+
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor, indices_tuple=None) -> torch.Tensor:
+        sq = (embeddings * embeddings).sum(1)
+        d2 = sq[:, None] + sq[None, :] - 2 * embeddings @ embeddings.T
+        d = d2.clamp(min=1e-12).sqrt() * (d2 > 0)  # dlib: a distance of zero, and no gradient, at d2 <= 0
+        upper = torch.ones_like(d, dtype=torch.bool).triu(1)
+        same = labels[:, None] == labels[None, :]
+        pos, neg = upper & same, upper & ~same
+        n_pos, n_neg = int(pos.sum()), int(neg.sum())
+        if n_pos == 0 or n_neg == 0:
+            return embeddings.sum() * 0
+        hardest = d[neg].detach().sort().values[min(n_pos, n_neg) - 1]
+        pos_cost = (d[pos] - (self.threshold - self.margin)).clamp(min=0).sum()
+        neg_d = d[neg]
+        neg_cost = ((self.threshold + self.margin - neg_d).clamp(min=0) * (neg_d <= hardest)).sum()
+        return (pos_cost + neg_cost) / n_pos
 
 
 def triplet_batch_hard(cfg: dict, num_classes: int, embedding_size: int) -> LossFn:
@@ -91,6 +139,16 @@ def normalized_softmax(cfg: dict, num_classes: int, embedding_size: int) -> Loss
                                                temperature=cfg["ns_temperature"]))
 
 
+def dlib_metric(cfg: dict, num_classes: int, embedding_size: int) -> LossFn:
+    """dlib's own metric loss (DlibMetricLoss), thresholds scaled to unit-length embeddings."""
+    return LossFn(DlibMetricLoss(cfg["metric_threshold"], cfg["metric_margin"]))
+
+
+def distill(cfg: dict, num_classes: int, embedding_size: int) -> LossFn:
+    """Distillation alone: each embedding pulled towards loss.teacher's embedding of the clean photo."""
+    return LossFn(None)
+
+
 LOSSES = {
     "triplet_batch_hard": triplet_batch_hard,
     "triplet_semihard": triplet_semihard,
@@ -99,6 +157,8 @@ LOSSES = {
     "arcface": arcface,
     "softmax": softmax,
     "normalized_softmax": normalized_softmax,
+    "dlib_metric": dlib_metric,
+    "distill": distill,
 }
 
 
@@ -108,4 +168,9 @@ def build_loss(loss_cfg: dict, num_classes: int, embedding_size: int) -> LossFn:
     name = loss_cfg["name"]
     if name not in LOSSES:
         raise ConfigError(f"loss.name '{name}' is not one of {', '.join(LOSSES)}")
-    return LOSSES[name](loss_cfg, num_classes, embedding_size)
+    fn = LOSSES[name](loss_cfg, num_classes, embedding_size)
+    fn.distill_weight = 1.0 if name == "distill" else float(loss_cfg.get("distill_weight", 0.0))
+    if fn.needs_targets and not loss_cfg.get("teacher"):
+        raise ConfigError(f"loss.name={name} with loss.distill_weight={fn.distill_weight:g} needs loss.teacher: "
+                          "a checkpoint, or self (the network's own starting weights)")
+    return fn

@@ -13,7 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from backbones import BACKBONES, WeightsError, build_backbone  # noqa: F401 (WeightsError is re-exported)
+from backbones import BACKBONES, WeightsError, build_backbone, legacy_frozen_state
 from faces import CROP_KEYS, load_crop
 from utils import ConfigError, FacematchError, atomic_write, get_device, get_logger, load_config
 
@@ -67,7 +67,7 @@ HEADS = {"none": head_none, "linear": head_linear, "mlp": head_mlp}
 
 # ---------------------------------------------------------------- preprocessing
 
-def resolve_preprocessing(cfg: dict, backbone_meta: dict, arch: str, frozen: bool) -> dict:
+def resolve_preprocessing(cfg: dict, backbone_meta: dict, arch: str, fixed_size: bool) -> dict:
     """What the model sees: {'input': size, mean, std, max_pixel_value; 'crop': every crop
     setting}, 'auto' values taken from the backbone, its requirements checked."""
     inp, meta = cfg["input"], backbone_meta
@@ -85,7 +85,7 @@ def resolve_preprocessing(cfg: dict, backbone_meta: dict, arch: str, frozen: boo
             raise ConfigError(f"input.{key} must hold 3 numbers (R, G, B), got {resolved[key]}")
     crop = {k: copy.deepcopy(cfg["crop"][k]) for k in CROP_KEYS}
     wrong = {k: v for k, v in meta.get("crop", {}).items() if crop.get(k) != v}
-    if frozen and resolved["size"] != int(meta["input_size"]):
+    if fixed_size and resolved["size"] != int(meta["input_size"]):
         wrong["input.size"] = meta["input_size"]
     if wrong:
         need = " ".join(f"{k if '.' in k else 'crop.' + k}={v}" for k, v in wrong.items())
@@ -109,14 +109,19 @@ class EmbeddingNet(nn.Module):
         if head not in HEADS:
             raise ConfigError(f"model.head '{head}' is not one of {', '.join(HEADS)}")
         trunk = build_backbone(arch, weights)
-        self.backbone, self.trainable_backbone = trunk.module, trunk.trainable
-        if not trunk.trainable:
-            self.backbone.requires_grad_(False)
+        self.backbone = trunk.module
+        self.frozen_parts = frozen_parts(trunk, arch, "all" if not trunk.trainable else (cfg or {}).get(
+            "model", {}).get("freeze", 0))
+        for part in self.frozen_parts:
+            part.requires_grad_(False)
+        self.trainable_backbone = any(p.requires_grad for p in self.backbone.parameters())
         self.pool = nn.Identity() if trunk.pooled else (GeM(gem_p) if pooling == "gem" else nn.AdaptiveAvgPool2d(1))
         self.head, self.embedding_size = HEADS[head](trunk.features, embedding_size)
         self.arch, self.pooling, self.head_name = arch, pooling, head
         self.weights_source, self.fingerprint = trunk.source, trunk.fingerprint
-        self.meta = resolve_preprocessing(cfg or load_config(), trunk.meta, arch, not trunk.trainable)
+        self.meta = resolve_preprocessing(cfg or load_config(), trunk.meta, arch,
+                                          not trunk.trainable or bool(trunk.meta.get("fixed_size")))
+        self.lr_backbone = float(trunk.meta.get("lr_backbone", 1e-4))  # train.lr_backbone: auto
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.from_features(self.features(x))
@@ -135,8 +140,8 @@ class EmbeddingNet(nn.Module):
 
     def train(self, mode: bool = True) -> "EmbeddingNet":
         super().train(mode)
-        if not self.trainable_backbone:
-            self.backbone.eval()  # a frozen extractor never updates its statistics
+        for part in self.frozen_parts:
+            part.eval()  # frozen layers never update their batch-norm statistics
         return self
 
     def head_parameters(self) -> list[nn.Parameter]:
@@ -151,6 +156,18 @@ class EmbeddingNet(nn.Module):
         """What the network is: enough to rebuild it and to tell it from another."""
         return {"arch": self.arch, "embedding_size": self.embedding_size, "pooling": self.pooling,
                 "head": self.head_name, "fingerprint": self.fingerprint}
+
+
+def frozen_parts(trunk, arch: str, freeze: int | str) -> list[nn.Module]:
+    """The backbone parts model.freeze keeps as they are: 'all', or the first N of its levels
+    (from the input end; 0: none). A backbone without levels is one part."""
+    levels = trunk.levels or [trunk.module]
+    if freeze == "all":
+        return [trunk.module]
+    if isinstance(freeze, bool) or not isinstance(freeze, int) or not 0 <= freeze <= len(levels):
+        raise ConfigError(f"model.freeze must be all or a whole number from 0 to {len(levels)} "
+                          f"(the levels of {arch}), got {freeze!r}")
+    return list(levels[:freeze])
 
 
 def model_from_config(cfg: dict, weights: str | None = None) -> EmbeddingNet:
@@ -220,11 +237,18 @@ def load_model_state(model: EmbeddingNet, ckpt: dict, path: str | Path = "checkp
             f"{path} holds a {saved.get('arch')} ({saved.get('head', 'linear')} head, {saved.get('embedding_size')}-d "
             f"embeddings, {saved.get('pooling')} pooling), but this model is a {mine['arch']} ({mine['head']} head, "
             f"{mine['embedding_size']}-d, {mine['pooling']} pooling): set model.* to match or use another checkpoint")
+    state = ckpt["model"]
     if saved.get("fingerprint", "") != mine["fingerprint"]:
-        raise CheckpointError(f"{path} was trained on other frozen {mine['arch']} weights "
-                              f"(sha256 {str(saved.get('fingerprint'))[:12]}…, here {mine['fingerprint'][:12]}…)")
+        if mine["fingerprint"]:
+            raise CheckpointError(f"{path} was trained on other frozen {mine['arch']} weights "
+                                  f"(sha256 {str(saved.get('fingerprint'))[:12]}…, here {mine['fingerprint'][:12]}…)")
+        try:  # written when the backbone's weights lived outside the state dict (dlib's .dat, read again)
+            state = {**{f"backbone.{k}": v for k, v in legacy_frozen_state(mine["arch"], saved["fingerprint"]).items()},
+                     **state}
+        except WeightsError as exc:
+            raise CheckpointError(f"{path}: {exc}") from None
     try:
-        model.load_state_dict(ckpt["model"])
+        model.load_state_dict(state)
     except RuntimeError as exc:
         raise CheckpointError(f"{path} does not fit this model: {str(exc).splitlines()[0]}") from None
 

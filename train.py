@@ -32,6 +32,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from dataset import DataError, FaceDataset, PKSampler, eval_transform, identity_split, list_identities, train_transform
+from distill import DistillDataset, teacher_targets
 from faces import crop_paths
 from evaluate import format_report, score_labelled
 from metrics import METRICS, SUMMARY
@@ -64,16 +65,16 @@ def split_people(cfg: dict) -> tuple[dict[str, list[Path]], dict[str, list[Path]
 
 
 def crop_people(people: dict[str, list[Path]], crop_cfg: dict, cache_dir: str,
-                what: str) -> tuple[list, list[int], list[str]]:
-    """Crop every photo (cached); returns (crops, integer labels, names by label)."""
+                what: str) -> tuple[list, list[int], list[str], list[Path]]:
+    """Crop every photo (cached); returns (crops, integer labels, names by label, the photos kept)."""
     paths = [p for photos in people.values() for p in photos]
     owners = [name for name, photos in people.items() for _ in photos]
     crops, report = crop_paths(paths, crop_cfg, cache_dir, desc=f"cropping {what}")
     log.info(f"{what}: {report.summary()}")
     names = sorted({o for o, c in zip(owners, crops) if c is not None})
     index = {n: i for i, n in enumerate(names)}
-    kept = [(c, index[o]) for o, c in zip(owners, crops) if c is not None]
-    return [c for c, _ in kept], [lab for _, lab in kept], names
+    kept = [(c, index[o], p) for o, c, p in zip(owners, crops, paths) if c is not None]
+    return [c for c, _, _ in kept], [lab for _, lab, _ in kept], names, [p for _, _, p in kept]
 
 
 # ---------------------------------------------------------------- optimisation
@@ -82,8 +83,9 @@ def make_optimizer(model: EmbeddingNet, loss_fn: torch.nn.Module, cfg: dict) -> 
     """AdamW with one learning rate for the backbone and another for the head (and loss weights)."""
     t = cfg["train"]
     head = model.head_parameters() + list(loss_fn.parameters())
+    lr_backbone = model.lr_backbone if t["lr_backbone"] == "auto" else float(t["lr_backbone"])
     return torch.optim.AdamW([
-        {"params": model.backbone_parameters(), "lr": float(t["lr_backbone"])},
+        {"params": model.backbone_parameters(), "lr": lr_backbone},
         {"params": head, "lr": float(t["lr_head"])},
     ], weight_decay=float(t["weight_decay"]))
 
@@ -328,13 +330,17 @@ class Processes:
         return torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
 
-    def global_batch(self, emb: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The global batch's embeddings (gradient to this process's rows) and labels."""
+    def global_batch(self, emb: torch.Tensor, labels: torch.Tensor,
+                     targets: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """The global batch's embeddings (gradient to this process's rows), labels and distillation targets."""
         if self.world == 1:
-            return emb, labels
-        parts = [torch.empty_like(labels) for _ in range(self.world)]
-        dist.all_gather(parts, labels.contiguous())
-        return _GatherBatch.apply(emb), torch.cat(parts)
+            return emb, labels, targets
+
+        def gather(t: torch.Tensor) -> torch.Tensor:
+            parts = [torch.empty_like(t) for _ in range(self.world)]
+            dist.all_gather(parts, t.contiguous())
+            return torch.cat(parts)
+        return _GatherBatch.apply(emb), gather(labels), None if targets is None else gather(targets)
 
     def average_gradients(self, params: list[torch.nn.Parameter]) -> None:
         """Average the gradients of parameters outside DDP (the loss's class weights). Every process
@@ -423,9 +429,10 @@ def _train(cfg: dict, resume: str | Path | None, procs: Processes) -> dict:
     crop_cfg, cache_dir = model.meta["crop"], cfg["data"]["cache_dir"]
     if not procs.main:
         procs.barrier()  # rank 0 crops first and fills the cache; the others then read it
-    train_crops, train_labels, train_names = crop_people(train_people, crop_cfg, cache_dir, "training people")
-    val_crops, val_labels, val_names = (crop_people(val_people, crop_cfg, cache_dir, "validation people")
-                                        if val_people else ([], [], []))
+    train_crops, train_labels, train_names, train_paths = crop_people(train_people, crop_cfg, cache_dir,
+                                                                      "training people")
+    val_crops, val_labels, val_names, _ = (crop_people(val_people, crop_cfg, cache_dir, "validation people")
+                                           if val_people else ([], [], [], []))
     if procs.main:
         procs.barrier()
     if len(train_names) < 2:
@@ -439,7 +446,7 @@ def _train(cfg: dict, resume: str | Path | None, procs: Processes) -> dict:
     loss_fn = build_loss(cfg["loss"], len(train_names), model.embedding_size).to(device)
 
     views = int(t["frozen_views"])
-    stored = (not model.trainable_backbone and views > 0 and t["epochs"] > 0
+    stored = (not model.trainable_backbone and views > 0 and t["epochs"] > 0 and not loss_fn.needs_targets
               and any(p.requires_grad for p in model.head_parameters()))
     val_features = None
     if stored:
@@ -449,6 +456,10 @@ def _train(cfg: dict, resume: str | Path | None, procs: Processes) -> dict:
                                  train_labels)
         if val_crops and procs.main:
             val_features = frozen_features(model, val_crops, 1, cfg, device, "validation people")[:, 0]
+    elif loss_fn.needs_targets and t["epochs"] > 0:
+        targets = (teacher_targets(cfg["loss"]["teacher"], model, train_paths, train_crops, cfg, device)
+                   if ckpt is None else ckpt["distill_targets"])
+        dataset = DistillDataset(train_crops, train_labels, targets, cfg["augment"], model.meta["input"])
     else:
         dataset = FaceDataset(train_crops, train_labels, train_transform(cfg["augment"], model.meta["input"]))
     sampler = PKSampler(train_labels, t["P"], t["K"], t["batches_per_epoch"], cfg["seed"], procs.rank, procs.world)
@@ -463,13 +474,14 @@ def _train(cfg: dict, resume: str | Path | None, procs: Processes) -> dict:
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
 
     monitor = t["monitor"] if val_crops else "loss"
-    state = {"epoch": 0, "history": [], "best": None, "bad_epochs": 0, "monitor": monitor}
+    state = {"epoch": 0, "history": [], "best": None, "bad_epochs": 0, "monitor": monitor, "start": None,
+             "collapsed": None}
     if ckpt is not None:
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         scaler.load_state_dict(ckpt["scaler"])
         loss_fn.load_state_dict(ckpt["loss"])
-        state = {k: ckpt[k] for k in state}
+        state = {k: ckpt.get(k) for k in state}
 
     def save(metrics: dict, improved: bool) -> None:
         ckpt_state = {
@@ -479,6 +491,8 @@ def _train(cfg: dict, resume: str | Path | None, procs: Processes) -> dict:
             "meta": model.meta, "model_info": model.describe(),
             "people": {"train": train_names, "val": val_names}, "world_size": procs.world, **state,
         }
+        if isinstance(dataset, DistillDataset):
+            ckpt_state["distill_targets"] = dataset.targets  # a resume trains towards the same targets
         save_checkpoint(out_dir / "last.pt", ckpt_state)
         if improved:
             save_checkpoint(out_dir / "best.pt", ckpt_state)
@@ -497,6 +511,15 @@ def _train(cfg: dict, resume: str | Path | None, procs: Processes) -> dict:
         procs.barrier()
         return state
 
+    if ckpt is None and val_crops and cfg["model"]["weights"] not in ("none", "", None):
+        # Pretrained weights are the first candidate: training must beat them, or best.pt stays them.
+        metrics = procs.share(validate(model, val_crops, val_labels, cfg, device, val_features) if procs.main else {})
+        state["start"] = metrics[monitor] if monitor != "loss" else None
+        state["best"] = state["start"]
+        state["history"].append({"epoch": 0, "train_loss": float("nan"), **{k: metrics[k] for k in SUMMARY if k in metrics}})
+        log.info(f"epoch 0 (the weights as loaded): val {format_report(metrics)}")
+        if procs.main:
+            save(metrics, True)
     net = procs.wrap(_FromFeatures(model) if stored else model, device)  # the model itself for one process
     loss_params = [p for p in loss_fn.parameters() if p.requires_grad]
 
@@ -515,11 +538,12 @@ def _train(cfg: dict, resume: str | Path | None, procs: Processes) -> dict:
         total, count = 0.0, 0
         bar = tqdm(loader, desc=f"epoch {epoch}/{t['epochs']}", unit="batch", leave=False,
                    disable=None if procs.main else True)
-        for images, labels in bar:
+        for images, labels, *targets in bar:
             images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+            targets = targets[0].to(device, non_blocking=True) if targets else None
             with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
                 emb = net(images)
-            loss = loss_fn(*procs.global_batch(emb.float(), labels))  # this process's share, gathered
+            loss = loss_fn(*procs.global_batch(emb.float(), labels, targets))  # this process's share, gathered
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             procs.average_gradients(loss_params)
@@ -546,6 +570,13 @@ def _train(cfg: dict, resume: str | Path | None, procs: Processes) -> dict:
         state["epoch"] = epoch
         log.info(f"epoch {epoch}: loss {row['train_loss']:.4f}"
                  + (f"  val {format_report(metrics)}" if metrics else "") + ("  (best)" if improved else ""))
+        collapsed = (state.get("start") and monitor != "loss" and float(t["collapse"]) > 0
+                     and value < float(t["collapse"]) * state["start"])
+        if collapsed:
+            state["collapsed"] = epoch
+            log.error(f"training collapsed: validation {monitor} {value:.4f} is below train.collapse "
+                      f"({t['collapse']}) × the starting {state['start']:.4f}; stopped. best.pt keeps the best "
+                      f"epoch so far ({state['best']:.4f}); try a smaller train.lr_backbone or a larger model.freeze")
 
         if procs.main:
             save(metrics, improved)
@@ -553,6 +584,8 @@ def _train(cfg: dict, resume: str | Path | None, procs: Processes) -> dict:
             if time.time() - drawn >= FIGURE_EVERY_S:
                 draw()
                 drawn = time.time()
+        if collapsed:
+            break
     if procs.main and state["history"]:
         draw()  # the finished curve, whatever the interval left out
     procs.barrier()  # every process returns once rank 0 has written its files

@@ -17,8 +17,9 @@ ROOT = Path(__file__).resolve().parent
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 DEFAULT_CONFIG = ROOT / "config" / "default.yaml"
-# Keys that take 'auto' (the backbone's own value) or a value of the type given here.
-AUTO_KEYS = {"input.size": 0, "input.mean": [], "input.std": []}
+# Keys that take a keyword ('auto': the backbone's own value; 'all') or a value of the type given here.
+KEYWORD_KEYS = {"input.size": ("auto", 0), "input.mean": ("auto", []), "input.std": ("auto", []),
+                "model.freeze": ("all", 0), "train.lr_backbone": ("auto", 0.0)}
 
 
 class FacematchError(Exception):
@@ -38,8 +39,13 @@ def _merge(base: dict, update: dict, source: str, prefix: str = "") -> None:
             if not isinstance(value, dict):
                 raise ConfigError(f"{source}: '{dotted}' must be a mapping, got {value!r}")
             _merge(base[key], value, source, dotted + ".")
-        elif dotted in AUTO_KEYS:
-            base[key] = value if value == "auto" else _coerce(AUTO_KEYS[dotted], value, f"{source}: '{dotted}'")
+        elif dotted in KEYWORD_KEYS:
+            keyword, kind = KEYWORD_KEYS[dotted]
+            try:
+                base[key] = value if value == keyword else _coerce(kind, value, "")
+            except ConfigError:
+                what = "a list" if isinstance(kind, list) else "a number"
+                raise ConfigError(f"{source}: '{dotted}' must be {keyword} or {what}, got {value!r}") from None
         else:
             base[key] = _coerce(base[key], value, f"{source}: '{dotted}'")
 

@@ -58,8 +58,11 @@ def test_dlib_backbone_demands_its_own_chips():
                      cfg=load_config(overrides=["input.size=112"], base=cfg))
     model, source = build_model(cfg)
     assert model.meta["input"]["size"] == 150 and model.meta["crop"]["align"] == "dlib"
-    assert model.backbone_parameters() == [] and len(model.head_parameters()) > 0
-    assert "dlib" in source and len(model.fingerprint) == 64
+    assert model.backbone_parameters() == [] and len(model.head_parameters()) > 0  # config/dlib.yaml: freeze all
+    assert "dlib" in source and model.fingerprint == ""
+    unfrozen = EmbeddingNet("dlib_resnet", 128, head="mlp", weights="pretrained",
+                            cfg=load_config(overrides=["model.freeze=0"], base=cfg))
+    assert len(unfrozen.backbone_parameters()) == 117
 
 
 def _tiny_checkpoint(tmp_path, arch="resnet18", size=16, overrides=()):

@@ -22,7 +22,7 @@ from utils import load_config, seed_everything
 def full_data_loss(model, cfg):
     """Batch-hard triplet loss over every training photo, without augmentation."""
     train_people, _ = train.split_people(cfg)
-    crops, labels, _ = train.crop_people(train_people, model.meta["crop"], cfg["data"]["cache_dir"], "check")
+    crops, labels, _, _ = train.crop_people(train_people, model.meta["crop"], cfg["data"]["cache_dir"], "check")
     emb = torch.as_tensor(embed(model, crops, 8))
     loss_fn = build_loss(load_config(overrides=["loss.name=triplet_batch_hard"])["loss"], 0, emb.shape[1])
     return loss_fn(emb, torch.as_tensor(labels)).item()
@@ -84,17 +84,33 @@ def test_resume_refuses_other_data(tiny_cfg, tmp_path):
 
 @pytest.mark.parametrize("name", sorted(LOSSES))
 def test_every_loss_trains_one_step(name, tiny_cfg):
-    cfg = load_config(overrides=[f"loss.name={name}"], base=tiny_cfg)
+    cfg = load_config(overrides=[f"loss.name={name}", "loss.teacher=self"], base=tiny_cfg)
     model, _ = build_model(cfg)
     loss_fn = build_loss(cfg["loss"], num_classes=3, embedding_size=16)
     opt = train.make_optimizer(model, loss_fn, cfg)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    torch.manual_seed(0)
     emb = model(torch.randn(6, 3, 32, 32))
-    loss = loss_fn(emb, torch.tensor([0, 0, 1, 1, 2, 2]))
+    targets = torch.nn.functional.normalize(torch.randn(6, 16), dim=1)  # used by distill alone
+    loss = loss_fn(emb, torch.tensor([0, 0, 1, 1, 2, 2]), targets)
     assert torch.isfinite(loss) and loss.item() > 0
     loss.backward()
     opt.step()
+    changed = {k.split(".")[0] for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
+    assert {"backbone", "head"} <= changed, changed
     if name == "arcface":  # its class weights train with the head
         assert any(p is q for p in opt.param_groups[1]["params"] for q in loss_fn.parameters())
+
+
+def test_the_distillation_term_adds_to_a_metric_loss_and_needs_a_teacher(tiny_cfg):
+    emb = torch.nn.functional.normalize(torch.randn(6, 16), dim=1)
+    labels = torch.tensor([0, 0, 1, 1, 2, 2])
+    plain = build_loss(load_config(base=tiny_cfg)["loss"], 3, 16)
+    both = build_loss(load_config(overrides=["loss.distill_weight=2", "loss.teacher=self"], base=tiny_cfg)["loss"], 3, 16)
+    assert both(emb, labels, emb).item() == pytest.approx(plain(emb, labels).item(), abs=1e-6)  # on target: no cost
+    assert both(emb, labels, -emb).item() == pytest.approx(plain(emb, labels).item() + 2 * 2.0, abs=1e-5)
+    with pytest.raises(train.ConfigError, match="needs loss.teacher"):
+        build_loss(load_config(overrides=["loss.name=distill"], base=tiny_cfg)["loss"], 3, 16)
 
 
 def test_warmup_then_cosine_schedule():

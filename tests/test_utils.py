@@ -52,11 +52,11 @@ def test_values_take_the_documented_type():
         load_config(overrides=["train.epochs=many"])
     with pytest.raises(ConfigError, match="train.amp' must be true or false"):
         load_config(overrides=["train.amp=3"])
-    with pytest.raises(ConfigError, match="input.mean' must be a list"):
+    with pytest.raises(ConfigError, match="input.mean' must be auto or a list"):
         load_config(overrides=["input.mean=0.5"])
     assert load_config(overrides=["input.size=auto"])["input"]["size"] == "auto"
     assert load_config(overrides=["input.size=64.0", "input.mean=[0.5, 0.5, 0.5]"])["input"]["size"] == 64
-    with pytest.raises(ConfigError, match="input.size' must be a number"):
+    with pytest.raises(ConfigError, match="input.size' must be auto or a number"):
         load_config(overrides=["input.size=big"])
 
 
