@@ -246,3 +246,99 @@ def test_feature_dataset_draws_each_view_by_the_draw_seed():
     data = train.FeatureDataset(features, [0, 1, 1])
     assert torch.equal(data[(1, 4)][0], features[1, 0]) and torch.equal(data[(1, 7)][0], features[1, 1])
     assert data[(2, 3)][1] == 1 and len(data) == 3
+
+
+# ---------------------------------------------------------------- fine-tuning pretrained weights
+
+def _weights_file(tmp_path):
+    """'Pretrained' ResNet18 weights in a file: what model.weights=PATH reads."""
+    import torchvision
+
+    torch.manual_seed(3)
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), tmp_path / "start.pth")
+    return tmp_path / "start.pth"
+
+
+def test_pretrained_weights_are_epoch_zero_and_a_collapsed_run_stops_keeping_them(tiny_cfg, tmp_path, monkeypatch):
+    _weights_file(tmp_path)
+    cfg = load_config(overrides=[f"model.weights={tmp_path / 'start.pth'}", "train.epochs=4", "train.monitor=top1",
+                                 "train.collapse=0.5"], base=tiny_cfg)
+    scores = iter([0.8, 0.9, 0.3, 0.95])  # epoch 0 (the weights as loaded), 1, 2 (collapsed), never 3
+    real = train.validate
+
+    def scripted(*args, **kwargs):
+        return {**real(*args, **kwargs), "top1": next(scores)}
+
+    monkeypatch.setattr(train, "validate", scripted)
+    state = train.train(cfg)
+    assert state["start"] == 0.8 and state["collapsed"] == 2 and state["epoch"] == 2
+    assert [row["epoch"] for row in state["history"]] == [0, 1, 2]
+    best = read_checkpoint(f"{cfg['train']['out_dir']}/best.pt")
+    assert best["epoch"] == 1 and best["best"] == 0.9
+
+
+def test_epoch_zero_stays_best_when_training_never_beats_it(tiny_cfg, tmp_path, monkeypatch):
+    cfg = load_config(overrides=[f"model.weights={_weights_file(tmp_path)}", "train.epochs=2", "train.monitor=top1"],
+                      base=tiny_cfg)
+    start, _ = build_model(cfg)
+    scores = iter([0.9, 0.7, 0.8])
+    real = train.validate
+    monkeypatch.setattr(train, "validate", lambda *a, **k: {**real(*a, **k), "top1": next(scores)})
+    train.train(cfg)
+    best = read_checkpoint(f"{cfg['train']['out_dir']}/best.pt")
+    assert best["epoch"] == 0 and best["best"] == 0.9
+    model, _ = model_from_checkpoint(f"{cfg['train']['out_dir']}/best.pt")
+    assert all(torch.equal(v, start.backbone.state_dict()[k]) for k, v in model.backbone.state_dict().items())
+
+
+def test_the_distillation_set_hands_the_mirror_its_own_target(tiny_cfg):
+    from distill import DistillDataset
+
+    crop = np.zeros((40, 40, 3), np.uint8)
+    crop[:, :20] = 255  # left half white: a mirrored view has it on the right
+    targets = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])
+    augment = {**tiny_cfg["augment"], "hflip_p": 0.5, "color_p": 0, "gamma_p": 0, "affine_p": 0, "blur_p": 0,
+               "dropout_p": 0, "erase_p": 0}
+    data = DistillDataset([crop], [0], targets, augment, {"size": 40, "mean": [0.0] * 3, "std": [1.0] * 3,
+                                                           "max_pixel_value": 255.0})
+    seen = set()
+    for seed in range(40):
+        image, label, target = data[(0, seed)]
+        mirrored = image[0, 0, -1] > image[0, 0, 0]
+        assert torch.equal(target, targets[0, int(mirrored)]) and label == 0
+        seen.add(bool(mirrored))
+        again = data[(0, seed)]
+        assert torch.equal(again[0], image)  # a draw is reproducible from its seed
+    assert seen == {False, True}
+
+
+def test_self_distillation_with_cutout_trains_and_resumes_towards_the_same_targets(tiny_cfg):
+    cfg = load_config(overrides=["loss.distill_weight=1", "loss.teacher=self", "augment.erase_p=1"], base=tiny_cfg)
+    seed_everything(cfg["seed"])
+    before, _ = build_model(cfg)
+    cfg1 = load_config(overrides=["train.epochs=1"], base=cfg)
+    train.train(cfg1)
+    last = read_checkpoint(f"{cfg['train']['out_dir']}/last.pt")
+    targets = last["distill_targets"]
+    assert targets.shape[1:] == (2, 16) and torch.allclose(targets.norm(dim=2), torch.ones(targets.shape[:2]))
+    after, _ = model_from_checkpoint(f"{cfg['train']['out_dir']}/last.pt")
+    assert not all(torch.equal(v, before.state_dict()[k]) for k, v in after.state_dict().items())
+    state = train.train(cfg, resume=f"{cfg['train']['out_dir']}/last.pt")
+    assert state["epoch"] == 2
+    assert torch.equal(read_checkpoint(f"{cfg['train']['out_dir']}/last.pt")["distill_targets"], targets)
+
+
+def test_a_fine_tuning_step_changes_dlibs_weights(tiny_cfg):
+    cfg = load_config(["config/best.yaml"], [
+        "train.epochs=1", "train.batches_per_epoch=1", "train.P=3", "train.K=2", "train.lr_backbone=1e-4",
+        "model.freeze=5", "data.val_fraction=0.4", "loss.distill_weight=1", "loss.teacher=self", "augment.erase_p=1", f"train.out_dir={tiny_cfg['train']['out_dir']}",
+        f"train.figure={tiny_cfg['train']['figure']}", f"data.cache_dir={tiny_cfg['data']['cache_dir']}",
+        f"data.embedding_cache={tiny_cfg['data']['embedding_cache']}", "device=cpu", f"data.train_dir={PEOPLE}",
+        "retrieval.batch_size=8", "train.batch_size_eval=8"])
+    before, _ = build_model(cfg)
+    state = train.train(cfg)
+    assert [row["epoch"] for row in state["history"]] == [0, 1]
+    after, _ = model_from_checkpoint(f"{cfg['train']['out_dir']}/last.pt")
+    changed = {k.split(".")[0] for k, v in after.backbone.state_dict().items()
+               if not torch.equal(v, before.backbone.state_dict()[k])}
+    assert changed == {"level5", "fc"}, changed  # model.freeze=5 keeps the stem and levels 1-4
