@@ -381,7 +381,7 @@ def embed(model: EmbeddingNet, crops: list[np.ndarray | Path], batch_size: int =
     dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float16
     was_training = model.training
     model.eval()
-    if model.trainable_backbone and not was_training:
+    if not was_training:
         # Not while training (a resumed run must compute exactly as an uninterrupted one), and
         # outside inference mode (weights converted there would become inference tensors).
         model.to(memory_format=torch.channels_last)

@@ -31,10 +31,11 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from dataset import DataError, FaceDataset, PKSampler, eval_transform, identity_split, list_identities, train_transform
+from dataset import (DEGRADATIONS, DataError, FaceDataset, PKSampler, degrade, eval_transform, identity_split,
+                     list_identities, train_transform)
 from distill import DistillDataset, teacher_targets
-from faces import crop_paths
-from evaluate import format_report, score_labelled
+from faces import crop_paths, load_crop
+from evaluate import format_report, score_labelled, score_leave_one_out
 from metrics import METRICS, SUMMARY
 from plots import draw_curve
 from losses import LOSSES, build_loss
@@ -113,8 +114,38 @@ def validate(model: EmbeddingNet, crops: list, labels: list[int], cfg: dict, dev
             emb = torch.cat([model.from_features(f.to(device)).float().cpu()
                              for f in features.split(cfg["train"]["batch_size_eval"])]).numpy()
         model.train(was_training)
-    report, *_ = score_labelled(emb, labels, cfg)
+    report = _score(emb, labels, cfg)
+    mode = cfg["train"]["val_degrade"]
+    if mode != "none" and features is None:
+        # The same photos as queries, degraded as evaluate.degrade does (seeded per photo), against the clean ones.
+        worse = [degrade(load_crop(c), mode, cfg["seed"] * 1_000_003 + i) for i, c in enumerate(crops)]
+        degraded = _score(emb, labels, cfg, embed(model, worse, cfg["train"]["batch_size_eval"], device,
+                                                 desc="validating, degraded"))
+        for key in METRICS:
+            if key in report and key in degraded:
+                report[f"degraded_{key}"] = degraded[key]
+                report[f"mean_{key}"] = (report[key] + degraded[key]) / 2
     return report
+
+
+def _score(emb, labels: list[int], cfg: dict, query_emb=None) -> dict:
+    if cfg["train"]["val_queries"] == "all":
+        return score_leave_one_out(emb, labels, cfg["retrieval"], query_emb)
+    report, *_ = score_labelled(emb, labels, cfg, query_emb)
+    return report
+
+
+def check_monitor(cfg: dict) -> None:
+    """train.monitor: a name of metrics.METRICS, on clean validation queries, or degraded_<name> (degraded
+    queries) or mean_<name> (the mean of both), which need train.val_degrade."""
+    t = cfg["train"]
+    name = t["monitor"]
+    base = name.split("_", 1)[1] if name.startswith(("degraded_", "mean_")) else name
+    if base not in METRICS:
+        raise ConfigError(f"train.monitor '{name}' is not one of {', '.join(METRICS)} (or degraded_ / mean_ of one)")
+    if base != name and t["val_degrade"] == "none":
+        raise ConfigError(f"train.monitor '{name}' needs degraded validation queries: set train.val_degrade "
+                          "(cutout, gamma or both)")
 
 
 # ---------------------------------------------------------------- a frozen backbone: its features once
@@ -368,7 +399,7 @@ class Processes:
 # ---------------------------------------------------------------- log and figure
 
 FIGURE_EVERY_S = 30  # the curve is redrawn at most this often (about 1 s of matplotlib each time), and at the end
-LOG_FIELDS = ["epoch", "train_loss", "lr_backbone", "lr_head", *SUMMARY, "seconds"]
+LOG_FIELDS = ["epoch", "train_loss", "lr_backbone", "lr_head", *SUMMARY, *(f"degraded_{k}" for k in SUMMARY), "seconds"]
 
 
 def write_log(path: Path, history: list[dict]) -> None:
@@ -402,8 +433,11 @@ def _train(cfg: dict, resume: str | Path | None, procs: Processes) -> dict:
     t = cfg["train"]
     if cfg["loss"]["name"] not in LOSSES:
         raise ConfigError(f"loss.name '{cfg['loss']['name']}' is not one of {', '.join(LOSSES)}")
-    if t["monitor"] not in METRICS:
-        raise ConfigError(f"train.monitor '{t['monitor']}' is not one of {', '.join(METRICS)}")
+    if t["val_queries"] not in ("one", "all"):
+        raise ConfigError(f"train.val_queries '{t['val_queries']}' is not one of one, all")
+    check_monitor(cfg)
+    if t["val_degrade"] not in DEGRADATIONS:
+        raise ConfigError(f"train.val_degrade '{t['val_degrade']}' is not one of {', '.join(DEGRADATIONS)}")
     device = procs.place(get_device(cfg["device"]))
     seed_everything(cfg["seed"])
     out_dir = Path(t["out_dir"])
@@ -516,7 +550,8 @@ def _train(cfg: dict, resume: str | Path | None, procs: Processes) -> dict:
         metrics = procs.share(validate(model, val_crops, val_labels, cfg, device, val_features) if procs.main else {})
         state["start"] = metrics[monitor] if monitor != "loss" else None
         state["best"] = state["start"]
-        state["history"].append({"epoch": 0, "train_loss": float("nan"), **{k: metrics[k] for k in SUMMARY if k in metrics}})
+        state["history"].append({"epoch": 0, "train_loss": float("nan"),
+                                 **{k: v for k, v in metrics.items() if k in LOG_FIELDS or k == monitor}})
         log.info(f"epoch 0 (the weights as loaded): val {format_report(metrics)}")
         if procs.main:
             save(metrics, True)
@@ -559,7 +594,7 @@ def _train(cfg: dict, resume: str | Path | None, procs: Processes) -> dict:
                "lr_backbone": optimizer.param_groups[0]["lr"], "lr_head": optimizer.param_groups[1]["lr"]}
         metrics = (validate(model, val_crops, val_labels, cfg, device, val_features)
                    if val_crops and procs.main else {})
-        row.update({k: metrics[k] for k in SUMMARY if k in metrics})
+        row.update({k: v for k, v in metrics.items() if k in LOG_FIELDS or k == monitor})
         row["seconds"] = round(time.time() - started, 2)
         row, metrics = procs.share((row, metrics))  # rank 0's numbers: the same decisions everywhere
         state["history"].append(row)

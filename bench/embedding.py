@@ -6,6 +6,7 @@ batch 1, 32 and 128, in the same run.
     .venv/bin/python bench/embedding.py --size 112         # every CNN at 112 px (dlib_resnet stays at 150)
     .venv/bin/python bench/embedding.py --size 64          # what bench/RESULTS.md shows: ~17 min on 2 busy cores
     .venv/bin/python bench/embedding.py --quick --size 64  # batch 1 and 32, 2 runs, no torch.compile: ~6 min
+    .venv/bin/python bench/embedding.py --backbones dlib_resnet   # dlib's network alone, with dlib-bin beside it
 
 What is compared, per (backbone, batch), in one fresh subprocess each:
 - facematch: `embed(model, crops, batch_size)` of a `build_model` network (the config's pooling
@@ -19,9 +20,9 @@ What is compared, per (backbone, batch), in one fresh subprocess each:
   efficientnet_lite0, each with its classifier replaced by nn.Identity (conv trunk + global average
   pooling): at small inputs a 1000-way classifier (VGG16's 25088×4096 above all) would cost the
   limit more than facematch's whole head, flattering facematch.
-- dlib_resnet has no torchvision twin: its limit is dlib's own `compute_face_descriptor` called
-  directly on the same 150×150 chips, batch by batch (facematch's model calls the same function
-  after its transform and a tensor round trip). dlib_resnet runs at 150 px whatever --size says.
+- dlib_resnet has no torchvision twin: its limit is the same dlib_net.DlibResNet module called on
+  ready batches, and dlib-bin's own `compute_face_descriptor` on the same 150×150 chips is timed
+  beside both (the C++ network facematch's module was read from). It runs at 150 px whatever --size says.
 
 N is 8 crops at batch 1 (8 calls) and one batch otherwise. Each side is warmed up once (batch
 ≤ 8), then timed --runs times (fewer, never under 2, where that would pass --budget seconds),
@@ -130,6 +131,10 @@ def bare_model(arch: str):
     import torch.nn as nn
     import torchvision
 
+    if arch == "dlib_resnet":  # facematch's own module is the library here: dlib ships no PyTorch network
+        import dlib_net
+
+        return dlib_net.DlibResNet().eval().to(memory_format=torch.channels_last)
     if arch == "efficientnet_lite0":
         import timm
 
@@ -180,45 +185,45 @@ def worker_pair(spec: dict) -> dict:
     n = spec["images"]
     rng = np.random.default_rng(0)
     crops = [rng.integers(0, 256, (size, size, 3), dtype=np.uint8) for _ in range(n)]
-    if arch == "dlib_resnet":
-        descriptor = model.backbone._dlib
+    net = bare_model(arch)
+    batches = ready_batches(crops, inp, batch)
+    warm_batches = ready_batches(crops[:min(batch, 8)], inp, batch)
+    sides = {"bare": lambda: forward_all(net, batches)}
+    forward_all(net, warm_batches)
+    if arch == "dlib_resnet":  # and dlib-bin, the C++ network it was read from, on the same chips
+        import dlib
+
+        from backbones import dlib_dat
+
+        descriptor = dlib.face_recognition_model_v1(str(dlib_dat()))
         chip_batches = [crops[i:i + batch] for i in range(0, n, batch)]
-
-        def bare() -> None:
-            for chips in chip_batches:
-                descriptor.compute_face_descriptor(chips)
-
-        def bare_warm() -> None:
-            descriptor.compute_face_descriptor(crops[:min(batch, 8)])
-    else:
-        net = bare_model(arch)
-        batches = ready_batches(crops, inp, batch)
-        warm_batches = ready_batches(crops[:min(batch, 8)], inp, batch)
-
-        def bare() -> None:
-            forward_all(net, batches)
-
-        def bare_warm() -> None:
-            forward_all(net, warm_batches)
+        sides["dlibbin"] = lambda: [descriptor.compute_face_descriptor(chips) for chips in chip_batches]
+        descriptor.compute_face_descriptor(crops[:min(batch, 8)])
 
     def ours() -> None:
         out = embed(model, crops, batch_size=batch, device="cpu")
         assert out.shape == (n, model.embedding_size)
 
     embed(model, crops[:min(batch, 8)], batch_size=batch, device="cpu")  # warm-up: allocator, oneDNN kernels
-    bare_warm()
+    sides["facematch"] = ours
     result = {"facematch": [], "bare": [], "ratio": [], "cpu_ratio": [], "mem_facematch": 0, "mem_bare": 0}
+    if "dlibbin" in sides:
+        result.update(dlibbin=[], dlibbin_ratio=[], dlibbin_cpu_ratio=[], mem_dlibbin=0)
     r, spent = 0, 0.0
     while r < runs_allowed(runs, spent, r, spec["budget"]):
         rates, cpus = {}, {}
-        for side in (("facematch", "bare") if r % 2 == 0 else ("bare", "facematch")):
-            seconds, cpus[side], peak = measured(ours if side == "facematch" else bare)
+        order = sorted(sides, reverse=r % 2 == 1)  # the sides alternate which goes first
+        for side in order:
+            seconds, cpus[side], peak = measured(sides[side])
             spent += seconds
             rates[side] = n / seconds
             result[side].append(rates[side])
             result[f"mem_{side}"] = max(result[f"mem_{side}"], peak)
         result["ratio"].append(rates["facematch"] / rates["bare"])
         result["cpu_ratio"].append(cpus["bare"] / cpus["facematch"])
+        if "dlibbin" in sides:
+            result["dlibbin_ratio"].append(rates["facematch"] / rates["dlibbin"])
+            result["dlibbin_cpu_ratio"].append(cpus["dlibbin"] / cpus["facematch"])
         r += 1
     result.update(size=size, images=n, load=load, threads=torch.get_num_threads(),
                   rest_rss=proc_status("VmRSS"), params=sum(p.numel() for p in model.parameters()))
@@ -331,12 +336,27 @@ def pair_table(results: dict) -> str:
             rows.append(f"| {arch} | | {batch} | | not measured: {r['error']} | | | | | | | |")
             continue
         cpu = statistics.median(r["cpu_ratio"])
-        limit = " (dlib `compute_face_descriptor`)" if arch == "dlib_resnet" else ""
+        limit = " (facematch's DlibResNet module)" if arch == "dlib_resnet" else ""
         rows.append(f"| {arch} | {r['size']} px | {batch} | {r['images']} | {statistics.median(r['facematch']):.1f} | "
                     f"{statistics.median(r['bare']):.1f}{limit} | {statistics.median(r['ratio']):.2f}{runs_text(r['ratio'])} | "
                     f"**{cpu:.2f}**{runs_text(r['cpu_ratio'])} | {verdict(cpu)} | "
                     f"{r['mem_facematch'] / MIB:.0f} MiB | {r['mem_bare'] / MIB:.0f} MiB | {r['load']:.1f} |")
     return "\n".join(rows)
+
+
+def dlib_table(results: dict) -> str:
+    """dlib_resnet's embed() against dlib-bin's compute_face_descriptor, from the same runs."""
+    rows = ["| batch | facematch `embed`, photos/s | dlib-bin, photos/s | **facematch ÷ dlib-bin**, wall clock (runs) | "
+            "CPU time (runs) | ≥ 10 | peak memory, dlib-bin | load |", "|---|---|---|---|---|---|---|---|"]
+    for (arch, batch), r in results.items():
+        if arch != "dlib_resnet" or "error" in r or "dlibbin" not in r:
+            continue
+        wall = statistics.median(r["dlibbin_ratio"])
+        rows.append(f"| {batch} | {statistics.median(r['facematch']):.1f} | {statistics.median(r['dlibbin']):.1f} | "
+                    f"**{wall:.1f}**{runs_text(r['dlibbin_ratio'], '{:.1f}')} | "
+                    f"{statistics.median(r['dlibbin_cpu_ratio']):.1f}{runs_text(r['dlibbin_cpu_ratio'], '{:.1f}')} | "
+                    f"{'yes' if wall >= 10 else '**no**'} | {r['mem_dlibbin'] / MIB:.0f} MiB | {r['load']:.1f} |")
+    return "\n".join(rows) if len(rows) > 2 else "(dlib_resnet not measured)"
 
 
 def side_table(results: dict, a: str, b: str, what: str) -> str:
@@ -437,7 +457,12 @@ def main() -> None:
                                                 + side_table(compiled, "compiled", "eager", "compiled ÷ eager")))
     else:
         compile_text = f"torch.compile: not measured (`{'--quick' if args.quick else '--no-compile'}`)."
-    md = f"""## Embedding: photos/s and peak memory against a bare forward pass (issue 9)
+    # A run over some backbones writes its own section: the full table is never replaced by less.
+    section = "embedding" if set(arches) == set(ARCHES) else "embedding-" + "-".join(arches)
+    title = ("Embedding: photos/s and peak memory against a bare forward pass (issue 9)" if section == "embedding"
+             else f"Embedding, {', '.join(arches)}: photos/s and peak memory against a bare forward pass"
+             + (" and dlib-bin (issue 16)" if "dlib_resnet" in arches else ""))
+    md = f"""## {title}
 
 Command: `{command_line(args)}` (commit {git_rev()}), {datetime.date.today().isoformat()}, {minutes:.0f} min in all.
 Machine: {machine()}; {args.threads or 'the default number of'} thread{'s' if args.threads != 1 else ''} for torch and
@@ -452,8 +477,9 @@ and normalised beforehand (float32, channels-last), under inference_mode: `torch
 for efficientnet_lite0 timm's `tf_efficientnet_lite0` (facematch's own trunk: torchvision has no Lite0), each with
 its classifier replaced by `nn.Identity` (conv trunk + global average pooling; at small inputs a 1000-way
 classifier, VGG16's 25088×4096 above all, would slow the limit down more than facematch's whole head costs).
-**dlib_resnet** has no torchvision twin: its limit is dlib's `compute_face_descriptor` called directly on the same
-150×150 chips, batch by batch.
+**dlib_resnet** has no torchvision twin: its limit is facematch's own `dlib_net.DlibResNet` (the network read
+from dlib's .dat) called on the ready batches, and beside it dlib-bin's `compute_face_descriptor`, the C++ network
+it was read from, on the same 150×150 chips, batch by batch (its table below).
 
 Photos: 8 calls at batch 1, one batch otherwise. One warm-up per side, then {runs} timed runs (fewer, never under
 2, where more would pass {args.budget:.0f} s of timed work), the two sides alternating; photos/s (wall clock) are
@@ -467,6 +493,10 @@ minus VmRSS just before it: what the call allocates, largest of the runs. Target
 
 Target ≥ 0.9 met in {len(met)} of {len(ok)} rows{': missed by ' + ', '.join(missed) if missed else ''}.
 
+**dlib_resnet against dlib-bin** (issue 16: at least 10× dlib-bin's chips/s per core), same runs and chips:
+
+{dlib_table(pairs)}
+
 **Channels-last** against the default contiguous (NCHW) layout, bare forward at batch {LAYOUT_BATCH}, same run
 (embed() converts the model and every batch to channels-last):
 
@@ -474,7 +504,7 @@ Target ≥ 0.9 met in {len(met)} of {len(ok)} rows{': missed by ' + ', '.join(mi
 
 {compile_text}
 """
-    write_section("embedding", md)
+    write_section(section, md)
     print(md)
 
 

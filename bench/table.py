@@ -90,7 +90,33 @@ LONG_ROWS: dict[str, tuple[dict, list[str]]] = {
                          "loss": "multi-similarity"},
                         MTCNN + IMAGENET + MS + ["model.arch=mobilenet_v2"] + LONG + ["input.size=224"]),
 }
-ALL_ROWS = {**ROWS, **LONG_ROWS}
+# The face network itself, fine-tuned (issue 16): config/best.yaml (dlib_resnet, MTCNN + dlib chip,
+# flip TTA, aqe) trained with the same budget; each is scored with flip TTA and aqe, clean and degraded.
+BEST = ["--config", "config/best.yaml", "train.lr_head=0.001", "train.val_queries=all"]
+FT = BEST + ["loss.name=triplet_batch_hard", "loss.margin=0.2"]
+ERASE, SELF = ["augment.erase_p=0.5"], ["loss.distill_weight=1", "loss.teacher=self"]
+FT_ROWS: dict[str, tuple[dict, list[str]]] = {
+    "dlib_frozen": ({"crop": "mtcnn + dlib chip", "backbone": "dlib_resnet (dlib's weights), as it is",
+                     "loss": "none (pretrained)"}, BEST + ["train.epochs=0"]),
+    "dlib_ft_1e6": ({"crop": "mtcnn + dlib chip", "backbone": "dlib_resnet fine-tuned, whole network, lr 1e-6",
+                     "loss": "triplet (batch-hard)"}, FT + ["train.lr_backbone=1e-6"]),
+    "dlib_ft_1e5": ({"crop": "mtcnn + dlib chip", "backbone": "dlib_resnet fine-tuned, whole network, lr 1e-5",
+                     "loss": "triplet (batch-hard)"}, FT + ["train.lr_backbone=1e-5"]),
+    "dlib_ft_last_1e5": ({"crop": "mtcnn + dlib chip", "backbone": "dlib_resnet fine-tuned, level5 + fc, lr 1e-5",
+                          "loss": "triplet (batch-hard)"}, FT + ["model.freeze=5", "train.lr_backbone=1e-5"]),
+    "dlib_ft_last_1e4": ({"crop": "mtcnn + dlib chip", "backbone": "dlib_resnet fine-tuned, level5 + fc, lr 1e-4",
+                          "loss": "triplet (batch-hard)"}, FT + ["model.freeze=5", "train.lr_backbone=1e-4"]),
+    "dlib_ft_1e6_erase": ({"crop": "mtcnn + dlib chip", "backbone": "dlib_resnet fine-tuned, whole network, lr 1e-6, "
+                           "black squares (erase_p 0.5)", "loss": "triplet (batch-hard)"},
+                          FT + ["train.lr_backbone=1e-6"] + ERASE),
+    "dlib_ft_1e5_erase": ({"crop": "mtcnn + dlib chip", "backbone": "dlib_resnet fine-tuned, whole network, lr 1e-5, "
+                           "black squares (erase_p 0.5)", "loss": "triplet (batch-hard)"},
+                          FT + ["train.lr_backbone=1e-5"] + ERASE),
+    "dlib_ft_1e5_erase_self": ({"crop": "mtcnn + dlib chip", "backbone": "dlib_resnet fine-tuned, whole network, lr "
+                                "1e-5, black squares (erase_p 0.5)", "loss": "triplet + self-distillation"},
+                               FT + ["train.lr_backbone=1e-5"] + ERASE + SELF),
+}
+ALL_ROWS = {**ROWS, **LONG_ROWS, **FT_ROWS}
 EXTRAS = [[], ["aqe"], ["alpha_qe"], ["dba"], ["k_reciprocal"]]
 TUNED = (["aqe"], "flip")  # the best line's re-ranking and TTA, applied to the long rows too
 
@@ -315,6 +341,27 @@ def extras() -> None:
                     print(path.stem, round(report["top1"], 3), flush=True)
 
 
+def fine_tuned(names: list[str]) -> None:
+    """Train the face-network rows (FT_ROWS) and score each with flip TTA and aqe on clean and
+    degraded queries; each score keeps the checkpoint's validation numbers (what chose it)."""
+    from network import read_checkpoint
+
+    OUT.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        train([name])
+        val = read_checkpoint(CKPT / name / "best.pt")
+        for degrade in ("none", "both"):
+            path = OUT / f"{key(name, *TUNED, degrade)}.json"
+            if path.exists():
+                continue
+            report = score_checkpoint(name, [TUNED[0]], TUNED[1], degrade)[0]
+            report["validation"] = val["metrics"]
+            report["epoch"] = val["epoch"]
+            path.write_text(json.dumps(report, indent=1))
+            print(path.stem, {k: round(report[k], 3) for k in ("top1", "map@10", "map@r")},
+                  "val", {k: round(val["metrics"].get(k, float("nan")), 3) for k in ("top1", "map@r")}, flush=True)
+
+
 def write() -> None:
     def row(label: dict, r: dict, rerank="none", tta="none", degrade="clean", seconds="") -> str:
         return (f"| {label['crop']} | {label['backbone']} | {label['loss']} | {rerank} | {tta} | {degrade} | "
@@ -422,7 +469,7 @@ Degraded queries: `evaluate.degrade=both` (a black square covering 100/224 of th
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("step", choices=["prepare", "train", "score", "extras", "write", "all", "export"])
+    parser.add_argument("step", choices=["prepare", "train", "score", "extras", "write", "all", "export", "finetune"])
     parser.add_argument("rows", nargs="*", help=f"rows (default: all): {', '.join(ROWS)}, face_recognition; "
                         "for export, the folder to write")
     parser.add_argument("--dev", type=Path, help="the development competition (default data/dev), "
@@ -457,6 +504,8 @@ def main() -> None:
         score(names + (["face_recognition"] if not args.rows else []))
     if args.step == "extras":
         extras()
+    if args.step == "finetune":
+        fine_tuned([n for n in (args.rows or list(FT_ROWS)) if n in FT_ROWS])
     if args.step == "write":
         write()
 

@@ -342,3 +342,28 @@ def test_a_fine_tuning_step_changes_dlibs_weights(tiny_cfg):
     changed = {k.split(".")[0] for k, v in after.backbone.state_dict().items()
                if not torch.equal(v, before.backbone.state_dict()[k])}
     assert changed == {"level5", "fc"}, changed  # model.freeze=5 keeps the stem and levels 1-4
+
+
+def test_validation_with_degraded_queries_can_choose_the_checkpoint(tiny_cfg):
+    cfg = load_config(overrides=["train.val_degrade=both", "train.monitor=mean_map@r", "train.val_queries=all",
+                                 "train.epochs=1"], base=tiny_cfg)
+    state = train.train(cfg)
+    row = state["history"][-1]
+    assert 0 <= row["degraded_top1"] <= 1 and row["mean_map@r"] == pytest.approx((row["map@r"] + row["degraded_map@r"]) / 2)
+    assert state["best"] == row["mean_map@r"]
+    with open(f"{cfg['train']['out_dir']}/log.csv") as fh:
+        assert "degraded_map@r" in next(csv.reader(fh))
+    for monitor, message in (("degraded_top1", "needs degraded validation queries"), ("mean_nothing", "is not one of")):
+        with pytest.raises(train.ConfigError, match=message):
+            train.train(load_config(overrides=[f"train.monitor={monitor}"], base=tiny_cfg))
+
+
+def test_leave_one_out_validation_queries_every_photo_against_the_others():
+    from evaluate import score_leave_one_out
+
+    emb = np.eye(4, dtype=np.float32)[[0, 0, 1, 2, 2]]  # photos 0,1 of A alike; C's two alike; B alone
+    report = score_leave_one_out(emb, ["A", "A", "B", "C", "C"], load_config()["retrieval"])
+    assert report["queries"] == 4 and report["top1"] == 1.0  # B has no other photo: not a query
+    swapped = emb[[3, 4, 2, 0, 1]]  # as queries, A's photos now look like C's and C's like A's
+    worse = score_leave_one_out(emb, ["A", "A", "B", "C", "C"], load_config()["retrieval"], swapped)
+    assert worse["top1"] == 0.0
