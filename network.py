@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from backbones import BACKBONES, WeightsError, build_backbone, legacy_frozen_state
-from faces import CROP_KEYS, load_crop
+from faces import CROP_KEYS, MTCNN_STAGES, load_crop
 from utils import ConfigError, FacematchError, atomic_write, get_device, get_logger, load_config
 
 log = get_logger()
@@ -218,12 +218,24 @@ def upgrade_config(trained: dict) -> dict:
     for key, value in LEGACY_CROP.items():
         if key not in trained.get("crop", {}):
             cfg["crop"][key] = copy.deepcopy(value)
+    cfg["crop"] = legacy_crop(trained.get("crop", {}), cfg["crop"])
     trained_model = trained.get("model", {})
     if "head" not in trained_model:
         cfg["model"]["head"] = "linear"
     for key in ("mean", "std"):
         cfg["input"].setdefault(key, "auto")
     return cfg
+
+
+def legacy_crop(saved: dict, crop: dict) -> dict:
+    """Crop settings a checkpoint was written without, as cropping behaved then: YuNet used
+    min_confidence, MTCNN its package's stage thresholds."""
+    crop = dict(crop)
+    if "yunet_confidence" not in saved:
+        crop["yunet_confidence"] = crop["min_confidence"]
+    if "mtcnn_thresholds" not in saved:
+        crop["mtcnn_thresholds"] = list(MTCNN_STAGES)
+    return crop
 
 
 def load_model_state(model: EmbeddingNet, ckpt: dict, path: str | Path = "checkpoint") -> None:
@@ -262,6 +274,7 @@ def model_from_checkpoint(path: str | Path, device: torch.device | str = "cpu") 
     load_model_state(model, ckpt, path)
     if "meta" in ckpt:
         model.meta = copy.deepcopy(ckpt["meta"])
+        model.meta["crop"] = legacy_crop(ckpt["meta"]["crop"], model.meta["crop"])
     return model.to(device).eval(), cfg
 
 

@@ -292,3 +292,44 @@ def test_cropping_in_worker_processes_gives_the_same_crops_in_order(tmp_path):
     for a, b in zip(serial[:1] + serial[2:], parallel[:1] + parallel[2:]):
         assert np.array_equal(load_crop(a), load_crop(b))
     assert r1.by_path == r2.by_path
+
+
+# ---------------------------------------------------------------- when no detector finds the face
+
+def test_guess_aligns_a_face_no_detector_found_with_dlibs_landmarks_and_says_so(tmp_path):
+    one = read_image(FACES / "one_face.jpg")
+    blind = dict(CROP, detector="haar", min_neighbors=10_000, fallback=["guess", "center"], align="dlib", size=150)
+    crop = crop_face(one, blind)  # a Haar cascade made blind: no detector finds the face
+    assert (crop.path, crop.aligned, crop.faces) == ("guess", True, 0)
+    chip = crop_face(one, dict(blind, detector="mtcnn")).image  # the same photo, detected: mtcnn + dlib's chip
+    assert chip.shape == crop.image.shape == (150, 150, 3)
+    # dlib's landmarks placed in the guessed box land on the same face: the two chips nearly agree,
+    # where the unaligned centre square does not
+    centre = crop_face(one, dict(blind, fallback=["center"])).image
+    assert np.abs(crop.image.astype(int) - chip.astype(int)).mean() < 0.5 * np.abs(centre.astype(int) - chip.astype(int)).mean()
+    similar = crop_face(one, dict(blind, align="similarity", size=112))
+    assert similar.path == "guess" and similar.aligned and similar.image.shape == (112, 112, 3)
+    _, report = crop_paths([FACES / "one_face.jpg"], blind, tmp_path)
+    assert report.by_path == {"guess": [str(FACES / "one_face.jpg")]} and "1 by guess (fallback)" in report.summary()
+    assert not report.unaligned
+
+
+def test_new_crop_settings_leave_old_cache_keys_alone_unless_they_change_the_crop():
+    data = (FACES / "one_face.jpg").read_bytes()
+    old = {k: v for k, v in MTCNN.items() if k not in ("yunet_confidence", "mtcnn_thresholds", "guess_side")}
+    assert crop_key(data, old) == crop_key(data, MTCNN)  # defaults: the crops cached before are still valid
+    assert crop_key(data, dict(MTCNN, mtcnn_thresholds=[0.5, 0.6, 0.6])) != crop_key(data, MTCNN)
+    assert crop_key(data, dict(MTCNN, guess_side=0.5)) == crop_key(data, MTCNN)  # guess is not on the chain
+    with_guess = dict(MTCNN, fallback=["guess"])
+    assert crop_key(data, dict(with_guess, guess_side=0.5)) != crop_key(data, with_guess)
+    yunet = dict(CROP, detector="yunet")
+    assert crop_key(data, dict(yunet, yunet_confidence=0.5)) != crop_key(data, yunet)
+
+
+def test_each_detector_takes_its_own_threshold():
+    image = read_image(FACES / "haar_misses.jpg")
+    assert len(detect(image, dict(CROP, yunet_confidence=0.3, min_confidence=0.99), "yunet")) >= 1
+    assert len(detect(image, dict(CROP, yunet_confidence=0.999, min_confidence=0.0), "yunet")) == 0
+    loose = detect(image, dict(CROP, mtcnn_thresholds=[0.3, 0.4, 0.4], min_confidence=0.0), "mtcnn")
+    strict = detect(image, dict(CROP, mtcnn_thresholds=[0.9, 0.99, 0.999], min_confidence=0.0), "mtcnn")
+    assert len(loose) >= len(strict)

@@ -1,0 +1,209 @@
+"""The occluded development competition (issue 17): data/dev with one black square on every query
+photo, made reproducibly, then faces found per detector and chain, and retrieval scores, on it.
+
+    .venv/bin/python bench/occluded.py make                 # data/dev_occluded from data/dev (bench/table.py prepare)
+    .venv/bin/python bench/occluded.py detect               # faces found by each detector and chain, occluded queries
+    .venv/bin/python bench/occluded.py score CKPT [...]     # clean, occluded, cutout and gamma queries of data/dev
+    .venv/bin/python bench/occluded.py write                # the section of bench/RESULTS.md
+
+The square: its side 30% of the photo's shorter side, its centre drawn uniformly in the middle half
+of the photo (where the face is in a portrait: an eye, the nose or the mouth hidden, as sunglasses,
+a hand or a mask would), seeded by the photo's name, so every run and machine makes the same copy.
+The gallery is data/dev's, untouched (linked). `evaluate.degrade`'s cutout and gamma degrade the
+query *crop* instead (after detection); the occluded copy degrades the *photo*, so detection must
+survive it too.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.append(str(Path(__file__).resolve().parent))
+from common import git_rev, machine, write_section  # noqa: E402
+
+DEV = ROOT / "data" / "dev"
+OCCLUDED = ROOT / "data" / "dev_occluded"
+OUT = ROOT / "outputs" / "occluded"
+SIDE, SEED = 0.30, 0
+
+# Detection chains compared on the occluded queries (crop.* overrides; dlib's chip, what dlib_resnet sees).
+CHAINS: dict[str, list[str]] = {
+    "haar": ["crop.detector=haar", "crop.fallback=[]"],
+    "mtcnn": ["crop.detector=mtcnn", "crop.fallback=[]"],
+    "mtcnn, loose (stages 0.5/0.6/0.6, score 0.5)": ["crop.detector=mtcnn", "crop.fallback=[]",
+                                                     "crop.mtcnn_thresholds=[0.5,0.6,0.6]", "crop.min_confidence=0.5"],
+    "yunet (score 0.6)": ["crop.detector=yunet", "crop.fallback=[]", "crop.yunet_confidence=0.6"],
+    "yunet (score 0.3)": ["crop.detector=yunet", "crop.fallback=[]", "crop.yunet_confidence=0.3"],
+    "mtcnn → haar → centre (best.yaml until now)": ["crop.detector=mtcnn", "crop.fallback=[haar,center]"],
+    "mtcnn → yunet 0.3 → haar → guess": ["crop.detector=mtcnn", "crop.fallback=[yunet,haar,guess]",
+                                        "crop.yunet_confidence=0.3"],
+    "yunet 0.3 → mtcnn loose → haar → guess": ["crop.detector=yunet", "crop.fallback=[mtcnn,haar,guess]",
+                                              "crop.yunet_confidence=0.3", "crop.mtcnn_thresholds=[0.5,0.6,0.6]",
+                                              "crop.min_confidence=0.5"],
+}
+
+
+def square(image, name: str):
+    """A copy of the photo with the seeded black square."""
+    import numpy as np
+
+    rng = np.random.default_rng(int.from_bytes(hashlib.sha256(f"{SEED}:{name}".encode()).digest()[:8], "little"))
+    h, w = image.shape[:2]
+    side = max(1, int(round(SIDE * min(h, w))))
+    cx, cy = rng.uniform(w / 4, 3 * w / 4), rng.uniform(h / 4, 3 * h / 4)
+    x0, y0 = int(round(cx - side / 2)), int(round(cy - side / 2))
+    out = image.copy()
+    out[max(0, y0):max(0, y0 + side), max(0, x0):max(0, x0 + side)] = 0
+    return out
+
+
+def make() -> None:
+    """data/dev_occluded: test/query with the squares (PNG would change the bytes more than needed:
+    JPEG quality 95), test/gallery linked to data/dev's, the ground truth renamed dev_occluded."""
+    from PIL import Image
+
+    from faces import read_image
+
+    if not (DEV / "ground_truth.json").exists():
+        raise SystemExit(f"{DEV} is missing: run `bench/table.py prepare` first")
+    query = OCCLUDED / "test" / "query"
+    query.mkdir(parents=True, exist_ok=True)
+    for photo in sorted((DEV / "test" / "query").iterdir()):
+        target = query / photo.name
+        if not target.exists():
+            Image.fromarray(square(read_image(photo), photo.name)).save(target, format="JPEG", quality=95)
+    gallery = OCCLUDED / "test" / "gallery"
+    if not gallery.exists():
+        gallery.symlink_to((DEV / "test" / "gallery").resolve(), target_is_directory=True)
+    gt = json.loads((DEV / "ground_truth.json").read_text())
+    (OCCLUDED / "ground_truth.json").write_text(json.dumps(dict(gt, name="dev_occluded")))
+    print(f"{OCCLUDED}: {len(list(query.iterdir()))} occluded queries, the gallery of {DEV}")
+
+
+def chains() -> dict[str, list[str]]:
+    """The compared chains, and config/best.yaml's own (whatever it is now)."""
+    from utils import load_config
+
+    best = load_config([str(ROOT / "config" / "best.yaml")])["crop"]
+    steps = " → ".join([best["detector"], *best["fallback"]])
+    own = [f"crop.{k}={json.dumps(v)}" for k, v in best.items()]
+    return {**CHAINS, f"config/best.yaml: {steps}": own}
+
+
+def detect() -> None:
+    """Faces found on the occluded (and clean) queries by each chain, with dlib's chip: which step
+    found each face, and how many photos reached the network unaligned (a centre crop)."""
+    from faces import crop_paths
+    from utils import load_config
+
+    OUT.mkdir(parents=True, exist_ok=True)
+    results = {}
+    for label, overrides in chains().items():
+        cfg = load_config([str(ROOT / "config" / "best.yaml")], overrides)
+        for which, folder in (("occluded", OCCLUDED), ("clean", DEV)):
+            photos = sorted((folder / "test" / "query").iterdir())
+            started = time.perf_counter()
+            _, report = crop_paths(photos, cfg["crop"], None, desc=f"{label}, {which}")
+            seconds = (time.perf_counter() - started) / len(photos)
+            steps = {p: len(v) for p, v in report.by_path.items()}
+            results[f"{label} | {which}"] = {"photos": len(photos), "steps": steps, "no_face": len(report.no_face),
+                                             "s_per_photo": seconds}
+            print(label, which, steps, f"{seconds * 1000:.0f} ms/photo", flush=True)
+    (OUT / "detect.json").write_text(json.dumps(results, indent=1))
+
+
+def score(checkpoints: list[str], tag: str = "") -> None:
+    """Each checkpoint's top-1/5/10, mAP@10 and MAP@R on data/dev with clean, occluded (the photo
+    copy), cutout and gamma (evaluate.degrade, on the crop) queries, with its own retrieval settings."""
+    from competition import load_ground_truth
+    from evaluate import score_embeddings
+    from network import load_for_inference
+    from retrieval import embed_folder
+
+    OUT.mkdir(parents=True, exist_ok=True)
+    for checkpoint in checkpoints:
+        model, cfg, device = load_for_inference(checkpoint, [], ["data.cache_dir=data/cache/crops"])
+        gt = load_ground_truth(DEV)
+        gallery = embed_folder(DEV / "test" / "gallery", model, cfg, device)
+        g_index = {n: j for j, n in enumerate(gallery.names)}
+        out = {"checkpoint": checkpoint, "tta": cfg["retrieval"]["tta"], "rerank": cfg["retrieval"]["rerank"]}
+        for kind, folder, degrade in (("clean", DEV, "none"), ("occluded", OCCLUDED, "none"),
+                                      ("cutout", DEV, "cutout"), ("gamma", DEV, "gamma")):
+            queries = embed_folder(folder / "test" / "query", model, cfg, device, degrade)
+            keep = [i for i, q in enumerate(queries.names) if q in gt["queries"]]
+            correct = [{g_index[g] for g in gt["queries"][queries.names[i]]} for i in keep]
+            report, _ = score_embeddings(queries.embeddings[keep], gallery.embeddings, correct, cfg["retrieval"])
+            scale = len(keep) / len(gt["queries"])  # a query left out counts as wrong
+            out[kind] = {k: report[k] * (scale if k.startswith("top") else 1) for k in ("top1", "top5", "top10", "map@10", "map@r")}
+            print(checkpoint, kind, {k: round(v, 3) for k, v in out[kind].items()}, flush=True)
+        name = tag or Path(checkpoint).parent.name
+        (OUT / f"score_{name}.json").write_text(json.dumps(out, indent=1))
+
+
+def write() -> None:
+    detect_rows, score_rows = [], []
+    if (OUT / "detect.json").exists():
+        for key, r in json.loads((OUT / "detect.json").read_text()).items():
+            label, which = key.split(" | ")
+            found = sum(v for p, v in r["steps"].items() if p not in ("center", "guess"))
+            steps = ", ".join(f"{v} {p}" for p, v in r["steps"].items())
+            detect_rows.append(f"| {label} | {which} | {found} of {r['photos']} ({found / r['photos']:.1%}) | "
+                               f"{steps or 'none'} | {r['no_face']} | {1000 * r['s_per_photo']:.0f} |")
+    for path in sorted(OUT.glob("score_*.json")):
+        r = json.loads(path.read_text())
+        cells = " | ".join(f"{r[k]['top1']:.3f} / {r[k]['map@r']:.3f}" for k in ("clean", "occluded", "cutout", "gamma"))
+        score_rows.append(f"| {path.stem[len('score_'):]} | {r['tta']}, {'+'.join(r['rerank']) or 'none'} | {cells} |")
+    gt = json.loads((OCCLUDED / "ground_truth.json").read_text()) if (OCCLUDED / "ground_truth.json").exists() else {}
+    md = f"""## The occluded development competition (issue 17)
+
+Command: `.venv/bin/python bench/occluded.py make && .venv/bin/python bench/occluded.py detect && .venv/bin/python
+bench/occluded.py score CKPT ...` (commit {git_rev()}). Machine: {machine()}.
+`data/dev_occluded`: the development competition's {len(gt.get('queries', {}))} query photos, each with one black
+square (side {SIDE:.0%} of the photo's shorter side, centre drawn uniformly in the middle half of the photo, seeded
+by the file name), against the untouched gallery of {len(gt.get('gallery', []))} photos.
+
+**Faces found on the query photos** (dlib's chip, crop.align=dlib; a face counts when a detector found it, not
+`guess` (dlib's landmarks in a box guessed at the centre: aligned, but nobody saw a face there) nor the centre
+square; ms per photo: reading, detection and alignment, no cache, one process, one thread):
+
+| chain | queries | faces found by a detector | by step | left out | ms/photo |
+|---|---|---|---|---|---|
+{chr(10).join(detect_rows) or '| (not run yet) | | | | | |'}
+
+**Retrieval** (top-1 / MAP@R; each checkpoint with its own retrieval settings; occluded: the photo copy above;
+cutout and gamma: `evaluate.degrade` on the query crops):
+
+| checkpoint | TTA, re-ranking | clean | occluded | cutout | gamma |
+|---|---|---|---|---|---|
+{chr(10).join(score_rows) or '| (not run yet) | | | | | |'}
+"""
+    write_section("occluded", md)
+    print(md)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("step", choices=["make", "detect", "score", "write"])
+    parser.add_argument("checkpoints", nargs="*")
+    parser.add_argument("--tag", default="", help="score: the row's name (default: the checkpoint's folder)")
+    args = parser.parse_args()
+    os.chdir(ROOT)
+    if args.step == "make":
+        make()
+    elif args.step == "detect":
+        detect()
+    elif args.step == "score":
+        score(args.checkpoints, args.tag)
+    else:
+        write()
+
+
+if __name__ == "__main__":
+    main()
