@@ -120,7 +120,24 @@ FT_ROWS: dict[str, tuple[dict, list[str]]] = {
                       "black squares and strong gamma, 6 epochs of 93 batches (2.3 times the budget)", "loss": "triplet (batch-hard)"},
                      ["--config", "config/best.yaml", "train.epochs=6", "train.batches_per_epoch=0"]),  # after BUDGET
 }
-ALL_ROWS = {**ROWS, **LONG_ROWS, **FT_ROWS}
+# Other backbones taught by the face network (issue 16): loss.name=distill, the teacher dlib_frozen's checkpoint
+# (its embeddings of every clean training photo and its mirror), on the teacher's own crops (the dlib chip),
+# no labels used; longer than the budget, as a network from random weights needs.
+TEACHER = str(CKPT / "dlib_frozen" / "best.pt")
+DISTILL = ["loss.name=distill", f"loss.teacher={TEACHER}", "model.embedding_size=128", "model.head=linear",
+           "crop.detector=mtcnn", "crop.fallback=[haar,center]", "crop.align=dlib", "crop.size=150",
+           "train.epochs=30", "train.batches_per_epoch=0", "train.warmup_epochs=1", "train.val_queries=all",
+           "train.monitor=map@r"]
+DISTILL_ROWS: dict[str, tuple[dict, list[str]]] = {
+    "r50_distill": ({"crop": DLIB_CHIP, "backbone": "resnet50 (random), 64 px, 30 epochs", "loss": "distilled from "
+                     "dlib_resnet (no labels)"}, DISTILL + ["model.arch=resnet50", "model.weights=none", "input.size=64",
+                                                           "train.lr_backbone=0.002", "train.lr_head=0.002"]),
+    "mnv2_distill": ({"crop": DLIB_CHIP, "backbone": "mobilenet_v2 (ImageNet), 96 px, 20 epochs", "loss": "distilled "
+                      "from dlib_resnet (no labels)"}, DISTILL + ["model.arch=mobilenet_v2", "model.weights=pretrained",
+                                                                  "input.size=96", "train.epochs=20",
+                                                                  "train.lr_backbone=0.0005", "train.lr_head=0.002"]),
+}
+ALL_ROWS = {**ROWS, **LONG_ROWS, **FT_ROWS, **DISTILL_ROWS}
 EXTRAS = [[], ["aqe"], ["alpha_qe"], ["dba"], ["k_reciprocal"]]
 TUNED = (["aqe"], "flip")  # the best line's re-ranking and TTA, applied to the long rows too
 
@@ -471,6 +488,13 @@ Degraded queries: `evaluate.degrade=both` (a black square covering 100/224 of th
     write_section("table", md)
 
 
+def distilled(names: list[str]) -> None:
+    """Train the distilled rows and score each plain (no TTA, no re-ranking), as the other trained rows."""
+    for name in names:
+        train([name])
+        score([name])
+
+
 def write_finetune() -> None:
     """The section of the face-network rows (FT_ROWS): validation numbers (what chose each checkpoint)
     beside the test people's, clean and degraded."""
@@ -506,12 +530,38 @@ on 2 threads (the targets of self-distillation included).
 |---|---|---|---|---|---|---|---|---|---|---|
 {chr(10).join(lines)}
 """
+    distilled_lines = []
+    for name, (label, _) in {**DISTILL_ROWS, "mtcnn_r50_ms": ROWS["mtcnn_r50_ms"],
+                             "mnv2_ms_long224": LONG_ROWS["mnv2_ms_long224"]}.items():
+        path = OUT / f"{key(name)}.json"
+        how = label["loss"] if name in DISTILL_ROWS else f"{label['loss']} on the labels (the results table above)"
+        if not path.exists():
+            distilled_lines.append(f"| {label['backbone']} | {how} | (not run yet) | | | | | |")
+            continue
+        r = json.loads(path.read_text())
+        seconds = (CKPT / name / "seconds.txt").read_text().strip() if (CKPT / name / "seconds.txt").exists() else ""
+        distilled_lines.append(f"| {label['backbone']} | {how} | **{r['top1']:.3f}** | {r['top5']:.3f} | {r['top10']:.3f} | "
+                               f"{r['map@10']:.3f} | {r['map@r']:.3f} | {seconds} |")
+    md += f"""
+**Other backbones taught by the face network** (`.venv/bin/python bench/table.py distill`): `loss.name=distill`,
+the teacher the untouched dlib_resnet above (`loss.teacher=checkpoints/table/dlib_frozen/best.pt`: its unit
+embeddings of every clean training photo and of its mirror, computed once), each student pulled towards them
+(1 − cosine) through the default augmentation, without labels; on the teacher's crops (dlib's chip, resized to
+the input size); one pass over the training photos an epoch; AdamW, warm-up one epoch then cosine decay; the
+epoch with the best validation MAP@R (all 703 validation photos as queries) is scored, without TTA or
+re-ranking. For comparison, the same architectures trained on the labels (the tables above):
+
+| backbone | trained by | test top-1 | top-5 | top-10 | mAP@10 | MAP@R | training s |
+|---|---|---|---|---|---|---|---|
+{chr(10).join(distilled_lines)}
+"""
     write_section("finetune", md)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("step", choices=["prepare", "train", "score", "extras", "write", "all", "export", "finetune"])
+    parser.add_argument("step", choices=["prepare", "train", "score", "extras", "write", "all", "export", "finetune",
+                                         "distill"])
     parser.add_argument("rows", nargs="*", help=f"rows (default: all): {', '.join(ROWS)}, face_recognition; "
                         "for export, the folder to write")
     parser.add_argument("--dev", type=Path, help="the development competition (default data/dev), "
@@ -548,6 +598,11 @@ def main() -> None:
         extras()
     if args.step == "finetune":
         fine_tuned([n for n in (args.rows or list(FT_ROWS)) if n in FT_ROWS])
+        write_finetune()
+    if args.step == "distill":
+        if not Path(TEACHER).exists():
+            fine_tuned(["dlib_frozen"])
+        distilled([n for n in (args.rows or list(DISTILL_ROWS)) if n in DISTILL_ROWS])
         write_finetune()
     if args.step == "write":
         write()

@@ -367,3 +367,28 @@ def test_leave_one_out_validation_queries_every_photo_against_the_others():
     swapped = emb[[3, 4, 2, 0, 1]]  # as queries, A's photos now look like C's and C's like A's
     worse = score_leave_one_out(emb, ["A", "A", "B", "C", "C"], load_config()["retrieval"], swapped)
     assert worse["top1"] == 0.0
+
+
+def test_distillation_from_a_teacher_checkpoint_uses_the_teachers_own_crops(tiny_cfg, tmp_path):
+    from distill import both_views
+    from faces import crop_paths
+    from network import save_checkpoint
+
+    teacher_cfg = load_config(overrides=["crop.size=48", "input.size=40"], base=tiny_cfg)
+    torch.manual_seed(7)
+    teacher, _ = build_model(teacher_cfg)
+    save_checkpoint(tmp_path / "teacher.pt", {"model": teacher.state_dict(), "config": teacher_cfg,
+                                              "meta": teacher.meta, "model_info": teacher.describe(), "epoch": 0})
+    cfg = load_config(overrides=["loss.name=distill", f"loss.teacher={tmp_path / 'teacher.pt'}", "train.epochs=1"],
+                      base=tiny_cfg)
+    state = train.train(cfg)
+    assert state["epoch"] == 1
+    targets = read_checkpoint(f"{cfg['train']['out_dir']}/last.pt")["distill_targets"]
+    train_people, _ = train.split_people(cfg)
+    paths = [p for photos in train_people.values() for p in photos]
+    crops, _ = crop_paths(paths, teacher.meta["crop"], cfg["data"]["cache_dir"])  # 48-px crops, not the student's 40
+    expected = both_views(teacher.eval(), crops, "cpu", 8, "check")
+    assert torch.allclose(targets, expected, atol=1e-5)
+    wrong = load_config(overrides=["model.embedding_size=8"], base=cfg)
+    with pytest.raises(train.ConfigError, match="16-d embeddings; the student's are 8-d"):
+        train.train(wrong)
