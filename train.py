@@ -32,7 +32,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from dataset import (DEGRADATIONS, DataError, FaceDataset, PKSampler, degrade, eval_transform, identity_split,
-                     list_identities, train_transform)
+                     list_identities, list_images, train_transform)
 from distill import DistillDataset, teacher_targets
 from faces import crop_paths, load_crop
 from evaluate import format_report, score_labelled, score_leave_one_out
@@ -62,7 +62,15 @@ def split_people(cfg: dict) -> tuple[dict[str, list[Path]], dict[str, list[Path]
         people = {f"{Path(root).name}/{name}": photos for root in roots
                   for name, photos in list_identities(root, cfg["data"]["min_photos"]).items()}
     train_names, val_names = identity_split(list(people), cfg["data"]["val_fraction"], cfg["seed"])
-    return {n: people[n] for n in train_names}, {n: people[n] for n in val_names}
+    train_people = {n: people[n] for n in train_names}
+    extra = cfg["data"].get("unlabelled") or []
+    if extra:  # photos without an identity: each its own 'person', for distillation only, never validation
+        if cfg["loss"]["name"] != "distill":
+            raise ConfigError("data.unlabelled photos have no identity: they train only with loss.name=distill")
+        for folder in [extra] if isinstance(extra, str) else extra:
+            for photo in list_images(folder, recursive=True):
+                train_people[f"unlabelled:{photo}"] = [photo]
+    return train_people, {n: people[n] for n in val_names}
 
 
 def crop_people(people: dict[str, list[Path]], crop_cfg: dict, cache_dir: str,

@@ -84,7 +84,24 @@ def make() -> None:
         gallery.symlink_to((DEV / "test" / "gallery").resolve(), target_is_directory=True)
     gt = json.loads((DEV / "ground_truth.json").read_text())
     (OCCLUDED / "ground_truth.json").write_text(json.dumps(dict(gt, name="dev_occluded")))
-    print(f"{OCCLUDED}: {len(list(query.iterdir()))} occluded queries, the gallery of {DEV}")
+    # The validation people of the training split (what train.py holds out with data.val_fraction 0.1, seed 0),
+    # covered the same way: what a detector chain is chosen on, never the test queries.
+    for photo in val_photos():
+        target = OCCLUDED / "val" / photo.parent.name / photo.name
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(square(read_image(photo), photo.name)).save(target, format="JPEG", quality=95)
+    print(f"{OCCLUDED}: {len(list(query.iterdir()))} occluded queries, the gallery of {DEV}; "
+          f"{len(val_photos())} occluded validation photos in {OCCLUDED / 'val'}")
+
+
+def val_photos() -> list[Path]:
+    """The photos of the validation people train.py holds out of data/dev/train (val_fraction 0.1, seed 0)."""
+    from dataset import identity_split, list_identities
+
+    people = list_identities(DEV / "train", 2)
+    _, val = identity_split(list(people), 0.1, 0)
+    return [p for name in val for p in people[name]]
 
 
 def chains() -> dict[str, list[str]]:
@@ -107,8 +124,10 @@ def detect() -> None:
     results = {}
     for label, overrides in chains().items():
         cfg = load_config([str(ROOT / "config" / "best.yaml")], overrides)
-        for which, folder in (("occluded", OCCLUDED), ("clean", DEV)):
-            photos = sorted((folder / "test" / "query").iterdir())
+        for which, photos in (("validation, occluded", sorted((OCCLUDED / "val").rglob("*.jpg"))),
+                              ("validation, clean", val_photos()),
+                              ("test queries, occluded", sorted((OCCLUDED / "test" / "query").iterdir())),
+                              ("test queries, clean", sorted((DEV / "test" / "query").iterdir()))):
             started = time.perf_counter()
             _, report = crop_paths(photos, cfg["crop"], None, desc=f"{label}, {which}")
             seconds = (time.perf_counter() - started) / len(photos)
@@ -169,11 +188,11 @@ bench/occluded.py score CKPT ...` (commit {git_rev()}). Machine: {machine()}.
 square (side {SIDE:.0%} of the photo's shorter side, centre drawn uniformly in the middle half of the photo, seeded
 by the file name), against the untouched gallery of {len(gt.get('gallery', []))} photos.
 
-**Faces found on the query photos** (dlib's chip, crop.align=dlib; a face counts when a detector found it, not
+**Faces found** on the validation people's photos (the chain is chosen on these) and on the test queries (dlib's chip, crop.align=dlib; a face counts when a detector found it, not
 `guess` (dlib's landmarks in a box guessed at the centre: aligned, but nobody saw a face there) nor the centre
 square; ms per photo: reading, detection and alignment, no cache, one process, one thread):
 
-| chain | queries | faces found by a detector | by step | left out | ms/photo |
+| chain | photos | faces found by a detector | by step | left out | ms/photo |
 |---|---|---|---|---|---|
 {chr(10).join(detect_rows) or '| (not run yet) | | | | | |'}
 

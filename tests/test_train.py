@@ -392,3 +392,20 @@ def test_distillation_from_a_teacher_checkpoint_uses_the_teachers_own_crops(tiny
     wrong = load_config(overrides=["model.embedding_size=8"], base=cfg)
     with pytest.raises(train.ConfigError, match="16-d embeddings; the student's are 8-d"):
         train.train(wrong)
+
+
+def test_unlabelled_photos_train_a_distilled_student_and_nothing_else(tiny_cfg, tmp_path):
+    import shutil
+
+    loose = tmp_path / "loose"
+    loose.mkdir()
+    for i, photo in enumerate(sorted(PEOPLE.glob("*/*.jpg"))[:3]):
+        shutil.copy(photo, loose / f"{i}.jpg")
+    cfg = load_config(overrides=["loss.name=distill", "loss.teacher=self", f"data.unlabelled=[{loose}]"], base=tiny_cfg)
+    train_people, val_people = train.split_people(cfg)
+    unlabelled = [n for n in train_people if n.startswith("unlabelled:")]
+    assert len(unlabelled) == 3 and all(len(train_people[n]) == 1 for n in unlabelled)
+    assert not any(n.startswith("unlabelled:") for n in val_people)
+    assert train.train(load_config(overrides=["train.epochs=1"], base=cfg))["epoch"] == 1
+    with pytest.raises(train.ConfigError, match="only with loss.name=distill"):
+        train.split_people(load_config(overrides=[f"data.unlabelled=[{loose}]"], base=tiny_cfg))
