@@ -190,7 +190,8 @@ by the file name), against the untouched gallery of {len(gt.get('gallery', []))}
 
 **Faces found** on the validation people's photos (the chain is chosen on these) and on the test queries (dlib's chip, crop.align=dlib; a face counts when a detector found it, not
 `guess` (dlib's landmarks in a box guessed at the centre: aligned, but nobody saw a face there) nor the centre
-square; ms per photo: reading, detection and alignment, no cache, one process, one thread):
+square; ms per photo: reading, detection and alignment, no cache, one process, one thread; timed while a training shared
+the 2 cores, so compare them within this table only; bench/RESULTS.md's end-to-end section times the chain alone):
 
 | chain | photos | faces found by a detector | by step | left out | ms/photo |
 |---|---|---|---|---|---|
@@ -202,6 +203,11 @@ cutout and gamma: `evaluate.degrade` on the query crops):
 | checkpoint | TTA, re-ranking | clean | occluded | cutout | gamma |
 |---|---|---|---|---|---|
 {chr(10).join(score_rows) or '| (not run yet) | | | | | |'}
+
+Rows: `frozen_mtcnn_haar_centre` is dlib's network as it is with config/best.yaml's chain before issue 17 (MTCNN →
+Haar → centre square); `frozen_yunet_first` the same network with YuNet (score 0.3) → loose MTCNN → Haar → guess;
+`frozen_best_chain` the same network with config/best.yaml's chain now (MTCNN → YuNet 0.3 → Haar → guess);
+`best_finetuned` config/best.yaml's fine-tuned network (bench/table.py's dlib_ft_best) with that chain.
 """
     write_section("occluded", md)
     print(md)
