@@ -1,4 +1,5 @@
-# facematch: `make demo` runs the whole pipeline on the embedded sample; `make test` runs the tests.
+# facematch: `make demo` runs the whole pipeline on the embedded sample with the best configuration
+# (`make demo-scratch`: the design's network from random weights); `make test` runs the tests.
 # Both create .venv and install requirements.txt first when needed.
 PYTHON ?= python3
 VENV   := .venv
@@ -8,7 +9,7 @@ PORT   ?= 3001
 STORE  ?= outputs/best_store
 BEST   := checkpoints/best/best.pt
 
-.PHONY: demo test venv clean serve bench
+.PHONY: demo demo-scratch test venv clean serve bench
 
 venv: $(VENV)/.installed
 
@@ -21,24 +22,36 @@ $(VENV)/.installed: requirements.txt requirements-nodeps.txt
 test: venv
 	$(PY) -m pytest -q tests
 
-demo: venv
+# The whole pipeline on the embedded sample, for one configuration: $(1) its --config, $(2) the checkpoint folder,
+# $(3) what it trains. Both demos split the sample alike (config/demo.yaml's split: 2 queries a test person).
+define pipeline
 	@echo "== 1/5 split: a competition from data/sample (identity-disjoint, opaque names)"
 	$(PY) split.py --people data/sample/people --distractors data/sample/distractors --out data/competition --force $(DEMO)
-	@echo "== 2/5 crop: face crops of every photo (config/demo.yaml's detector), cached in data/cache/crops"
-	$(PY) faces.py data/competition $(DEMO)
-	@echo "== 3/5 train: the config/demo.yaml network from random weights, on the CPU"
-	$(PY) train.py $(DEMO)
+	@echo "== 2/5 crop: face crops of every photo (the configuration's detector chain and alignment), cached in data/cache/crops"
+	$(PY) faces.py data/competition $(1)
+	@echo "== 3/5 train: $(3), on the CPU"
+	$(PY) train.py $(1) data.train_dir=data/competition/train train.out_dir=$(2) train.figure=$(2)/training_curve.png
 	@echo "== 4/5 evaluate: the test people (never seen in training), with the ground truth"
-	$(PY) evaluate.py --checkpoint checkpoints/demo/best.pt --competition data/competition $(DEMO)
+	$(PY) evaluate.py --checkpoint $(2)/best.pt --competition data/competition $(1) evaluate.figure=$(2)/retrieval.png
 	@echo "== 5/5 rank and submit: top-10 gallery names per query, to a local competition server on port $(PORT)"
 	@mkdir -p outputs; rm -f outputs/demo_server.db*; \
 	$(PY) server.py --competition data/competition --port $(PORT) --db outputs/demo_server.db > outputs/demo_server.log 2>&1 & \
 	pid=$$!; trap 'kill $$pid 2>/dev/null' EXIT; \
 	for i in $$(seq 100); do grep -q "server on" outputs/demo_server.log 2>/dev/null && break; \
 	  kill -0 $$pid 2>/dev/null || { cat outputs/demo_server.log; exit 1; }; sleep 0.1; done; \
-	$(PY) request_send.py --checkpoint checkpoints/demo/best.pt --test data/competition/test \
-	  --out outputs/submission.json $(DEMO) submit.url=http://127.0.0.1:$(PORT)/results/ submit.groupname=demo
+	$(PY) request_send.py --checkpoint $(2)/best.pt --test data/competition/test \
+	  --out outputs/submission.json $(1) submit.url=http://127.0.0.1:$(PORT)/results/ submit.groupname=demo
 	@echo "== done: leaderboard in outputs/demo_server.db; see it with: $(PY) server.py --competition data/competition --db outputs/demo_server.db"
+endef
+
+# demo: the best configuration (config/best.yaml: dlib's face network, fine-tuned on the sample's training people).
+demo: venv
+	$(call pipeline,--config config/best.yaml,checkpoints/demo,config/best.yaml: dlib's face network fine-tuned on the training people)
+
+# demo-scratch: the design's network from random weights (config/demo.yaml: ResNet18, 64 px, 40 epochs), to watch
+# a network learn from nothing.
+demo-scratch: venv
+	$(call pipeline,$(DEMO),checkpoints/demo-scratch,config/demo.yaml: ResNet18 from random weights)
 
 # serve: the search page over data/sample/people, embedded by config/best.yaml's model (built once:
 # its checkpoint, then the store), unless STORE names a store built before.
@@ -73,4 +86,4 @@ bench: venv
 	$(PY) bench/detectors.py
 
 clean:
-	rm -rf data/competition data/cache checkpoints/demo outputs/submission.json outputs/demo_server.*
+	rm -rf data/competition data/cache checkpoints/demo checkpoints/demo-scratch outputs/submission.json outputs/demo_server.*

@@ -158,6 +158,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--photo", required=True, type=Path)
     parser.add_argument("--person", default="Ari Fleischer")
     parser.add_argument("--out", type=Path, default=Path("figures/web.png"))
+    parser.add_argument("--hold-out", action="store_true",
+                        help="remove the photo (by its file name) from the copied store first: the page then "
+                             "searches for the person, not for the same file")
     parser.add_argument("overrides", nargs="*", help="key=value config overrides, e.g. web.k=8")
     args = parser.parse_args(argv)
     import web
@@ -166,6 +169,12 @@ def main(argv: list[str] | None = None) -> int:
     out, photo = args.out.resolve(), args.photo.resolve()
     with tempfile.TemporaryDirectory() as tmp:
         shutil.copytree(args.store, Path(tmp) / Path(args.store).name)
+        if args.hold_out:
+            from search.store import GalleryStore
+
+            store = GalleryStore.open(Path(tmp) / Path(args.store).name)
+            store.remove([photo.name])
+            store.conn.close()
         os.chdir(tmp)  # the page shows the store's folder as given: its name, not the copy's path
         app = web.create_app(Path(args.store).name, web_cfg(*args.overrides, base=()))
         served = Served(app)

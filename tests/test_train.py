@@ -388,7 +388,9 @@ def test_distillation_from_a_teacher_checkpoint_uses_the_teachers_own_crops(tiny
     paths = [p for photos in train_people.values() for p in photos]
     crops, _ = crop_paths(paths, teacher.meta["crop"], cfg["data"]["cache_dir"])  # 48-px crops, not the student's 40
     expected = both_views(teacher.eval(), crops, "cpu", 8, "check")
+    expected = torch.nn.functional.normalize(expected - expected.reshape(-1, 16).mean(0), dim=-1)  # centred
     assert torch.allclose(targets, expected, atol=1e-5)
+    assert targets.reshape(-1, 16).mean(0).norm() < 0.5  # the common direction is gone
     wrong = load_config(overrides=["model.embedding_size=8"], base=cfg)
     with pytest.raises(train.ConfigError, match="16-d embeddings; the student's are 8-d"):
         train.train(wrong)
