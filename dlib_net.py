@@ -104,7 +104,7 @@ class _Reader:
 def _topology() -> list[str]:
     """Every layer of the network, outermost first, as dlib's nested C++ type serialises it."""
     inner = ["con7", "affine", "relu", "max_pool"]  # from the input end
-    for filters, down in BLOCKS:
+    for _, down in BLOCKS:
         block = ["tag1", f"con3/{2 if down else 1}", "affine", "relu", "con3/1", "affine"]
         inner += block + (["tag2", "skip1", "avg_pool", "add_prev", "relu"] if down else ["add_prev", "relu"])
     inner += ["avg_pool_everything", "fc"]
