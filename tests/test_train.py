@@ -411,3 +411,19 @@ def test_unlabelled_photos_train_a_distilled_student_and_nothing_else(tiny_cfg, 
     assert train.train(load_config(overrides=["train.epochs=1"], base=cfg))["epoch"] == 1
     with pytest.raises(train.ConfigError, match="only with loss.name=distill"):
         train.split_people(load_config(overrides=[f"data.unlabelled=[{loose}]"], base=tiny_cfg))
+
+
+def test_dlib_metric_loss_matches_a_hand_computed_value():
+    from losses import DlibMetricLoss
+
+    # Four points on a line: A at 0 and 0.5, B at 0.6 and 2.0. Threshold 0.5, margin 0.1: same-person
+    # pairs cost their excess over 0.4, others their shortfall under 0.6, only the hardest negatives
+    # counted, as many as the positives (2).
+    x = torch.tensor([[0.0], [0.5], [0.6], [2.0]], requires_grad=True)
+    labels = torch.tensor([0, 0, 1, 1])
+    loss = DlibMetricLoss(threshold=0.5, margin=0.1)(x, labels)
+    # positives: A 0.5 (cost 0.1), B 1.4 (cost 1.0); negatives sorted: 0.1, 0.6, 1.5, 2.0 -> the 2 hardest
+    # (0.1 cost 0.5, 0.6 cost 0); total 1.6 over 2 positive pairs
+    assert loss.item() == pytest.approx(0.8)
+    loss.backward()
+    assert x.grad.abs().sum() > 0
