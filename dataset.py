@@ -1,5 +1,5 @@
 """Photos to training batches: identity folders and splits, the albumentations transforms, the
-Dataset of face crops and the P×K batch sampler. Reading and cropping faces live in faces.py."""
+Dataset of face crops and the P×K batch sampler. Reading and cropping faces live in detection/."""
 from __future__ import annotations
 
 import math
@@ -15,26 +15,13 @@ import numpy as np
 import torch
 from albumentations.pytorch import ToTensorV2
 
-from faces import IMAGE_EXTENSIONS, load_crop
-from utils import ConfigError, FacematchError, get_logger
+from detection import list_images, load_crop
+from utils import ConfigError, DataError, get_logger
 
 log = get_logger()
 
 
-class DataError(FacematchError, ValueError):
-    """A data folder that cannot be used (missing, empty, no identities); the message names it."""
-
-
 # ---------------------------------------------------------------- identity folders and splits
-
-def list_images(folder: str | Path, recursive: bool = False) -> list[Path]:
-    """Image files in `folder` (and its sub-folders when recursive), sorted."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise DataError(f"{folder}: no such folder")
-    return sorted(p for p in (folder.rglob("*") if recursive else folder.iterdir())
-                  if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."))
-
 
 def list_identities(root: str | Path, min_photos: int = 1) -> dict[str, list[Path]]:
     """{person: [photo paths]} for every sub-folder of root with at least min_photos images."""

@@ -17,10 +17,10 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from dataset import DataError, eval_transform, train_transform
-from faces import crop_paths, load_crop
+from dataset import eval_transform, train_transform
+from detection import crop_paths, load_crop
 from network import EmbeddingNet, model_from_checkpoint
-from utils import ConfigError, get_logger
+from utils import ConfigError, DataError, get_logger
 
 log = get_logger()
 

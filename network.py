@@ -14,12 +14,12 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from backbones import BACKBONES, WeightsError, build_backbone, legacy_frozen_state
-from faces import CROP_KEYS, MTCNN_STAGES, load_crop
+from detection import CROP_KEYS, MTCNN_STAGES, load_crop
 from utils import ConfigError, FacematchError, atomic_write, get_device, get_logger, load_config
 
 log = get_logger()
 POOLINGS = ("gem", "avg")
-# Crop settings of checkpoints written before faces.py had them: what cropping did then.
+# Crop settings of checkpoints written before cropping had them: what cropping did then.
 LEGACY_CROP = {"detector": "haar", "fallback": ["center"], "align": "none", "min_confidence": 0.9}
 
 

@@ -132,7 +132,7 @@ def retrieval_figure(path: str | Path, query_crops: list, gallery_crops: list, r
     """Draw queries (left) with their top results, framed green when correct and red when not."""
     plt = _pyplot()
 
-    from faces import load_crop
+    from detection import load_crop
 
     n = min(n_queries, len(query_crops))
     top = min(top, ranked.shape[1])

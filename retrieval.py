@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from dataset import DataError, degrade, list_images
-from faces import crop_paths, load_crop
+from dataset import degrade
+from detection import crop_paths, list_images, load_crop
 from network import EmbeddingNet, batch_size_for, embed
-from utils import ConfigError, get_logger
+from utils import ConfigError, DataError, get_logger
 
 METRICS = ("cosine", "euclidean")
 log = get_logger()

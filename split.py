@@ -20,8 +20,9 @@ import shutil
 import sys
 from pathlib import Path
 
-from dataset import DataError, identity_split, list_identities, list_images
-from utils import FacematchError, atomic_write, get_logger, load_config
+from dataset import identity_split, list_identities
+from detection import list_images
+from utils import DataError, FacematchError, atomic_write, get_logger, load_config
 
 log = get_logger()
 

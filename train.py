@@ -31,17 +31,18 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from dataset import (DEGRADATIONS, DataError, FaceDataset, PKSampler, degrade, eval_transform, identity_split,
-                     list_identities, list_images, train_transform)
+from dataset import (DEGRADATIONS, FaceDataset, PKSampler, degrade, eval_transform, identity_split, list_identities,
+                     train_transform)
+from detection import crop_paths, list_images, load_crop
 from distill import DistillDataset, teacher_targets
-from faces import crop_paths, load_crop
 from evaluate import format_report, score_labelled, score_leave_one_out
-from metrics import METRICS, SUMMARY
-from plots import draw_curve
 from losses import LOSSES, build_loss
+from metrics import METRICS, SUMMARY
 from network import (CheckpointError, EmbeddingNet, build_model, embed, load_model_state, model_from_config,
                      read_checkpoint, save_checkpoint)
-from utils import ConfigError, FacematchError, atomic_write, get_device, get_logger, load_config, seed_everything
+from plots import draw_curve
+from utils import (ConfigError, DataError, FacematchError, atomic_write, get_device, get_logger, load_config,
+                   seed_everything)
 
 log = get_logger()
 

@@ -30,6 +30,10 @@ class ConfigError(FacematchError, ValueError):
     """A configuration file or override names an unknown key or holds a bad value."""
 
 
+class DataError(FacematchError, ValueError):
+    """A data folder that cannot be used (missing, empty, no identities); the message names it."""
+
+
 def _merge(base: dict, update: dict, source: str, prefix: str = "") -> None:
     for key, value in update.items():
         dotted = f"{prefix}{key}"

@@ -227,7 +227,7 @@ class Web:
     def crop_and_embed(self, path: Path, shown: str) -> tuple[np.ndarray, np.ndarray, str, str]:
         """(unit embedding, crop, how the face was found in words, chain step) of an uploaded photo,
         with the store model's own crop settings; no face on a chain without centre is a 422."""
-        from faces import CENTER, ImageReadError, chain, crop_one, load_crop
+        from detection import CENTER, ImageReadError, chain, crop_one, load_crop
         from retrieval import embed_paths
 
         model, cfg = self.store().model()

@@ -53,7 +53,7 @@ import cv2  # noqa: E402
 
 import retrieval  # noqa: E402
 from dataset import list_images  # noqa: E402
-from faces import crop_paths  # noqa: E402
+from detection import crop_paths  # noqa: E402
 from network import build_model, load_for_inference, save_checkpoint  # noqa: E402
 from utils import get_logger, load_config, package_file  # noqa: E402
 

@@ -69,7 +69,7 @@ def make() -> None:
     JPEG quality 95), test/gallery linked to data/dev's, the ground truth renamed dev_occluded."""
     from PIL import Image
 
-    from faces import read_image
+    from detection import read_image
 
     if not (DEV / "ground_truth.json").exists():
         raise SystemExit(f"{DEV} is missing: run `bench/table.py prepare` first")
@@ -117,7 +117,7 @@ def chains() -> dict[str, list[str]]:
 def detect() -> None:
     """Faces found on the occluded (and clean) queries by each chain, with dlib's chip: which step
     found each face, and how many photos reached the network unaligned (a centre crop)."""
-    from faces import crop_paths
+    from detection import crop_paths
     from utils import load_config
 
     OUT.mkdir(parents=True, exist_ok=True)

@@ -180,7 +180,7 @@ def export(out: Path) -> None:
     neither ../shared nor a detector, small enough to travel to a GPU machine."""
     from PIL import Image
 
-    from faces import crop_paths, load_crop
+    from detection import crop_paths, load_crop
     from utils import load_config
 
     if not (DEV / "ground_truth.json").exists():

@@ -200,8 +200,7 @@ class GalleryStore:
     def add(self, paths: list[str | Path], checkpoint: str | Path | None = None) -> AddReport:
         """Crop, embed and store photos (files, or folders searched recursively) in one transaction;
         the same content is stored once. Nothing is stored when anything fails."""
-        from dataset import list_images
-        from faces import IMAGE_EXTENSIONS
+        from detection import IMAGE_EXTENSIONS, list_images
         from retrieval import embed_paths
         from search.cache import file_sha1
 
@@ -364,7 +363,7 @@ def _clean_name(name: str, root: Path) -> str:
 def _write_crop(crop, target: Path) -> None:
     from PIL import Image
 
-    from faces import load_crop
+    from detection import load_crop
 
     if isinstance(crop, Path) and crop.suffix == ".png":
         shutil.copyfile(crop, target)

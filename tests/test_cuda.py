@@ -18,8 +18,7 @@ ON_CUDA = ["device=cuda", "crop.detector=center", "crop.fallback=[]", "train.amp
 
 def test_training_on_cuda_with_amp_gives_a_checkpoint_a_cpu_machine_uses_alike(tiny_cfg):
     import train
-    from dataset import list_images
-    from faces import crop_paths
+    from detection import crop_paths, list_images
     from network import embed, model_from_checkpoint
 
     cfg = load_config(overrides=ON_CUDA + ["train.batches_per_epoch=10"], base=tiny_cfg)

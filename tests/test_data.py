@@ -10,9 +10,9 @@ import torch
 
 import split
 from conftest import FACES, PEOPLE, TINY_INPUT
-from dataset import DataError, FaceDataset, PKSampler, eval_transform, identity_split, list_identities, train_transform
-from faces import read_image
-from utils import load_config
+from dataset import FaceDataset, PKSampler, eval_transform, identity_split, list_identities, train_transform
+from detection import read_image
+from utils import DataError, load_config
 
 
 def test_list_identities_skips_empty_folders_and_errors_when_nothing_is_left(tmp_path):

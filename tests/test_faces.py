@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import detection.cache
 import faces
 from conftest import FACES, needs_shared, SHARED
-from faces import (ARCFACE_TEMPLATE, ImageReadError, crop_face, crop_key, crop_one, crop_paths, detect,
+from detection import (ARCFACE_TEMPLATE, ImageReadError, crop_face, crop_key, crop_one, crop_paths, detect,
                    load_crop, read_image, similarity_align, similarity_matrix, square_crop)
 from utils import ConfigError, load_config
 
@@ -203,7 +204,7 @@ def test_cache_makes_second_run_skip_detection(tmp_path, monkeypatch):
     def no_detection(*args, **kwargs):
         raise AssertionError("detection ran although the crop is cached")
 
-    monkeypatch.setitem(faces.DETECTORS, "haar", no_detection)
+    monkeypatch.setitem(detection.DETECTORS, "haar", no_detection)
     second, report2 = crop_paths(paths, CROP, tmp_path)
     assert report2.counts["cached"] == 3
     assert report2.counts["center"] == report1.counts["center"] == 1  # the path survives the cache
@@ -228,7 +229,7 @@ def test_cache_key_follows_content_and_parameters(tmp_path):
 
 def test_interrupted_run_keeps_finished_crops(tmp_path, monkeypatch):
     paths = [FACES / "one_face.jpg", FACES / "grayscale.gif", FACES / "no_face.jpg"]
-    real = faces.crop_face
+    real = detection.cache.crop_face
     calls = []
 
     def crash_on_third(image, cfg):
@@ -237,10 +238,10 @@ def test_interrupted_run_keeps_finished_crops(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(image, cfg)
 
-    monkeypatch.setattr(faces, "crop_face", crash_on_third)
+    monkeypatch.setattr(detection.cache, "crop_face", crash_on_third)
     with pytest.raises(KeyboardInterrupt):
         crop_paths(paths, CROP, tmp_path)
-    monkeypatch.setattr(faces, "crop_face", real)
+    monkeypatch.setattr(detection.cache, "crop_face", real)
     assert len(list(tmp_path.glob("*.png"))) == 2
     assert not list(tmp_path.glob(".*.tmp"))
     _, report = crop_paths(paths, CROP, tmp_path)

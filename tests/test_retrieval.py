@@ -4,12 +4,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dataset import DataError
 from evaluate import query_gallery_split, score_embeddings
 from metrics import (average_precision, mean_average_precision, ndcg_at_k, r_precision, recall_at_k,
                      retrieval_report, top_k_accuracy)
 from retrieval import distance_estimator, rank, relevance_matrix
-from utils import ConfigError
+from utils import ConfigError, DataError
 
 
 def brute_force(q, g, metric):

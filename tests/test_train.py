@@ -170,8 +170,8 @@ def test_several_training_folders_never_merge_people(tiny_cfg, tmp_path):
 def test_a_checkpoint_trained_with_mtcnn_and_alignment_is_used_as_trained_under_another_default(
         tiny_cfg, tmp_path, monkeypatch):
     import utils
-    from faces import crop_face, crop_key, read_image
     from dataset import eval_transform
+    from detection import crop_face, crop_key, read_image
 
     comp = tmp_path / "competition"
     assert split.main(["--people", str(PEOPLE), "--out", str(comp), "split.test_fraction=0.4",
@@ -370,8 +370,8 @@ def test_leave_one_out_validation_queries_every_photo_against_the_others():
 
 
 def test_distillation_from_a_teacher_checkpoint_uses_the_teachers_own_crops(tiny_cfg, tmp_path):
+    from detection import crop_paths
     from distill import both_views
-    from faces import crop_paths
     from network import save_checkpoint
 
     teacher_cfg = load_config(overrides=["crop.size=48", "input.size=40"], base=tiny_cfg)

