@@ -18,7 +18,7 @@ from competition import load_ground_truth
 from dataset import DEGRADATIONS
 from metrics import METRICS, format_metrics, mean_average_precision, retrieval_report
 from plots import curves_for, retrieval_figure
-from retrieval import embed_folder, embed_paths, relevance_matrix, retrieve
+from search.retrieval import embed_folder, embed_paths, relevance_matrix, retrieve
 from utils import ConfigError, DataError, FacematchError, get_logger
 
 log = get_logger()

@@ -45,6 +45,7 @@ import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 
+from search.exact import unit
 from utils import FacematchError, get_logger, load_config
 
 log = get_logger()
@@ -131,11 +132,6 @@ class Session:
     learned: dict[str, set[str]] = field(default_factory=dict)  # name -> photos learned as it this session
     notes: list[str] = field(default_factory=list)      # messages for the next page, shown once
     used: float = field(default_factory=time.time)
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32).reshape(-1)
-    return x / max(float(np.linalg.norm(x)), 1e-12)
 
 
 def _png(image: np.ndarray) -> bytes:
@@ -228,7 +224,7 @@ class Web:
         """(unit embedding, crop, how the face was found in words, chain step) of an uploaded photo,
         with the store model's own crop settings; no face on a chain without centre is a 422."""
         from detection import CENTER, ImageReadError, chain, crop_one, load_crop
-        from retrieval import embed_paths
+        from search.retrieval import embed_paths
 
         model, cfg = self.store().model()
         ccfg = model.meta["crop"]
@@ -251,7 +247,7 @@ class Web:
         emb = embed_paths([path], model, cfg, "cpu", "query")
         if not len(emb.embeddings):
             raise UserError(f"{shown}: could not be embedded ({', '.join(emb.skipped)})", 422)
-        return _unit(emb.embeddings[0]), load_crop(item), how, step
+        return unit(emb.embeddings[0]), load_crop(item), how, step
 
     def checked_files(self, uploads: list[tuple[str, bytes]], outcome: str) -> tuple[Path, list[tuple]]:
         """Check, crop and embed every upload, saved under a fresh scratch folder: (folder, [(shown
@@ -288,7 +284,7 @@ class Web:
         """A new search: round 1 is `first`, or the store's own nearest-neighbour search."""
         store = self.store()
         k = int(self.w["k"])
-        s.query, s.label, s.crop_png, s.how, s.exclude = _unit(query), label, crop_png, how, set(exclude)
+        s.query, s.label, s.crop_png, s.how, s.exclude = unit(query), label, crop_png, how, set(exclude)
         s.marks, s.shown, s.results, s.round = {}, [], [], 1  # s.learned stays: a photo counts once per session
         if first is not None:
             s.results = list(first)

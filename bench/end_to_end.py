@@ -51,7 +51,7 @@ threads_before_imports()
 import cv2  # noqa: E402
 
 
-import retrieval  # noqa: E402
+from search import retrieval  # noqa: E402
 from dataset import list_images  # noqa: E402
 from detection import crop_paths  # noqa: E402
 from network import build_model, load_for_inference, save_checkpoint  # noqa: E402

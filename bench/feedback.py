@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from competition import load_ground_truth
     from network import load_for_inference
-    from retrieval import embed_folder
+    from search.retrieval import embed_folder
 
     started = time.time()
     dev = ROOT / args.dev

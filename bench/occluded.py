@@ -144,7 +144,7 @@ def score(checkpoints: list[str], tag: str = "") -> None:
     from competition import load_ground_truth
     from evaluate import score_embeddings
     from network import load_for_inference
-    from retrieval import embed_folder
+    from search.retrieval import embed_folder
 
     OUT.mkdir(parents=True, exist_ok=True)
     for checkpoint in checkpoints:

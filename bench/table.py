@@ -229,7 +229,7 @@ def score_checkpoint(name: str, reranks: list[list[str]], tta: str = "none", deg
     The photos are embedded once (query and gallery) and every re-ranking is scored on those embeddings."""
     from competition import load_ground_truth
     from network import batch_size_for, embed, load_for_inference
-    from retrieval import embed_folder
+    from search.retrieval import embed_folder
 
     model, cfg, device = load_for_inference(CKPT / name / "best.pt", [], [
         "data.cache_dir=data/cache/crops", f"retrieval.tta={tta}"])
@@ -251,7 +251,7 @@ def score_checkpoint(name: str, reranks: list[list[str]], tta: str = "none", deg
 def score_report(gt: dict, q_names: list[str], q_emb, g_names: list[str], g_emb, rcfg: dict, per_photo: float) -> dict:
     """The table's numbers for one ranking of named query and gallery embeddings against a ground truth."""
     from evaluate import score_embeddings
-    from retrieval import retrieve
+    from search.retrieval import retrieve
 
     g_index = {n: j for j, n in enumerate(g_names)}
     keep = [i for i, q in enumerate(q_names) if q in gt["queries"]]

@@ -51,7 +51,7 @@ def main() -> None:
 
     from evaluate import score_labelled
     from network import load_for_inference
-    from retrieval import embed_paths
+    from search.retrieval import embed_paths
 
     if not Path(args.checkpoint).is_file():
         raise SystemExit(f"{args.checkpoint}: no such checkpoint (bench/table.py train dlib_alone makes the default)")
@@ -82,7 +82,7 @@ def main() -> None:
     test = ""
     if args.test:
         from competition import load_ground_truth
-        from retrieval import embed_folder
+        from search.retrieval import embed_folder
         from table import score_report
 
         dev = Path(args.test)

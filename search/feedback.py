@@ -31,14 +31,11 @@ from typing import Callable
 
 import numpy as np
 
+from search.exact import unit
 from utils import ConfigError
 
 
 # ---------------------------------------------------------------- shared pieces
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    return x / max(float(np.linalg.norm(x)), 1e-12)
-
 
 def _split(marks: dict[int, bool]) -> tuple[np.ndarray, np.ndarray]:
     """(relevant rows, irrelevant rows), each sorted."""
@@ -81,11 +78,11 @@ def _training_set(query: np.ndarray, gallery: np.ndarray, relevant: np.ndarray, 
     """Positives: the query and the relevant rows. Negatives: the irrelevant rows; with none yet,
     pseudo-negatives: a seeded sample (feedback.seed) of feedback.pseudo_negatives unshown rows
     from the half of the unshown rows farthest from the positives' mean (likely other people)."""
-    positives = np.vstack([_unit(query)[None, :], gallery[relevant]])
+    positives = np.vstack([unit(query)[None, :], gallery[relevant]])
     if len(irrelevant):
         negatives = gallery[irrelevant]
     else:
-        sims = _scores(gallery @ _unit(positives.mean(axis=0)).astype(gallery.dtype), candidates)
+        sims = _scores(gallery @ unit(positives.mean(axis=0)).astype(gallery.dtype), candidates)
         far = candidates[sims <= np.median(sims)] if len(candidates) > 1 else candidates[:0]
         n = min(int(cfg["pseudo_negatives"]), len(far))
         pick = np.sort(np.random.default_rng(int(cfg["seed"])).choice(len(far), n, replace=False))
@@ -123,7 +120,7 @@ def rocchio(query, gallery, marks, shown, k, cfg):
     Fallback: with no relevant mark the β term is left out (q' = α·query − γ·mean(irrelevant): the
     query moves away from the irrelevant centroid); with no mark at all it is plain nearest."""
     relevant, irrelevant = _split(marks)
-    moved = float(cfg["rocchio_alpha"]) * _unit(query)
+    moved = float(cfg["rocchio_alpha"]) * unit(query)
     if len(relevant):
         moved = moved + float(cfg["rocchio_beta"]) * gallery[relevant].mean(axis=0)
     if len(irrelevant):
@@ -154,7 +151,7 @@ def _learned(query, gallery, marks, shown, k, cfg, scores_of) -> list[int]:
         return []
     x, y = _training_set(query, gallery, relevant, irrelevant, candidates, cfg)
     if y.min() == 1:  # no negative at all (a single row left): nearest the positives' mean
-        return _best(candidates, _scores(gallery @ _unit(x.mean(axis=0)).astype(gallery.dtype), candidates), k)
+        return _best(candidates, _scores(gallery @ unit(x.mean(axis=0)).astype(gallery.dtype), candidates), k)
     return _best(candidates, _scores(scores_of(x, y), candidates), k)
 
 
@@ -239,4 +236,4 @@ def next_round(method: str, query: np.ndarray, gallery: np.ndarray, marks: dict[
         raise ValueError(f"gallery rows {sorted(set(bad))[:5]} are out of range 0..{n - 1}")
     marks = {int(i): bool(v) for i, v in marks.items()}
     shown = {int(i) for i in shown}
-    return FEEDBACK[method](_unit(query), gallery, marks, shown, k, cfg)
+    return FEEDBACK[method](unit(query), gallery, marks, shown, k, cfg)

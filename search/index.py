@@ -25,84 +25,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from search.exact import check_metric, exact_knn, unit
 from utils import ConfigError, FacematchError, atomic_write, get_logger
 
-METRICS = ("cosine", "euclidean")
 FORMAT = 1                  # version of the saved file's layout
-TILE_ELEMENTS = 2 ** 26     # exact search: most distances held at once (256 MB of float32)
 log = get_logger()
 
 
 class SearchIndexError(FacematchError, ValueError):
     """Bad input to an index (shapes, duplicate or negative ids, an unreadable index file)."""
-
-
-def _check_metric(metric: str) -> None:
-    if metric not in METRICS:
-        raise ConfigError(f"retrieval.metric '{metric}' is not one of {', '.join(METRICS)}")
-
-
-def _unit(x: np.ndarray, block: int = 65536) -> np.ndarray:
-    """A new float32 array of the rows scaled to unit length (zero rows stay zero); in blocks of
-    rows, so that no temporary as large as a 10^6-row gallery is made."""
-    x = np.asarray(x, dtype=np.float32)
-    out = np.empty(x.shape, np.float32)
-    for start in range(0, len(x), block):
-        part = x[start:start + block]
-        out[start:start + block] = part / np.maximum(np.linalg.norm(part, axis=1, keepdims=True), 1e-12)
-    return out
-
-
-def exact_knn(queries: np.ndarray, gallery: np.ndarray, k: int, metric: str = "cosine",
-              chunk_size: int = 1024, *, normalized: bool = False,
-              gallery_sq: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Exact k nearest gallery rows for every query row, in faiss's order: (distances, rows),
-    (Q, k) each, nearest first.
-
-    Cosine distance is 1 - cosine similarity (both sides normalised here unless `normalized`);
-    euclidean is the L2 distance (`gallery_sq`: the gallery's squared norms, when known).
-    Queries are taken chunk_size at a time and, for large galleries, the gallery in blocks whose
-    top-k are merged, so at most TILE_ELEMENTS distances exist at once whatever the sizes.
-    """
-    _check_metric(metric)
-    q = torch.as_tensor(np.ascontiguousarray(queries, dtype=np.float32))
-    g = torch.as_tensor(np.ascontiguousarray(gallery, dtype=np.float32))
-    if q.ndim != 2 or g.ndim != 2 or q.shape[1] != g.shape[1]:
-        raise ValueError(f"query {tuple(q.shape)} and gallery {tuple(g.shape)} must be 2-D with equal width")
-    if not 1 <= k <= len(g):
-        raise ValueError(f"k={k} but the gallery holds {len(g)} vectors")
-    chunk_size = max(1, int(chunk_size))
-    if metric == "cosine" and not normalized:
-        q = torch.nn.functional.normalize(q, dim=1)
-        g = torch.nn.functional.normalize(g, dim=1)
-    if metric == "euclidean" and gallery_sq is None:
-        gallery_sq = (g * g).sum(1)
-    dist_out, idx_out = [], []
-    for start in range(0, len(q), chunk_size):
-        block = q[start:start + chunk_size]
-        block_sq = (block * block).sum(1, keepdim=True) if metric == "euclidean" else None
-        step = max(k, TILE_ELEMENTS // len(block))
-        parts_d, parts_i = [], []
-        for g0 in range(0, len(g), step):
-            part = g[g0:g0 + step]
-            if metric == "cosine":
-                dist = 1.0 - block @ part.T
-            else:
-                dist = (block_sq - 2.0 * block @ part.T + gallery_sq[g0:g0 + step]).clamp_(min=0).sqrt_()
-            d, i = torch.topk(dist, min(k, len(part)), dim=1, largest=False, sorted=True)
-            parts_d.append(d)
-            parts_i.append(i + g0)
-            del dist
-        if len(parts_d) == 1:
-            d, i = parts_d[0], parts_i[0]
-        else:  # merge the blocks' top-k
-            d, pos = torch.topk(torch.cat(parts_d, 1), k, dim=1, largest=False, sorted=True)
-            i = torch.gather(torch.cat(parts_i, 1), 1, pos)
-        dist_out.append(d)
-        idx_out.append(i)
-    if not dist_out:
-        return np.zeros((0, k), dtype=np.float32), np.zeros((0, k), dtype=np.int64)
-    return torch.cat(dist_out).numpy(), torch.cat(idx_out).numpy()
 
 
 class Index(ABC):
@@ -111,7 +42,7 @@ class Index(ABC):
     kind = ""   # the INDEX_KINDS key, written into saved files
 
     def __init__(self, spec: str, dim: int, metric: str = "cosine"):
-        _check_metric(metric)
+        check_metric(metric)
         if int(dim) < 1:
             raise ConfigError(f"index dimension must be positive, got {dim}")
         self.spec, self.dim, self.metric = spec, int(dim), metric
@@ -172,7 +103,7 @@ class Index(ABC):
             raise SearchIndexError(f"{what} must be (n, {self.dim}) for this index, got {tuple(np.shape(vectors))}")
         if not np.isfinite(x).all():
             raise SearchIndexError(f"{what} hold NaN or infinite values")
-        return _unit(x) if self.metric == "cosine" else np.ascontiguousarray(x)
+        return unit(x) if self.metric == "cosine" else np.ascontiguousarray(x)
 
     def _check_new_ids(self, ids, n: int, existing: np.ndarray) -> np.ndarray:
         ids = np.asarray(ids)

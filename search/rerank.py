@@ -13,11 +13,8 @@ from typing import Callable
 
 import numpy as np
 
+from search.exact import exact_knn, unit
 from utils import ConfigError
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
 def _rescore(new_queries: np.ndarray, gallery: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -34,7 +31,7 @@ def _weighted_expansion(queries: np.ndarray, gallery: np.ndarray, dist: np.ndarr
     sim = np.clip(1.0 - dist[:, :n], 0.0, None)
     weights = sim ** alpha if alpha else np.ones_like(sim)
     expanded = queries + np.einsum("qn,qnd->qd", weights, gallery[ids[:, :n]])
-    return _unit(expanded)
+    return unit(expanded)
 
 
 def aqe(queries, gallery, dist, ids, cfg):
@@ -51,16 +48,15 @@ def alpha_qe(queries, gallery, dist, ids, cfg):
 def dba(queries, gallery, dist, ids, cfg):
     """Database-side augmentation: every shortlisted gallery vector is replaced by the α-weighted mean
     of itself and its retrieval.dba_k nearest gallery neighbours, then the shortlist is rescored."""
-    from retrieval import search
-
     n = int(cfg["dba_k"])
     alpha = float(cfg["dba_alpha"])
     shown = np.unique(ids)
     # Neighbours of the shortlisted photos only (itself first): Q × S rows at most, never N × N.
-    g_dist, g_ids = search(gallery[shown], gallery, min(n + 1, len(gallery)), int(cfg["chunk_size"]))
+    g_dist, g_ids = exact_knn(gallery[shown], gallery, min(n + 1, len(gallery)), "cosine", int(cfg["chunk_size"]),
+                              normalized=True)
     sim = np.clip(1.0 - g_dist, 0.0, None)
     weights = sim ** alpha if alpha else np.ones_like(sim)
-    augmented = _unit(np.einsum("bn,bnd->bd", weights, gallery[g_ids]))
+    augmented = unit(np.einsum("bn,bnd->bd", weights, gallery[g_ids]))
     local = np.searchsorted(shown, ids)
     dist = 1.0 - np.einsum("qd,qsd->qs", queries, augmented[local])
     order = np.argsort(dist, axis=1, kind="stable")
@@ -128,7 +124,7 @@ def rerank(queries: np.ndarray, gallery: np.ndarray, dist: np.ndarray, ids: np.n
     for name in names:
         if name not in RERANKERS:
             raise ConfigError(f"retrieval.rerank: '{name}' is not one of {', '.join(RERANKERS)}")
-    queries, gallery = _unit(np.asarray(queries, np.float32)), _unit(np.asarray(gallery, np.float32))
+    queries, gallery = unit(np.asarray(queries, np.float32)), unit(np.asarray(gallery, np.float32))
     for name in names:
         dist, ids = RERANKERS[name](queries, gallery, dist, ids, cfg)
     return dist, ids

@@ -201,7 +201,7 @@ class GalleryStore:
         """Crop, embed and store photos (files, or folders searched recursively) in one transaction;
         the same content is stored once. Nothing is stored when anything fails."""
         from detection import IMAGE_EXTENSIONS, list_images
-        from retrieval import embed_paths
+        from search.retrieval import embed_paths
         from search.cache import file_sha1
 
         files: list[Path] = []
@@ -411,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "info":
             print(json.dumps(GalleryStore.open(args.store).info(), indent=1))
         else:
-            from retrieval import embed_paths
+            from search.retrieval import embed_paths
 
             store = GalleryStore.open(args.store)
             model, cfg = store.model()

@@ -7,10 +7,10 @@ import numpy as np
 import torch
 
 import network
-import retrieval
+from search import retrieval
 from conftest import PEOPLE
 from network import build_model
-from retrieval import embed_folder
+from search.retrieval import embed_folder
 from search.cache import EmbeddingCache
 from utils import load_config
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from search.index import (INDEX_KINDS, ExactIndex, FaissIndex, SearchIndexError, build_index, exact_knn,
-                          index_from_config, kind_of, load_index)
+from search.exact import exact_knn
+from search.index import (INDEX_KINDS, ExactIndex, FaissIndex, SearchIndexError, build_index, index_from_config,
+                          kind_of, load_index)
 from utils import ConfigError, load_config
 
 N, D, Q, K = 2000, 64, 50, 10
@@ -72,7 +73,7 @@ def test_exact_equals_brute_force_with_chunks_smaller_than_the_queries(metric):
 
 
 def test_exact_knn_merges_gallery_blocks(monkeypatch):
-    import search.index as module
+    import search.exact as module
 
     whole = exact_knn(QUERIES, GALLERY, K, "euclidean", chunk_size=16)
     monkeypatch.setattr(module, "TILE_ELEMENTS", 16 * 100)  # 100 gallery rows per block: 20 blocks

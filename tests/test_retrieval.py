@@ -7,7 +7,8 @@ import pytest
 from evaluate import query_gallery_split, score_embeddings
 from metrics import (average_precision, mean_average_precision, ndcg_at_k, r_precision, recall_at_k,
                      retrieval_report, top_k_accuracy)
-from retrieval import distance_estimator, rank, relevance_matrix
+from search.exact import distance_estimator
+from search.retrieval import rank, relevance_matrix
 from utils import ConfigError, DataError
 
 
@@ -26,7 +27,7 @@ def brute_force(q, g, metric):
 def test_distance_estimator_matches_brute_force(metric, chunk):
     rng = np.random.default_rng(0)
     q, g = rng.normal(size=(23, 16)), rng.normal(size=(57, 16))
-    idx, dist = distance_estimator(q, g, k=10, metric=metric, chunk_size=chunk)
+    dist, idx = distance_estimator(q, g, k=10, metric=metric, chunk_size=chunk)  # faiss's order
     ref_idx, ref_dist = brute_force(q, g, metric)
     assert idx.shape == (23, 10)
     assert np.array_equal(idx, ref_idx[:, :10])
@@ -119,7 +120,7 @@ def test_query_gallery_split_keeps_a_gallery_photo_for_every_query():
 
 
 def test_the_pipeline_searches_through_the_configured_index():
-    from retrieval import retrieve
+    from search.retrieval import retrieve
     from utils import load_config
 
     rng = np.random.default_rng(0)

@@ -24,6 +24,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 import web  # noqa: E402
 from network import build_model, save_checkpoint  # noqa: E402
+from search.exact import unit  # noqa: E402
 from search.store import GalleryStore, StoreError  # noqa: E402
 from utils import load_config  # noqa: E402
 
@@ -243,7 +244,7 @@ def test_search_mark_refine_add_remove_and_names(client, store_root):
     assert r.status_code == 200 and "learned 'Alice' from 2 more photos" in text(r)
     store = GalleryStore.open(store_root)
     _, names, vectors = store.vectors()
-    assert np.allclose(store.name_prototype("Alice"), web._unit(vectors[names.index(shown[0])] + vectors[names.index(shown[1])]), atol=1e-6)
+    assert np.allclose(store.name_prototype("Alice"), unit(vectors[names.index(shown[0])] + vectors[names.index(shown[1])]), atol=1e-6)
     before = store.name_prototype("Alice")
     r = client.post("/name/learn", data={"person": "Alice", f"mark:{shown[3]}": "relevant"})
     assert "learned 'Alice' from 1 more photo:" in text(r) and "mean of 3 marked photos" in text(r)

@@ -14,34 +14,14 @@ import numpy as np
 
 from dataset import degrade
 from detection import crop_paths, list_images, load_crop
-from network import EmbeddingNet, batch_size_for, embed
-from utils import ConfigError, DataError, get_logger
+from network import EmbeddingNet, batch_size_for, checkpoint_fingerprint, embed
+from search.cache import EmbeddingCache, file_sha1, photo_key
+from search.exact import distance_estimator
+from search.index import build_index
+from search.rerank import rerank
+from utils import ConfigError, DataError, get_logger, load_config
 
-METRICS = ("cosine", "euclidean")
 log = get_logger()
-
-
-def distance_estimator(query: np.ndarray, gallery: np.ndarray, k: int, metric: str = "cosine",
-                       chunk_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
-    """Exact k nearest gallery rows for every query row: (indices, distances), nearest first
-    (the design's name and order; search() and the indexes use faiss's (distances, ids)).
-
-    Cosine distance is 1 - cosine similarity; euclidean is the L2 distance. Queries are taken
-    chunk_size at a time, so memory stays bounded whatever the query count.
-    """
-    from search.index import exact_knn
-
-    if metric not in METRICS:
-        raise ConfigError(f"retrieval.metric '{metric}' is not one of {', '.join(METRICS)}")
-    q, g = np.asarray(query, dtype=np.float32), np.asarray(gallery, dtype=np.float32)
-    if q.ndim != 2 or g.ndim != 2 or q.shape[1] != g.shape[1]:
-        raise ValueError(f"query {tuple(q.shape)} and gallery {tuple(g.shape)} must be 2-D with equal width")
-    if not 1 <= k <= len(g):
-        raise DataError(f"k={k} but the gallery holds {len(g)} images")
-    if not len(q):
-        return np.zeros((0, k), dtype=np.int64), np.zeros((0, k), dtype=np.float32)
-    dist, ids = exact_knn(q, g, k, metric, chunk_size)
-    return ids, dist
 
 
 def search(queries: np.ndarray, gallery: np.ndarray, k: int, chunk_size: int = 1024, metric: str = "cosine",
@@ -50,16 +30,14 @@ def search(queries: np.ndarray, gallery: np.ndarray, k: int, chunk_size: int = 1
     index named by `index` (search/index.py). Rows an approximate index leaves out of a list
     (IVF visits only nprobe clusters) are appended in exact order, so a full ranking stays full."""
     if index == "exact":
-        ids, dist = distance_estimator(queries, gallery, k, metric, chunk_size)
-        return dist, ids
-    from search.index import build_index
+        return distance_estimator(queries, gallery, k, metric, chunk_size)
 
     built = build_index(index, gallery.shape[1], metric, nprobe=nprobe, ef_search=ef_search, chunk_size=chunk_size)
     built.add(np.asarray(gallery, dtype=np.float32), np.arange(len(gallery), dtype=np.int64))
     dist, ids = built.search(np.asarray(queries, dtype=np.float32), k)
     short = np.flatnonzero((ids < 0).any(axis=1))
     if len(short):
-        e_ids, e_dist = distance_estimator(queries[short], gallery, k, metric, chunk_size)
+        e_dist, e_ids = distance_estimator(queries[short], gallery, k, metric, chunk_size)
         for row, exact_ids, exact_dist in zip(short, e_ids, e_dist):
             found = ids[row] >= 0
             rest = ~np.isin(exact_ids, ids[row][found])
@@ -71,8 +49,6 @@ def search(queries: np.ndarray, gallery: np.ndarray, k: int, chunk_size: int = 1
 def retrieve(queries: np.ndarray, gallery: np.ndarray, k: int, rcfg: dict) -> tuple[np.ndarray, np.ndarray]:
     """The k best gallery rows for every query: search, then the configured re-rankers reorder
     each query's first retrieval.shortlist results (the rest keep their order)."""
-    from search.rerank import rerank
-
     k = min(int(k), len(gallery))
     names = rcfg.get("rerank") or []
     depth = max(k, min(int(rcfg.get("shortlist", k)), len(gallery))) if names else k
@@ -92,8 +68,6 @@ def rank(query: np.ndarray, gallery: np.ndarray, gallery_names: list[str], k: in
          rcfg: dict | None = None) -> list[list[str]]:
     """The k best gallery names for every query embedding, best first, each name once, through
     the one pipeline (search and the re-rankers of `rcfg`, the retrieval config section)."""
-    from utils import load_config
-
     if len(set(gallery_names)) != len(gallery_names):
         raise ValueError("gallery names must be unique")
     if len(gallery_names) != len(gallery):
@@ -125,9 +99,6 @@ def embed_paths(paths: list[Path], model: EmbeddingNet, cfg: dict, device, what:
     (evaluate.degrade), each crop is degraded first, seeded by the photo's name and cfg['seed']
     (so every model sees the same degraded queries), and the cache is not used.
     """
-    from network import checkpoint_fingerprint
-    from search.cache import EmbeddingCache, file_sha1, photo_key
-
     crops, report = crop_paths(paths, model.meta["crop"], cfg["data"]["cache_dir"], desc=f"cropping {what}",
                                workers=int(cfg["data"]["num_workers"]))
     log.info(f"{what}: {report.summary()}")

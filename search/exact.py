@@ -1,0 +1,102 @@
+"""Exact nearest neighbours: the one exact search, in faiss's order (distances, ids), that the
+pipeline, the exact index and the re-rankers share, and the unit-length normalisation they all use.
+
+    distances, ids = distance_estimator(queries, gallery, k, metric="cosine")   # (Q, k) each, nearest first
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from utils import ConfigError, DataError
+
+DISTANCES = ("cosine", "euclidean")  # retrieval.metric
+TILE_ELEMENTS = 2 ** 26     # most distances held at once (256 MB of float32)
+
+
+def check_metric(metric: str) -> None:
+    """A ConfigError naming retrieval.metric unless it is one of DISTANCES."""
+    if metric not in DISTANCES:
+        raise ConfigError(f"retrieval.metric '{metric}' is not one of {', '.join(DISTANCES)}")
+
+
+def unit(x: np.ndarray, block: int = 65536) -> np.ndarray:
+    """A new float32 array scaled to unit length along its last axis (a zero vector stays zero): one
+    vector, or the rows of a matrix, in blocks of rows, so that no temporary as large as a
+    10^6-row gallery is made."""
+    x = np.asarray(x, dtype=np.float32)
+    if x.ndim == 1:
+        return x / max(float(np.linalg.norm(x)), 1e-12)
+    out = np.empty(x.shape, np.float32)
+    for start in range(0, len(x), block):
+        part = x[start:start + block]
+        out[start:start + block] = part / np.maximum(np.linalg.norm(part, axis=1, keepdims=True), 1e-12)
+    return out
+
+
+def exact_knn(queries: np.ndarray, gallery: np.ndarray, k: int, metric: str = "cosine",
+              chunk_size: int = 1024, *, normalized: bool = False,
+              gallery_sq: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Exact k nearest gallery rows for every query row, in faiss's order: (distances, rows),
+    (Q, k) each, nearest first.
+
+    Cosine distance is 1 - cosine similarity (both sides normalised here unless `normalized`);
+    euclidean is the L2 distance (`gallery_sq`: the gallery's squared norms, when known).
+    Queries are taken chunk_size at a time and, for large galleries, the gallery in blocks whose
+    top-k are merged, so at most TILE_ELEMENTS distances exist at once whatever the sizes.
+    """
+    check_metric(metric)
+    q = torch.as_tensor(np.ascontiguousarray(queries, dtype=np.float32))
+    g = torch.as_tensor(np.ascontiguousarray(gallery, dtype=np.float32))
+    if q.ndim != 2 or g.ndim != 2 or q.shape[1] != g.shape[1]:
+        raise ValueError(f"query {tuple(q.shape)} and gallery {tuple(g.shape)} must be 2-D with equal width")
+    if not 1 <= k <= len(g):
+        raise ValueError(f"k={k} but the gallery holds {len(g)} vectors")
+    chunk_size = max(1, int(chunk_size))
+    if metric == "cosine" and not normalized:
+        q = torch.nn.functional.normalize(q, dim=1)
+        g = torch.nn.functional.normalize(g, dim=1)
+    if metric == "euclidean" and gallery_sq is None:
+        gallery_sq = (g * g).sum(1)
+    dist_out, idx_out = [], []
+    for start in range(0, len(q), chunk_size):
+        block = q[start:start + chunk_size]
+        block_sq = (block * block).sum(1, keepdim=True) if metric == "euclidean" else None
+        step = max(k, TILE_ELEMENTS // len(block))
+        parts_d, parts_i = [], []
+        for g0 in range(0, len(g), step):
+            part = g[g0:g0 + step]
+            if metric == "cosine":
+                dist = 1.0 - block @ part.T
+            else:
+                dist = (block_sq - 2.0 * block @ part.T + gallery_sq[g0:g0 + step]).clamp_(min=0).sqrt_()
+            d, i = torch.topk(dist, min(k, len(part)), dim=1, largest=False, sorted=True)
+            parts_d.append(d)
+            parts_i.append(i + g0)
+            del dist
+        if len(parts_d) == 1:
+            d, i = parts_d[0], parts_i[0]
+        else:  # merge the blocks' top-k
+            d, pos = torch.topk(torch.cat(parts_d, 1), k, dim=1, largest=False, sorted=True)
+            i = torch.gather(torch.cat(parts_i, 1), 1, pos)
+        dist_out.append(d)
+        idx_out.append(i)
+    if not dist_out:
+        return np.zeros((0, k), dtype=np.float32), np.zeros((0, k), dtype=np.int64)
+    return torch.cat(dist_out).numpy(), torch.cat(idx_out).numpy()
+
+
+def distance_estimator(queries: np.ndarray, gallery: np.ndarray, k: int, metric: str = "cosine",
+                       chunk_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """The design's distance estimator: the exact k nearest gallery rows of every query row, checked
+    input, in faiss's order (distances, ids), nearest first. Cosine distance is 1 - cosine
+    similarity, euclidean the L2 distance; memory stays bounded whatever the sizes (exact_knn)."""
+    check_metric(metric)
+    q, g = np.asarray(queries, dtype=np.float32), np.asarray(gallery, dtype=np.float32)
+    if q.ndim != 2 or g.ndim != 2 or q.shape[1] != g.shape[1]:
+        raise ValueError(f"query {tuple(q.shape)} and gallery {tuple(g.shape)} must be 2-D with equal width")
+    if not 1 <= k <= len(g):
+        raise DataError(f"k={k} but the gallery holds {len(g)} images")
+    if not len(q):
+        return np.zeros((0, k), dtype=np.float32), np.zeros((0, k), dtype=np.int64)
+    return exact_knn(q, g, k, metric, chunk_size)
