@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from competition import load_ground_truth
+from competition import load_ground_truth, pick_queries
 from dataset import DEGRADATIONS
 from metrics import METRICS, format_metrics, mean_average_precision, retrieval_report
 from plots import curves_for, retrieval_figure
@@ -35,11 +35,9 @@ def query_gallery_split(labels: list, queries_per_person: int, seed: int) -> tup
     rng = random.Random(seed)
     queries, gallery = [], []
     for label in sorted(by_label, key=str):
-        pos = by_label[label][:]
-        rng.shuffle(pos)
-        n_q = min(queries_per_person, len(pos) - 1)
-        queries += pos[:n_q]
-        gallery += pos[n_q:]
+        q, g = pick_queries(by_label[label], queries_per_person, rng)
+        queries += q
+        gallery += g
     return sorted(queries), sorted(gallery)
 
 

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import split
+from competition.split import make_split
 from conftest import FACES, PEOPLE, TINY_INPUT
 from dataset import FaceDataset, PKSampler, eval_transform, identity_split, list_identities, train_transform
 from detection import read_image
@@ -145,5 +146,5 @@ def test_split_builds_an_identity_disjoint_competition(tmp_path):
     assert split.main(["--people", str(people), "--distractors", str(distractors), "--out", str(out),
                        "--force", "split.test_fraction=0.5", "seed=7"]) == 0
     assert json.loads((out / "ground_truth.json").read_text()) == truth
-    other = split.make_split(people, distractors, 8, 0.5, 1)
+    other = make_split(people, distractors, 8, 0.5, 1)
     assert sorted(other["query"]) != queries

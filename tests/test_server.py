@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 import server as srv
+from competition.server import load_competitions, make_server
 from conftest import ROOT
 from utils import ConfigError, load_config
 
@@ -65,7 +66,7 @@ def start(tmp_path):
     def _start(*overrides, truths=(TRUTH,), db=None):
         paths = [write_truth(tmp_path / f"comp{i}", t) for i, t in enumerate(truths)]
         cfg = load_config(overrides=["server.port=0", f"server.db={db or tmp_path / 'server.db'}", *overrides])
-        server = srv.make_server(cfg, srv.load_competitions([str(p) for p in paths]))
+        server = make_server(cfg, load_competitions([str(p) for p in paths]))
         threading.Thread(target=server.serve_forever, daemon=True).start()
         started.append(server)
         return server.server_address[1], server

@@ -3,6 +3,7 @@ submission is, and how one is scored. Light on purpose (no torch), so the server
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 from typing import NamedTuple
 
@@ -10,8 +11,9 @@ import numpy as np
 
 from metrics import retrieval_report
 
-SCORES = ("top1", "top5", "top10", "map")  # what the server stores and answers, by metrics' names
 from utils import FacematchError
+
+SCORES = ("top1", "top5", "top10", "map")  # what the server stores and answers, by metrics' names
 
 
 class PayloadError(FacematchError, ValueError):
@@ -46,6 +48,16 @@ def load_ground_truth(path: str | Path) -> dict:
             raise GroundTruthError(f"ground truth {path}: query '{query}' needs a non-empty list of gallery names")
     gt.setdefault("name", path.parent.name)
     return gt
+
+
+def pick_queries(items: list, queries_per_person: int, rng: random.Random) -> tuple[list, list]:
+    """One person's (queries, gallery): the items shuffled by `rng`, the first queries_per_person of
+    them queries, always leaving one for the gallery. The one rule of split.py's competitions and of
+    validation on labelled people, so both pick alike from the same random stream."""
+    items = list(items)
+    rng.shuffle(items)
+    n = min(queries_per_person, len(items) - 1)
+    return items[:n], items[n:]
 
 
 class Payload(NamedTuple):
