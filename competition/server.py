@@ -28,8 +28,11 @@ import socket
 import sqlite3
 import threading
 import time
+from dataclasses import dataclass, field
+from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Callable
 from urllib.parse import unquote, urlsplit
 
 import yaml
@@ -40,7 +43,13 @@ from utils import ConfigError, get_logger
 
 log = get_logger("facematch.server")
 
-SCHEMA = """
+# The scores are columns named as SCORES names them (competition.rules); SQL, answers and the page
+# all take their names and order from that one list.
+SCORE_LABELS = {"top1": "top-1", "top5": "top-5", "top10": "top-10", "map": "mAP"}
+_COLUMNS = ", ".join(f"{k} REAL" for k in SCORES)
+_BEST_FIRST = ", ".join(f"{k} DESC" for k in SCORES)
+
+SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS submissions (
     id             INTEGER PRIMARY KEY AUTOINCREMENT,
     competition    TEXT NOT NULL,
@@ -50,7 +59,7 @@ CREATE TABLE IF NOT EXISTS submissions (
     http_status    INTEGER NOT NULL,
     error          TEXT,                -- why a rejected attempt was rejected
     payload_sha256 TEXT NOT NULL,
-    top1 REAL, top5 REAL, top10 REAL, map REAL,
+    {_COLUMNS},
     queries        INTEGER,             -- ground-truth queries scored
     missing        INTEGER,             -- of those, absent from the submission
     payload        BLOB NOT NULL
@@ -58,19 +67,19 @@ CREATE TABLE IF NOT EXISTS submissions (
 CREATE INDEX IF NOT EXISTS submissions_by_team ON submissions (competition, team, status, received);
 """
 
-# Best = highest top-1, then top-5, top-10 and mAP; the earlier submission wins a tie.
-LEADERBOARD = """
+# Best = highest top-1, then top-5, top-10 and mAP (SCORES' order); the earlier submission wins a tie.
+LEADERBOARD = f"""
 WITH scored AS (
-    SELECT *, ROW_NUMBER() OVER (PARTITION BY team ORDER BY top1 DESC, top5 DESC, top10 DESC, map DESC, id) AS best_rank,
+    SELECT *, ROW_NUMBER() OVER (PARTITION BY team ORDER BY {_BEST_FIRST}, id) AS best_rank,
               ROW_NUMBER() OVER (PARTITION BY team ORDER BY id DESC) AS latest_rank,
               COUNT(*) OVER (PARTITION BY team) AS submissions
     FROM submissions WHERE competition = ? AND status = 'scored'
 )
-SELECT b.team, b.submissions, b.id, b.top1, b.top5, b.top10, b.map, b.received,
-       l.id, l.top1, l.top5, l.top10, l.map, l.received
+SELECT b.team, b.submissions, b.id, {", ".join(f"b.{k}" for k in SCORES)}, b.received,
+       l.id, {", ".join(f"l.{k}" for k in SCORES)}, l.received
 FROM scored b JOIN scored l ON l.team = b.team AND l.latest_rank = 1
 WHERE b.best_rank = 1
-ORDER BY b.top1 DESC, b.top5 DESC, b.top10 DESC, b.map DESC, b.id
+ORDER BY {", ".join(f"b.{k} DESC" for k in SCORES)}, b.id
 """
 
 
@@ -114,12 +123,12 @@ class Store:
         try:
             if limits is not None:
                 self._check_limits(conn, competition, team, *limits)
+            columns = ("competition", "team", "received", "status", "http_status", "error", "payload_sha256",
+                       *SCORES, "queries", "missing", "payload")
             cur = conn.execute(
-                "INSERT INTO submissions (competition, team, received, status, http_status, error, payload_sha256, "
-                "top1, top5, top10, map, queries, missing, payload) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                f"INSERT INTO submissions ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
                 (competition, team, time.time(), status, http_status, error, hashlib.sha256(payload).hexdigest(),
-                 s.get("top1"), s.get("top5"), s.get("top10"), s.get("map"), s.get("queries"), s.get("missing"),
-                 payload))
+                 *(s.get(k) for k in SCORES), s.get("queries"), s.get("missing"), payload))
             conn.execute("COMMIT")
             return cur.lastrowid
         except BaseException:
@@ -145,9 +154,10 @@ class Store:
     def leaderboard(self, competition: str) -> list[dict]:
         """Best and latest score per team, best team first."""
         rows = self.conn().execute(LEADERBOARD, (competition,)).fetchall()
-        keys = ("id", "top1", "top5", "top10", "map", "time")
-        return [{"team": r[0], "submissions": r[1], "best": dict(zip(keys, r[2:8])), "latest": dict(zip(keys, r[8:14]))}
-                for r in rows]
+        keys = ("id", *SCORES, "time")
+        n = len(keys)
+        return [{"team": r[0], "submissions": r[1], "best": dict(zip(keys, r[2:2 + n])),
+                 "latest": dict(zip(keys, r[2 + n:2 + 2 * n]))} for r in rows]
 
     def count(self, **where) -> int:
         clause = " AND ".join(f"{k}=?" for k in where) or "1"
@@ -254,11 +264,138 @@ class CompetitionServer(ThreadingHTTPServer):
         self.shutdown_request(request)
 
 
+@dataclass
+class Answer:
+    """What a route answers: status, body, its content type and any extra headers."""
+    status: int
+    body: bytes
+    content_type: str = "application/json"
+    headers: dict = field(default_factory=dict)
+
+
+def json_answer(status: int, data: dict, headers: dict | None = None) -> Answer:
+    return Answer(status, json.dumps(data).encode(), "application/json", headers or {})
+
+
+@dataclass
+class Request:
+    """One request as the routes see it: the server's state, the competition the path names (None:
+    the default), the headers, and its body once read (read_body reads it, within the deadline)."""
+    server: "CompetitionServer"
+    path: str
+    competition: str | None
+    headers: Message
+    read_body: Callable[[], bytes]
+    body: bytes = b""
+
+    def named_competition(self) -> str:
+        """The competition the path names, or the default one; a 404 for an unknown name."""
+        name = self.server.default if self.competition is None else self.competition
+        if name not in self.server.competitions:
+            raise Reject(404, f"no competition named '{name}' (known: {', '.join(self.server.competitions)})",
+                         store=False)
+        return name
+
+
+# ------------------------------------------------------------ the routes: (request) -> answer
+
+def leaderboard_json(req: Request) -> Answer:
+    comp = req.named_competition()
+    return json_answer(200, {"competition": comp, "teams": req.server.store.leaderboard(comp)})
+
+
+def health(req: Request) -> Answer:
+    return json_answer(200, {"status": "ok", "competitions": list(req.server.competitions)})
+
+
+def leaderboard_page(req: Request) -> Answer:
+    """Every competition's leaderboard as one HTML page (the columns from SCORES)."""
+    if req.competition is not None:
+        raise Reject(404, f"no page at {req.path}", store=False)
+    server = req.server
+
+    def cell(v):
+        return f"{v:.3f}" if v is not None else ""
+
+    def when(t):
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+
+    heads = "".join(f"<th>{SCORE_LABELS[k]}</th>" for k in SCORES)
+    sections = []
+    for comp in server.competitions:
+        rows = "".join(
+            f"<tr><td>{i}</td><td>{html.escape(t['team'])}</td>"
+            + "".join(f"<td>{cell(t['best'][k])}</td>" for k in SCORES)
+            + "".join(f"<td>{cell(t['latest'][k])}</td>" for k in SCORES)
+            + f"<td>{t['submissions']}</td><td>{when(t['latest']['time'])}</td></tr>"
+            for i, t in enumerate(server.store.leaderboard(comp), 1))
+        default = " (default: POST /results/)" if comp == server.default else ""
+        sections.append(
+            f"<h2>{html.escape(comp)}{default}</h2><p>{len(server.queries[comp])} queries, "
+            f"{len(server.galleries[comp])} gallery photos. POST /competitions/{html.escape(comp)}/results/</p>"
+            f"<table><tr><th rowspan=2>#</th><th rowspan=2>team</th><th colspan={len(SCORES)}>best</th>"
+            f"<th colspan={len(SCORES)}>latest</th><th rowspan=2>submissions</th><th rowspan=2>last submission</th></tr>"
+            f"<tr>{heads}{heads}</tr>"
+            + (rows or f"<tr><td colspan={2 * len(SCORES) + 4}>no submissions yet</td></tr>") + "</table>")
+    page = ("<!doctype html><html><head><meta charset=utf-8><title>facematch leaderboard</title>"
+            "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+            "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}td:nth-child(2){text-align:left}</style>"
+            "</head><body><h1>facematch leaderboard</h1>" + "".join(sections) + "</body></html>")
+    return Answer(200, page.encode(), "text/html; charset=utf-8")
+
+
+def submit(req: Request) -> Answer:
+    """Score a submission and store it (a Reject names what is wrong; the handler stores it as rejected)."""
+    server, cfg = req.server, req.server.cfg
+    comp = req.named_competition()
+    req.body = req.read_body()
+    team = authenticate(req)
+    payload = _parse_json(req.body, team)
+    try:
+        claimed, images, warnings = validate_payload(payload, server.galleries[comp], cfg["k"], exact=False,
+                                                     queries=server.queries[comp])
+    except PayloadError as exc:
+        raise Reject(400, str(exc), team=team or _groupname(payload)) from None
+    if team is not None and claimed != team:
+        raise Reject(401, f"the token is for team '{team}', not '{claimed}'", store=False)
+    scores = score_submission(images, server.competitions[comp], cfg["k"])
+    sub_id = server.store.add(comp, claimed, "scored", 200, req.body, scores=scores,
+                              limits=(cfg["rate_limit"], cfg["rate_window"], cfg["max_submissions"]))
+    answer = {"id": sub_id, "competition": comp, "groupname": claimed, "results": {k: scores[k] for k in SCORES},
+              "queries": scores["queries"], "missing": scores["missing"], "warnings": warnings}
+    if scores["missing"]:
+        answer["message"] = f"{scores['missing']} of {scores['queries']} queries were missing and count as wrong"
+    log.info(f"{comp}: '{claimed}' scored top1={scores['top1']:.3f} map={scores['map']:.3f} (id {sub_id})")
+    return json_answer(200, answer)
+
+
+def authenticate(req: Request) -> str | None:
+    """The team a bearer token belongs to (None when the server has no tokens)."""
+    tokens = req.server.tokens
+    if not tokens:
+        return None
+    auth = req.headers.get("Authorization", "")
+    token = auth[len("Bearer "):].strip() if auth.startswith("Bearer ") else ""
+    for team, expected in tokens.items():
+        if token and hmac.compare_digest(token.encode(), expected.encode()):
+            return team
+    raise Reject(401, "this server needs a team token: send 'Authorization: Bearer <token>'", store=False)
+
+
+# (method, path without its trailing slash, after any /competitions/<name> prefix) -> route
+ROUTES: dict[tuple[str, str], Callable[[Request], Answer]] = {
+    ("GET", ""): leaderboard_page,
+    ("GET", "/leaderboard.json"): leaderboard_json,
+    ("GET", "/health"): health,
+    ("POST", "/results"): submit,
+}
+
+
 class Handler(BaseHTTPRequestHandler):
+    """HTTP plumbing around ROUTES: the request deadline, routing, the answer, rejected attempts stored."""
     server: CompetitionServer
     protocol_version = "HTTP/1.1"
 
-    # ------------------------------------------------------------ plumbing
     def setup(self):
         self.timeout = self.server.read_timeout  # for writes; reads follow the request's deadline
         super().setup()
@@ -273,119 +410,46 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, fmt, *args):
         log.debug("%s %s", self.address_string(), fmt % args)
 
-    def _send(self, status: int, body: bytes, content_type: str, extra: dict | None = None) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        for k, v in (extra or {}).items():
+    def do_GET(self):
+        self._dispatch("GET")
+
+    def do_HEAD(self):
+        self._dispatch("GET")
+
+    def do_POST(self):
+        self._dispatch("POST")
+
+    def _dispatch(self, method: str) -> None:
+        path = urlsplit(self.path).path
+        competition = None
+        if path.startswith("/competitions/"):
+            name, _, rest = path[len("/competitions/"):].partition("/")
+            competition, path = unquote(name), "/" + rest
+        route = ROUTES.get((method, path.rstrip("/")))
+        req = Request(self.server, self.path, competition, self.headers, self._read_body)
+        try:
+            if route is None:
+                raise Reject(404, f"no endpoint at {self.path}: POST /results/ or /competitions/<name>/results/"
+                             if method == "POST" else f"no page at {self.path}", store=False)
+            answer = route(req)
+        except Reject as r:
+            self._reject(r, req, method)
+            return
+        except Exception as exc:  # a bug or a full disk: say so, never pretend it was stored
+            log.exception(f"error while handling {method} {self.path}")
+            what = "the submission was not stored" if method == "POST" else "nothing was changed"
+            answer = json_answer(500, {"error": 500, "message": f"internal error, {what}: {exc}"})
+        self._send(answer)
+
+    def _send(self, answer: Answer) -> None:
+        self.send_response(answer.status)
+        self.send_header("Content-Type", answer.content_type)
+        self.send_header("Content-Length", str(len(answer.body)))
+        for k, v in answer.headers.items():
             self.send_header(k, v)
         self.end_headers()
         if self.command != "HEAD":
-            self.wfile.write(body)
-
-    def _json(self, status: int, data: dict, extra: dict | None = None) -> None:
-        self._send(status, json.dumps(data).encode(), "application/json", extra)
-
-    def _route(self) -> tuple[str | None, str]:
-        """(competition name or None, the rest of the path) for /competitions/<name>/... paths."""
-        path = urlsplit(self.path).path
-        if path.startswith("/competitions/"):
-            parts = path[len("/competitions/"):].split("/", 1)
-            return unquote(parts[0]), "/" + (parts[1] if len(parts) > 1 else "")
-        return None, path
-
-    def _competition(self, name: str | None) -> str:
-        name = self.server.default if name is None else name
-        if name not in self.server.competitions:
-            raise Reject(404, f"no competition named '{name}' (known: {', '.join(self.server.competitions)})",
-                         store=False)
-        return name
-
-    # ------------------------------------------------------------ GET
-    def do_GET(self):
-        try:
-            name, rest = self._route()
-            if rest in ("/leaderboard.json", "/leaderboard.json/"):
-                comp = self._competition(name)
-                self._json(200, {"competition": comp, "teams": self.server.store.leaderboard(comp)})
-            elif rest == "/" and name is None:
-                self._send(200, self._html().encode(), "text/html; charset=utf-8")
-            elif rest in ("/health", "/health/"):
-                self._json(200, {"status": "ok", "competitions": list(self.server.competitions)})
-            else:
-                raise Reject(404, f"no page at {self.path}", store=False)
-        except Reject as r:
-            self._json(r.status, {"error": r.status, "message": r.message})
-
-    do_HEAD = do_GET
-
-    def _html(self) -> str:
-        def pct(v):
-            return f"{v:.3f}" if v is not None else ""
-
-        def when(t):
-            return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
-
-        sections = []
-        for comp in self.server.competitions:
-            rows = "".join(
-                f"<tr><td>{i}</td><td>{html.escape(t['team'])}</td>"
-                + "".join(f"<td>{pct(t['best'][k])}</td>" for k in SCORES)
-                + "".join(f"<td>{pct(t['latest'][k])}</td>" for k in SCORES)
-                + f"<td>{t['submissions']}</td><td>{when(t['latest']['time'])}</td></tr>"
-                for i, t in enumerate(self.server.store.leaderboard(comp), 1))
-            default = " (default: POST /results/)" if comp == self.server.default else ""
-            sections.append(
-                f"<h2>{html.escape(comp)}{default}</h2><p>{len(self.server.queries[comp])} queries, "
-                f"{len(self.server.galleries[comp])} gallery photos. POST /competitions/{html.escape(comp)}/results/</p>"
-                "<table><tr><th rowspan=2>#</th><th rowspan=2>team</th><th colspan=4>best</th>"
-                "<th colspan=4>latest</th><th rowspan=2>submissions</th><th rowspan=2>last submission</th></tr>"
-                "<tr>" + "<th>top-1</th><th>top-5</th><th>top-10</th><th>mAP</th>" * 2 + "</tr>"
-                + (rows or "<tr><td colspan=12>no submissions yet</td></tr>") + "</table>")
-        return ("<!doctype html><html><head><meta charset=utf-8><title>facematch leaderboard</title>"
-                "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
-                "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}td:nth-child(2){text-align:left}</style>"
-                "</head><body><h1>facematch leaderboard</h1>" + "".join(sections) + "</body></html>")
-
-    # ------------------------------------------------------------ POST
-    def do_POST(self):
-        name, rest = self._route()
-        comp, body = None, b""
-        try:
-            if rest not in ("/results/", "/results"):
-                raise Reject(404, f"no endpoint at {self.path}: POST /results/ or /competitions/<name>/results/",
-                             store=False)
-            comp = self._competition(name)
-            body = self._read_body()
-            team = self._authenticate()
-            payload = _parse_json(body, team)
-            try:
-                claimed, images, warnings = validate_payload(
-                    payload, self.server.galleries[comp], self.server.cfg["k"], exact=False,
-                    queries=self.server.queries[comp])
-            except PayloadError as exc:
-                raise Reject(400, str(exc), team=team or _groupname(payload)) from None
-            if team is not None and claimed != team:
-                raise Reject(401, f"the token is for team '{team}', not '{claimed}'", store=False)
-            scores = score_submission(images, self.server.competitions[comp], self.server.cfg["k"])
-            c = self.server.cfg
-            sub_id = self.server.store.add(comp, claimed, "scored", 200, body, scores=scores,
-                                           limits=(c["rate_limit"], c["rate_window"], c["max_submissions"]))
-        except Reject as r:
-            self._reject(r, comp, body)
-            return
-        except Exception as exc:  # a bug or a full disk: say so, never pretend it was stored
-            log.exception("error while handling a submission")
-            self._json(500, {"error": 500, "message": f"internal error, the submission was not stored: {exc}"})
-            return
-        missing = scores["missing"]
-        answer = {"id": sub_id, "competition": comp, "groupname": claimed,
-                  "results": {k: scores[k] for k in SCORES},
-                  "queries": scores["queries"], "missing": missing, "warnings": warnings}
-        if missing:
-            answer["message"] = f"{missing} of {scores['queries']} queries were missing and count as wrong"
-        log.info(f"{comp}: '{claimed}' scored top1={scores['top1']:.3f} map={scores['map']:.3f} (id {sub_id})")
-        self._json(200, answer)
+            self.wfile.write(answer.body)
 
     def _read_body(self) -> bytes:
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
@@ -407,29 +471,25 @@ class Handler(BaseHTTPRequestHandler):
             raise Reject(400, f"the body ended after {len(body)} of {length} bytes", store=False)
         return body
 
-    def _authenticate(self) -> str | None:
-        """The team a bearer token belongs to (None when the server has no tokens)."""
-        if not self.server.tokens:
-            return None
-        auth = self.headers.get("Authorization", "")
-        token = auth[len("Bearer "):].strip() if auth.startswith("Bearer ") else ""
-        for team, expected in self.server.tokens.items():
-            if token and hmac.compare_digest(token.encode(), expected.encode()):
-                return team
-        raise Reject(401, "this server needs a team token: send 'Authorization: Bearer <token>'", store=False)
-
-    def _reject(self, r: Reject, comp: str | None, body: bytes) -> None:
-        self.close_connection = True  # the body may be unread: never parse it as a next request
+    def _reject(self, r: Reject, req: Request, method: str) -> None:
+        """Answer a Reject as JSON; a submission's rejected attempt is stored first (when it names a
+        competition that exists), and the connection closed, since its body may be unread."""
         answer = {"error": r.status, "message": r.message}
-        if r.store and comp is not None:
-            try:
-                answer["id"] = self.server.store.add(comp, r.team, "rejected", r.status, body, error=r.message)
-            except Exception:
-                log.exception("could not store a rejected attempt")
-        log.info(f"{comp}: rejected ({r.status}) {r.message}")
-        extra = {"Connection": "close", **({"WWW-Authenticate": "Bearer"} if r.status == 401 else {})}
+        comp = None
+        if method == "POST":
+            self.close_connection = True  # the body may be unread: never parse it as a next request
+            comp = req.competition if req.competition is not None else self.server.default
+            comp = comp if comp in self.server.competitions else None
+            if r.store and comp is not None:
+                try:
+                    answer["id"] = self.server.store.add(comp, r.team, "rejected", r.status, req.body, error=r.message)
+                except Exception:
+                    log.exception("could not store a rejected attempt")
+            log.info(f"{comp}: rejected ({r.status}) {r.message}")
+        extra = {**({"Connection": "close"} if method == "POST" else {}),
+                 **({"WWW-Authenticate": "Bearer"} if r.status == 401 else {})}
         try:
-            self._json(r.status, answer, extra)
+            self._send(json_answer(r.status, answer, extra))
             self.wfile.flush()
             self._discard(r.unread)
         except OSError as exc:  # the client is gone (it may have sent half a body and left)
