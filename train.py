@@ -35,12 +35,12 @@ from dataset import (DEGRADATIONS, FaceDataset, PKSampler, degrade, eval_transfo
                      train_transform)
 from detection import crop_paths, list_images, load_crop
 from distill import DistillDataset, teacher_targets
-from evaluate import format_report, score_labelled, score_leave_one_out
+from evaluation.protocol import format_report, score_labelled, score_leave_one_out
 from losses import LOSSES, build_loss
-from metrics import METRICS, SUMMARY
+from evaluation.metrics import METRICS, SUMMARY
 from network import (CheckpointError, EmbeddingNet, build_model, embed, load_model_state, model_from_config,
                      read_checkpoint, save_checkpoint)
-from plots import draw_curve
+from evaluation.plots import draw_curve
 from utils import (ConfigError, DataError, FacematchError, atomic_write, get_device, get_logger, load_config,
                    seed_everything)
 

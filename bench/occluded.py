@@ -142,7 +142,7 @@ def score(checkpoints: list[str], tag: str = "") -> None:
     """Each checkpoint's top-1/5/10, mAP@10 and MAP@R on data/dev with clean, occluded (the photo
     copy), cutout and gamma (evaluate.degrade, on the crop) queries, with its own retrieval settings."""
     from competition import load_ground_truth
-    from evaluate import score_embeddings
+    from evaluation.protocol import score_embeddings
     from network import load_for_inference
     from search.retrieval import embed_folder
 

@@ -250,7 +250,7 @@ def score_checkpoint(name: str, reranks: list[list[str]], tta: str = "none", deg
 
 def score_report(gt: dict, q_names: list[str], q_emb, g_names: list[str], g_emb, rcfg: dict, per_photo: float) -> dict:
     """The table's numbers for one ranking of named query and gallery embeddings against a ground truth."""
-    from evaluate import score_embeddings
+    from evaluation.protocol import score_embeddings
     from search.retrieval import retrieve
 
     g_index = {n: j for j, n in enumerate(g_names)}

@@ -49,7 +49,7 @@ def main() -> None:
     import torch
     from tqdm import tqdm
 
-    from evaluate import score_labelled
+    from evaluation.protocol import score_labelled
     from network import load_for_inference
     from search.retrieval import embed_paths
 

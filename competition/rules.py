@@ -9,7 +9,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from metrics import retrieval_report
+from evaluation.metrics import retrieval_report
 
 from utils import FacematchError
 

@@ -133,7 +133,7 @@ def test_unknown_reranker_and_euclidean_are_refused():
 
 
 def test_rank_and_evaluation_share_the_pipeline():
-    from evaluate import score_embeddings
+    from evaluation.protocol import score_embeddings
 
     names = ["g0", "g1", "g2"]
     assert retrieval.rank(Q, G, names, 3, cfg(rerank=["aqe"], qe_k=1)) == [["g0", "g1", "g2"]]
@@ -184,7 +184,7 @@ def test_degraded_evaluation_degrades_queries_only(tiny_cfg, tmp_path):
     import split
     import train
     from conftest import PEOPLE
-    from evaluate import evaluate_checkpoint
+    from evaluation.protocol import evaluate_checkpoint
 
     comp = tmp_path / "comp"
     assert split.main(["--people", str(PEOPLE), "--out", str(comp), "split.test_fraction=0.4"]) == 0

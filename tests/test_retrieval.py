@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from evaluate import query_gallery_split, score_embeddings
-from metrics import (average_precision, mean_average_precision, ndcg_at_k, r_precision, recall_at_k,
+from evaluation.protocol import query_gallery_split, score_embeddings
+from evaluation.metrics import (average_precision, mean_average_precision, ndcg_at_k, r_precision, recall_at_k,
                      retrieval_report, top_k_accuracy)
 from search.exact import distance_estimator
 from search.retrieval import rank, relevance_matrix

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from metrics import SUMMARY, _check, mean_average_precision
+from evaluation.metrics import SUMMARY, _check, mean_average_precision
 from utils import atomic_write
 
 

@@ -1,0 +1,158 @@
+"""The evaluation protocol: rank the whole gallery through the one retrieval pipeline and score it
+(top-1/5/10, mAP, MAP@R, recall@k, R-precision, nDCG@10), on a competition with its ground truth or on
+identity folders split into queries and gallery, plus the figures; leave-one-out for validation."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+
+from competition import load_ground_truth, pick_queries
+from dataset import DEGRADATIONS
+from evaluation.metrics import METRICS, format_metrics, mean_average_precision, retrieval_report
+from evaluation.plots import curves_for, retrieval_figure
+from search.retrieval import embed_folder, embed_paths, relevance_matrix, retrieve
+from utils import ConfigError, DataError, get_logger, load_config
+
+log = get_logger()
+
+
+# ---------------------------------------------------------------- protocol on labelled data
+
+def query_gallery_split(labels: list, queries_per_person: int, seed: int) -> tuple[list[int], list[int]]:
+    """Positions of queries and gallery items: queries_per_person photos of every person with at
+    least one photo left for the gallery become queries; all other photos form the gallery."""
+    by_label: dict = {}
+    for pos, label in enumerate(labels):
+        by_label.setdefault(label, []).append(pos)
+    rng = random.Random(seed)
+    queries, gallery = [], []
+    for label in sorted(by_label, key=str):
+        q, g = pick_queries(by_label[label], queries_per_person, rng)
+        queries += q
+        gallery += g
+    return sorted(queries), sorted(gallery)
+
+
+def score_embeddings(query: np.ndarray, gallery: np.ndarray, correct: list[set[int]],
+                     rcfg: dict | None = None) -> tuple[dict, np.ndarray]:
+    """Rank the whole gallery for every query through the retrieval pipeline (re-rankers
+    included) and score it: (metrics, ranked gallery indices).
+
+    `correct[i]` holds the gallery positions that match query i. Queries without any match
+    cannot be scored and are left out, and counted in the result.
+    """
+    _, ranked = retrieve(query, gallery, len(gallery), rcfg if rcfg is not None else load_config()["retrieval"])
+    rel, n_rel = relevance_of(ranked, correct)
+    report = retrieval_report(rel, n_rel)
+    report["map@10"] = mean_average_precision(rel[:, :10], n_rel)  # the server's mAP over top-10 lists
+    report["queries"] = len(rel)
+    report["queries_without_match"] = len(correct) - len(rel)
+    return report, ranked
+
+
+def relevance_of(ranked: np.ndarray, correct: list[set[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """(relevance matrix, number of correct gallery photos) of the queries that have a match."""
+    keep = [i for i, c in enumerate(correct) if c]
+    rel = relevance_matrix([list(ranked[i]) for i in keep], [correct[i] for i in keep])
+    return rel.reshape(len(keep), -1), np.array([len(correct[i]) for i in keep], dtype=np.int64)
+
+
+def score_labelled(embeddings: np.ndarray, labels: list, cfg: dict,
+                   query_embeddings: np.ndarray | None = None) -> tuple[dict, list[int], list[int], np.ndarray, list[set[int]]]:
+    """Validation protocol on labelled embeddings: (metrics, query positions, gallery positions,
+    ranking, each query's matching gallery indices). `query_embeddings` (one row per photo, e.g.
+    of degraded photos) replaces the query rows when given."""
+    q_pos, g_pos = query_gallery_split(labels, cfg["split"]["queries_per_person"], cfg["seed"])
+    if not q_pos:
+        raise DataError("no person has two or more photos: nothing to query")
+    g_labels = [labels[j] for j in g_pos]
+    correct = [{n for n, gl in enumerate(g_labels) if gl == labels[i]} for i in q_pos]
+    queries = (embeddings if query_embeddings is None else query_embeddings)[q_pos]
+    report, ranked = score_embeddings(queries, embeddings[g_pos], correct, cfg["retrieval"])
+    return report, q_pos, g_pos, ranked, correct
+
+
+def score_leave_one_out(embeddings: np.ndarray, labels: list, rcfg: dict,
+                        query_embeddings: np.ndarray | None = None) -> dict:
+    """Every photo of a person with two or more queries all the others (plain ranking, no
+    re-ranking: the query itself is in the set): N queries instead of one per person, so
+    validation numbers that choose between close checkpoints move less by chance.
+    `query_embeddings` (one row per photo, e.g. of degraded photos) replaces the query side."""
+    n = len(labels)
+    queries = embeddings if query_embeddings is None else query_embeddings
+    _, ranked = retrieve(queries, embeddings, n, dict(rcfg, rerank=[]))
+    ranked = np.asarray(ranked)
+    others = ranked[ranked != np.arange(n)[:, None]].reshape(n, n - 1)  # each row holds itself once
+    lab = np.asarray([str(x) for x in labels])
+    n_rel = np.array([(lab == lab[i]).sum() - 1 for i in range(n)], dtype=np.int64)
+    keep = n_rel > 0
+    if not keep.any():
+        raise DataError("no person has two or more photos: nothing to query")
+    rel = lab[others[keep]] == lab[keep][:, None]
+    report = retrieval_report(rel, n_rel[keep])
+    report["map@10"] = mean_average_precision(rel[:, :10], n_rel[keep])
+    report["queries"] = int(keep.sum())
+    return report
+
+
+# ---------------------------------------------------------------- command line
+
+def format_report(report: dict, keys=METRICS) -> str:
+    """Metrics in their registry order, then the query count."""
+    return format_metrics(report, keys) + f"  ({report.get('queries', '?')} queries)"
+
+
+def evaluate_checkpoint(checkpoint: str, cfg_files: list[str], overrides: list[str],
+                        competition: str | None = None, labelled: str | None = None) -> dict:
+    """Score a checkpoint on a competition folder (with ground truth) or on identity folders."""
+    from dataset import list_identities
+    from network import load_for_inference
+
+    model, cfg, device = load_for_inference(checkpoint, cfg_files, overrides)
+    degradation = cfg["evaluate"]["degrade"]
+    if degradation not in DEGRADATIONS:
+        raise ConfigError(f"evaluate.degrade '{degradation}' is not one of {', '.join(DEGRADATIONS)}")
+    if competition:
+        comp = Path(competition)
+        gt = load_ground_truth(comp)
+        queries = embed_folder(comp / "test" / "query", model, cfg, device, degradation)
+        gallery = embed_folder(comp / "test" / "gallery", model, cfg, device)
+        g_index = {name: j for j, name in enumerate(gallery.names)}
+        unknown = [q for q in queries.names if q not in gt["queries"]]
+        if unknown:
+            log.warning(f"{len(unknown)} query photos are not in the ground truth, e.g. {unknown[0]}")
+        keep = [i for i, q in enumerate(queries.names) if q in gt["queries"]]
+        correct = [{g_index[g] for g in gt["queries"][queries.names[i]] if g in g_index} for i in keep]
+        report, ranked = score_embeddings(queries.embeddings[keep], gallery.embeddings, correct, cfg["retrieval"])
+        q_crops, g_crops = [queries.crops[i] for i in keep], gallery.crops
+        missing = len(set(gt["queries"]) - set(queries.names))
+        if missing:
+            report["queries_missing"] = missing
+            log.warning(f"{missing} ground-truth queries have no readable photo in {comp / 'test' / 'query'}")
+    elif labelled:
+        people = list_identities(labelled, 1)
+        paths = [p for photos in people.values() for p in photos]
+        labels = [name for name, photos in people.items() for _ in photos]
+        emb = embed_paths(paths, model, cfg, device, Path(labelled).name)
+        skipped = set(emb.skipped)
+        labels = [label for p, label in zip(paths, labels) if str(p) not in skipped]
+        q_emb = emb
+        if degradation != "none":  # every photo may be a query: embed the degraded copies too
+            q_emb = embed_paths([p for p in paths if str(p) not in skipped], model, cfg, device,
+                                "degraded queries", degradation)
+        report, q_pos, g_pos, ranked, correct = score_labelled(emb.embeddings, labels, cfg, q_emb.embeddings)
+        q_crops, g_crops = [q_emb.crops[i] for i in q_pos], [emb.crops[j] for j in g_pos]
+    else:
+        raise DataError("give --competition or --labelled")
+    ev = cfg["evaluate"]
+    title = f"{Path(checkpoint).name}: top-1 {report['top1']:.2f}, mAP {report['map']:.2f}"
+    fig = retrieval_figure(ev["figure"], q_crops, g_crops, ranked, correct, ev["figure_queries"],
+                           ev["figure_top"], title=title)
+    recall, pr = curves_for(fig, *relevance_of(ranked, correct), title=title)
+    log.info(f"figures: {fig} (retrieval grid), {recall} (recall@k), {pr} (precision-recall)")
+    return report
+
+
