@@ -13,14 +13,17 @@ BEST   := checkpoints/best/best.pt
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt requirements-nodeps.txt
+# The last step installs facematch itself in editable mode (pyproject.toml), so that tests, bench scripts and
+# other_models/ import it without sys.path edits; --no-build-isolation uses the venv's own setuptools (offline).
+$(VENV)/.installed: requirements.txt requirements-nodeps.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -r requirements-nodeps.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	@touch $@
 
 test: venv
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q
 
 # The whole pipeline on the embedded sample, for one configuration: $(1) its --config, $(2) the checkpoint folder,
 # $(3) what it trains. Both demos split the sample alike (config/demo.yaml's split: 2 queries a test person).

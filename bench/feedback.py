@@ -31,8 +31,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.append(str(Path(__file__).resolve().parent))  # after ROOT: no bench script may hide a package
 from common import git_rev, machine, write_section  # noqa: E402
 
 from search.feedback import FEEDBACK, next_round  # noqa: E402

@@ -19,13 +19,10 @@ import argparse
 import hashlib
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.append(str(Path(__file__).resolve().parent))
 from common import git_rev, machine, write_section  # noqa: E402
 
 DEV = ROOT / "data" / "dev"

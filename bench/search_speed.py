@@ -34,8 +34,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.append(str(Path(__file__).resolve().parent))  # after the repo: bench/ names never shadow packages
 from common import git_rev, libc, machine, proc_status, write_section  # noqa: E402
 
 import numpy as np  # noqa: E402

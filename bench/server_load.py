@@ -25,7 +25,6 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import git_rev, machine, write_section  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -30,8 +30,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.append(str(Path(__file__).resolve().parent))  # after the repo: bench/ names must not shadow packages
 from common import git_rev, machine, write_section  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"

@@ -13,12 +13,9 @@ from __future__ import annotations
 import argparse
 import copy
 import itertools
-import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.append(str(Path(__file__).resolve().parent))  # after the repo: bench/ names must not shadow packages
 from common import git_rev, machine, write_section  # noqa: E402
 
 # (re-rankers, settings) to score; k-reciprocal's defaults (k1 20) come from re-identification,

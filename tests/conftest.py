@@ -1,14 +1,12 @@
-"""Shared test set-up: the repository on sys.path, fixture paths and a tiny CPU config."""
+"""Shared test set-up: fixture paths and a tiny CPU config."""
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"

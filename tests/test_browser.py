@@ -20,7 +20,6 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from conftest import FACES  # noqa: E402
 
 CHROMIUM = os.environ.get("FACEMATCH_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
@@ -193,5 +192,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     sys.exit(main())
