@@ -13,7 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from backbones import BACKBONES, WeightsError, build_backbone, legacy_frozen_state
+from backbones import WeightsError, build_backbone, legacy_frozen_state
 from detection import CROP_KEYS, MTCNN_STAGES, load_crop
 from utils import ConfigError, FacematchError, atomic_write, get_device, get_logger, load_config
 
@@ -100,10 +100,8 @@ class EmbeddingNet(nn.Module):
     """Backbone features → pooling → head → unit-length embedding, with its preprocessing in `meta`."""
 
     def __init__(self, arch: str = "resnet50", embedding_size: int = 512, pooling: str = "gem",
-                 gem_p: float = 3.0, head: str = "linear", weights: str | None = None, cfg: dict | None = None):
+                 gem_p: float = 3.0, head: str = "linear", weights: str | None = None, *, cfg: dict):
         super().__init__()
-        if arch not in BACKBONES:
-            raise ConfigError(f"model.arch '{arch}' is not one of {', '.join(BACKBONES)}")
         if pooling not in POOLINGS:
             raise ConfigError(f"model.pooling '{pooling}' is not one of {', '.join(POOLINGS)}")
         if head not in HEADS:
@@ -119,7 +117,7 @@ class EmbeddingNet(nn.Module):
         self.head, self.embedding_size = HEADS[head](trunk.features, embedding_size)
         self.arch, self.pooling, self.head_name = arch, pooling, head
         self.weights_source, self.fingerprint = trunk.source, trunk.fingerprint
-        self.meta = resolve_preprocessing(cfg or load_config(), trunk.meta, arch,
+        self.meta = resolve_preprocessing(cfg, trunk.meta, arch,
                                           not trunk.trainable or bool(trunk.meta.get("fixed_size")))
         self.lr_backbone = float(trunk.meta.get("lr_backbone", 1e-4))  # train.lr_backbone: auto
 
@@ -174,7 +172,7 @@ def model_from_config(cfg: dict, weights: str | None = None) -> EmbeddingNet:
     """The network the config describes; weights None reads no pretrained file (a checkpoint follows)."""
     m = cfg["model"]
     return EmbeddingNet(m["arch"], int(m["embedding_size"]), m["pooling"], float(m["gem_p"]),
-                        m.get("head", "linear"), weights, cfg)
+                        m.get("head", "linear"), weights, cfg=cfg)
 
 
 def build_model(cfg: dict) -> tuple[EmbeddingNet, str]:

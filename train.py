@@ -31,12 +31,12 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from dataset import (DEGRADATIONS, FaceDataset, PKSampler, degrade, eval_transform, identity_split, list_identities,
+from dataset import (FaceDataset, PKSampler, degrade, eval_transform, identity_split, list_identities,
                      train_transform)
 from detection import crop_paths, list_images, load_crop
 from distill import DistillDataset, teacher_targets
 from evaluation.protocol import format_report, score_labelled, score_leave_one_out
-from losses import LOSSES, build_loss
+from losses import build_loss
 from evaluation.metrics import METRICS, SUMMARY
 from network import (CheckpointError, EmbeddingNet, build_model, embed, load_model_state, model_from_config,
                      read_checkpoint, save_checkpoint)
@@ -439,14 +439,8 @@ def train(cfg: dict, resume: str | Path | None = None) -> dict:
 
 
 def _train(cfg: dict, resume: str | Path | None, procs: Processes) -> dict:
-    t = cfg["train"]
-    if cfg["loss"]["name"] not in LOSSES:
-        raise ConfigError(f"loss.name '{cfg['loss']['name']}' is not one of {', '.join(LOSSES)}")
-    if t["val_queries"] not in ("one", "all"):
-        raise ConfigError(f"train.val_queries '{t['val_queries']}' is not one of one, all")
+    t = cfg["train"]  # load_config checked every value against config/schema.yaml
     check_monitor(cfg)
-    if t["val_degrade"] not in DEGRADATIONS:
-        raise ConfigError(f"train.val_degrade '{t['val_degrade']}' is not one of {', '.join(DEGRADATIONS)}")
     device = procs.place(get_device(cfg["device"]))
     seed_everything(cfg["seed"])
     out_dir = Path(t["out_dir"])

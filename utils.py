@@ -2,9 +2,13 @@
 from __future__ import annotations
 
 import copy
+import fnmatch
+import functools
+import importlib
 import logging
 import os
 import random
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -17,6 +21,7 @@ ROOT = Path(__file__).resolve().parent
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 DEFAULT_CONFIG = ROOT / "config" / "default.yaml"
+SCHEMA = ROOT / "config" / "schema.yaml"
 # Keys that take a keyword ('auto': the backbone's own value; 'all') or a value of the type given here.
 KEYWORD_KEYS = {"input.size": ("auto", 0), "input.mean": ("auto", []), "input.std": ("auto", []),
                 "model.freeze": ("all", 0), "train.lr_backbone": ("auto", 0.0)}
@@ -74,6 +79,8 @@ def _coerce(default: Any, value: Any, where: str) -> Any:
         raise ConfigError(f"{where} must be a list, got {value!r}")
     if isinstance(default, str) and isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(value)
+    if isinstance(default, str) and not isinstance(value, str):
+        raise ConfigError(f"{where} must be a name, got {value!r}")
     return value
 
 
@@ -119,7 +126,67 @@ def load_config(files: list[str | Path] | None = None, overrides: list[str] | No
         _merge(cfg, data, str(path))
     for text in overrides or []:
         _merge(cfg, parse_override(text), f"override '{text}'")
+    check_config(cfg)
     return cfg
+
+
+def _flatten(cfg: dict, prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for key, value in cfg.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+@functools.lru_cache(maxsize=1)
+def _schema_and_defaults() -> tuple[dict, dict]:
+    with open(SCHEMA) as fh, open(DEFAULT_CONFIG) as dh:
+        return yaml.safe_load(fh), _flatten(yaml.safe_load(dh))
+
+
+def _registry(spec: str) -> list[str]:
+    """The names of a registry in the code, 'module:NAME'. Imported here, by name, so that this module
+    (which everything imports) imports nothing of facematch's, and a new entry needs no schema edit."""
+    module, name = spec.split(":")
+    return list(getattr(importlib.import_module(module), name))
+
+
+def _rule_error(rule: dict, value: Any, default: Any) -> str | None:
+    """What is wrong with `value` under `rule` (None: nothing); `default` spares a registry look-up."""
+    if "length" in rule and len(value) != rule["length"]:
+        return f"a list of {rule['length']}"
+    if "each" in rule:
+        known = default if isinstance(default, list) else []
+        for item in value:
+            if item not in known and (why := _rule_error(rule["each"], item, None)):
+                return f"a list whose every item is {why}"
+    if "choices" in rule and value not in rule["choices"]:
+        return "one of " + ", ".join(map(str, rule["choices"]))
+    if "registry" in rule and value != default and value not in (names := _registry(rule["registry"])):
+        return "one of " + ", ".join(names)
+    if "pattern" in rule and not re.fullmatch(rule["pattern"], str(value)):
+        return f"of the form {rule['pattern']}"
+    bounds = {"min": (">=", lambda v, b: v >= b), "max": ("<=", lambda v, b: v <= b),
+              "above": (">", lambda v, b: v > b), "below": ("<", lambda v, b: v < b)}
+    for name, (sign, holds) in bounds.items():
+        if name in rule and not (isinstance(value, (int, float)) and holds(value, rule[name])):
+            return " and ".join(f"{s} {rule[n]}" for n, (s, _) in bounds.items() if n in rule)
+    return None
+
+
+def check_config(cfg: dict) -> None:
+    """Check every value against config/schema.yaml: one error naming the key, the value and what it may be."""
+    schema, defaults = _schema_and_defaults()
+    for key, value in _flatten(cfg).items():
+        if key in KEYWORD_KEYS and value == KEYWORD_KEYS[key][0]:
+            continue
+        for pattern, rule in schema.items():
+            if pattern == key or ("*" in pattern and fnmatch.fnmatchcase(key, pattern)):
+                why = _rule_error(rule, value, defaults.get(key))
+                if why:
+                    raise ConfigError(f"config key '{key}' is {value!r}; it must be {why}")
 
 
 def seed_everything(seed: int) -> None:

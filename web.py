@@ -505,10 +505,9 @@ def _how_words(how: str) -> str:
 
 # ---------------------------------------------------------------- the app
 
-def create_app(store_root: str | Path, cfg: dict | None = None) -> FastAPI:
+def create_app(store_root: str | Path, cfg: dict) -> FastAPI:
     """The search page's app over the store at `store_root` (cfg: the full config; web and
     feedback sections are read)."""
-    cfg = cfg or load_config()
     web = Web(store_root, cfg)
     app = FastAPI(title="facematch", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.web = web

@@ -37,7 +37,7 @@ from itertools import combinations
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-from common import git_rev, machine, threads_before_imports, write_section  # noqa: E402
+from bench.common import git_rev, machine, threads_before_imports, write_section  # noqa: E402
 
 threads_before_imports()
 

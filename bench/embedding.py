@@ -52,7 +52,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-from common import git_rev, libc, machine, proc_status, threads_before_imports, write_section  # noqa: E402
+from bench.common import git_rev, libc, machine, proc_status, threads_before_imports, write_section  # noqa: E402
 
 threads_before_imports()
 

@@ -42,7 +42,7 @@ import types
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-from common import git_rev, machine, threads_before_imports, write_section  # noqa: E402
+from bench.common import git_rev, machine, threads_before_imports, write_section  # noqa: E402
 
 threads_before_imports()
 

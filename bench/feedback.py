@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-from common import git_rev, machine, write_section  # noqa: E402
+from bench.common import git_rev, machine, write_section  # noqa: E402
 
 from search.feedback import FEEDBACK, next_round  # noqa: E402
 

@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import git_rev, machine, write_section  # noqa: E402
+from bench.common import git_rev, machine, write_section  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-from common import git_rev, machine, write_section  # noqa: E402
+from bench.common import git_rev, machine, write_section  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
 DEV = ROOT / "data" / "dev"

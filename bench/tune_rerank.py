@@ -16,7 +16,7 @@ import itertools
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-from common import git_rev, machine, write_section  # noqa: E402
+from bench.common import git_rev, machine, write_section  # noqa: E402
 
 # (re-rankers, settings) to score; k-reciprocal's defaults (k1 20) come from re-identification,
 # where a person has many gallery photos, so the grid goes down to k1 3.
@@ -80,7 +80,7 @@ def main() -> None:
     if args.test:
         from competition import load_ground_truth
         from search.retrieval import embed_folder
-        from table import score_report
+        from bench.table import score_report
 
         dev = Path(args.test)
         gt = load_ground_truth(dev)

@@ -12,6 +12,7 @@ from utils import ConfigError
 
 CENTER = "center"
 GUESS = "guess"  # a chain step: dlib's landmarks in a box guessed at the photo's centre, aligned
+STEPS = (*DETECTORS, GUESS, CENTER)  # what crop.detector and crop.fallback may name
 
 
 @dataclass
@@ -28,9 +29,8 @@ def chain(cfg: dict) -> list[str]:
     """The detection chain: crop.detector, then crop.fallback, each step once."""
     steps = [cfg["detector"]] + list(cfg.get("fallback") or [])
     for step in steps:
-        if step not in (CENTER, GUESS) and step not in DETECTORS:
-            raise ConfigError(f"crop.detector/crop.fallback: '{step}' is not one of "
-                              f"{', '.join(list(DETECTORS) + [GUESS, CENTER])}")
+        if step not in STEPS:
+            raise ConfigError(f"crop.detector/crop.fallback: '{step}' is not one of {', '.join(STEPS)}")
     if cfg["align"] not in ALIGNMENTS:
         raise ConfigError(f"crop.align '{cfg['align']}' is not one of {', '.join(ALIGNMENTS)}")
     return list(dict.fromkeys(steps))

@@ -14,7 +14,7 @@ from dataset import DEGRADATIONS
 from evaluation.metrics import METRICS, format_metrics, mean_average_precision, retrieval_report
 from evaluation.plots import curves_for, retrieval_figure
 from search.retrieval import embed_folder, embed_paths, relevance_matrix, retrieve
-from utils import ConfigError, DataError, get_logger, load_config
+from utils import ConfigError, DataError, get_logger
 
 log = get_logger()
 
@@ -37,14 +37,14 @@ def query_gallery_split(labels: list, queries_per_person: int, seed: int) -> tup
 
 
 def score_embeddings(query: np.ndarray, gallery: np.ndarray, correct: list[set[int]],
-                     rcfg: dict | None = None) -> tuple[dict, np.ndarray]:
+                     rcfg: dict) -> tuple[dict, np.ndarray]:
     """Rank the whole gallery for every query through the retrieval pipeline (re-rankers
     included) and score it: (metrics, ranked gallery indices).
 
     `correct[i]` holds the gallery positions that match query i. Queries without any match
     cannot be scored and are left out, and counted in the result.
     """
-    _, ranked = retrieve(query, gallery, len(gallery), rcfg if rcfg is not None else load_config()["retrieval"])
+    _, ranked = retrieve(query, gallery, len(gallery), rcfg)
     rel, n_rel = relevance_of(ranked, correct)
     report = retrieval_report(rel, n_rel)
     report["map@10"] = mean_average_precision(rel[:, :10], n_rel)  # the server's mAP over top-10 lists

@@ -2,7 +2,7 @@
 marks some photos relevant or not, and the next round brings the k best gallery photos not shown
 yet. Adding a method is one function plus one line in FEEDBACK.
 
-    next_round("svm", query, gallery, marks={12: True, 40: False}, shown={12, 40, 7}, k=8) -> [row, ...]
+    next_round("svm", query, gallery, marks={12: True, 40: False}, shown={12, 40, 7}, k=8, cfg=cfg["feedback"])
 
 Every method is fn(query (D,), gallery (N, D) unit rows, marks {row: relevant?}, shown {row}, k, cfg)
 -> list of at most k gallery rows, best first, none of them shown or marked (a marked row counts as
@@ -210,17 +210,13 @@ FEEDBACK: dict[str, Callable] = {
 
 
 def next_round(method: str, query: np.ndarray, gallery: np.ndarray, marks: dict[int, bool], shown: set[int],
-               k: int, cfg: dict | None = None) -> list[int]:
+               k: int, cfg: dict) -> list[int]:
     """The next k gallery rows for `query` by the feedback method named `method`, best first, none
-    of them in `shown` or `marks`; cfg is the feedback section (default: config/default.yaml's).
+    of them in `shown` or `marks`; cfg is the config's feedback section.
     An unknown method is a ConfigError naming feedback.method and the choices; rows out of range,
     k < 0 or mismatched shapes are ValueErrors."""
     if method not in FEEDBACK:
         raise ConfigError(f"feedback.method: '{method}' is not one of {', '.join(FEEDBACK)}")
-    if cfg is None:
-        from utils import load_config
-
-        cfg = load_config()["feedback"]
     gallery = np.asarray(gallery)
     if gallery.dtype not in (np.float32, np.float64):
         gallery = gallery.astype(np.float32)

@@ -19,7 +19,7 @@ from search.cache import EmbeddingCache, file_sha1, photo_key
 from search.exact import distance_estimator
 from search.index import build_index
 from search.rerank import rerank
-from utils import ConfigError, DataError, get_logger, load_config
+from utils import ConfigError, DataError, get_logger
 
 log = get_logger()
 
@@ -64,8 +64,8 @@ def retrieve(queries: np.ndarray, gallery: np.ndarray, k: int, rcfg: dict) -> tu
     return dist[:, :k], ids[:, :k]
 
 
-def rank(query: np.ndarray, gallery: np.ndarray, gallery_names: list[str], k: int = 10,
-         rcfg: dict | None = None) -> list[list[str]]:
+def rank(query: np.ndarray, gallery: np.ndarray, gallery_names: list[str], k: int,
+         rcfg: dict) -> list[list[str]]:
     """The k best gallery names for every query embedding, best first, each name once, through
     the one pipeline (search and the re-rankers of `rcfg`, the retrieval config section)."""
     if len(set(gallery_names)) != len(gallery_names):
@@ -74,7 +74,7 @@ def rank(query: np.ndarray, gallery: np.ndarray, gallery_names: list[str], k: in
         raise ValueError(f"{len(gallery_names)} gallery names for {len(gallery)} embeddings")
     if not 1 <= k <= len(gallery):
         raise DataError(f"k={k} but the gallery holds {len(gallery)} images")
-    _, idx = retrieve(query, gallery, k, rcfg if rcfg is not None else load_config()["retrieval"])
+    _, idx = retrieve(query, gallery, k, rcfg)
     return [[gallery_names[j] for j in row] for row in idx]
 
 

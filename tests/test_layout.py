@@ -8,7 +8,7 @@ from pathlib import Path
 
 from conftest import ROOT
 
-CODE_DIRS = ("bench", "tests", "other_models")  # scripts and tests: not part of the installed code
+CODE_DIRS = ("tests", "other_models")  # tests and the baselines' scripts: not installed
 
 
 def project_modules() -> dict[str, Path]:

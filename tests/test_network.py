@@ -11,11 +11,13 @@ from network import (CheckpointError, EmbeddingNet, WeightsError, build_model, l
                      model_from_checkpoint, read_checkpoint, save_checkpoint)
 from utils import ConfigError, load_config
 
+CFG = load_config()  # the configuration every network below is built with
+
 
 @pytest.mark.parametrize("arch,pooling", [("resnet18", "gem"), ("resnet34", "avg"), ("resnet50", "gem")])
 def test_output_shape_and_unit_norm(arch, pooling):
     torch.manual_seed(0)
-    model = EmbeddingNet(arch, 24, pooling).eval()
+    model = EmbeddingNet(arch, 24, pooling, cfg=CFG).eval()
     with torch.no_grad():
         out = model(torch.randn(3, 3, 32, 32))
     assert out.shape == (3, 24)
@@ -32,9 +34,9 @@ def test_gem_pooling_is_between_average_and_max():
 
 def test_unknown_arch_or_pooling_is_a_config_error():
     with pytest.raises(ConfigError, match="resnet99"):
-        EmbeddingNet("resnet99")
+        EmbeddingNet("resnet99", cfg=CFG)
     with pytest.raises(ConfigError, match="max"):
-        EmbeddingNet("resnet18", pooling="max")
+        EmbeddingNet("resnet18", pooling="max", cfg=CFG)
 
 
 def test_build_model_loads_the_configured_weights_and_says_where_from(tmp_path):
@@ -88,16 +90,16 @@ def test_checkpoint_round_trip_gives_the_same_embeddings(tmp_path):
 
 def test_checkpoint_of_another_model_fails_clearly(tmp_path):
     _, path = _tiny_checkpoint(tmp_path, "resnet18", 16)
-    for other in (EmbeddingNet("resnet18", 32), EmbeddingNet("resnet34", 16)):
+    for other in (EmbeddingNet("resnet18", 32, cfg=CFG), EmbeddingNet("resnet34", 16, cfg=CFG)):
         with pytest.raises(CheckpointError) as err:
             load_model_state(other, read_checkpoint(path), path)
         assert "resnet18 (linear head, 16-d" in str(err.value) and str(path) in str(err.value)
     with pytest.raises(CheckpointError, match="mlp head"):
-        load_model_state(EmbeddingNet("resnet18", 16, head="mlp"), read_checkpoint(path), path)
+        load_model_state(EmbeddingNet("resnet18", 16, head="mlp", cfg=CFG), read_checkpoint(path), path)
     ckpt = read_checkpoint(path)
     del ckpt["model"]["head.0.weight"]
     with pytest.raises(CheckpointError, match="does not fit"):
-        load_model_state(EmbeddingNet("resnet18", 16), ckpt, path)
+        load_model_state(EmbeddingNet("resnet18", 16, cfg=CFG), ckpt, path)
 
 
 def test_not_a_checkpoint_fails_clearly(tmp_path):
@@ -172,13 +174,13 @@ def test_the_checkpoint_not_todays_defaults_decides_the_preprocessing(tmp_path, 
 
 @pytest.mark.parametrize("head,size,expected", [("none", 16, 512), ("linear", 16, 16), ("mlp", 24, 24)])
 def test_heads_give_unit_embeddings_of_the_declared_size(head, size, expected):
-    model = EmbeddingNet("resnet18", size, head=head).eval()
+    model = EmbeddingNet("resnet18", size, head=head, cfg=CFG).eval()
     with torch.no_grad():
         out = model(torch.randn(2, 3, 32, 32))
     assert out.shape == (2, expected) and model.embedding_size == expected
     assert torch.allclose(out.norm(dim=1), torch.ones(2), atol=1e-5)
     with pytest.raises(ConfigError, match="model.head"):
-        EmbeddingNet("resnet18", head="transformer")
+        EmbeddingNet("resnet18", head="transformer", cfg=CFG)
 
 
 def test_preprocessing_comes_from_the_backbone_when_auto():

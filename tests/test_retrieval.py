@@ -9,7 +9,7 @@ from evaluation.metrics import (average_precision, mean_average_precision, ndcg_
                      retrieval_report, top_k_accuracy)
 from search.exact import distance_estimator
 from search.retrieval import rank, relevance_matrix
-from utils import ConfigError, DataError
+from utils import ConfigError, DataError, load_config
 
 
 def brute_force(q, g, metric):
@@ -49,12 +49,12 @@ def test_rank_gives_k_unique_gallery_names_best_first():
     g = rng.normal(size=(30, 8))
     names = [f"{i:040x}.jpg" for i in range(30)]
     q = g[[3, 17]] + 0.01 * rng.normal(size=(2, 8))  # near-copies of gallery rows 3 and 17
-    lists = rank(q, g, names, k=10)
+    lists = rank(q, g, names, 10, load_config()["retrieval"])
     assert [lst[0] for lst in lists] == [names[3], names[17]]
     for lst in lists:
         assert len(lst) == 10 and len(set(lst)) == 10 and set(lst) <= set(names)
     with pytest.raises(ValueError, match="unique"):
-        rank(q, g, names[:-1] + names[:1], k=10)
+        rank(q, g, names[:-1] + names[:1], 10, load_config()["retrieval"])
 
 
 # Hand-computed case. Query A: correct at ranks 1 and 3, 2 matches in all. Query B: correct at
@@ -105,7 +105,7 @@ def test_relevance_matrix_from_names():
 def test_score_embeddings_perfect_and_query_without_match():
     g = np.eye(6, dtype=np.float32)
     q = g[[0, 2]] + 0.01
-    report, ranked = score_embeddings(q, g, [{0, 1}, set()])
+    report, ranked = score_embeddings(q, g, [{0, 1}, set()], load_config()["retrieval"])
     assert report["queries"] == 1 and report["queries_without_match"] == 1
     assert report["top1"] == 1.0 and ranked.shape == (2, 6)
 

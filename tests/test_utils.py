@@ -38,10 +38,11 @@ def test_files_layer_on_defaults_then_overrides(tmp_path):
 
 
 def test_every_shipped_config_loads():
-    from utils import ROOT
+    from utils import ROOT, SCHEMA
 
     for path in sorted((ROOT / "config").glob("*.yaml")):
-        load_config([path])
+        if path != SCHEMA:  # the rules the others obey, not a configuration
+            load_config([path])
 
 
 def test_values_take_the_documented_type():
@@ -74,3 +75,47 @@ def test_atomic_write_gives_usual_permissions_and_leaves_no_temp_file(tmp_path):
     assert (tmp_path / "a.txt").read_text() == "hello"
     assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) & 0o044 == 0o044  # others can read
     assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]
+
+
+@pytest.mark.parametrize("override, key, why", [
+    ("server.k=0", "server.k", ">= 1"),
+    ("data.val_fraction=3", "data.val_fraction", "< 1"),
+    ("crop.detector=[1,2]", "crop.detector", "must be a name"),
+    ("crop.detector=hog", "crop.detector", "one of haar, mtcnn, yunet, guess, center"),
+    ("crop.fallback=[haar,nothing]", "crop.fallback", "every item is one of"),
+    ("retrieval.rerank=[dba,rocchio]", "retrieval.rerank", "every item is one of aqe"),
+    ("model.arch=resnet51", "model.arch", "one of resnet18"),
+    ("loss.name=tripplet", "loss.name", "one of triplet_batch_hard"),
+    ("feedback.method=knn", "feedback.method", "one of nearest"),
+    ("augment.erase_p=1.5", "augment.erase_p", "<= 1"),
+    ("crop.mtcnn_thresholds=[0.6,0.7]", "crop.mtcnn_thresholds", "a list of 3"),
+    ("retrieval.batch_size=lots", "retrieval.batch_size", "auto|"),
+])
+def test_the_schema_refuses_bad_values_naming_key_value_and_rule(override, key, why):
+    with pytest.raises(ConfigError, match=r"'" + key.replace(".", r"\.") + r"'") as info:
+        load_config(overrides=[override])
+    assert why in str(info.value)
+
+
+def test_the_schema_lets_keywords_and_good_values_through():
+    cfg = load_config(overrides=["input.size=auto", "model.freeze=all", "train.lr_backbone=auto",
+                                 "crop.fallback=[yunet,guess,center]", "retrieval.rerank=[aqe,dba]", "server.k=1"])
+    assert cfg["model"]["freeze"] == "all" and cfg["server"]["k"] == 1
+
+
+def test_the_schema_names_real_keys_and_registries():
+    import fnmatch
+
+    import yaml
+
+    from utils import DEFAULT_CONFIG, SCHEMA, _flatten, _registry
+    schema, defaults = yaml.safe_load(SCHEMA.read_text()), _flatten(yaml.safe_load(DEFAULT_CONFIG.read_text()))
+    for pattern, rule in schema.items():
+        matched = [k for k in defaults if fnmatch.fnmatchcase(k, pattern)]
+        assert matched, f"config/schema.yaml: '{pattern}' matches no key of config/default.yaml"
+        for key in matched:
+            spec = rule.get("registry") or rule.get("each", {}).get("registry")
+            if spec:  # the default itself must be in the registry it is checked against
+                names = _registry(spec)
+                values = defaults[key] if isinstance(defaults[key], list) else [defaults[key]]
+                assert set(values) <= set(names), f"{key}: default {defaults[key]!r} not in {spec}"
