@@ -12,30 +12,28 @@ import sys
 from pathlib import Path
 
 from evaluation.protocol import evaluate_checkpoint, format_report
-from utils import FacematchError, get_logger
-
-log = get_logger()
+from utils import run_command
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+def arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, help="a checkpoint written by train.py")
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--competition", help="folder from split.py: test/query, test/gallery, ground_truth.json")
     where.add_argument("--labelled", help="identity folders <dir>/<person>/<photo>, split into query and gallery")
-    parser.add_argument("--config", action="append", default=[], help="extra config file(s) on top of the checkpoint's")
     parser.add_argument("--json", help="also write the metrics to this JSON file")
-    parser.add_argument("overrides", nargs="*", help="config overrides, key=value")
-    args = parser.parse_args(argv)
-    try:
-        report = evaluate_checkpoint(args.checkpoint, args.config, args.overrides, args.competition, args.labelled)
-    except (FacematchError, OSError) as exc:
-        log.error(f"error: {exc}")
-        return 2
+
+
+def evaluate(args: argparse.Namespace) -> int:
+    report = evaluate_checkpoint(args.checkpoint, args.config, args.overrides, args.competition, args.labelled)
     print(format_report(report))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_command(__doc__, arguments, evaluate, argv, config="the checkpoint's")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from competition import PayloadError, validate_payload
-from utils import FacematchError, atomic_write, get_logger, load_config
+from utils import FacematchError, atomic_write, get_logger, run_command
 
 log = get_logger()
 
@@ -87,46 +87,45 @@ def rank_test_set(checkpoint: str, test_dir: str | Path, cfg_files: list[str], o
     return build_payload(cfg["submit"]["groupname"], queries.names, ranked), set(gallery.names), k
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", help="a checkpoint written by train.py")
     parser.add_argument("--test", default="data/competition/test", help="folder holding query/ and gallery/")
     parser.add_argument("--payload", help="send this saved payload instead of ranking")
     parser.add_argument("--out", default="outputs/submission.json", help="where the payload is written first")
     parser.add_argument("--dry-run", action="store_true", help="rank and write --out, do not send")
-    parser.add_argument("--config", action="append", default=[], help="config file(s) on top of the checkpoint's")
-    parser.add_argument("overrides", nargs="*", help="config overrides, key=value (e.g. submit.url=…)")
-    args = parser.parse_args(argv)
-    try:
-        cfg = load_config(args.config, args.overrides)
-        if args.payload:
-            try:
-                payload = json.loads(Path(args.payload).read_text())
-            except (OSError, ValueError) as exc:
-                raise PayloadError(f"cannot read payload {args.payload}: {exc}") from None
-            try:
-                validate_payload(payload, None, int(cfg["retrieval"]["k"]))
-            except PayloadError as exc:
-                raise PayloadError(f"{args.payload}: {exc}") from None
-        else:
-            if not args.checkpoint:
-                parser.error("give --checkpoint (to rank) or --payload (to resend)")
-            payload, gallery, k = rank_test_set(args.checkpoint, args.test, args.config, args.overrides)
-            validate_payload(payload, gallery, k)
-            atomic_write(args.out, lambda tmp: Path(tmp).write_text(json.dumps(payload, indent=1)))
-            print(f"payload: {len(payload['images'])} queries × {k} names written to {args.out}")
-        if args.dry_run:
-            return 0
-        s = cfg["submit"]
-        answer = submit(payload, s["url"], s["timeout"], s["retries"], s["backoff"], s["token"])
-    except (FacematchError, OSError) as exc:
-        log.error(f"error: {exc}")
-        return 2
+
+
+def rank_and_send(args: argparse.Namespace) -> int:
+    cfg = args.cfg
+    if args.payload:
+        try:
+            payload = json.loads(Path(args.payload).read_text())
+        except (OSError, ValueError) as exc:
+            raise PayloadError(f"cannot read payload {args.payload}: {exc}") from None
+        try:
+            validate_payload(payload, None, int(cfg["retrieval"]["k"]))
+        except PayloadError as exc:
+            raise PayloadError(f"{args.payload}: {exc}") from None
+    else:
+        if not args.checkpoint:
+            args.parser.error("give --checkpoint (to rank) or --payload (to resend)")
+        payload, gallery, k = rank_test_set(args.checkpoint, args.test, args.config, args.overrides)
+        validate_payload(payload, gallery, k)
+        atomic_write(args.out, lambda tmp: Path(tmp).write_text(json.dumps(payload, indent=1)))
+        print(f"payload: {len(payload['images'])} queries × {k} names written to {args.out}")
+    if args.dry_run:
+        return 0
+    s = cfg["submit"]
+    answer = submit(payload, s["url"], s["timeout"], s["retries"], s["backoff"], s["token"])
     results = answer.get("results", answer)
     print(f"server answered (submission {answer.get('id', '?')}): "
           + "  ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in results.items())
           + (f"  ({answer['message']})" if answer.get("message") else ""))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_command(__doc__, arguments, rank_and_send, argv)
 
 
 if __name__ == "__main__":

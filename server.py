@@ -15,31 +15,27 @@ import threading
 from competition.rules import GroundTruthError
 from competition.server import __doc__ as SERVER_DOC
 from competition.server import load_competitions, make_server
-from utils import FacematchError, get_logger, load_config
+from utils import check_config, get_logger, run_command
 
 log = get_logger("facematch.server")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=SERVER_DOC, formatter_class=argparse.RawDescriptionHelpFormatter)
+def arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--competition", action="append", default=[], required=True,
                         help="a ground_truth.json (or the folder holding it); repeat for more; the first is the default")
     parser.add_argument("--host", help="address to listen on (server.host, default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port (server.port, default 3001)")
     parser.add_argument("--db", help="SQLite database (server.db)")
     parser.add_argument("--tokens", help="YAML file of 'team: token' lines (server.tokens)")
-    parser.add_argument("--config", action="append", default=[], help="config file(s) on top of config/default.yaml")
-    parser.add_argument("overrides", nargs="*", help="config overrides, key=value (e.g. server.rate_limit=5)")
-    args = parser.parse_args(argv)
-    try:
-        cfg = load_config(args.config, args.overrides)
-        for key in ("host", "port", "db", "tokens"):
-            if getattr(args, key) is not None:
-                cfg["server"][key] = getattr(args, key)
-        server = make_server(cfg, load_competitions(args.competition))
-    except (FacematchError, GroundTruthError, OSError, sqlite3.Error) as exc:
-        log.error(f"error: {exc}")
-        return 2
+
+
+def serve(args: argparse.Namespace) -> int:
+    cfg = args.cfg
+    for key in ("host", "port", "db", "tokens"):
+        if getattr(args, key) is not None:
+            cfg["server"][key] = getattr(args, key)
+    check_config(cfg)  # the flags obey config/schema.yaml as the overrides do
+    server = make_server(cfg, load_competitions(args.competition))
 
     def stop(signum, frame):
         threading.Thread(target=server.shutdown, daemon=True).start()
@@ -53,6 +49,10 @@ def main(argv: list[str] | None = None) -> int:
     server.server_close()
     print("facematch server stopped", flush=True)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_command(SERVER_DOC, arguments, serve, argv, errors=(GroundTruthError, sqlite3.Error))
 
 
 if __name__ == "__main__":

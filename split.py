@@ -17,29 +17,22 @@ import sys
 from pathlib import Path
 
 from competition.split import make_split, write_split
-from utils import FacematchError, get_logger, load_config
-
-log = get_logger()
+from utils import run_command
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+def arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--people", required=True, help="identity folders: <dir>/<person>/<photo>")
     parser.add_argument("--distractors", help="photos of people who match nobody (any folder layout)")
     parser.add_argument("--out", required=True, help="competition folder to write")
     parser.add_argument("--name", help="competition name (default: the --out folder's name)")
     parser.add_argument("--force", action="store_true", help="rebuild --out when it already exists")
-    parser.add_argument("--config", action="append", default=[], help="config file(s) on top of config/default.yaml")
-    parser.add_argument("overrides", nargs="*", help="config overrides, key=value (e.g. seed=1)")
-    args = parser.parse_args(argv)
-    try:
-        cfg = load_config(args.config, args.overrides)
-        s = cfg["split"]
-        split = make_split(args.people, args.distractors, cfg["seed"], s["test_fraction"], s["queries_per_person"])
-        truth = write_split(split, args.out, args.name or Path(args.out).name, cfg["seed"], args.force)
-    except (FacematchError, OSError) as exc:
-        log.error(f"error: {exc}")
-        return 2
+
+
+def split_folders(args: argparse.Namespace) -> int:
+    cfg, s = args.cfg, args.cfg["split"]
+    split = make_split(args.people, args.distractors, cfg["seed"], s["test_fraction"], s["queries_per_person"])
+    truth = write_split(split, args.out, args.name or Path(args.out).name, cfg["seed"], args.force)
     n_matches = sum(len(v) for v in split["queries"].values())
     print(f"split into {args.out}: {len(split['train'])} training people "
           f"({sum(map(len, split['train'].values()))} photos); test: {len(split['query'])} queries, "
@@ -47,6 +40,10 @@ def main(argv: list[str] | None = None) -> int:
           f"{len(split['gallery']) - len({g for v in split['queries'].values() for g in v})} distractors); "
           f"ground truth {truth}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_command(__doc__, arguments, split_folders, argv)
 
 
 if __name__ == "__main__":

@@ -41,8 +41,8 @@ from evaluation.metrics import METRICS, SUMMARY
 from network import (CheckpointError, EmbeddingNet, build_model, embed, load_model_state, model_from_config,
                      read_checkpoint, save_checkpoint)
 from evaluation.plots import draw_curve
-from utils import (ConfigError, DataError, FacematchError, atomic_write, get_device, get_logger, load_config,
-                   seed_everything)
+from utils import (ConfigError, DataError, atomic_write, get_device, get_logger, load_config,
+                   run_command, seed_everything)
 
 log = get_logger()
 
@@ -630,25 +630,22 @@ def _train(cfg: dict, resume: str | Path | None, procs: Processes) -> dict:
     return state
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", action="append", default=[], help="config file(s) on top of config/default.yaml")
+def arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", help="a last.pt to continue; its own config is used, then the overrides")
-    parser.add_argument("overrides", nargs="*", help="config overrides, key=value (e.g. train.epochs=5)")
-    args = parser.parse_args(argv)
-    try:
-        if args.resume:
-            cfg = load_config(args.config, args.overrides, base=read_checkpoint(args.resume)["config"])
-        else:
-            cfg = load_config(args.config, args.overrides)
-        state = train(cfg, args.resume)
-    except (FacematchError, OSError) as exc:
-        log.error(f"error: {exc}")
-        return 2
+
+
+def train_command(args: argparse.Namespace) -> int:
+    base = read_checkpoint(args.resume)["config"] if args.resume else None
+    cfg = load_config(args.config, args.overrides, base=base)
+    state = train(cfg, args.resume)
     if state["best"] is not None and int(os.environ.get("RANK", "0")) == 0:
         print(f"trained {state['epoch']} epochs; best {state['monitor']} {state['best']:.4f}; "
               f"checkpoints in {cfg['train']['out_dir']}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_command(__doc__, arguments, train_command, argv, config="config/default.yaml (or --resume's config)")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Small shared helpers: configuration, seeding, device choice, logging, atomic writes."""
 from __future__ import annotations
 
+import argparse
 import copy
 import fnmatch
 import functools
@@ -12,7 +13,7 @@ import re
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import yaml
@@ -280,3 +281,35 @@ def available_memory(device) -> int:
         pass
     return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
 
+
+
+def run_command(doc: str, arguments: Callable[[argparse.ArgumentParser], None],
+                body: Callable[[argparse.Namespace], int | None], argv: list[str] | None = None, *,
+                prog: str | None = None, config: str = "config/default.yaml", mixed: str | None = None,
+                errors: tuple[type[BaseException], ...] = ()) -> int:
+    """The one way in for every command: its own arguments (`arguments` adds them), then --config files
+    (on top of `config`) and key=value overrides, and the error tail: a FacematchError, an OSError or
+    one of `errors` is one logged line and exit status 2, never a traceback.
+
+    `body(args)` does the work with args.config and args.overrides; with config="config/default.yaml"
+    args.cfg is load_config(args.config, args.overrides) (other commands start from a checkpoint's
+    config and load it themselves). `mixed` names a positional list that holds the overrides too
+    (faces.py's folders), which are moved to args.overrides."""
+    parser = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    arguments(parser)
+    parser.add_argument("--config", action="append", default=[], help=f"config file(s) on top of {config}")
+    if mixed is None:
+        parser.add_argument("overrides", nargs="*", help="config overrides, key=value (e.g. seed=1)")
+    args = parser.parse_intermixed_args(argv) if mixed else parser.parse_args(argv)
+    if mixed:
+        items = getattr(args, mixed)
+        args.overrides = [a for a in items if "=" in a]
+        setattr(args, mixed, [a for a in items if "=" not in a])
+    args.parser = parser
+    try:
+        if config == "config/default.yaml":
+            args.cfg = load_config(args.config, args.overrides)
+        return int(body(args) or 0)
+    except (FacematchError, OSError, *errors) as exc:
+        get_logger().error(f"error: {exc}")
+        return 2

@@ -46,7 +46,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from search.exact import unit
-from utils import FacematchError, get_logger, load_config
+from utils import FacematchError, get_logger, run_command
 
 log = get_logger()
 COOKIE = "facematch_session"
@@ -696,35 +696,33 @@ document.querySelectorAll('button.danger').forEach(function (button) {
 
 # ---------------------------------------------------------------- command line
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python web.py", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+def arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--store", required=True, help="the gallery store's folder (python -m search.store build)")
-    parser.add_argument("--config", action="append", default=[], help="config file(s) on top of config/default.yaml")
-    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. web.port=8080")
-    args = parser.parse_args(argv)
-    try:
-        import uvicorn
-        from PIL import Image
 
-        cfg = load_config(args.config, args.overrides)
-        Image.MAX_IMAGE_PIXELS = int(cfg["web"]["max_pixels"])  # the pipeline's own reads refuse bombs too
-        app = create_app(args.store, cfg)
-        web = app.state.web
-        web.worker.submit(lambda: web.store().model()).result()  # load the model now: a bad checkpoint fails here
-        host, port = cfg["web"]["host"], int(cfg["web"]["port"])
-        try:
-            if not ipaddress.ip_address(host).is_loopback:
-                log.warning(f"web.host={host}: the page (which can add and remove photos) is open to other machines")
-        except ValueError:
-            pass
-        log.info(f"search page on http://{host}:{port}/ for {args.store} ({web.worker.submit(lambda: len(web.store())).result()} photos)")
-        uvicorn.run(app, host=host, port=port, log_level="warning")
-        web.close()
-    except (FacematchError, OSError) as exc:
-        log.error(f"error: {exc}")
-        return 2
+
+def serve(args: argparse.Namespace) -> int:
+    import uvicorn
+    from PIL import Image
+
+    cfg = args.cfg
+    Image.MAX_IMAGE_PIXELS = int(cfg["web"]["max_pixels"])  # the pipeline's own reads refuse bombs too
+    app = create_app(args.store, cfg)
+    web = app.state.web
+    web.worker.submit(lambda: web.store().model()).result()  # load the model now: a bad checkpoint fails here
+    host, port = cfg["web"]["host"], int(cfg["web"]["port"])
+    try:
+        if not ipaddress.ip_address(host).is_loopback:
+            log.warning(f"web.host={host}: the page (which can add and remove photos) is open to other machines")
+    except ValueError:
+        pass
+    log.info(f"search page on http://{host}:{port}/ for {args.store} ({web.worker.submit(lambda: len(web.store())).result()} photos)")
+    uvicorn.run(app, host=host, port=port, log_level="warning")
+    web.close()
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_command(__doc__, arguments, serve, argv, prog="python web.py")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-from utils import FacematchError, get_logger, load_config  # noqa: E402
+from utils import ConfigError, get_logger, load_config, run_command  # noqa: E402
 
 log = get_logger()
 BASE_CONFIG = ROOT / "config" / "classifier.yaml"
@@ -57,42 +57,39 @@ def variant_config(variant: str, files: list[str] | None = None, overrides: list
     return cfg
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--variant", help="the baseline to train (--list shows them)")
     parser.add_argument("--list", action="store_true", help="print the variants and their settings, then exit")
-    parser.add_argument("--config", action="append", default=[], help="config file(s) on top of the variant")
-    parser.add_argument("overrides", nargs="*", help="config overrides, key=value (e.g. train.epochs=5)")
-    args = parser.parse_args(argv)
+
+
+def train_variant(args: argparse.Namespace) -> int:
     if args.list:
         for name, settings in VARIANTS.items():
             print(f"{name:28s} {' '.join(settings)}")
         return 0
     if not args.variant:
-        log.error("error: give --variant NAME (one of: " + ", ".join(VARIANTS) + "), or --list")
-        return 2
+        raise ConfigError("give --variant NAME (one of: " + ", ".join(VARIANTS) + "), or --list")
     if args.variant not in VARIANTS:
-        log.error(f"error: unknown variant '{args.variant}': use one of {', '.join(VARIANTS)}")
-        return 2
+        raise ConfigError(f"unknown variant '{args.variant}': use one of {', '.join(VARIANTS)}")
     import train  # here: --list and argument errors need no torch
 
-    try:
-        cfg = variant_config(args.variant, args.config, args.overrides)
-        chosen = load_config([BASE_CONFIG], VARIANTS[args.variant])
-        for section, key in (("model", "arch"), ("loss", "name")):
-            if cfg[section][key] != chosen[section][key]:
-                log.warning(f"{section}.{key}={cfg[section][key]} from your config replaces the variant's "
-                            f"{chosen[section][key]}")
-        log.info(f"classifier baseline {args.variant}: {cfg['model']['arch']}, loss {cfg['loss']['name']}, "
-                 f"weights {cfg['model']['weights']}, checkpoints in {cfg['train']['out_dir']}")
-        state = train.train(cfg)
-    except (FacematchError, OSError) as exc:
-        log.error(f"error: {exc}")
-        return 2
+    cfg = variant_config(args.variant, args.config, args.overrides)
+    chosen = load_config([BASE_CONFIG], VARIANTS[args.variant])
+    for section, key in (("model", "arch"), ("loss", "name")):
+        if cfg[section][key] != chosen[section][key]:
+            log.warning(f"{section}.{key}={cfg[section][key]} from your config replaces the variant's "
+                        f"{chosen[section][key]}")
+    log.info(f"classifier baseline {args.variant}: {cfg['model']['arch']}, loss {cfg['loss']['name']}, "
+             f"weights {cfg['model']['weights']}, checkpoints in {cfg['train']['out_dir']}")
+    state = train.train(cfg)
     if state["best"] is not None:
         print(f"{args.variant}: trained {state['epoch']} epochs; best {state['monitor']} {state['best']:.4f}; "
               f"checkpoints in {cfg['train']['out_dir']}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_command(__doc__, arguments, train_variant, argv, config="the variant's config")
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from utils import FacematchError, atomic_write, get_logger
+from utils import FacematchError, atomic_write, get_logger, run_command
 
 log = get_logger()
 
@@ -385,44 +385,43 @@ def _how(crop) -> str:
 
 # ---------------------------------------------------------------- command line
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m search.store", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+def arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("command", choices=["build", "add", "remove", "info", "search"])
     parser.add_argument("items", nargs="*", help="photos or folders (build, add, search), names (remove), key=value overrides")
     parser.add_argument("--store", required=True, help="the store's folder")
     parser.add_argument("--checkpoint", help="build: the checkpoint whose embeddings the store holds")
-    parser.add_argument("--config", action="append", default=[], help="build: config file(s) on top of the checkpoint's")
     parser.add_argument("-k", type=int, default=10, help="search: results per query photo")
-    args = parser.parse_intermixed_args(argv)
-    overrides = [a for a in args.items if "=" in a]
-    items = [a for a in args.items if "=" not in a]
-    try:
-        if args.command == "build":
-            if not args.checkpoint:
-                parser.error("build needs --checkpoint")
-            store = GalleryStore.create(args.store, args.checkpoint, args.config, overrides)
-            report = store.add(items) if items else AddReport()
-            print(f"built {args.store}: {report.summary()}")
-        elif args.command == "add":
-            print(f"{args.store}: {GalleryStore.open(args.store).add(items).summary()}")
-        elif args.command == "remove":
-            print(f"{args.store}: removed {GalleryStore.open(args.store).remove(items)}")
-        elif args.command == "info":
-            print(json.dumps(GalleryStore.open(args.store).info(), indent=1))
-        else:
-            from search.retrieval import embed_paths
 
-            store = GalleryStore.open(args.store)
-            model, cfg = store.model()
-            query = embed_paths([Path(i) for i in items], model, cfg, "cpu", "queries")
-            dist, names = store.search(query.embeddings, args.k)
-            for q, d, n in zip(query.names, dist, names):
-                print(q + ": " + "  ".join(f"{name} ({x:.3f})" for name, x in zip(n, d) if name))
-    except (FacematchError, OSError) as exc:
-        log.error(f"error: {exc}")
-        return 2
+
+def store_command(args: argparse.Namespace) -> int:
+    items = args.items
+    if args.command == "build":
+        if not args.checkpoint:
+            args.parser.error("build needs --checkpoint")
+        store = GalleryStore.create(args.store, args.checkpoint, args.config, args.overrides)
+        report = store.add(items) if items else AddReport()
+        print(f"built {args.store}: {report.summary()}")
+    elif args.command == "add":
+        print(f"{args.store}: {GalleryStore.open(args.store).add(items).summary()}")
+    elif args.command == "remove":
+        print(f"{args.store}: removed {GalleryStore.open(args.store).remove(items)}")
+    elif args.command == "info":
+        print(json.dumps(GalleryStore.open(args.store).info(), indent=1))
+    else:
+        from search.retrieval import embed_paths
+
+        store = GalleryStore.open(args.store)
+        model, cfg = store.model()
+        query = embed_paths([Path(i) for i in items], model, cfg, "cpu", "queries")
+        dist, names = store.search(query.embeddings, args.k)
+        for q, d, n in zip(query.names, dist, names):
+            print(q + ": " + "  ".join(f"{name} ({x:.3f})" for name, x in zip(n, d) if name))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_command(__doc__, arguments, store_command, argv, prog="python -m search.store",
+                       config="the checkpoint's (build)", mixed="items")
 
 
 if __name__ == "__main__":

@@ -119,3 +119,26 @@ def test_the_schema_names_real_keys_and_registries():
                 names = _registry(spec)
                 values = defaults[key] if isinstance(defaults[key], list) else [defaults[key]]
                 assert set(values) <= set(names), f"{key}: default {defaults[key]!r} not in {spec}"
+
+
+def test_run_command_owns_config_overrides_and_the_error_tail(caplog):
+    from utils import DataError, run_command
+
+    seen = {}
+
+    def arguments(parser):
+        parser.add_argument("folders", nargs="+")
+
+    def body(args):
+        seen.update(folders=args.folders, overrides=args.overrides, k=args.cfg["retrieval"]["k"])
+        if "missing" in args.folders:
+            raise DataError("missing: no images")
+        return 0
+
+    assert run_command("doc", arguments, body, ["a", "retrieval.k=5", "b"], mixed="folders") == 0
+    assert seen == {"folders": ["a", "b"], "overrides": ["retrieval.k=5"], "k": 5}
+    assert run_command("doc", arguments, body, ["missing"], mixed="folders") == 2
+    assert "error: missing: no images" in caplog.text
+    seen.clear()
+    assert run_command("doc", arguments, body, ["a", "retrieval.k=0"], mixed="folders") == 2
+    assert not seen and "'retrieval.k' is 0" in caplog.text  # a bad value stops before the work
