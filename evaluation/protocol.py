@@ -10,11 +10,10 @@ from pathlib import Path
 import numpy as np
 
 from competition import load_ground_truth, pick_queries
-from dataset import DEGRADATIONS
 from evaluation.metrics import METRICS, format_metrics, mean_average_precision, retrieval_report
 from evaluation.plots import curves_for, retrieval_figure
 from search.retrieval import embed_folder, embed_paths, relevance_matrix, retrieve
-from utils import ConfigError, DataError, get_logger
+from utils import DataError, get_logger
 
 log = get_logger()
 
@@ -113,8 +112,6 @@ def evaluate_checkpoint(checkpoint: str, cfg_files: list[str], overrides: list[s
 
     model, cfg, device = load_for_inference(checkpoint, cfg_files, overrides)
     degradation = cfg["evaluate"]["degrade"]
-    if degradation not in DEGRADATIONS:
-        raise ConfigError(f"evaluate.degrade '{degradation}' is not one of {', '.join(DEGRADATIONS)}")
     if competition:
         comp = Path(competition)
         gt = load_ground_truth(comp)

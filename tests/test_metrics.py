@@ -95,6 +95,10 @@ def test_empty_and_inconsistent_inputs():
         mean_average_precision_at_r(REL, np.array([1, 0, 0]))
     with pytest.raises(ValueError, match="2-D"):
         precision_at_k(np.zeros(3, bool), 1)
+    with pytest.raises(ValueError, match="smaller"):
+        mean_average_precision(REL, np.array([1, 0, 0]))
+    with pytest.raises(ValueError, match="one entry per query"):
+        recall_at_k(REL, np.array([1, 1]), 1)
 
 
 # ---------------------------------------------------------------- the registry

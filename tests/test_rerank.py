@@ -2,6 +2,8 @@
 hand-made embeddings where the right order is known."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -180,11 +182,22 @@ def test_degradations_are_seeded_and_do_what_they_say():
         degrade(image, "blur", 1)
 
 
-def test_degraded_evaluation_degrades_queries_only(tiny_cfg, tmp_path):
+def test_degraded_evaluation_degrades_queries_only(tiny_cfg, tmp_path, monkeypatch):
     import split
     import train
     from conftest import PEOPLE
+    from evaluation import protocol
     from evaluation.protocol import evaluate_checkpoint
+
+    embedded = []  # (folder name, degradation, embeddings) of every folder evaluation embeds
+    real = protocol.embed_folder
+
+    def spy(folder, model, cfg, device, degradation="none"):
+        out = real(folder, model, cfg, device, degradation)
+        embedded.append((Path(folder).name, degradation, out.embeddings.copy()))
+        return out
+
+    monkeypatch.setattr(protocol, "embed_folder", spy)
 
     comp = tmp_path / "comp"
     assert split.main(["--people", str(PEOPLE), "--out", str(comp), "split.test_fraction=0.4"]) == 0
@@ -197,5 +210,9 @@ def test_degraded_evaluation_degrades_queries_only(tiny_cfg, tmp_path):
     repeat = evaluate_checkpoint(ckpt, [], overrides + ["evaluate.degrade=both"], competition=str(comp))
     assert again == repeat  # seeded: every run and every variant sees the same degradations
     assert again["queries"] == clean["queries"]
+    runs = {(name, how): emb for name, how, emb in embedded}
+    assert set(runs) == {("query", "none"), ("gallery", "none"), ("query", "both")}  # the gallery never degraded
+    assert np.allclose(embedded[1][2], embedded[3][2])  # the gallery's embeddings: the same in both runs
+    assert not np.allclose(runs["query", "none"], runs["query", "both"], atol=1e-3)  # the queries: changed
     with pytest.raises(ConfigError, match="evaluate.degrade"):
         evaluate_checkpoint(ckpt, [], overrides + ["evaluate.degrade=fog"], competition=str(comp))

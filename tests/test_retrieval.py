@@ -1,12 +1,10 @@
-"""The distance estimator, ranking and the retrieval metrics."""
+"""The distance estimator, ranking, and the evaluation protocol's split and scoring (the metrics themselves: test_metrics.py)."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
 from evaluation.protocol import query_gallery_split, score_embeddings
-from evaluation.metrics import (average_precision, mean_average_precision, ndcg_at_k, r_precision, recall_at_k,
-                     retrieval_report, top_k_accuracy)
 from search.exact import distance_estimator
 from search.retrieval import rank, relevance_matrix
 from utils import ConfigError, DataError, load_config
@@ -55,46 +53,6 @@ def test_rank_gives_k_unique_gallery_names_best_first():
         assert len(lst) == 10 and len(set(lst)) == 10 and set(lst) <= set(names)
     with pytest.raises(ValueError, match="unique"):
         rank(q, g, names[:-1] + names[:1], 10, load_config()["retrieval"])
-
-
-# Hand-computed case. Query A: correct at ranks 1 and 3, 2 matches in all. Query B: correct at
-# rank 2 only, 3 matches in all (one never retrieved). Query C: nothing correct in 4, 1 match.
-REL = np.array([[1, 0, 1, 0], [0, 1, 0, 0], [0, 0, 0, 0]], dtype=bool)
-N_REL = np.array([2, 3, 1])
-
-
-def test_top_k_accuracy_by_hand():
-    assert top_k_accuracy(REL, 1) == pytest.approx(1 / 3)
-    assert top_k_accuracy(REL, 2) == pytest.approx(2 / 3)
-    assert top_k_accuracy(REL, 4) == pytest.approx(2 / 3)
-
-
-def test_average_precision_by_hand():
-    # A: (1/1 + 2/3) / 2; B: (1/2) / 3; C: 0
-    assert average_precision(REL, N_REL) == pytest.approx([(1 + 2 / 3) / 2, 0.5 / 3, 0.0])
-    assert mean_average_precision(REL, N_REL) == pytest.approx(((1 + 2 / 3) / 2 + 0.5 / 3) / 3)
-    # A truncated list divides by min(matches, list length): AP@2 of [1, 1] with 5 matches is 1.
-    assert average_precision(np.array([[1, 1]], bool), np.array([5])) == pytest.approx([1.0])
-
-
-def test_recall_r_precision_ndcg_by_hand():
-    assert recall_at_k(REL, N_REL, 1) == pytest.approx((1 / 2 + 0 + 0) / 3)
-    assert recall_at_k(REL, N_REL, 4) == pytest.approx((2 / 2 + 1 / 3 + 0) / 3)
-    # R-precision: A: precision@2 = 1/2; B: precision@3 = 1/3; C: precision@1 = 0
-    assert r_precision(REL, N_REL) == pytest.approx((1 / 2 + 1 / 3 + 0) / 3)
-    # nDCG@4: A: (1 + 1/log2 4) / (1 + 1/log2 3); B: (1/log2 3) / (1 + 1/log2 3 + 1/log2 4); C: 0
-    a = (1 + 1 / 2) / (1 + 1 / np.log2(3))
-    b = (1 / np.log2(3)) / (1 + 1 / np.log2(3) + 1 / 2)
-    assert ndcg_at_k(REL, N_REL, 4) == pytest.approx((a + b) / 3)
-    report = retrieval_report(REL, N_REL, ks=(1, 4))
-    assert set(report) >= {"top1", "top4", "map", "recall@1", "recall@4", "r_precision", "ndcg@10"}
-
-
-def test_metrics_reject_inconsistent_counts():
-    with pytest.raises(ValueError, match="smaller"):
-        mean_average_precision(REL, np.array([1, 0, 0]))
-    with pytest.raises(ValueError, match="one entry per query"):
-        recall_at_k(REL, np.array([1, 1]), 1)
 
 
 def test_relevance_matrix_from_names():

@@ -2,6 +2,8 @@
 refusal to mix embeddings of two checkpoints."""
 from __future__ import annotations
 
+import json
+import re
 import shutil
 
 import numpy as np
@@ -108,3 +110,32 @@ def test_a_failed_add_changes_nothing(tmp_path, tiny_cfg, photos, monkeypatch):
     with pytest.raises(StoreError, match="not an image"):
         store.add([tmp_path / "notes.txt"])
     assert store_module.main(["info", "--store", str(tmp_path / "nowhere")]) == 2
+
+
+def test_a_stale_index_on_disk_is_rebuilt_and_the_search_command_prints_the_nearest(tmp_path, tiny_cfg, photos,
+                                                                                    capsys):
+    from search.index import build_index
+
+    ckpt = checkpoint(tmp_path, tiny_cfg)
+    root = tmp_path / "store"
+    assert store_module.main(["build", "--store", str(root), "--checkpoint", str(ckpt), str(photos)]) == 0
+    store = GalleryStore.open(root)
+    ids, names, vectors = store.vectors()
+    version = store.info()["version"]
+    # An index file left behind by an older version of the store: it holds only two photos.
+    old = build_index("exact", vectors.shape[1], "cosine")
+    old.add(vectors[:2], ids[:2])
+    old.save(root / "index.bin")
+    (root / "index.json").write_text(json.dumps({"version": version - 1}))
+    again = GalleryStore.open(root)
+    dist, found = again.search(vectors, 1)
+    assert [row[0] for row in found] == names  # every photo found: the stale file was not used
+    assert json.loads((root / "index.json").read_text()) == {"version": version}  # and it was rewritten
+
+    capsys.readouterr()
+    one = sorted((photos / sorted(p.name for p in photos.iterdir())[0]).iterdir())[0]
+    assert store_module.main(["search", "--store", str(root), str(one), "-k", "3"]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    results = re.findall(r"(\S+) \(([0-9.]+)\)", line.split(": ", 1)[1])
+    assert len(results) == 3 and results[0][0] in names and float(results[0][1]) < 1e-3  # itself, first
+    assert [float(d) for _, d in results] == sorted(float(d) for _, d in results)

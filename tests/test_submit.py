@@ -20,8 +20,14 @@ def good_payload(k=10):
     return build_payload("team", ["q1.jpg", "q2.jpg"], [names[:k], names[5:5 + k]])
 
 
-def test_valid_payload_passes():
-    validate_payload(good_payload(), GALLERY, 10)
+def test_valid_payload_passes_and_comes_back_as_team_lists_and_no_warnings():
+    names = sorted(GALLERY)
+    team, images, warnings = validate_payload(good_payload(), GALLERY, 10)
+    assert team == "team" and warnings == []
+    assert images == {"q1.jpg": names[:10], "q2.jpg": names[5:15]}
+    short = good_payload(k=3)  # fewer names than k: accepted, not exact, and said
+    team, images, warnings = validate_payload(short, GALLERY, 10, exact=False)
+    assert images["q1.jpg"] == names[:3] and warnings == ["2 queries had fewer than 10 gallery names; they were scored on what was sent"]
 
 
 @pytest.mark.parametrize("mutate,message", [

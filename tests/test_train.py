@@ -143,8 +143,14 @@ def test_pipeline_from_the_command_lines(tiny_cfg, tmp_path, capsys):
     metrics = json.loads((tmp_path / "m.json").read_text())
     assert metrics["queries"] == 2 and 0 <= metrics["map"] <= 1
     assert (tmp_path / "grid.png").stat().st_size > 1000
+    # --labelled: identity folders split into one query a person (with 2+ photos) and the gallery.
+    assert evaluate.main(["--checkpoint", str(tmp_path / "run" / "best.pt"), "--labelled", str(PEOPLE),
+                          "--json", str(tmp_path / "l.json")]) == 0
+    labelled = json.loads((tmp_path / "l.json").read_text())
+    people = [p for p in PEOPLE.iterdir() if p.is_dir() and len(list(p.iterdir())) >= 2]
+    assert labelled["queries"] == len(people) and 0 < labelled["top10"] <= 1
     assert train.main(overrides + ["loss.name=nope"]) == 2
-    assert "loss.name 'nope'" in capsys.readouterr().err
+    assert "'loss.name' is 'nope'" in capsys.readouterr().err
 
 
 def test_embeddings_of_the_same_photo_do_not_depend_on_batching(tiny_cfg):
