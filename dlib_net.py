@@ -111,6 +111,91 @@ def _topology() -> list[str]:
     return inner[::-1]
 
 
+def _read_con(r: _Reader, out: dict) -> None:
+    version = r.expect("con_4", "con_5", "con_6")
+    params = r.tensor()
+    filters, rows, cols, sy, sx, py, px = (r.int() for _ in range(7))
+    weights, biases = r.alias(), r.alias()
+    [r.float() for _ in range(4)]  # learning-rate and weight-decay multipliers
+    if version != "con_4":
+        r.bool()  # use_bias
+    if version == "con_6":
+        r.bool()  # use_relu
+    n_w = int(np.prod(weights))
+    flat = params.reshape(-1)
+    if flat.size != n_w + int(np.prod(biases)) or weights[0] != filters or (rows, cols) != weights[2:]:
+        raise r.fail(f"a convolution whose parameters do not match its shape {weights}")
+    out["convs"].append((flat[:n_w].reshape(weights), flat[n_w:].copy(), (sy, sx), (py, px)))
+
+
+def _read_affine(r: _Reader, out: dict) -> None:
+    version = r.expect("affine_", "affine_2")
+    params = r.tensor().reshape(-1)
+    gamma, beta = r.alias(), r.alias()
+    r.int()  # mode
+    if version == "affine_2":
+        r.bool()  # disabled
+    n = int(np.prod(gamma))
+    out["affines"].append((params[:n].copy(), params[n:n + int(np.prod(beta))].copy()))
+
+
+def _read_relu(r: _Reader, out: dict) -> None:
+    if r.expect("relu_", "relu_2") == "relu_2":
+        r.bool()
+
+
+def _read_pool(r: _Reader, out: dict, everything: bool = False) -> None:
+    version = r.expect("avg_pool_2") if everything else r.expect("max_pool_2", "avg_pool_2")
+    rows, cols, sy, sx, py, px = (r.int() for _ in range(6))
+    out["pools"].append((version[:3], (rows, cols), (sy, sx), (py, px)))
+
+
+def _read_fc(r: _Reader, out: dict) -> None:
+    r.expect("fc_2", "fc_3")
+    outputs, inputs = r.int(), r.int()
+    params = r.tensor().reshape(-1)
+    r.alias(), r.alias()
+    r.int()  # bias mode
+    [r.float() for _ in range(4)]
+    if params.size != inputs * outputs:
+        raise r.fail(f"an fc layer of {params.size} values for {inputs}x{outputs}")
+    out["fc"] = params.reshape(inputs, outputs).T.copy()
+
+
+# How each kind of layer in _topology() stores its details (after its version and before its state).
+_DETAILS = {"con": _read_con, "affine": _read_affine, "relu": _read_relu, "max_pool": _read_pool,
+            "avg_pool": _read_pool, "avg_pool_everything": lambda r, out: _read_pool(r, out, everything=True),
+            "add_prev": lambda r, out: r.expect("add_prev_"), "fc": _read_fc}
+
+
+def _read_layer(r: _Reader, layers: list[str], i: int, out: dict) -> None:
+    """Layer i and everything below it: dlib writes a layer's version, then the layers it wraps
+    (down to the input), then its own details and state, so the reading recurses inwards first."""
+    kind = layers[i]
+    if kind in ("tag1", "tag2", "skip1"):
+        if (version := r.int()) != 1:
+            raise r.fail(f"{kind} layer version {version}, expected 1")
+        return _read_layer(r, layers, i + 1, out)
+    version = r.int()
+    details = _DETAILS["con" if kind.startswith("con") else kind]
+    if i == len(layers) - 1:  # the layer on the input: add_layer<LAYER, input> versions 2-3
+        r.expect("input_rgb_image_sized")
+        out["mean"] = (r.float(), r.float(), r.float())
+        out["size"] = (r.int(), r.int())
+        details(r, out)
+        r.bool(), r.bool(), r.bool()
+        r.tensor(), r.tensor(), r.tensor()  # x_grad, cached_output, grad_final
+        if version >= 3:
+            r.int()  # sample expansion factor
+        return
+    _read_layer(r, layers, i + 1, out)
+    details(r, out)
+    r.bool(), r.bool(), r.bool()
+    r.tensor(), r.tensor()  # x_grad, cached_output
+    if version >= 2:
+        r.tensor()  # params_grad
+
+
 def read_dat(path: str | Path) -> dict:
     """Parse dlib_face_recognition_resnet_model_v1.dat: {'convs': [(weight, bias, stride, padding)],
     'affines': [(gamma, beta)], 'pools': [(kind, size, stride, padding)], 'fc': (128, 256) weight,
@@ -122,81 +207,7 @@ def read_dat(path: str | Path) -> dict:
         raise r.fail(f"loss layer version {version}, expected 1 (is this dlib's face-recognition network?)")
     r.expect("loss_metric_2")
     out["margin"], out["threshold"] = r.float(), r.float()
-    layers = _topology()
-
-    def details(kind: str) -> None:
-        if kind.startswith("con"):
-            version = r.expect("con_4", "con_5", "con_6")
-            params = r.tensor()
-            filters, rows, cols, sy, sx, py, px = (r.int() for _ in range(7))
-            weights, biases = r.alias(), r.alias()
-            [r.float() for _ in range(4)]  # learning-rate and weight-decay multipliers
-            if version != "con_4":
-                r.bool()  # use_bias
-            if version == "con_6":
-                r.bool()  # use_relu
-            n_w = int(np.prod(weights))
-            flat = params.reshape(-1)
-            if flat.size != n_w + int(np.prod(biases)) or weights[0] != filters or (rows, cols) != weights[2:]:
-                raise r.fail(f"a convolution whose parameters do not match its shape {weights}")
-            out["convs"].append((flat[:n_w].reshape(weights), flat[n_w:].copy(), (sy, sx), (py, px)))
-        elif kind == "affine":
-            version = r.expect("affine_", "affine_2")
-            params = r.tensor().reshape(-1)
-            gamma, beta = r.alias(), r.alias()
-            r.int()  # mode
-            if version == "affine_2":
-                r.bool()  # disabled
-            n = int(np.prod(gamma))
-            out["affines"].append((params[:n].copy(), params[n:n + int(np.prod(beta))].copy()))
-        elif kind == "relu":
-            if r.expect("relu_", "relu_2") == "relu_2":
-                r.bool()
-        elif kind in ("max_pool", "avg_pool", "avg_pool_everything"):
-            version = r.expect("max_pool_2", "avg_pool_2") if kind != "avg_pool_everything" else r.expect("avg_pool_2")
-            rows, cols, sy, sx, py, px = (r.int() for _ in range(6))
-            out["pools"].append((version[:3], (rows, cols), (sy, sx), (py, px)))
-        elif kind == "add_prev":
-            r.expect("add_prev_")
-        elif kind == "fc":
-            r.expect("fc_2", "fc_3")
-            outputs, inputs = r.int(), r.int()
-            params = r.tensor().reshape(-1)
-            r.alias(), r.alias()
-            r.int()  # bias mode
-            [r.float() for _ in range(4)]
-            if params.size != inputs * outputs:
-                raise r.fail(f"an fc layer of {params.size} values for {inputs}x{outputs}")
-            out["fc"] = params.reshape(inputs, outputs).T.copy()
-        else:
-            raise AssertionError(kind)
-
-    def layer(i: int) -> None:
-        kind = layers[i]
-        if kind in ("tag1", "tag2", "skip1"):
-            if (version := r.int()) != 1:
-                raise r.fail(f"{kind} layer version {version}, expected 1")
-            layer(i + 1)
-            return
-        version = r.int()
-        if i == len(layers) - 1:  # the layer on the input: add_layer<LAYER, input> versions 2-3
-            r.expect("input_rgb_image_sized")
-            out["mean"] = (r.float(), r.float(), r.float())
-            out["size"] = (r.int(), r.int())
-            details(kind)
-            r.bool(), r.bool(), r.bool()
-            r.tensor(), r.tensor(), r.tensor()  # x_grad, cached_output, grad_final
-            if version >= 3:
-                r.int()  # sample expansion factor
-            return
-        layer(i + 1)
-        details(kind)
-        r.bool(), r.bool(), r.bool()
-        r.tensor(), r.tensor()  # x_grad, cached_output
-        if version >= 2:
-            r.tensor()  # params_grad
-
-    layer(0)
+    _read_layer(r, _topology(), 0, out)
     if r.pos != len(r.data):
         raise r.fail(f"{len(r.data) - r.pos} bytes left after the network")
     if len(out["convs"]) != 1 + 2 * len(BLOCKS) or len(out["affines"]) != 1 + 2 * len(BLOCKS):

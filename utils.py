@@ -26,6 +26,7 @@ SCHEMA = ROOT / "config" / "schema.yaml"
 # Keys that take a keyword ('auto': the backbone's own value; 'all') or a value of the type given here.
 KEYWORD_KEYS = {"input.size": ("auto", 0), "input.mean": ("auto", []), "input.std": ("auto", []),
                 "model.freeze": ("all", 0), "train.lr_backbone": ("auto", 0.0)}
+NAME_OR_LIST_KEYS = {"data.train_dir"}  # a folder, or a list of folders
 
 
 class FacematchError(Exception):
@@ -56,6 +57,8 @@ def _merge(base: dict, update: dict, source: str, prefix: str = "") -> None:
             except ConfigError:
                 what = "a list" if isinstance(kind, list) else "a number"
                 raise ConfigError(f"{source}: '{dotted}' must be {keyword} or {what}, got {value!r}") from None
+        elif dotted in NAME_OR_LIST_KEYS and isinstance(value, list) and all(isinstance(v, str) for v in value):
+            base[key] = value
         else:
             base[key] = _coerce(base[key], value, f"{source}: '{dotted}'")
 
@@ -167,6 +170,8 @@ def _rule_error(rule: dict, value: Any, default: Any) -> str | None:
         return "one of " + ", ".join(map(str, rule["choices"]))
     if "registry" in rule and value != default and value not in (names := _registry(rule["registry"])):
         return "one of " + ", ".join(names)
+    if rule.get("whole") and not (isinstance(value, int) and not isinstance(value, bool)):
+        return "a whole number"
     if "pattern" in rule and not re.fullmatch(rule["pattern"], str(value)):
         return f"of the form {rule['pattern']}"
     bounds = {"min": (">=", lambda v, b: v >= b), "max": ("<=", lambda v, b: v <= b),

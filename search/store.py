@@ -57,6 +57,10 @@ class StoreError(FacematchError, RuntimeError):
     """A store that cannot be opened or changed as asked; the message names the store and why."""
 
 
+class NotFoundError(StoreError, LookupError):
+    """A photo or learned name the store does not hold; the message names it."""
+
+
 @dataclass
 class AddReport:
     """What happened to each photo given to add(): nothing is dropped without a word."""
@@ -152,7 +156,7 @@ class GalleryStore:
         """One stored photo: its files and how its face was found."""
         row = self.conn.execute("SELECT id, name, file, crop, how, added FROM photos WHERE name=?", (name,)).fetchone()
         if row is None:
-            raise StoreError(f"{self.root}: no photo named '{name}'")
+            raise NotFoundError(f"{self.root}: no photo named '{name}'")
         return {"id": row[0], "name": row[1], "file": self.root / row[2], "crop": self.root / row[3],
                 "how": row[4], "added": row[5]}
 
@@ -200,29 +204,12 @@ class GalleryStore:
     def add(self, paths: list[str | Path], checkpoint: str | Path | None = None) -> AddReport:
         """Crop, embed and store photos (files, or folders searched recursively) in one transaction;
         the same content is stored once. Nothing is stored when anything fails."""
-        from detection import IMAGE_EXTENSIONS, list_images
         from search.retrieval import embed_paths
-        from search.cache import file_sha1
 
-        files: list[Path] = []
-        for p in map(Path, paths):
-            if p.is_dir():
-                files += list_images(p, recursive=True)
-            elif p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS:
-                files.append(p)
-            else:
-                raise StoreError(f"{p}: not an image file or a folder")
         report = AddReport()
         known = {r[0] for r in self.conn.execute("SELECT sha1 FROM photos")}
         taken = {r[0] for r in self.conn.execute("SELECT name FROM photos")}
-        fresh, seen = [], set()
-        for f in files:
-            sha = file_sha1(f)
-            if sha in known or sha in seen:
-                report.duplicates.append(str(f))
-            else:
-                seen.add(sha)
-                fresh.append((f, sha))
+        fresh = _new_photos(_image_files(paths), known, report)
         if not fresh:
             return report
         model, cfg = self.model(checkpoint)
@@ -272,7 +259,7 @@ class GalleryStore:
         rows = [self.conn.execute("SELECT id, file, crop FROM photos WHERE name=?", (n,)).fetchone() for n in names]
         unknown = [n for n, r in zip(names, rows) if r is None]
         if unknown:
-            raise StoreError(f"{self.root}: no photo named {', '.join(repr(u) for u in unknown[:5])}")
+            raise NotFoundError(f"{self.root}: no photo named {', '.join(repr(u) for u in unknown[:5])}")
         with self.conn:
             self.conn.executemany("DELETE FROM photos WHERE id=?", [(r[0],) for r in rows])
             self._bump(self.conn)
@@ -300,7 +287,7 @@ class GalleryStore:
         rows = [self.conn.execute("SELECT vector FROM photos WHERE name=?", (p,)).fetchone() for p in photos]
         unknown = [p for p, r in zip(photos, rows) if r is None]
         if unknown:
-            raise StoreError(f"{self.root}: no photo named {', '.join(repr(u) for u in unknown[:5])}")
+            raise NotFoundError(f"{self.root}: no photo named {', '.join(repr(u) for u in unknown[:5])}")
         total = np.sum([np.frombuffer(r[0], dtype="<f4") for r in rows], axis=0, dtype=np.float64)
         with self.conn:
             old = self.conn.execute("SELECT vector, marks FROM names WHERE name=?", (name,)).fetchone()
@@ -315,7 +302,7 @@ class GalleryStore:
         """The learned name's prototype: the normalised mean of its marked embeddings, float32 (D,)."""
         row = self.conn.execute("SELECT vector FROM names WHERE name=?", (_clean_name(name, self.root),)).fetchone()
         if row is None:
-            raise StoreError(f"{self.root}: no learned name '{name}' (learned: "
+            raise NotFoundError(f"{self.root}: no learned name '{name}' (learned: "
                              f"{', '.join(self.learned_names()) or 'none yet'})")
         vector = np.frombuffer(row[0], dtype="<f8")
         return (vector / max(float(np.linalg.norm(vector)), 1e-12)).astype(np.float32)
@@ -350,6 +337,37 @@ class GalleryStore:
                 "tta": self.meta["tta"], "crop": self.meta["preprocessing"]["crop"]["detector"] + " + "
                 + self.meta["preprocessing"]["crop"]["align"], "names learned": self.conn.execute(
                     "SELECT COUNT(*) FROM names").fetchone()[0], "version": self.meta["version"]}
+
+
+def _image_files(paths: list[str | Path]) -> list[Path]:
+    """The image files named, and those under the folders named (searched recursively)."""
+    from detection import IMAGE_EXTENSIONS, list_images
+
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            files += list_images(p, recursive=True)
+        elif p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS:
+            files.append(p)
+        else:
+            raise StoreError(f"{p}: not an image file or a folder")
+    return files
+
+
+def _new_photos(files: list[Path], known: set[str], report: AddReport) -> list[tuple[Path, str]]:
+    """(file, sha1) of each file whose content is neither stored (`known`) nor earlier in the list;
+    the others are reported as duplicates."""
+    from search.cache import file_sha1
+
+    fresh, seen = [], set()
+    for f in files:
+        sha = file_sha1(f)
+        if sha in known or sha in seen:
+            report.duplicates.append(str(f))
+        else:
+            seen.add(sha)
+            fresh.append((f, sha))
+    return fresh
 
 
 def _clean_name(name: str, root: Path) -> str:

@@ -73,3 +73,17 @@ def test_no_sys_path_edits():
     edits = [f"{p.relative_to(ROOT)}:{i}" for p in files for i, line in enumerate(p.read_text().splitlines(), 1)
              if "sys.path.insert" in line or "sys.path.append" in line]
     assert not edits, f"sys.path edited in {edits}: pyproject.toml (pip install -e .) makes the code importable"
+
+
+def test_no_long_function_outside_bench_and_tests():
+    """About 60 lines at most, unless a comment on the def line says why (`# long: ...`)."""
+    long = []
+    for name, path in project_modules().items():
+        if name.split(".")[0] == "bench":  # measurement scripts: a report is one long function
+            continue
+        lines = path.read_text().splitlines()
+        for node in ast.walk(ast.parse("\n".join(lines), str(path))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > 60:
+                if "# long:" not in lines[node.lineno - 1]:
+                    long.append(f"{name}.{node.name} ({node.end_lineno - node.lineno + 1} lines)")
+    assert not long, f"functions over 60 lines: {long}"

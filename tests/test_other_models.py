@@ -9,12 +9,12 @@ import torch
 import torch.nn.functional as F
 import torchvision
 
-import train
 from backbones import WeightsError, build_backbone
 from conftest import PEOPLE
-from losses import SoftmaxCrossEntropy, build_loss
 from network import build_model, embed, model_from_checkpoint, read_checkpoint
 from other_models import classifier
+from training.losses import SoftmaxCrossEntropy, build_loss
+from training.optim import make_optimizer
 from utils import load_config
 
 
@@ -48,7 +48,7 @@ def test_softmax_loss_prefers_the_right_class_and_trains_its_classifier_with_the
     assert torch.allclose(head.get_logits(directions), 10.0 * directions @ head.classifier.weight.T)
 
     model, _ = build_model(cfg)
-    optimizer = train.make_optimizer(model, loss_fn, cfg)
+    optimizer = make_optimizer(model, loss_fn, cfg)
     head_group = optimizer.param_groups[1]
     assert head_group["lr"] == cfg["train"]["lr_head"]
     assert all(any(p is q for q in head_group["params"]) for p in loss_fn.parameters())

@@ -14,15 +14,18 @@ import request_send
 import split
 import train
 from conftest import PEOPLE
-from losses import LOSSES, build_loss
 from network import build_model, embed, model_from_checkpoint, read_checkpoint
-from utils import load_config, seed_everything
+from training.data import crop_people, split_people
+from training.frozen import FeatureDataset
+from training.losses import LOSSES, build_loss
+from training.optim import make_optimizer, warmup_cosine
+from utils import ConfigError, load_config, seed_everything
 
 
 def full_data_loss(model, cfg):
     """Batch-hard triplet loss over every training photo, without augmentation."""
-    train_people, _ = train.split_people(cfg)
-    crops, labels, _, _ = train.crop_people(train_people, model.meta["crop"], cfg["data"]["cache_dir"], "check")
+    train_people, _ = split_people(cfg)
+    crops, labels, _, _ = crop_people(train_people, model.meta["crop"], cfg["data"]["cache_dir"], "check")
     emb = torch.as_tensor(embed(model, crops, 8))
     loss_fn = build_loss(load_config(overrides=["loss.name=triplet_batch_hard"])["loss"], 0, emb.shape[1])
     return loss_fn(emb, torch.as_tensor(labels)).item()
@@ -87,7 +90,7 @@ def test_every_loss_trains_one_step(name, tiny_cfg):
     cfg = load_config(overrides=[f"loss.name={name}", "loss.teacher=self"], base=tiny_cfg)
     model, _ = build_model(cfg)
     loss_fn = build_loss(cfg["loss"], num_classes=3, embedding_size=16)
-    opt = train.make_optimizer(model, loss_fn, cfg)
+    opt = make_optimizer(model, loss_fn, cfg)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     torch.manual_seed(0)
     emb = model(torch.randn(6, 3, 32, 32))
@@ -109,12 +112,12 @@ def test_the_distillation_term_adds_to_a_metric_loss_and_needs_a_teacher(tiny_cf
     both = build_loss(load_config(overrides=["loss.distill_weight=2", "loss.teacher=self"], base=tiny_cfg)["loss"], 3, 16)
     assert both(emb, labels, emb).item() == pytest.approx(plain(emb, labels).item(), abs=1e-6)  # on target: no cost
     assert both(emb, labels, -emb).item() == pytest.approx(plain(emb, labels).item() + 2 * 2.0, abs=1e-5)
-    with pytest.raises(train.ConfigError, match="needs loss.teacher"):
+    with pytest.raises(ConfigError, match="needs loss.teacher"):
         build_loss(load_config(overrides=["loss.name=distill"], base=tiny_cfg)["loss"], 3, 16)
 
 
 def test_warmup_then_cosine_schedule():
-    f = train.warmup_cosine(warmup_steps=4, total_steps=20, min_factor=0.1)
+    f = warmup_cosine(warmup_steps=4, total_steps=20, min_factor=0.1)
     assert [f(s) for s in range(4)] == pytest.approx([0.25, 0.5, 0.75, 1.0])
     assert f(4) == pytest.approx(1.0) and f(12) == pytest.approx(0.55) and f(20) == pytest.approx(0.1)
     assert all(f(s) >= f(s + 1) for s in range(4, 20))
@@ -167,7 +170,7 @@ def test_several_training_folders_never_merge_people(tiny_cfg, tmp_path):
     other = tmp_path / "more"
     shutil.copytree(PEOPLE, other)  # the same folder names in a second root: different people
     cfg = load_config(overrides=[f"data.train_dir=[{PEOPLE}, {other}]", "data.val_fraction=0.3"], base=tiny_cfg)
-    train_people, val_people = train.split_people(cfg)
+    train_people, val_people = split_people(cfg)
     assert len(train_people) + len(val_people) == 10
     assert not set(train_people) & set(val_people)
     assert {n.split("/")[0] for n in train_people} == {"people", "more"}
@@ -238,7 +241,7 @@ def test_a_frozen_backbone_runs_once_per_view_and_its_head_trains_on_the_stored_
     state = train.train(cfg)
     assert state["epoch"] == 2
     best = read_checkpoint(f"{cfg['train']['out_dir']}/best.pt")
-    n_train, n_val = (sum(len(v) for v in part.values()) for part in train.split_people(cfg))
+    n_train, n_val = (sum(len(v) for v in part.values()) for part in split_people(cfg))
     # 2 views of every training photo and 1 of every validation photo, whatever the number of steps
     assert sum(rows) == 2 * n_train + n_val, (sum(rows), n_train, n_val)
     after, _ = model_from_checkpoint(f"{cfg['train']['out_dir']}/last.pt")
@@ -249,7 +252,7 @@ def test_a_frozen_backbone_runs_once_per_view_and_its_head_trains_on_the_stored_
 
 def test_feature_dataset_draws_each_view_by_the_draw_seed():
     features = torch.arange(12.0).reshape(3, 2, 2)  # 3 photos, 2 views, 2-d
-    data = train.FeatureDataset(features, [0, 1, 1])
+    data = FeatureDataset(features, [0, 1, 1])
     assert torch.equal(data[(1, 4)][0], features[1, 0]) and torch.equal(data[(1, 7)][0], features[1, 1])
     assert data[(2, 3)][1] == 1 and len(data) == 3
 
@@ -298,7 +301,7 @@ def test_epoch_zero_stays_best_when_training_never_beats_it(tiny_cfg, tmp_path, 
 
 
 def test_the_distillation_set_hands_the_mirror_its_own_target(tiny_cfg):
-    from distill import DistillDataset
+    from training.distill import DistillDataset
 
     crop = np.zeros((40, 40, 3), np.uint8)
     crop[:, :20] = 255  # left half white: a mirrored view has it on the right
@@ -360,7 +363,7 @@ def test_validation_with_degraded_queries_can_choose_the_checkpoint(tiny_cfg):
     with open(f"{cfg['train']['out_dir']}/log.csv") as fh:
         assert "degraded_map@r" in next(csv.reader(fh))
     for monitor, message in (("degraded_top1", "needs degraded validation queries"), ("mean_nothing", "is not one of")):
-        with pytest.raises(train.ConfigError, match=message):
+        with pytest.raises(ConfigError, match=message):
             train.train(load_config(overrides=[f"train.monitor={monitor}"], base=tiny_cfg))
 
 
@@ -377,7 +380,7 @@ def test_leave_one_out_validation_queries_every_photo_against_the_others():
 
 def test_distillation_from_a_teacher_checkpoint_uses_the_teachers_own_crops(tiny_cfg, tmp_path):
     from detection import crop_paths
-    from distill import both_views
+    from training.distill import both_views
     from network import save_checkpoint
 
     teacher_cfg = load_config(overrides=["crop.size=48", "input.size=40"], base=tiny_cfg)
@@ -390,7 +393,7 @@ def test_distillation_from_a_teacher_checkpoint_uses_the_teachers_own_crops(tiny
     state = train.train(cfg)
     assert state["epoch"] == 1
     targets = read_checkpoint(f"{cfg['train']['out_dir']}/last.pt")["distill_targets"]
-    train_people, _ = train.split_people(cfg)
+    train_people, _ = split_people(cfg)
     paths = [p for photos in train_people.values() for p in photos]
     crops, _ = crop_paths(paths, teacher.meta["crop"], cfg["data"]["cache_dir"])  # 48-px crops, not the student's 40
     expected = both_views(teacher.eval(), crops, "cpu", 8, "check")
@@ -398,7 +401,7 @@ def test_distillation_from_a_teacher_checkpoint_uses_the_teachers_own_crops(tiny
     assert torch.allclose(targets, expected, atol=1e-5)
     assert targets.reshape(-1, 16).mean(0).norm() < 0.5  # the common direction is gone
     wrong = load_config(overrides=["model.embedding_size=8"], base=cfg)
-    with pytest.raises(train.ConfigError, match="16-d embeddings; the student's are 8-d"):
+    with pytest.raises(ConfigError, match="16-d embeddings; the student's are 8-d"):
         train.train(wrong)
 
 
@@ -410,17 +413,17 @@ def test_unlabelled_photos_train_a_distilled_student_and_nothing_else(tiny_cfg, 
     for i, photo in enumerate(sorted(PEOPLE.glob("*/*.jpg"))[:3]):
         shutil.copy(photo, loose / f"{i}.jpg")
     cfg = load_config(overrides=["loss.name=distill", "loss.teacher=self", f"data.unlabelled=[{loose}]"], base=tiny_cfg)
-    train_people, val_people = train.split_people(cfg)
+    train_people, val_people = split_people(cfg)
     unlabelled = [n for n in train_people if n.startswith("unlabelled:")]
     assert len(unlabelled) == 3 and all(len(train_people[n]) == 1 for n in unlabelled)
     assert not any(n.startswith("unlabelled:") for n in val_people)
     assert train.train(load_config(overrides=["train.epochs=1"], base=cfg))["epoch"] == 1
-    with pytest.raises(train.ConfigError, match="only with loss.name=distill"):
-        train.split_people(load_config(overrides=[f"data.unlabelled=[{loose}]"], base=tiny_cfg))
+    with pytest.raises(ConfigError, match="only with loss.name=distill"):
+        split_people(load_config(overrides=[f"data.unlabelled=[{loose}]"], base=tiny_cfg))
 
 
 def test_dlib_metric_loss_matches_a_hand_computed_value():
-    from losses import DlibMetricLoss
+    from training.losses import DlibMetricLoss
 
     # Four points on a line: A at 0 and 0.5, B at 0.6 and 2.0. Threshold 0.5, margin 0.1: same-person
     # pairs cost their excess over 0.4, others their shortfall under 0.6, only the hardest negatives

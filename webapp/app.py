@@ -1,0 +1,234 @@
+"""The search page's HTTP side: FastAPI routes with typed form and file parameters over
+webapp.service.Service, Jinja2 templates, static files, and exception handlers that turn every
+refusal into the page with its message and a 4xx status (a failure: 500, its details in the log).
+
+Each action is a POST that answers 303 back to the page (or the page itself with the message when
+it is refused); /mark answers JSON for the page's script. A form from another origin is refused (403).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from fastapi import APIRouter, Depends, FastAPI, File, Form, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from starlette.exceptions import HTTPException
+
+from utils import FacematchError, get_logger
+from webapp.errors import BodyTooLarge, Forbidden, TooLarge, UserError
+from webapp.service import MARKS, Service
+
+log = get_logger()
+HERE = Path(__file__).resolve().parent
+TEMPLATES = Jinja2Templates(directory=HERE / "templates")
+COOKIE = "facematch_session"
+routes = APIRouter()
+
+
+def create_app(store_root: str | Path, cfg: dict) -> FastAPI:
+    """The search page's app over the store at `store_root` (cfg: the full config; its web and
+    feedback sections are read). app.state.web is the Service; close it when done."""
+    app = FastAPI(title="facematch", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.web = Service(store_root, cfg)
+    app.add_middleware(BodyLimit, limit=int(cfg["web"]["max_upload_bytes"]) * int(cfg["web"]["max_files"]) + 2 ** 20)
+    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+    app.include_router(routes)
+    app.add_exception_handler(UserError, refused)
+    app.add_exception_handler(FacematchError, refused)
+    app.add_exception_handler(RequestValidationError, refused)
+    app.add_exception_handler(HTTPException, refused)
+    return app
+
+
+# ---------------------------------------------------------------- answers
+
+def service(request: Request) -> Service:
+    return request.app.state.web
+
+
+def session_id(request: Request) -> str:
+    """This browser's session id (a new one when its cookie names no kept session), once per request."""
+    if not hasattr(request.state, "sid"):
+        request.state.sid = service(request).session_id(request.cookies.get(COOKIE, ""))
+    return request.state.sid
+
+
+def with_cookie(request: Request, response: Response) -> Response:
+    response.set_cookie(COOKIE, session_id(request), httponly=True, samesite="strict")
+    return response
+
+
+async def show_page(request: Request, status: int = 200, error: str = "", gallery_page: int = 0) -> Response:
+    """The page for this browser's session, with `error` shown when given."""
+    svc = service(request)
+    view = await svc.call(session_id(request), svc.view, gallery_page)
+    return with_cookie(request, TEMPLATES.TemplateResponse(request, "page.html", {**view, "error": error},
+                                                           status_code=status))
+
+
+async def act(request: Request, action, *args) -> Response:
+    """Run a service action for this browser's session, then back to the page (303)."""
+    await service(request).call(session_id(request), action, *args)
+    return with_cookie(request, RedirectResponse("/", status_code=303))
+
+
+async def refused(request: Request, exc: Exception) -> Response:
+    """Any refusal as the page with its message and status; where even the page cannot be drawn
+    (the store failing), a bare page with the message. Never a traceback."""
+    if isinstance(exc, UserError):
+        status, message = exc.status, str(exc)
+    elif isinstance(exc, RequestValidationError):
+        status, message = 400, "; ".join(f"{'.'.join(map(str, e['loc'][1:])) or 'the request'}: {e['msg']}"
+                                          for e in exc.errors())
+    elif isinstance(exc, HTTPException):
+        status, message = exc.status_code, str(exc.detail)
+        if isinstance(exc.__cause__, BodyTooLarge):  # FastAPI's form parsing met BodyLimit's stop
+            status, message = 413, too_large(request.app.state.web.w)
+    else:
+        status, message = 400, str(exc)
+    try:
+        return await show_page(request, status, message)
+    except Exception as failure:  # noqa: BLE001 - the page itself failing: say so, still no traceback
+        log.exception(f"web: {failure.__class__.__name__} while drawing the page")
+        return with_cookie(request, TEMPLATES.TemplateResponse(
+            request, "error.html", {"error": message,
+                                    "detail": f"(the page could not be drawn: {failure.__class__.__name__})"},
+            status_code=status))
+
+
+def too_large(w: dict) -> str:
+    return (f"the upload is too large: at most {w['max_files']} files of {int(w['max_upload_bytes']) / 1e6:.1f} MB "
+            f"(web.max_upload_bytes)")
+
+
+# ---------------------------------------------------------------- what a request carries
+
+def same_origin(request: Request) -> None:
+    """A form posted from another site is refused (the page adds and removes photos)."""
+    origin = request.headers.get("origin")
+    if origin and urlsplit(origin).netloc != request.headers.get("host"):
+        raise Forbidden(f"a form from {origin} is not accepted here")
+
+
+async def marks(request: Request) -> dict[str, bool | None]:
+    """The result cards' radio buttons (fields mark:<photo name>): relevant, irrelevant or none."""
+    form = await request.form()
+    return {k[5:]: MARKS.get(str(v)) for k, v in form.multi_items() if k.startswith("mark:")}
+
+
+async def read(upload: UploadFile | None, request: Request) -> tuple[str, bytes]:
+    """(file name, bytes) of an uploaded file, read up to one byte past the limit (so the check sees it)."""
+    if upload is None or not upload.filename:
+        raise UserError("choose a photo first")
+    return upload.filename, await upload.read(int(service(request).w["max_upload_bytes"]) + 1)
+
+
+POST = {"dependencies": [Depends(same_origin)]}
+
+
+# ---------------------------------------------------------------- routes
+
+@routes.get("/", response_class=HTMLResponse)
+async def index(request: Request, page: int = 0) -> Response:
+    """The page; ?page=N shows the gallery's page N."""
+    return await show_page(request, gallery_page=page)
+
+
+@routes.post("/search", **POST)
+async def search(request: Request, photo: UploadFile | None = File(None)) -> Response:
+    return await act(request, service(request).search_upload, *await read(photo, request))
+
+
+@routes.post("/pick", **POST)
+async def pick(request: Request, name: str = Form("")) -> Response:
+    return await act(request, service(request).pick, name)
+
+
+@routes.post("/mark", **POST)
+async def mark(request: Request, name: str = Form(""), value: str = Form("none")) -> Response:
+    svc = service(request)
+    return with_cookie(request, JSONResponse(await svc.call(session_id(request), svc.mark, name, value)))
+
+
+@routes.post("/refine", **POST)
+async def refine(request: Request, method: str = Form(""), marked: dict = Depends(marks)) -> Response:
+    svc = service(request)
+    return await act(request, svc.refine, marked, method or svc.method)
+
+
+@routes.post("/add", **POST)
+async def add(request: Request, photos: list[UploadFile] = File([])) -> Response:
+    chosen = [p for p in photos if p.filename]
+    if len(chosen) > int(service(request).w["max_files"]):
+        raise TooLarge(f"{len(chosen)} files: at most {service(request).w['max_files']} at once (web.max_files)")
+    return await act(request, service(request).add, [await read(p, request) for p in chosen])
+
+
+@routes.post("/remove", **POST)
+async def remove(request: Request, name: str = Form("")) -> Response:
+    return await act(request, service(request).remove, name)
+
+
+@routes.post("/name/learn", **POST)
+async def learn(request: Request, person: str = Form(""), marked: dict = Depends(marks)) -> Response:
+    return await act(request, service(request).learn, person, marked)
+
+
+@routes.post("/name/search", **POST)
+async def name_search(request: Request, person: str = Form("")) -> Response:
+    return await act(request, service(request).search_name, person)
+
+
+@routes.get("/photo")
+async def photo(request: Request, name: str) -> Response:
+    svc = service(request)
+    path = await svc.call(session_id(request), svc.photo_path, name, "file")
+    return with_cookie(request, FileResponse(path, headers={"Cache-Control": "private, max-age=3600"}))
+
+
+@routes.get("/crop")
+async def crop(request: Request, name: str) -> Response:
+    svc = service(request)
+    path = await svc.call(session_id(request), svc.photo_path, name, "crop")
+    return with_cookie(request, FileResponse(path, headers={"Cache-Control": "private, max-age=3600"}))
+
+
+@routes.get("/query.png")
+async def query_png(request: Request) -> Response:
+    svc = service(request)
+    png = await svc.call(session_id(request), svc.query_crop)
+    return with_cookie(request, Response(png, media_type="image/png", headers={"Cache-Control": "no-store"}))
+
+
+# ---------------------------------------------------------------- the body limit
+
+class BodyLimit:
+    """ASGI middleware: a request body past `limit` bytes stops being read (BodyTooLarge), even
+    when it comes without a Content-Length; one that declares more is refused with 413 at once."""
+
+    def __init__(self, app, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            text = TEMPLATES.get_template("error.html").render(
+                error=f"the upload is too large: {int(declared) / 1e6:.1f} MB, more than {self.limit / 1e6:.1f} MB "
+                      f"in all (web.max_upload_bytes × web.max_files).")
+            return await HTMLResponse(text, status_code=413)(scope, receive, send)
+        seen = 0
+
+        async def limited():
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise BodyTooLarge()
+            return message
+
+        await self.app(scope, limited, send)

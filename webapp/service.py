@@ -1,0 +1,349 @@
+"""What a person does on the page, with no HTTP in it: search by an uploaded photo, a gallery photo or a
+learned name, mark results, refine by a feedback method, add and remove photos, learn names; and what
+the page shows (`view`). Every call takes the browser's Session; refusals raise webapp.errors' typed
+errors. The store lives on one worker thread (SQLite's connection is made there): `call` runs an
+action there, one at a time.
+
+Sessions: a random cookie id maps to the session's state in memory (query embedding and crop, marks,
+rows shown, round, method); the web.max_sessions most recently used are kept.
+"""
+from __future__ import annotations
+
+import asyncio
+import io
+import secrets
+import shutil
+import tempfile
+import time
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from search.exact import unit
+from search.store import NotFoundError, StoreError
+from utils import get_logger
+from webapp.errors import NoFace, NotFound, ServerFailure, TooLarge, UserError
+from webapp.uploads import check_upload, safe_name
+
+log = get_logger()
+MARKS = {"relevant": True, "irrelevant": False}
+
+
+@dataclass
+class Session:
+    """One browser's search: what was searched, the marks, the rows shown, the current round."""
+    method: str
+    query: np.ndarray | None = None       # unit embedding searched (a photo's, or a name's prototype)
+    label: str = ""                       # what was searched, in words
+    crop_png: bytes | None = None         # the crop that was searched (None: a name's prototype)
+    how: str = ""                         # how the face was found, said out loud
+    exclude: set[str] = field(default_factory=set)      # the query photo itself, never a result
+    marks: dict[str, bool] = field(default_factory=dict)  # photo name -> relevant?
+    shown: list[str] = field(default_factory=list)      # every photo shown this search, in order
+    results: list[tuple[str, float]] = field(default_factory=list)  # this round: (name, distance)
+    round: int = 0
+    learned: dict[str, set[str]] = field(default_factory=dict)  # name -> photos learned as it this session
+    notes: list[str] = field(default_factory=list)      # messages for the next page, shown once
+    used: float = field(default_factory=time.time)
+
+
+@dataclass
+class Checked:
+    """An upload that passed every check: saved, cropped and embedded."""
+    shown: str  # its file name as uploaded
+    path: Path
+    note: str  # format and size, in words
+    step: str  # the chain step that found the face
+    vector: np.ndarray
+    crop: np.ndarray
+    how: str  # how the face was found, in words
+
+
+def _png(image: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def how_words(how: str) -> str:
+    return "no face found: centre crop" if how == "center" else f"face by {how}"
+
+
+class Service:
+    """The page's state: the store (opened on the worker thread), the sessions, the settings."""
+
+    def __init__(self, store_root: str | Path, cfg: dict):
+        from search.feedback import FEEDBACK
+
+        self.root, self.cfg, self.w, self.fcfg = Path(store_root), cfg, cfg["web"], cfg["feedback"]
+        self.methods = list(FEEDBACK)
+        self.method = self.fcfg["method"]  # load_config checked it is one of them
+        self.worker = ThreadPoolExecutor(1, thread_name_prefix="facematch-store")
+        self.sessions: OrderedDict[str, Session] = OrderedDict()
+        self.scratch = Path(tempfile.mkdtemp(prefix="facematch-web-"))
+        self._store = None
+        self.worker.submit(self.store).result()  # a missing store fails now, not on the first request
+
+    def store(self):
+        """The gallery store; call on the worker thread only."""
+        from search.store import GalleryStore
+
+        if self._store is None:
+            self._store = GalleryStore.open(self.root)
+        return self._store
+
+    def close(self) -> None:
+        self.worker.shutdown(wait=True)
+        shutil.rmtree(self.scratch, ignore_errors=True)
+
+    # ------------------------------------------------------------ running an action
+    def session_id(self, cookie: str) -> str:
+        """The browser's session id: its cookie's when the session is kept, else a new random one."""
+        return cookie if cookie in self.sessions else secrets.token_urlsafe(18)
+
+    async def call(self, sid: str, action: Callable[..., Any], *args) -> Any:
+        """`action(session, *args)` on the worker thread; its result, or its error."""
+        return await asyncio.get_running_loop().run_in_executor(self.worker, self._call, sid, action, args)
+
+    def _call(self, sid: str, action: Callable[..., Any], args: tuple) -> Any:
+        session = self.sessions.get(sid)
+        if session is None:
+            session = self.sessions[sid] = Session(self.method)
+            while len(self.sessions) > int(self.w["max_sessions"]):
+                self.sessions.popitem(last=False)
+        self.sessions.move_to_end(sid)
+        session.used = time.time()
+        try:
+            return action(session, *args)
+        except NotFoundError as exc:
+            raise NotFound(str(exc)) from None
+        except StoreError as exc:
+            raise UserError(str(exc)) from None
+        except UserError:
+            raise
+        except Exception as exc:  # never a traceback on the page: it goes to the server's log
+            log.exception(f"web: {exc.__class__.__name__} while serving a request")
+            raise ServerFailure(f"the server failed on this request ({exc.__class__.__name__}); its log has "
+                                f"the details") from None
+
+    # ------------------------------------------------------------ the pipeline for one photo
+    def crop_and_embed(self, path: Path, shown: str) -> tuple[np.ndarray, np.ndarray, str, str]:
+        """(unit embedding, crop, how the face was found in words, chain step) of an uploaded photo,
+        with the store model's own crop settings; no face on a chain without centre is a NoFace (422)."""
+        from detection import CENTER, ImageReadError, chain, crop_one, load_crop
+        from search.retrieval import embed_paths
+
+        model, cfg = self.store().model()
+        ccfg = model.meta["crop"]
+        try:
+            item, meta, _ = crop_one(path, ccfg, cfg["data"]["cache_dir"])
+        except ImageReadError as exc:
+            raise UserError(f"{shown}: not a readable image ({str(exc).replace(str(path), '').strip(': ')})") from None
+        steps = chain(ccfg)
+        if item is None:
+            raise NoFace(f"{shown}: no face found (tried {' → '.join(steps)}; the store's model has no "
+                         f"centre-crop fallback)")
+        step = meta["path"]
+        if step == CENTER:
+            how = (f"no face found by {' → '.join(s for s in steps if s != CENTER) or 'any detector'}: "
+                   f"the centred square of the photo was used instead (crop.fallback: center)")
+        else:
+            how = f"face found by {step}" + (" (fallback)" if step != ccfg["detector"] else "") + \
+                  (", aligned" if meta["aligned"] else "") + \
+                  (f"; {meta['faces']} faces, the largest kept" if meta["faces"] > 1 else "")
+        emb = embed_paths([path], model, cfg, "cpu", "query")
+        if not len(emb.embeddings):
+            raise NoFace(f"{shown}: could not be embedded ({', '.join(emb.skipped)})")
+        return unit(emb.embeddings[0]), load_crop(item), how, step
+
+    def checked_files(self, uploads: list[tuple[str, bytes]], outcome: str) -> tuple[Path, list[Checked]]:
+        """Check, crop and embed every upload, saved under a fresh scratch folder. Any refusal raises
+        before the store is touched, naming each bad file and saying `outcome` (what was not done)."""
+        folder = Path(tempfile.mkdtemp(dir=self.scratch))
+        good, bad, taken = [], [], set()
+        try:
+            for filename, data in uploads:
+                try:
+                    _, suffix, note = check_upload(data, filename, int(self.w["max_upload_bytes"]),
+                                                   int(self.w["max_pixels"]))
+                    name = safe_name(filename, suffix)
+                    while name in taken:
+                        name = f"{Path(name).stem}_{len(taken)}{suffix}"
+                    taken.add(name)
+                    path = folder / name
+                    path.write_bytes(data)
+                    good.append(Checked(filename, path, note, *self._found(path, filename)))
+                except UserError as exc:
+                    bad.append(exc)
+            if bad:
+                status = bad[0].status if len({e.status for e in bad}) == 1 else 400
+                raise UserError(" | ".join(str(e) for e in bad) + f" — {outcome}", status)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        return folder, good
+
+    def _found(self, path: Path, shown: str) -> tuple[str, np.ndarray, np.ndarray, str]:
+        vector, crop, how, step = self.crop_and_embed(path, shown)
+        return step, vector, crop, how
+
+    # ------------------------------------------------------------ actions (worker thread)
+    def start(self, s: Session, query: np.ndarray, label: str, crop_png: bytes | None, how: str,
+              exclude: set[str], first: list[tuple[str, float]] | None = None) -> None:
+        """A new search: round 1 is `first`, or the store's own nearest-neighbour search."""
+        store = self.store()
+        k = int(self.w["k"])
+        s.query, s.label, s.crop_png, s.how, s.exclude = unit(query), label, crop_png, how, set(exclude)
+        s.marks, s.shown, s.results, s.round = {}, [], [], 1  # s.learned stays: a photo counts once per session
+        if first is not None:
+            s.results = list(first)
+        elif len(store):
+            dist, names = store.search(s.query[None, :], min(k + len(exclude), len(store)))
+            s.results = [(n, float(d)) for n, d in zip(names[0], dist[0]) if n is not None and n not in exclude][:k]
+        s.shown = [n for n, _ in s.results]
+        if not s.results:
+            s.notes.append("the gallery is empty: add photos to it below")
+
+    def search_upload(self, s: Session, filename: str, data: bytes) -> None:
+        folder, files = self.checked_files([(filename, data)], "nothing was searched")
+        shutil.rmtree(folder, ignore_errors=True)
+        f = files[0]
+        self.start(s, f.vector, f"the uploaded photo {f.shown} ({f.note})", _png(f.crop), f.how, set())
+
+    def pick(self, s: Session, name: str) -> None:
+        store = self.store()
+        photo = store.photo(name)
+        _, names, vectors = store.vectors()
+        vector = vectors[names.index(photo["name"])]
+        self.start(s, vector, f"the gallery photo {name}", photo["crop"].read_bytes(), how_words(photo["how"]), {name})
+
+    def refine(self, s: Session, marks: dict[str, bool | None], method: str) -> None:
+        from search.feedback import next_round
+
+        self.apply_marks(s, marks)
+        if s.query is None:
+            raise UserError("nothing to refine yet: upload a photo, pick one from the gallery or search by a name first")
+        if method not in self.methods:
+            raise UserError(f"method '{method}' is not one of {', '.join(self.methods)}")
+        s.method = method
+        _, names, vectors = self.store().vectors()
+        row = {n: i for i, n in enumerate(names)}
+        marked = {row[n]: v for n, v in s.marks.items() if n in row}
+        shown = {row[n] for n in list(s.shown) + list(s.exclude) if n in row}
+        rows = next_round(method, s.query, vectors, marked, shown, int(self.w["k"]), self.fcfg) if len(names) else []
+        dist = 1.0 - vectors[rows] @ s.query if rows else []
+        s.results = [(names[r], float(d)) for r, d in zip(rows, dist)]
+        s.shown += [n for n, _ in s.results]
+        s.round += 1
+        relevant = sum(s.marks.values())
+        s.notes.append(f"round {s.round} by {method}, from {relevant} relevant and {len(s.marks) - relevant} "
+                       f"irrelevant marks" + ("" if s.results else ": every gallery photo has been shown"))
+
+    def mark(self, s: Session, name: str, value: str) -> dict:
+        """One mark, as the page's script sends it; the counts so far."""
+        if value not in ("relevant", "irrelevant", "none"):
+            raise UserError(f"mark '{value}' is not relevant, irrelevant or none")
+        self.apply_marks(s, {name: MARKS.get(value)})
+        relevant = sum(s.marks.values())
+        return {"name": name, "mark": value, "relevant": relevant, "irrelevant": len(s.marks) - relevant}
+
+    def learn(self, s: Session, person: str, marks: dict[str, bool | None]) -> None:
+        store = self.store()
+        self.apply_marks(s, marks)
+        person = " ".join(person.split())
+        if not person:
+            raise UserError("type the person's name first, then mark their photos relevant and press 'learn name'")
+        present = set(store.vectors()[1])
+        new = [n for n, v in s.marks.items() if v and n in present and n not in s.learned.get(person, set())]
+        if not new:
+            raise UserError(f"no new relevant mark to learn '{person}' from: mark their photos relevant first")
+        total = store.learn_name(person, new)
+        s.learned.setdefault(person, set()).update(new)
+        s.notes.append(f"learned '{person}' from {len(new)} more photo{'s' * (len(new) > 1)}: "
+                       f"its prototype is the mean of {total} marked photos")
+
+    def search_name(self, s: Session, person: str) -> None:
+        store = self.store()
+        person = " ".join(person.split())
+        if not person:
+            raise UserError("type a learned name to search for it")
+        dist, names = store.search_name(person, int(self.w["k"]))  # unknown: NotFoundError, a 404
+        self.start(s, store.name_prototype(person), f"the learned name '{person}'", None,
+                   f"its prototype: the normalised mean of {store.name_marks(person)} marked photos", set(),
+                   [(n, float(d)) for n, d in zip(names, dist)])
+
+    def add(self, s: Session, uploads: list[tuple[str, bytes]]) -> None:
+        if not uploads:
+            raise UserError("choose one or more photos to add first")
+        if len(uploads) > int(self.w["max_files"]):
+            raise TooLarge(f"{len(uploads)} files: at most {self.w['max_files']} at once (web.max_files)")
+        folder, files = self.checked_files(uploads, "nothing was added to the gallery")
+        try:
+            report = self.store().add([f.path for f in files])
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        centre = [f.shown for f in files if f.step == "center"]
+        text = f"gallery: {len(report.added)} added" + (f" ({', '.join(report.added)})" if report.added else "")
+        if report.duplicates:
+            text += f", {len(report.duplicates)} already in the gallery (the same photo is stored once)"
+        if report.skipped:
+            text += f", {len(report.skipped)} skipped"
+        if centre:
+            text += f"; no face found in {', '.join(centre)}: the centred square was stored instead"
+        s.notes.append(text)
+
+    def remove(self, s: Session, name: str) -> None:
+        self.store().remove([name])
+        s.results = [(n, d) for n, d in s.results if n != name]
+        s.marks.pop(name, None)
+        s.notes.append(f"removed {name} from the gallery")
+
+    def apply_marks(self, s: Session, marks: dict[str, bool | None]) -> None:
+        for name, value in marks.items():
+            if value is None:
+                s.marks.pop(name, None)
+            else:
+                s.marks[name] = value
+
+    # ------------------------------------------------------------ files
+    def photo_path(self, s: Session, name: str, what: str) -> Path:
+        """The stored photo ('file') or its crop ('crop')."""
+        path = self.store().photo(name)[what]
+        if not path.is_file():
+            raise NotFound(f"{name}: its {what} file is missing from the store ({path})")
+        return path
+
+    def query_crop(self, s: Session) -> bytes:
+        if s.crop_png is None:
+            raise NotFound("nothing searched by a photo yet")
+        return s.crop_png
+
+    # ------------------------------------------------------------ what the page shows
+    def view(self, s: Session, gallery_page: int = 0) -> dict:
+        """Everything the page template draws, read once: the store, the search, this round, the gallery."""
+        store = self.store()
+        _, names, _ = store.vectors()
+        crop = store.meta["preprocessing"]["crop"]
+        notes, s.notes = s.notes, []
+        per = max(1, int(self.w["gallery_page"]))
+        pages = max(1, -(-len(names) // per))
+        page = min(max(0, gallery_page), pages - 1)
+        cards = []
+        for name, dist in s.results:
+            try:
+                how = store.photo(name)["how"]
+            except NotFoundError:
+                continue  # removed meanwhile
+            cards.append({"name": name, "distance": dist, "how": how_words(how), "mark": s.marks.get(name)})
+        relevant = sum(s.marks.values())
+        return {"root": str(self.root), "photos": len(names), "learned": store.learned_names(),
+                "chain": " → ".join([crop["detector"]] + list(crop.get("fallback") or [])), "align": crop["align"],
+                "notes": notes, "s": s, "crop_version": f"{s.round}-{int(s.used * 1000)}", "cards": cards,
+                "relevant": relevant, "irrelevant": len(s.marks) - relevant, "methods": self.methods,
+                "gallery": names[page * per:(page + 1) * per], "page": page, "pages": pages}
