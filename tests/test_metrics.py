@@ -1,5 +1,5 @@
-"""metrics.py by hand and against pytorch-metric-learning's AccuracyCalculator; plots.py's curves
-and figures. (The older hand cases in test_retrieval.py stay there.)"""
+"""evaluation/metrics.py by hand and against pytorch-metric-learning's AccuracyCalculator; evaluation/plots.py's
+curves and figures."""
 from __future__ import annotations
 
 import subprocess
