@@ -278,7 +278,8 @@ def model_from_checkpoint(path: str | Path, device: torch.device | str = "cpu") 
 
 def checkpoint_fingerprint(model: EmbeddingNet) -> str:
     """sha256 of the weights and preprocessing: equal fingerprints embed every photo alike."""
-    digest = hashlib.sha256(repr((model.describe(), model.meta)).encode())
+    meta = {k: v for k, v in model.meta.items() if k != "calibration"}  # thresholds do not change an embedding
+    digest = hashlib.sha256(repr((model.describe(), meta)).encode())
     for key, value in sorted(model.state_dict().items()):
         digest.update(key.encode())
         digest.update(value.detach().cpu().contiguous().numpy().tobytes())

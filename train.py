@@ -35,10 +35,12 @@ import torch
 from tqdm import tqdm
 
 from dataset import FaceDataset, PKSampler, train_transform
+from evaluation.calibration import calibrate
+from evaluation.calibration import summary as calibration_summary
 from evaluation.metrics import SUMMARY
 from evaluation.plots import draw_curve
 from evaluation.protocol import format_report
-from network import (CheckpointError, EmbeddingNet, build_model, load_model_state, model_from_config,
+from network import (CheckpointError, EmbeddingNet, build_model, embed, load_model_state, model_from_config,
                      read_checkpoint, save_checkpoint)
 from training.data import crop_people, split_people
 from training.distill import DistillDataset, teacher_targets
@@ -242,6 +244,28 @@ def draw(run: Run, state: RunState) -> None:
                f"{cfg['model']['arch']}, {cfg['loss']['name']}, {len(run.train.names)} training people")
 
 
+def calibrate_best(run: Run) -> None:
+    """best.pt's same-person thresholds: its weights on the validation people (never trained on), all
+    pairs of their photos, embedded as search embeds them (retrieval.tta), written into its meta, so the
+    checkpoint carries its calibration wherever it goes (evaluation/calibration.py)."""
+    path = run.out_dir / "best.pt"
+    if not run.procs.main or len(set(run.val.labels)) < 2 or not path.exists():
+        return
+    ckpt = read_checkpoint(path)
+    run.model.load_state_dict(ckpt["model"])
+    batch, tta = run.cfg["train"]["batch_size_eval"], run.cfg["retrieval"]["tta"]
+    if run.val_features is not None and tta == "none":  # a frozen backbone's stored features: no second pass
+        run.model.eval()
+        with torch.inference_mode():
+            emb = torch.cat([run.model.from_features(f.to(run.device)).float().cpu()
+                             for f in run.val_features.split(batch)]).numpy()
+    else:
+        emb = embed(run.model, run.val.crops, batch, run.device, desc="calibrating on the validation people", tta=tta)
+    ckpt["meta"]["calibration"] = run.model.meta["calibration"] = calibrate(emb, run.val.labels)
+    save_checkpoint(path, ckpt)
+    log.info(calibration_summary(ckpt["meta"]["calibration"]))
+
+
 # ---------------------------------------------------------------- before the first epoch
 
 def save_as_it_is(run: Run, state: RunState) -> RunState:
@@ -256,6 +280,7 @@ def save_as_it_is(run: Run, state: RunState) -> RunState:
         state.best = metrics[state.monitor] if state.monitor != "loss" else None
     if procs.main:
         save(run, state, metrics, True)
+        calibrate_best(run)
     procs.barrier()
     return state
 
@@ -379,17 +404,47 @@ def _train(cfg: dict, resume: str | Path | None, procs: Processes) -> RunState:
             break
     if procs.main and state.history:
         draw(run, state)  # the finished curve, whatever the interval left out
+    calibrate_best(run)
     procs.barrier()  # every process returns once rank 0 has written its files
     return state
 
 
 # ---------------------------------------------------------------- command line
 
+def calibrate_checkpoint(path: str | Path, cfg_files: list[str], overrides: list[str]) -> dict:
+    """Calibrate a checkpoint written before train.py calibrated (or again): its own validation people,
+    found from its config as training found them, into its meta; returns the calibration."""
+    from network import model_from_checkpoint
+
+    ckpt = read_checkpoint(path)
+    model, cfg = model_from_checkpoint(path)
+    cfg = load_config(cfg_files, overrides, base=cfg)
+    _, val_people = split_people(cfg)
+    recorded = ckpt.get("people", {}).get("val")
+    if recorded is not None and sorted(recorded) != sorted(val_people):
+        raise CheckpointError(f"{path}: its validation people are not what {cfg['data']['train_dir']} gives now "
+                              f"(moved or changed data): give data.train_dir=... as it was")
+    val = People(*crop_people(val_people, model.meta["crop"], cfg["data"]["cache_dir"], "validation people"))
+    if len(set(val.labels)) < 2:
+        raise DataError(f"{path}: fewer than 2 validation people to calibrate on (data.val_fraction)")
+    emb = embed(model, val.crops, cfg["train"]["batch_size_eval"], get_device(cfg["device"]),
+                desc="calibrating on the validation people", tta=cfg["retrieval"]["tta"])
+    ckpt["meta"]["calibration"] = calibrate(emb, val.labels)
+    save_checkpoint(path, ckpt)
+    return ckpt["meta"]["calibration"]
+
+
 def arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", help="a last.pt to continue; its own config is used, then the overrides")
+    parser.add_argument("--calibrate", metavar="CHECKPOINT", help="only calibrate this checkpoint on its own "
+                                                                  "validation people (same-person thresholds)")
 
 
 def train_command(args: argparse.Namespace) -> int:
+    if args.calibrate:
+        print(f"{args.calibrate}: " + calibration_summary(calibrate_checkpoint(args.calibrate, args.config,
+                                                                               args.overrides)))
+        return 0
     base = read_checkpoint(args.resume)["config"] if args.resume else None
     cfg = load_config(args.config, args.overrides, base=base)
     state = train(cfg, args.resume)

@@ -172,3 +172,37 @@ def retrieval_report(relevance: np.ndarray, n_relevant: np.ndarray, ks=KS,
 def format_metrics(report: dict, keys=SUMMARY, digits: int = 3) -> str:
     """One line 'top1=0.812  top5=0.934 …' of the `keys` present in `report`, in that order."""
     return "  ".join(f"{k}={report[k]:.{digits}f}" for k in keys if report.get(k) is not None)
+
+
+# ---------------------------------------------------------------- verification and open-set identification
+# Distances, not ranked lists: lower is more alike (cosine distance for unit embeddings), as search answers.
+
+def tar_at_far(genuine: np.ndarray, impostor: np.ndarray, far: float) -> float:
+    """Verification (IJB-C's TAR@FAR): the fraction of genuine pairs accepted at the largest threshold that
+    accepts at most a fraction `far` of the impostor pairs."""
+    genuine, impostor = np.sort(np.asarray(genuine, float)), np.sort(np.asarray(impostor, float))
+    if not len(genuine) or not len(impostor):
+        return 0.0
+    allowed = int(np.floor(far * len(impostor)))
+    if allowed >= len(impostor):
+        return 1.0
+    threshold = np.nextafter(impostor[allowed], -np.inf)  # just below the first impostor past the allowance
+    return float(np.searchsorted(genuine, threshold, side="right")) / len(genuine)
+
+
+def dir_at_fpir(mated_best: np.ndarray, mated_correct: np.ndarray, non_mated_best: np.ndarray, fpir: float) -> float:
+    """Open-set identification (IJB-C's DIR@FPIR): at the threshold where a fraction `fpir` of the non-mated
+    probes (people not in the gallery) match someone, the fraction of mated probes whose first result is
+    their person and within the threshold. `mated_best`, `non_mated_best`: each probe's best distance;
+    `mated_correct`: whether a mated probe's first result is its person."""
+    non_mated = np.sort(np.asarray(non_mated_best, float))
+    mated, correct = np.asarray(mated_best, float), np.asarray(mated_correct, bool)
+    if not len(non_mated) or not len(mated):
+        return 0.0
+    allowed = int(np.floor(fpir * len(non_mated)))
+    threshold = np.inf if allowed >= len(non_mated) else np.nextafter(non_mated[allowed], -np.inf)
+    return float(np.mean(correct & (mated <= threshold)))
+
+
+VERIFICATION = {"tar@far=1e-2": 1e-2, "tar@far=1e-3": 1e-3}  # names of the verification metrics, and their rates
+OPEN_SET = {"dir@fpir=1e-2": 1e-2}  # names of the open-set identification metrics, and their rates

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from competition import load_ground_truth, pick_queries
-from evaluation.metrics import METRICS, format_metrics, mean_average_precision, retrieval_report
+from evaluation.metrics import (METRICS, OPEN_SET, VERIFICATION, dir_at_fpir, format_metrics,
+                                mean_average_precision, retrieval_report, tar_at_far)
 from evaluation.plots import curves_for, retrieval_figure
 from search.retrieval import embed_folder, embed_paths, relevance_matrix, retrieve
 from utils import DataError, get_logger
@@ -97,10 +98,31 @@ def score_leave_one_out(embeddings: np.ndarray, labels: list, rcfg: dict,
     return report
 
 
+def decision_report(query: np.ndarray, gallery: np.ndarray, correct: list[set[int]], rcfg: dict) -> dict:
+    """Same-person decisions on a competition: TAR@FAR over every query-gallery pair (genuine: the query's
+    correct photos), and DIR@FPIR with each query as a mated probe (its gallery as it is) and as a
+    non-mated one (its own person's photos taken out of the gallery), ranked by the retrieval pipeline."""
+    from search.exact import unit
+
+    q, g = unit(np.asarray(query, np.float32)), unit(np.asarray(gallery, np.float32))
+    dist = 1.0 - q @ g.T
+    genuine_mask = np.zeros(dist.shape, bool)
+    for i, c in enumerate(correct):
+        genuine_mask[i, list(c)] = True
+    report = {name: tar_at_far(dist[genuine_mask], dist[~genuine_mask], far) for name, far in VERIFICATION.items()}
+    d, ranked = retrieve(query, gallery, min(len(gallery), 50), rcfg)
+    mated_best = d[:, 0]
+    mated_correct = np.array([ranked[i, 0] in c for i, c in enumerate(correct)])
+    non_mated_best = np.array([next((d[i, j] for j in range(d.shape[1]) if ranked[i, j] not in c), np.inf)
+                               for i, c in enumerate(correct)])  # the first result that is not their person
+    report.update({name: dir_at_fpir(mated_best, mated_correct, non_mated_best, fpir) for name, fpir in OPEN_SET.items()})
+    return report
+
+
 # ---------------------------------------------------------------- command line
 
-def format_report(report: dict, keys=METRICS) -> str:
-    """Metrics in their registry order, then the query count."""
+def format_report(report: dict, keys=(*METRICS, *VERIFICATION, *OPEN_SET)) -> str:
+    """Metrics in their registry order (those present), then the query count."""
     return format_metrics(report, keys) + f"  ({report.get('queries', '?')} queries)"
 
 
@@ -124,6 +146,7 @@ def evaluate_checkpoint(checkpoint: str, cfg_files: list[str], overrides: list[s
         keep = [i for i, q in enumerate(queries.names) if q in gt["queries"]]
         correct = [{g_index[g] for g in gt["queries"][queries.names[i]] if g in g_index} for i in keep]
         report, ranked = score_embeddings(queries.embeddings[keep], gallery.embeddings, correct, cfg["retrieval"])
+        report.update(decision_report(queries.embeddings[keep], gallery.embeddings, correct, cfg["retrieval"]))
         q_crops, g_crops = [queries.crops[i] for i in keep], gallery.crops
         missing = len(set(gt["queries"]) - set(queries.names))
         if missing:

@@ -312,6 +312,15 @@ class GalleryStore:
         self.name_prototype(name)  # unknown: StoreError
         return self.conn.execute("SELECT marks FROM names WHERE name=?", (_clean_name(name, self.root),)).fetchone()[0]
 
+    def threshold(self, fpir: float) -> dict | None:
+        """The distance under which a stranger's photo would match someone in this store with probability
+        about `fpir` (false-positive identification rate, for this store's size), from the checkpoint's
+        calibration (evaluation/calibration.py); None when the model carries none."""
+        from evaluation.calibration import threshold_for_gallery
+
+        calib = self.meta["preprocessing"].get("calibration")
+        return threshold_for_gallery(calib, fpir, max(1, len(self))) if calib else None
+
     def search_name(self, name: str, k: int) -> tuple[np.ndarray, list[str]]:
         """The k stored photos nearest the learned name's prototype: (distances (k,), names), nearest
         first. An unknown name is a StoreError that says so."""
@@ -337,6 +346,18 @@ class GalleryStore:
                 "tta": self.meta["tta"], "crop": self.meta["preprocessing"]["crop"]["detector"] + " + "
                 + self.meta["preprocessing"]["crop"]["align"], "names learned": self.conn.execute(
                     "SELECT COUNT(*) FROM names").fetchone()[0], "version": self.meta["version"]}
+
+
+def match_words(best: float, limit: dict | None) -> str:
+    """The open-set decision for a search, in words: someone matches, or no one in the gallery does."""
+    if limit is None:
+        return "no calibration in this model: every result is a candidate, none is a decision"
+    rate = (f"threshold {limit['threshold']:.3f} at a false-positive identification rate of {limit['fpir']:g} for "
+            f"{limit['gallery_size']} photos" + ("" if limit["supported"] else
+                                                 ", resting on too few impostor pairs to trust"))
+    if best <= limit["threshold"]:
+        return f"a match: the best distance {best:.3f} is within the {rate}"
+    return f"no one in the gallery matches: the best distance {best:.3f} is beyond the {rate}"
 
 
 def _image_files(paths: list[str | Path]) -> list[Path]:
@@ -409,6 +430,8 @@ def arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--store", required=True, help="the store's folder")
     parser.add_argument("--checkpoint", help="build: the checkpoint whose embeddings the store holds")
     parser.add_argument("-k", type=int, default=10, help="search: results per query photo")
+    parser.add_argument("--fpir", type=float, help="search: the false-positive identification rate of its "
+                                                   "'no one matches' (default retrieval.fpir)")
 
 
 def store_command(args: argparse.Namespace) -> int:
@@ -432,8 +455,11 @@ def store_command(args: argparse.Namespace) -> int:
         model, cfg = store.model()
         query = embed_paths([Path(i) for i in items], model, cfg, "cpu", "queries")
         dist, names = store.search(query.embeddings, args.k)
+        limit = store.threshold(args.fpir or float(cfg["retrieval"]["fpir"]))
         for q, d, n in zip(query.names, dist, names):
-            print(q + ": " + "  ".join(f"{name} ({x:.3f})" for name, x in zip(n, d) if name))
+            print(q + ": " + "  ".join(f"{name} ({x:.3f}{'' if limit is None or x <= limit['threshold'] else ', probably someone else'})"
+                                       for name, x in zip(n, d) if name))
+            print("  " + match_words(d[0] if len(d) else float("inf"), limit))
     return 0
 
 

@@ -135,7 +135,9 @@ def test_a_stale_index_on_disk_is_rebuilt_and_the_search_command_prints_the_near
     capsys.readouterr()
     one = sorted((photos / sorted(p.name for p in photos.iterdir())[0]).iterdir())[0]
     assert store_module.main(["search", "--store", str(root), str(one), "-k", "3"]) == 0
-    line = capsys.readouterr().out.strip().splitlines()[-1]
+    out = capsys.readouterr().out.splitlines()
+    line = next(t for t in out if ": " in t and not t.startswith(" "))  # the results; the decision follows, indented
+    assert any(t.startswith("  no calibration in this model") for t in out)
     results = re.findall(r"(\S+) \(([0-9.]+)\)", line.split(": ", 1)[1])
     assert len(results) == 3 and results[0][0] in names and float(results[0][1]) < 1e-3  # itself, first
     assert [float(d) for _, d in results] == sorted(float(d) for _, d in results)

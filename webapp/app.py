@@ -167,6 +167,11 @@ async def add(request: Request, photos: list[UploadFile] = File([])) -> Response
     return await act(request, service(request).add, [await read(p, request) for p in chosen])
 
 
+@routes.post("/fpir", **POST)
+async def fpir(request: Request, rate: str = Form("")) -> Response:
+    return await act(request, service(request).set_fpir, rate)
+
+
 @routes.post("/remove", **POST)
 async def remove(request: Request, name: str = Form("")) -> Response:
     return await act(request, service(request).remove, name)

@@ -24,19 +24,21 @@ from typing import Any, Callable
 import numpy as np
 
 from search.exact import unit
-from search.store import NotFoundError, StoreError
+from search.store import NotFoundError, StoreError, match_words
 from utils import get_logger
 from webapp.errors import NoFace, NotFound, ServerFailure, TooLarge, UserError
 from webapp.uploads import check_upload, safe_name
 
 log = get_logger()
 MARKS = {"relevant": True, "irrelevant": False}
+FPIRS = (0.1, 0.01, 0.001)  # the rates the page offers for 'no one in the gallery matches'
 
 
 @dataclass
 class Session:
     """One browser's search: what was searched, the marks, the rows shown, the current round."""
     method: str
+    fpir: float = 0.01                    # the false-positive identification rate of 'no one matches'
     query: np.ndarray | None = None       # unit embedding searched (a photo's, or a name's prototype)
     label: str = ""                       # what was searched, in words
     crop_png: bytes | None = None         # the crop that was searched (None: a name's prototype)
@@ -114,7 +116,7 @@ class Service:
     def _call(self, sid: str, action: Callable[..., Any], args: tuple) -> Any:
         session = self.sessions.get(sid)
         if session is None:
-            session = self.sessions[sid] = Session(self.method)
+            session = self.sessions[sid] = Session(self.method, float(self.cfg["retrieval"]["fpir"]))
             while len(self.sessions) > int(self.w["max_sessions"]):
                 self.sessions.popitem(last=False)
         self.sessions.move_to_end(sid)
@@ -304,6 +306,16 @@ class Service:
         s.marks.pop(name, None)
         s.notes.append(f"removed {name} from the gallery")
 
+    def set_fpir(self, s: Session, fpir: str) -> None:
+        """The rate the page's 'no one in the gallery matches' is held to."""
+        try:
+            value = float(fpir)
+        except ValueError:
+            value = -1.0
+        if not 0 < value < 1:
+            raise UserError(f"false-positive identification rate '{fpir}' is not a number between 0 and 1")
+        s.fpir = value
+
     def apply_marks(self, s: Session, marks: dict[str, bool | None]) -> None:
         for name, value in marks.items():
             if value is None:
@@ -334,16 +346,21 @@ class Service:
         per = max(1, int(self.w["gallery_page"]))
         pages = max(1, -(-len(names) // per))
         page = min(max(0, gallery_page), pages - 1)
+        limit = store.threshold(s.fpir)
         cards = []
         for name, dist in s.results:
             try:
                 how = store.photo(name)["how"]
             except NotFoundError:
                 continue  # removed meanwhile
-            cards.append({"name": name, "distance": dist, "how": how_words(how), "mark": s.marks.get(name)})
+            cards.append({"name": name, "distance": dist, "how": how_words(how), "mark": s.marks.get(name),
+                          "beyond": limit is not None and dist > limit["threshold"]})
         relevant = sum(s.marks.values())
         return {"root": str(self.root), "photos": len(names), "learned": store.learned_names(),
                 "chain": " → ".join([crop["detector"]] + list(crop.get("fallback") or [])), "align": crop["align"],
                 "notes": notes, "s": s, "crop_version": f"{s.round}-{int(s.used * 1000)}", "cards": cards,
                 "relevant": relevant, "irrelevant": len(s.marks) - relevant, "methods": self.methods,
-                "gallery": names[page * per:(page + 1) * per], "page": page, "pages": pages}
+                "gallery": names[page * per:(page + 1) * per], "page": page, "pages": pages,
+                "decision": match_words(min((c["distance"] for c in cards), default=float("inf")), limit)
+                if cards and s.round == 1 else "", "no_match": bool(cards) and all(c["beyond"] for c in cards),
+                "fpir": s.fpir, "fpirs": sorted(set(FPIRS) | {s.fpir}, reverse=True)}
