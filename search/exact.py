@@ -10,7 +10,7 @@ import torch
 
 from utils import ConfigError, DataError
 
-DISTANCES = ("cosine", "euclidean")  # retrieval.metric
+DISTANCES = ("cosine", "euclidean", "manhattan")  # retrieval.metric
 TILE_ELEMENTS = 2 ** 26     # most distances held at once (256 MB of float32)
 
 
@@ -41,7 +41,8 @@ def exact_knn(queries: np.ndarray, gallery: np.ndarray, k: int, metric: str = "c
     (Q, k) each, nearest first.
 
     Cosine distance is 1 - cosine similarity (both sides normalised here unless `normalized`);
-    euclidean is the L2 distance (`gallery_sq`: the gallery's squared norms, when known).
+    euclidean is the L2 distance (`gallery_sq`: the gallery's squared norms, when known); manhattan the
+    L1 distance (sum of absolute differences, torch.cdist with p=1).
     Queries are taken chunk_size at a time and, for large galleries, the gallery in blocks whose
     top-k are merged, so at most TILE_ELEMENTS distances exist at once whatever the sizes.
     """
@@ -68,6 +69,8 @@ def exact_knn(queries: np.ndarray, gallery: np.ndarray, k: int, metric: str = "c
             part = g[g0:g0 + step]
             if metric == "cosine":
                 dist = 1.0 - block @ part.T
+            elif metric == "manhattan":
+                dist = torch.cdist(block, part, p=1.0)
             else:
                 dist = (block_sq - 2.0 * block @ part.T + gallery_sq[g0:g0 + step]).clamp_(min=0).sqrt_()
             d, i = torch.topk(dist, min(k, len(part)), dim=1, largest=False, sorted=True)
@@ -90,7 +93,8 @@ def distance_estimator(queries: np.ndarray, gallery: np.ndarray, k: int, metric:
                        chunk_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
     """The design's distance estimator: the exact k nearest gallery rows of every query row, checked
     input, in faiss's order (distances, ids), nearest first. Cosine distance is 1 - cosine
-    similarity, euclidean the L2 distance; memory stays bounded whatever the sizes (exact_knn)."""
+    similarity, euclidean the L2 distance, manhattan the L1 distance; memory stays bounded whatever the
+    sizes (exact_knn)."""
     check_metric(metric)
     q, g = np.asarray(queries, dtype=np.float32), np.asarray(gallery, dtype=np.float32)
     if q.ndim != 2 or g.ndim != 2 or q.shape[1] != g.shape[1]:

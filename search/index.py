@@ -237,6 +237,9 @@ class FaissIndex(Index):
         import faiss
 
         super().__init__(spec, dim, metric)
+        if metric not in ("cosine", "euclidean"):
+            raise ConfigError(f"retrieval.metric {metric}: the FAISS index '{spec}' serves cosine and euclidean "
+                              f"only; search by {metric} with retrieval.index=exact")
         self._faiss = faiss
         if threads:
             faiss.omp_set_num_threads(int(threads))  # process-wide, as faiss has it

@@ -236,3 +236,22 @@ def test_batch_size_auto_measures_a_model_once(monkeypatch):
     model.meta["input"]["size"] = 64  # another input size is measured again
     batch_size_for(model, "auto")
     assert len(calls) == 2
+
+
+def test_rmac_regions_and_pooling_by_hand():
+    from network import RMAC, rmac_regions
+
+    square = rmac_regions(4, 4)  # level 1: the whole map; level 2: 2×2 squares of side 2; level 3: 3×3 of side 2
+    assert square[0] == (0, 0, 4) and len(square) == 1 + 4 + 9
+    assert sorted(set(r[:2] for r in square[1:5])) == [(0, 0), (0, 2), (2, 0), (2, 2)]
+    wide = rmac_regions(3, 6)  # the long side gets 2 more regions at every level
+    assert wide[:3] == [(0, 0, 3), (0, 1, 3), (0, 3, 3)]
+    x = torch.zeros(1, 2, 4, 4)
+    x[0, 0] = 1.0  # channel 0 everywhere, channel 1 only at the top-left corner
+    x[0, 1, 0, 0] = 1.0
+    # The corner lies in the whole map, the level-1 square and one square of each finer level: 4 regions
+    # give (1, 1)/√2, the other 11 give (1, 0).
+    out = RMAC()(x).flatten()
+    assert torch.allclose(out, torch.tensor([4 / 2 ** 0.5 + 11, 4 / 2 ** 0.5]), atol=1e-4)
+    model = EmbeddingNet("resnet18", 16, "rmac", cfg=CFG).eval()
+    assert model(torch.rand(2, 3, 64, 64)).shape == (2, 16)

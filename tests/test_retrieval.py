@@ -15,12 +15,25 @@ def brute_force(q, g, metric):
         qn = q / np.linalg.norm(q, axis=1, keepdims=True)
         gn = g / np.linalg.norm(g, axis=1, keepdims=True)
         d = 1 - qn @ gn.T
+    elif metric == "manhattan":
+        d = np.abs(q[:, None, :] - g[None, :, :]).sum(-1)
     else:
         d = np.sqrt(((q[:, None, :] - g[None, :, :]) ** 2).sum(-1))
     return np.argsort(d, axis=1, kind="stable"), np.sort(d, axis=1)
 
 
-@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+def test_manhattan_by_hand_and_faiss_refuses_it():
+    from search.index import build_index
+
+    dist, idx = distance_estimator(np.array([[0.0, 0.0]]), np.array([[1.0, 1.0], [0.0, 1.5], [3.0, 0.0]]), 3,
+                                   metric="manhattan")
+    assert idx.tolist() == [[1, 0, 2]] and np.allclose(dist, [[1.5, 2.0, 3.0]])  # L2 would put row 0 first
+    with pytest.raises(ConfigError, match="FAISS index 'Flat' serves cosine and euclidean only"):
+        build_index("Flat", 4, "manhattan")
+    assert build_index("exact", 2, "manhattan") is not None
+
+
+@pytest.mark.parametrize("metric", ["cosine", "euclidean", "manhattan"])
 @pytest.mark.parametrize("chunk", [1, 7, 10_000])
 def test_distance_estimator_matches_brute_force(metric, chunk):
     rng = np.random.default_rng(0)
@@ -38,8 +51,8 @@ def test_distance_estimator_rejects_bad_input():
         distance_estimator(np.ones((2, 4)), g, k=6)
     with pytest.raises(ValueError, match="equal width"):
         distance_estimator(np.ones((2, 3)), g, k=2)
-    with pytest.raises(ConfigError, match="manhattan"):
-        distance_estimator(np.ones((2, 4)), g, k=2, metric="manhattan")
+    with pytest.raises(ConfigError, match="chebyshev"):
+        distance_estimator(np.ones((2, 4)), g, k=2, metric="chebyshev")
 
 
 def test_rank_gives_k_unique_gallery_names_best_first():

@@ -149,8 +149,15 @@ def distill(cfg: dict, num_classes: int, embedding_size: int) -> LossFn:
     return LossFn(None)
 
 
+def npair(cfg: dict, num_classes: int, embedding_size: int) -> LossFn:
+    """N-pair loss (Sohn 2016): each anchor against its positive and every other person's positive of the
+    batch at once, a softmax over their similarities (pytorch-metric-learning's NPairsLoss)."""
+    return LossFn(losses.NPairsLoss())
+
+
 LOSSES = {
     "triplet_batch_hard": triplet_batch_hard,
+    "npair": npair,
     "triplet_semihard": triplet_semihard,
     "contrastive": contrastive,
     "multi_similarity": multi_similarity,
