@@ -8,7 +8,6 @@ it is refused); /mark answers JSON for the page's script. A form from another or
 from __future__ import annotations
 
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Depends, FastAPI, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
@@ -18,24 +17,26 @@ from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException
 
 from utils import FacematchError, get_logger
-from webapp.errors import BodyTooLarge, Forbidden, TooLarge, UserError
-from webapp.service import MARKS, Service
+from webapp.api import api
+from webapp.dependencies import POST, marks, read, service, session_id, with_cookie
+from webapp.errors import BodyTooLarge, TooLarge, UserError
+from webapp.service import Service
 
 log = get_logger()
 HERE = Path(__file__).resolve().parent
 TEMPLATES = Jinja2Templates(directory=HERE / "templates")
-COOKIE = "facematch_session"
-routes = APIRouter()
+routes = APIRouter(include_in_schema=False)  # the page's routes; the API's are in webapp/api.py
 
 
 def create_app(store_root: str | Path, cfg: dict) -> FastAPI:
     """The search page's app over the store at `store_root` (cfg: the full config; its web and
     feedback sections are read). app.state.web is the Service; close it when done."""
-    app = FastAPI(title="facematch", docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(title="facematch", description="The search page's JSON API (webapp/api.py)", redoc_url=None)
     app.state.web = Service(store_root, cfg)
     app.add_middleware(BodyLimit, limit=int(cfg["web"]["max_upload_bytes"]) * int(cfg["web"]["max_files"]) + 2 ** 20)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     app.include_router(routes)
+    app.include_router(api)
     app.add_exception_handler(UserError, refused)
     app.add_exception_handler(FacematchError, refused)
     app.add_exception_handler(RequestValidationError, refused)
@@ -44,22 +45,6 @@ def create_app(store_root: str | Path, cfg: dict) -> FastAPI:
 
 
 # ---------------------------------------------------------------- answers
-
-def service(request: Request) -> Service:
-    return request.app.state.web
-
-
-def session_id(request: Request) -> str:
-    """This browser's session id (a new one when its cookie names no kept session), once per request."""
-    if not hasattr(request.state, "sid"):
-        request.state.sid = service(request).session_id(request.cookies.get(COOKIE, ""))
-    return request.state.sid
-
-
-def with_cookie(request: Request, response: Response) -> Response:
-    response.set_cookie(COOKIE, session_id(request), httponly=True, samesite="strict")
-    return response
-
 
 async def show_page(request: Request, status: int = 200, error: str = "", gallery_page: int = 0) -> Response:
     """The page for this browser's session, with `error` shown when given."""
@@ -89,6 +74,8 @@ async def refused(request: Request, exc: Exception) -> Response:
             status, message = 413, too_large(request.app.state.web.w)
     else:
         status, message = 400, str(exc)
+    if request.url.path.startswith("/api/"):
+        return with_cookie(request, JSONResponse({"error": message, "status": status}, status_code=status))
     try:
         return await show_page(request, status, message)
     except Exception as failure:  # noqa: BLE001 - the page itself failing: say so, still no traceback
@@ -102,31 +89,6 @@ async def refused(request: Request, exc: Exception) -> Response:
 def too_large(w: dict) -> str:
     return (f"the upload is too large: at most {w['max_files']} files of {int(w['max_upload_bytes']) / 1e6:.1f} MB "
             f"(web.max_upload_bytes)")
-
-
-# ---------------------------------------------------------------- what a request carries
-
-def same_origin(request: Request) -> None:
-    """A form posted from another site is refused (the page adds and removes photos)."""
-    origin = request.headers.get("origin")
-    if origin and urlsplit(origin).netloc != request.headers.get("host"):
-        raise Forbidden(f"a form from {origin} is not accepted here")
-
-
-async def marks(request: Request) -> dict[str, bool | None]:
-    """The result cards' radio buttons (fields mark:<photo name>): relevant, irrelevant or none."""
-    form = await request.form()
-    return {k[5:]: MARKS.get(str(v)) for k, v in form.multi_items() if k.startswith("mark:")}
-
-
-async def read(upload: UploadFile | None, request: Request) -> tuple[str, bytes]:
-    """(file name, bytes) of an uploaded file, read up to one byte past the limit (so the check sees it)."""
-    if upload is None or not upload.filename:
-        raise UserError("choose a photo first")
-    return upload.filename, await upload.read(int(service(request).w["max_upload_bytes"]) + 1)
-
-
-POST = {"dependencies": [Depends(same_origin)]}
 
 
 # ---------------------------------------------------------------- routes

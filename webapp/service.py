@@ -225,9 +225,11 @@ class Service:
         vector = vectors[names.index(photo["name"])]
         self.start(s, vector, f"the gallery photo {name}", photo["crop"].read_bytes(), how_words(photo["how"]), {name})
 
-    def refine(self, s: Session, marks: dict[str, bool | None], method: str) -> None:
+    def refine(self, s: Session, marks: dict[str, bool | None], method: str | None = None) -> None:
+        """The next round by `method` (default: the session's), from all marks so far."""
         from search.feedback import next_round
 
+        method = method or s.method
         self.apply_marks(s, marks)
         if s.query is None:
             raise UserError("nothing to refine yet: upload a photo, pick one from the gallery or search by a name first")
@@ -335,6 +337,26 @@ class Service:
         if s.crop_png is None:
             raise NotFound("nothing searched by a photo yet")
         return s.crop_png
+
+    # ------------------------------------------------------------ what the API answers
+    def state(self, s: Session) -> dict:
+        """This session's search as data: what was searched, the round, its results with their distances
+        and decisions, the marks so far (the JSON API's answer to every search action)."""
+        store = self.store()
+        limit = store.threshold(s.fpir)
+        results = [{"name": n, "distance": round(d, 6), "same_person": None if limit is None else d <= limit["threshold"]}
+                   for n, d in s.results]
+        best = min((d for _, d in s.results), default=float("inf"))
+        notes, s.notes = s.notes, []
+        return {"searched": s.label or None, "how": s.how or None, "round": s.round, "method": s.method,
+                "results": results, "decision": match_words(best, limit) if s.results else None,
+                "threshold": limit, "marks": dict(s.marks), "notes": notes}
+
+    def info(self, s: Session) -> dict:
+        """The store: what it holds and what made it, its learned names, the feedback methods."""
+        store = self.store()
+        return dict(store.info(), learned=store.learned_names(), methods=self.methods,
+                    calibrated=bool(store.meta["preprocessing"].get("calibration")))
 
     # ------------------------------------------------------------ what the page shows
     def view(self, s: Session, gallery_page: int = 0) -> dict:

@@ -1,0 +1,54 @@
+"""What the page's and the API's routes share: the service, the browser's session id and its cookie,
+the same-origin check, the marks of a form and reading an uploaded file (FastAPI dependencies and helpers)."""
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from fastapi import Depends, Request, UploadFile
+from fastapi.responses import Response
+
+from webapp.errors import Forbidden, UserError
+from webapp.service import MARKS, Service
+
+COOKIE = "facematch_session"
+
+
+def service(request: Request) -> Service:
+    return request.app.state.web
+
+
+def session_id(request: Request) -> str:
+    """This browser's session id (a new one when its cookie, or a program's X-Facematch-Session header,
+    names no kept session), once per request."""
+    if not hasattr(request.state, "sid"):
+        given = request.headers.get("x-facematch-session") or request.cookies.get(COOKIE, "")
+        request.state.sid = service(request).session_id(given)
+    return request.state.sid
+
+
+def with_cookie(request: Request, response: Response) -> Response:
+    response.set_cookie(COOKIE, session_id(request), httponly=True, samesite="strict")
+    return response
+
+
+def same_origin(request: Request) -> None:
+    """A form posted from another site is refused (the page adds and removes photos)."""
+    origin = request.headers.get("origin")
+    if origin and urlsplit(origin).netloc != request.headers.get("host"):
+        raise Forbidden(f"a form from {origin} is not accepted here")
+
+
+async def marks(request: Request) -> dict[str, bool | None]:
+    """The result cards' radio buttons (fields mark:<photo name>): relevant, irrelevant or none."""
+    form = await request.form()
+    return {k[5:]: MARKS.get(str(v)) for k, v in form.multi_items() if k.startswith("mark:")}
+
+
+async def read(upload: UploadFile | None, request: Request) -> tuple[str, bytes]:
+    """(file name, bytes) of an uploaded file, read up to one byte past the limit (so the check sees it)."""
+    if upload is None or not upload.filename:
+        raise UserError("choose a photo first")
+    return upload.filename, await upload.read(int(service(request).w["max_upload_bytes"]) + 1)
+
+
+POST = {"dependencies": [Depends(same_origin)]}
