@@ -63,6 +63,8 @@ ROWS: dict[str, tuple[dict, list[str]]] = {
                       "loss": "triplet (batch-hard)"}, MTCNN + IMAGENET + TRIPLET + ["model.arch=mobilenet_v2"]),
     "mnv2_arcface": ({"crop": "mtcnn + similarity", "backbone": "mobilenet_v2 (ImageNet), 96 px", "loss": "ArcFace"},
                      MTCNN + IMAGENET + ARCFACE + ["model.arch=mobilenet_v2"]),
+    "mnv2_npair": ({"crop": "mtcnn + similarity", "backbone": "mobilenet_v2 (ImageNet), 96 px", "loss": "N-pair"},
+                   MTCNN + IMAGENET + ["loss.name=npair", "model.arch=mobilenet_v2"]),
     "dlib_mlp_ms": ({"crop": "mtcnn + dlib chip", "backbone": "dlib_resnet (dlib's weights, frozen: its features of 2 views a photo stored) + trained mlp head",
                      "loss": "multi-similarity"}, DLIB + MS + ["train.lr_head=0.001"]),
     "cls_effl0": ({"crop": "mtcnn + similarity", "backbone": "efficientnet_lite0 (ImageNet), 96 px",
