@@ -219,13 +219,13 @@ def triplet(query, gallery, marks, shown, k, cfg):
     def scores_of(x, y):
         generator = torch.Generator().manual_seed(int(cfg["seed"]))
         d, hidden = x.shape[1], int(cfg["triplet_hidden"])
-        w1 = (torch.randn(d, hidden, generator=generator, dtype=torch.float64) / d ** 0.5).requires_grad_()
-        w2 = torch.zeros(hidden, d, dtype=torch.float64, requires_grad=True)
+        w1 = (torch.randn(d, hidden, generator=generator) / d ** 0.5).requires_grad_()
+        w2 = torch.zeros(hidden, d, requires_grad=True)
 
         def remap(v: torch.Tensor) -> torch.Tensor:
             return torch.nn.functional.normalize(v + torch.relu(v @ w1) @ w2, dim=1)
 
-        pos, neg = torch.as_tensor(x[y == 1]), torch.as_tensor(x[y == 0])
+        pos, neg = torch.as_tensor(x[y == 1], dtype=torch.float32), torch.as_tensor(x[y == 0], dtype=torch.float32)
         optimizer = torch.optim.Adam([w1, w2], lr=float(cfg["triplet_lr"]))
         for _ in range(int(cfg["triplet_steps"])):
             p, n = remap(pos), remap(neg)
@@ -236,8 +236,8 @@ def triplet(query, gallery, marks, shown, k, cfg):
             loss.backward()
             optimizer.step()
         with torch.no_grad():
-            mapped = remap(torch.as_tensor(gallery, dtype=torch.float64))
-            return (mapped @ remap(torch.as_tensor(x[:1]))[0]).numpy()  # x[0] is the query
+            mapped = remap(torch.as_tensor(gallery, dtype=torch.float32))
+            return (mapped @ remap(torch.as_tensor(x[:1], dtype=torch.float32))[0]).numpy()  # x[0] is the query
 
     return _learned(query, gallery, marks, shown, k, cfg, scores_of)
 
