@@ -538,7 +538,8 @@ on 2 threads (the targets of self-distillation included).
         path = OUT / f"{key(name)}.json"
         how = label["loss"] if name in DISTILL_ROWS else f"{label['loss']} on the labels (the results table above)"
         if not path.exists():
-            distilled_lines.append(f"| {label['backbone']} | {how} | (not run yet) | | | | | |")
+            where = "(not run yet)" if name in DISTILL_ROWS else "(its row in the results table above; not re-scored here)"
+            distilled_lines.append(f"| {label['backbone']} | {how} | {where} | | | | | |")
             continue
         r = json.loads(path.read_text())
         seconds = (CKPT / name / "seconds.txt").read_text().strip() if (CKPT / name / "seconds.txt").exists() else ""
