@@ -307,10 +307,11 @@ def load_model_state(model: EmbeddingNet, ckpt: dict, path: str | Path = "checkp
         raise CheckpointError(f"{path} does not fit this model: {str(exc).splitlines()[0]}") from None
 
 
-def model_from_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> tuple[EmbeddingNet, dict]:
+def model_from_checkpoint(path: str | Path, device: torch.device | str = "cpu",
+                          ckpt: dict | None = None) -> tuple[EmbeddingNet, dict]:
     """Rebuild the network a checkpoint was trained with, in eval mode, with the preprocessing it
-    was trained with; returns (model, its config on today's keys)."""
-    ckpt = read_checkpoint(path)
+    was trained with; returns (model, its config on today's keys). `ckpt`: the file, already read."""
+    ckpt = read_checkpoint(path) if ckpt is None else ckpt
     cfg = upgrade_config(ckpt["config"])
     model = model_from_config(cfg)
     load_model_state(model, ckpt, path)

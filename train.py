@@ -244,26 +244,33 @@ def draw(run: Run, state: RunState) -> None:
                f"{cfg['model']['arch']}, {cfg['loss']['name']}, {len(run.train.names)} training people")
 
 
+def calibration_of(model: EmbeddingNet, people: People, cfg: dict, device,
+                   features: torch.Tensor | None = None) -> dict:
+    """The model's same-person thresholds on `people` (never trained on): all pairs of their photos,
+    embedded as search embeds them (retrieval.tta), so the checkpoint carries its calibration wherever it
+    goes (evaluation/calibration.py). A frozen backbone's stored `features` spare a second pass."""
+    batch, tta = cfg["train"]["batch_size_eval"], cfg["retrieval"]["tta"]
+    if features is not None and tta == "none":
+        model.eval()
+        with torch.inference_mode():
+            emb = torch.cat([model.from_features(f.to(device)).float().cpu() for f in features.split(batch)]).numpy()
+    else:
+        emb = embed(model, people.crops, batch, device, desc="calibrating on the validation people", tta=tta)
+    calib = calibrate(emb, people.labels)
+    log.info(calibration_summary(calib))
+    return calib
+
+
 def calibrate_best(run: Run) -> None:
-    """best.pt's same-person thresholds: its weights on the validation people (never trained on), all
-    pairs of their photos, embedded as search embeds them (retrieval.tta), written into its meta, so the
-    checkpoint carries its calibration wherever it goes (evaluation/calibration.py)."""
+    """best.pt's calibration (calibration_of its weights on the validation people), written into its meta."""
     path = run.out_dir / "best.pt"
     if not run.procs.main or len(set(run.val.labels)) < 2 or not path.exists():
         return
     ckpt = read_checkpoint(path)
     run.model.load_state_dict(ckpt["model"])
-    batch, tta = run.cfg["train"]["batch_size_eval"], run.cfg["retrieval"]["tta"]
-    if run.val_features is not None and tta == "none":  # a frozen backbone's stored features: no second pass
-        run.model.eval()
-        with torch.inference_mode():
-            emb = torch.cat([run.model.from_features(f.to(run.device)).float().cpu()
-                             for f in run.val_features.split(batch)]).numpy()
-    else:
-        emb = embed(run.model, run.val.crops, batch, run.device, desc="calibrating on the validation people", tta=tta)
-    ckpt["meta"]["calibration"] = run.model.meta["calibration"] = calibrate(emb, run.val.labels)
+    ckpt["meta"]["calibration"] = run.model.meta["calibration"] = calibration_of(
+        run.model, run.val, run.cfg, run.device, run.val_features)
     save_checkpoint(path, ckpt)
-    log.info(calibration_summary(ckpt["meta"]["calibration"]))
 
 
 # ---------------------------------------------------------------- before the first epoch
@@ -279,8 +286,9 @@ def save_as_it_is(run: Run, state: RunState) -> RunState:
         log.info(f"validation: {format_report(metrics)}")
         state.best = metrics[state.monitor] if state.monitor != "loss" else None
     if procs.main:
+        if len(set(run.val.labels)) >= 2:  # the weights saved are these: calibrate them before the one save
+            run.model.meta["calibration"] = calibration_of(run.model, run.val, run.cfg, run.device)
         save(run, state, metrics, True)
-        calibrate_best(run)
     procs.barrier()
     return state
 
@@ -417,7 +425,7 @@ def calibrate_checkpoint(path: str | Path, cfg_files: list[str], overrides: list
     from network import model_from_checkpoint
 
     ckpt = read_checkpoint(path)
-    model, cfg = model_from_checkpoint(path)
+    model, cfg = model_from_checkpoint(path, ckpt=ckpt)
     cfg = load_config(cfg_files, overrides, base=cfg)
     _, val_people = split_people(cfg)
     recorded = ckpt.get("people", {}).get("val")
@@ -427,9 +435,7 @@ def calibrate_checkpoint(path: str | Path, cfg_files: list[str], overrides: list
     val = People(*crop_people(val_people, model.meta["crop"], cfg["data"]["cache_dir"], "validation people"))
     if len(set(val.labels)) < 2:
         raise DataError(f"{path}: fewer than 2 validation people to calibrate on (data.val_fraction)")
-    emb = embed(model, val.crops, cfg["train"]["batch_size_eval"], get_device(cfg["device"]),
-                desc="calibrating on the validation people", tta=cfg["retrieval"]["tta"])
-    ckpt["meta"]["calibration"] = calibrate(emb, val.labels)
+    ckpt["meta"]["calibration"] = calibration_of(model, val, cfg, get_device(cfg["device"]))
     save_checkpoint(path, ckpt)
     return ckpt["meta"]["calibration"]
 

@@ -6,14 +6,25 @@ detection chain and the content-keyed crop cache, with a report of what happened
 A detector is one function `(image, crop_cfg) -> Detections` plus one line in DETECTORS
 (detection/detectors.py); `python faces.py FOLDER` crops a folder and reports.
 """
-from detection.align import ALIGNMENTS, ARCFACE_TEMPLATE, similarity_align, similarity_matrix, square_crop
-from detection.cache import CROP_KEYS, crop_key, crop_one, crop_paths, crop_settings, load_crop
-from detection.chain import CENTER, GUESS, Crop, chain, crop_face
-from detection.detectors import DETECTORS, MTCNN_STAGES, Detections, detect
-from detection.images import IMAGE_EXTENSIONS, ImageReadError, list_images, read_image
-from detection.report import CropReport
+import importlib
 
-__all__ = ["ALIGNMENTS", "ARCFACE_TEMPLATE", "CENTER", "CROP_KEYS", "DETECTORS", "GUESS", "IMAGE_EXTENSIONS",
-           "MTCNN_STAGES", "Crop", "CropReport", "Detections", "ImageReadError", "chain", "crop_face", "crop_key",
-           "crop_one", "crop_paths", "crop_settings", "detect", "list_images", "load_crop", "read_image",
-           "similarity_align", "similarity_matrix", "square_crop"]
+# The package's names and the module each lives in. They are looked up when first used (PEP 562), so
+# importing one module of the package never imports the others through this file: imports run one way.
+_HOME = {
+    "detection.align": ["ALIGNMENTS", "ARCFACE_TEMPLATE", "similarity_align", "similarity_matrix", "square_crop"],
+    "detection.cache": ["CROP_KEYS", "crop_key", "crop_one", "crop_paths", "crop_settings", "load_crop"],
+    "detection.chain": ["CENTER", "GUESS", "Crop", "chain_steps", "crop_face"],
+    "detection.detectors": ["DETECTORS", "MTCNN_STAGES", "Detections", "detect"],
+    "detection.images": ["IMAGE_EXTENSIONS", "ImageReadError", "list_images", "read_image"],
+    "detection.report": ["CropReport"],
+}
+_MODULE_OF = {name: module for module, names in _HOME.items() for name in names}
+# A loaded submodule becomes an attribute of the package and would hide an exported name equal to its own.
+assert not set(_MODULE_OF) & {m.rsplit(".", 1)[1] for m in _HOME}, "an exported name equals a module's"
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str):
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module 'detection' has no attribute {name!r}")
+    return getattr(importlib.import_module(_MODULE_OF[name]), name)

@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image, PngImagePlugin, UnidentifiedImageError
 from tqdm import tqdm
 
-from detection.chain import GUESS, Crop, chain, crop_face
+from detection.chain import GUESS, Crop, chain_steps, crop_face
 from detection.detectors import MTCNN_STAGES
 from detection.images import ImageReadError, read_image
 from detection.report import CropReport
@@ -29,7 +29,7 @@ def crop_settings(cfg: dict) -> dict:
     they cannot change the crop (the step is not on the chain, or they hold what cropping did before
     they existed), so an existing cache stays valid."""
     params = {k: cfg[k] for k in CROP_KEYS if k in cfg}
-    steps = chain(cfg)
+    steps = chain_steps(cfg)
     if "yunet" not in steps or params.get("yunet_confidence") == params["min_confidence"]:
         params.pop("yunet_confidence", None)
     if "mtcnn" not in steps or tuple(params.get("mtcnn_thresholds", MTCNN_STAGES)) == MTCNN_STAGES:
@@ -116,7 +116,7 @@ def crop_paths(paths: list[str | Path], cfg: dict, cache_dir: str | Path | None,
     detection and alignment run in that many DataLoader worker processes, in order."""
     import torch
 
-    chain(cfg)  # bad names fail before any work
+    chain_steps(cfg)  # bad names fail before any work
     report = CropReport(primary=cfg["detector"])
     out: list[Path | np.ndarray | None] = []
     jobs = _CropJobs(list(paths), cfg, cache_dir)

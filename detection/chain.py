@@ -25,7 +25,7 @@ class Crop:
     aligned: bool
 
 
-def chain(cfg: dict) -> list[str]:
+def chain_steps(cfg: dict) -> list[str]:
     """The detection chain: crop.detector, then crop.fallback, each step once."""
     steps = [cfg["detector"]] + list(cfg.get("fallback") or [])
     for step in steps:
@@ -40,7 +40,7 @@ def crop_face(image: np.ndarray, cfg: dict) -> Crop | None:
     """Crop the largest face found along the chain, aligned as crop.align asks; None when no
     step finds a face (a chain without 'center')."""
     size, margin, align = int(cfg["size"]), float(cfg["margin"]), cfg["align"]
-    for step in chain(cfg):
+    for step in chain_steps(cfg):
         if step == CENTER:
             return Crop(square_crop(image, None, margin, size), CENTER, 0, False)
         if step == GUESS:  # no detector found a face: dlib's landmarks inside a guessed box, aligned

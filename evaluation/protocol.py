@@ -45,12 +45,17 @@ def score_embeddings(query: np.ndarray, gallery: np.ndarray, correct: list[set[i
     cannot be scored and are left out, and counted in the result.
     """
     _, ranked = retrieve(query, gallery, len(gallery), rcfg)
+    return score_ranking(ranked, correct), ranked
+
+
+def score_ranking(ranked: np.ndarray, correct: list[set[int]]) -> dict:
+    """The metrics of a ranking of the gallery (every query's gallery positions, best first)."""
     rel, n_rel = relevance_of(ranked, correct)
     report = retrieval_report(rel, n_rel)
     report["map@10"] = mean_average_precision(rel[:, :10], n_rel)  # the server's mAP over top-10 lists
     report["queries"] = len(rel)
     report["queries_without_match"] = len(correct) - len(rel)
-    return report, ranked
+    return report
 
 
 def relevance_of(ranked: np.ndarray, correct: list[set[int]]) -> tuple[np.ndarray, np.ndarray]:
@@ -98,10 +103,12 @@ def score_leave_one_out(embeddings: np.ndarray, labels: list, rcfg: dict,
     return report
 
 
-def decision_report(query: np.ndarray, gallery: np.ndarray, correct: list[set[int]], rcfg: dict) -> dict:
+def decision_report(query: np.ndarray, gallery: np.ndarray, correct: list[set[int]], rcfg: dict,
+                    retrieved: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
     """Same-person decisions on a competition: TAR@FAR over every query-gallery pair (genuine: the query's
     correct photos), and DIR@FPIR with each query as a mated probe (its gallery as it is) and as a
-    non-mated one (its own person's photos taken out of the gallery), ranked by the retrieval pipeline."""
+    non-mated one (its own person's photos taken out of the gallery), ranked by the retrieval pipeline
+    (`retrieved`: its (distances, ranked) when the caller has them already)."""
     from search.exact import unit
 
     q, g = unit(np.asarray(query, np.float32)), unit(np.asarray(gallery, np.float32))
@@ -110,7 +117,7 @@ def decision_report(query: np.ndarray, gallery: np.ndarray, correct: list[set[in
     for i, c in enumerate(correct):
         genuine_mask[i, list(c)] = True
     report = {name: tar_at_far(dist[genuine_mask], dist[~genuine_mask], far) for name, far in VERIFICATION.items()}
-    d, ranked = retrieve(query, gallery, min(len(gallery), 50), rcfg)
+    d, ranked = retrieved if retrieved is not None else retrieve(query, gallery, min(len(gallery), 50), rcfg)
     mated_best = d[:, 0]
     mated_correct = np.array([ranked[i, 0] in c for i, c in enumerate(correct)])
     non_mated_best = np.array([next((d[i, j] for j in range(d.shape[1]) if ranked[i, j] not in c), np.inf)
@@ -145,8 +152,11 @@ def evaluate_checkpoint(checkpoint: str, cfg_files: list[str], overrides: list[s
             log.warning(f"{len(unknown)} query photos are not in the ground truth, e.g. {unknown[0]}")
         keep = [i for i, q in enumerate(queries.names) if q in gt["queries"]]
         correct = [{g_index[g] for g in gt["queries"][queries.names[i]] if g in g_index} for i in keep]
-        report, ranked = score_embeddings(queries.embeddings[keep], gallery.embeddings, correct, cfg["retrieval"])
-        report.update(decision_report(queries.embeddings[keep], gallery.embeddings, correct, cfg["retrieval"]))
+        q_emb = queries.embeddings[keep]
+        retrieved = retrieve(q_emb, gallery.embeddings, len(gallery.embeddings), cfg["retrieval"])  # once, for both
+        ranked = retrieved[1]
+        report = score_ranking(ranked, correct)
+        report.update(decision_report(q_emb, gallery.embeddings, correct, cfg["retrieval"], retrieved))
         q_crops, g_crops = [queries.crops[i] for i in keep], gallery.crops
         missing = len(set(gt["queries"]) - set(queries.names))
         if missing:

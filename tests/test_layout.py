@@ -35,7 +35,8 @@ def imports_of(path: Path, name: str, known: set[str]) -> set[str]:
             names = [base] + [f"{base}.{a.name}" for a in node.names]
         else:
             continue
-        out |= {n for n in names if n in known}
+        # Importing a.b runs a's __init__ first: a package counts as imported by its modules' importers.
+        out |= {n for n in names if n in known} | {n.rsplit(".", 1)[0] for n in names if "." in n and n in known}
     return out - {name}
 
 

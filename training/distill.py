@@ -19,27 +19,16 @@ from tqdm import tqdm
 
 from dataset import eval_transform, train_transform
 from detection import crop_paths, load_crop
-from network import EmbeddingNet, model_from_checkpoint
+from network import CropDataset, EmbeddingNet, model_from_checkpoint
 from utils import ConfigError, DataError, get_logger
 
 log = get_logger()
 
 
-class _Plain(torch.utils.data.Dataset):
-    def __init__(self, crops: list, transform):
-        self.crops, self.transform = crops, transform
-
-    def __len__(self) -> int:
-        return len(self.crops)
-
-    def __getitem__(self, i: int) -> torch.Tensor:
-        return self.transform(image=load_crop(self.crops[i]))["image"]
-
-
 def both_views(model: EmbeddingNet, crops: list, device, batch_size: int, what: str) -> torch.Tensor:
     """(N, 2, D) unit embeddings of each crop (view 0) and of its mirror image (view 1), with the
     model's own evaluation preprocessing."""
-    loader = torch.utils.data.DataLoader(_Plain(crops, eval_transform(model.meta["input"])), batch_size=batch_size)
+    loader = torch.utils.data.DataLoader(CropDataset(crops, eval_transform(model.meta["input"])), batch_size=batch_size)
     was_training = model.training
     model.eval()
     out = []

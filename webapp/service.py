@@ -138,7 +138,7 @@ class Service:
     def crop_and_embed(self, path: Path, shown: str) -> tuple[np.ndarray, np.ndarray, str, str]:
         """(unit embedding, crop, how the face was found in words, chain step) of an uploaded photo,
         with the store model's own crop settings; no face on a chain without centre is a NoFace (422)."""
-        from detection import CENTER, ImageReadError, chain, crop_one, load_crop
+        from detection import CENTER, ImageReadError, chain_steps, crop_one, load_crop
         from search.retrieval import embed_paths
 
         model, cfg = self.store().model()
@@ -147,7 +147,7 @@ class Service:
             item, meta, _ = crop_one(path, ccfg, cfg["data"]["cache_dir"])
         except ImageReadError as exc:
             raise UserError(f"{shown}: not a readable image ({str(exc).replace(str(path), '').strip(': ')})") from None
-        steps = chain(ccfg)
+        steps = chain_steps(ccfg)
         if item is None:
             raise NoFace(f"{shown}: no face found (tried {' → '.join(steps)}; the store's model has no "
                          f"centre-crop fallback)")
