@@ -277,6 +277,10 @@ def legacy_crop(saved: dict, crop: dict) -> dict:
         crop["yunet_confidence"] = crop["min_confidence"]
     if "mtcnn_thresholds" not in saved:
         crop["mtcnn_thresholds"] = list(MTCNN_STAGES)
+    if "yunet_low_confidence" not in saved:  # no second look at weak faces
+        crop["yunet_low_confidence"] = crop["yunet_confidence"]
+    if "subject" not in saved:
+        crop["subject"] = "largest"
     return crop
 
 

@@ -12,6 +12,7 @@ embedding cache) with a model loaded from a checkpoint by `network.load_for_infe
 evaluate.py and request_send.py load theirs; the checkpoint is built beforehand with `build_model`
 and `save_checkpoint` (not timed). Every run starts from an empty crop cache and an empty
 embedding cache (so everything is computed), then runs again over them (warm caches).
+- best_before: config/best.yaml's chain before the speed work (MTCNN first, the largest face).
 - best: config/best.yaml as it is (its detector chain, dlib's 5-point chip at 150 px, dlib's network in
   PyTorch, flip TTA: two forward passes a photo); the network's weights do not change its speed.
 - dlib recipe: config/dlib.yaml with model.head=none (mtcnn, fallback haar then centre; dlib's 5-point
@@ -60,6 +61,10 @@ MTCNN = ["crop.detector=mtcnn", "crop.align=similarity", "crop.fallback=[haar,ce
 RECIPES = {  # name: (what the table says, config files, overrides)
     "best": ("facematch, config/best.yaml: {chain} + dlib chip (150 px) + dlib_resnet, flip TTA",
              [str(ROOT / "config" / "best.yaml")], []),
+    "best_before": ("facematch, config/best.yaml before the speed work: mtcnn → yunet 0.3 → haar → guess, largest face "
+                    "+ dlib chip (150 px) + dlib_resnet, flip TTA", [str(ROOT / "config" / "best.yaml")],
+                    ["crop.detector=mtcnn", "crop.fallback=[yunet,haar,guess]", "crop.yunet_confidence=0.3",
+                     "crop.yunet_low_confidence=1", "crop.subject=largest"]),
     "dlib": ("facematch, dlib recipe until issue 17: mtcnn → haar → centre + dlib chip (150 px) + dlib_resnet, no TTA",
              [str(ROOT / "config" / "dlib.yaml")], ["model.head=none", "crop.fallback=[haar,center]"]),
     "mnv2": ("facematch, small CNN: mtcnn + similarity (112 px crop) + mobilenet_v2 at 96 px", [],
@@ -270,7 +275,10 @@ def bench(args, paths: list[Path], counts: dict[str, int], work: Path, started: 
     rows = ["| pipeline | photos/s, fresh caches (runs) | **÷ face_recognition** (runs) | faster? | "
             "ms/photo: detect + crop | ms/photo: embed | photos/s, warm caches | warm ÷ face_recognition |",
             "|---|---|---|---|---|---|---|---|"]
-    chain = " → ".join([models["best"][0].meta["crop"]["detector"], *models["best"][0].meta["crop"]["fallback"]])
+    crop = models["best"][0].meta["crop"]
+    names = {"yunet": f"yunet {crop['yunet_confidence']}" + (
+        f", else {crop['yunet_low_confidence']}" if crop["yunet_low_confidence"] < crop["yunet_confidence"] else "")}
+    chain = " → ".join(names.get(s, s) for s in [crop["detector"], *crop["fallback"]]) + f", {crop['subject']} face"
     for name, (what, _, _) in RECIPES.items():
         what = what.format(chain=chain)
         res = results[name]
@@ -295,14 +303,14 @@ def bench(args, paths: list[Path], counts: dict[str, int], work: Path, started: 
 
 Command: `.venv/bin/python bench/end_to_end.py{f' --sample {args.sample}' if args.sample != 200 else ''}{f' --runs {args.runs}' if args.runs != 3 else ''}{f' --threads {args.threads}' if args.threads != 1 else ''}` (commit {git_rev()}), {datetime.date.today().isoformat()}, {minutes:.0f} min in all.
 Machine: {machine()}; {args.threads or 'the default number of'} thread{'s' if args.threads != 1 else ''} for torch and OpenCV,
-dlib single-threaded (built without BLAS) (load average {load_start[0]:.1f} at the start, {load_end[0]:.1f} at the end:
-a training shared the 2 cores). Photos: a seeded sample of {n} ({', '.join(f'{c} {s}' for s, c in counts.items())}), read from disk.
+dlib single-threaded (built without BLAS) (load average {load_start[0]:.1f} at the start, {load_end[0]:.1f} at the end).
+Photos: a seeded sample of {n} ({', '.join(f'{c} {s}' for s, c in counts.items())}), read from disk.
 
 facematch: `retrieval.embed_paths` with a model loaded by `load_for_inference` from a checkpoint made
 beforehand, starting from an empty crop cache and an empty embedding cache (read, detect, align, crop,
 PNG into the crop cache, embed, sqlite embedding cache), then again over the now warm caches.
 face_recognition: `load_image_file` + `face_locations` (HOG) + `face_encodings` of the largest face per photo.
-The three run one after another in each of {args.runs} run{'s' if args.runs > 1 else ''} (the order rotating); photos/s are medians, ratios
+The pipelines run one after another in each of {args.runs} run{'s' if args.runs > 1 else ''} (the order rotating); photos/s are medians, ratios
 medians of per-run ratios. Detect + crop / embed: time inside `crop_paths` / `embed` during the fresh-cache pass
 (the rest is hashing photos, the model fingerprint and the embedding cache).
 Targets: faster than face_recognition (issue 9); config/best.yaml's path at least 3× face_recognition's photos/s
@@ -310,8 +318,8 @@ Targets: faster than face_recognition (issue 9); config/best.yaml's path at leas
 
 {table}
 
-Faces found (first run): config/best.yaml {faces('best')}; dlib recipe until issue 17 {faces('dlib')}; small CNN
-{faces('mnv2')}; face_recognition {faces('fr')}.
+Faces found (first run): {'; '.join(f"{name} {faces(name)}" for name in RECIPES)}; face_recognition {faces('fr')}.
+Crops go into the cache as PNG at compression level 1 (since the speed work; level 6 before took 5 ms a crop).
 """
     return md
 

@@ -2,8 +2,9 @@
 photo, made reproducibly, then faces found per detector and chain, and retrieval scores, on it.
 
     .venv/bin/python bench/occluded.py make                 # data/dev_occluded from data/dev (bench/table.py prepare)
-    .venv/bin/python bench/occluded.py detect               # faces found by each detector and chain, occluded queries
+    .venv/bin/python bench/occluded.py detect [LABEL ...]   # faces found by each detector and chain (or those named)
     .venv/bin/python bench/occluded.py score CKPT [...]     # clean, occluded, cutout and gamma queries of data/dev
+    .venv/bin/python bench/occluded.py choose CKPT          # each chain's retrieval on the validation people
     .venv/bin/python bench/occluded.py write                # the section of bench/RESULTS.md
 
 The square: its side 30% of the photo's shorter side, its centre drawn uniformly in the middle half
@@ -19,6 +20,8 @@ import argparse
 import hashlib
 import json
 import os
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -45,6 +48,10 @@ CHAINS: dict[str, list[str]] = {
                                               "crop.yunet_confidence=0.3", "crop.mtcnn_thresholds=[0.5,0.6,0.6]",
                                               "crop.min_confidence=0.5"],
 }
+
+
+# The chains above as they ran before crop.subject and crop.yunet_low_confidence existed (config/best.yaml sets both now).
+CHAINS = {label: overrides + ["crop.subject=largest", "crop.yunet_low_confidence=1"] for label, overrides in CHAINS.items()}
 
 
 def square(image, name: str):
@@ -106,20 +113,25 @@ def chains() -> dict[str, list[str]]:
     from utils import load_config
 
     best = load_config([str(ROOT / "config" / "best.yaml")])["crop"]
-    steps = " → ".join([best["detector"], *best["fallback"]])
+    names = {"yunet": f"yunet {best['yunet_confidence']}" + (f", else {best['yunet_low_confidence']}" if
+                                                              best["yunet_low_confidence"] < best["yunet_confidence"] else "")}
+    steps = " → ".join(names.get(s, s) for s in [best["detector"], *best["fallback"]]) + f", {best['subject']} face"
     own = [f"crop.{k}={json.dumps(v)}" for k, v in best.items()]
     return {**CHAINS, f"config/best.yaml: {steps}": own}
 
 
-def detect() -> None:
-    """Faces found on the occluded (and clean) queries by each chain, with dlib's chip: which step
-    found each face, and how many photos reached the network unaligned (a centre crop)."""
+def detect(only: list[str]) -> None:
+    """Faces found on the occluded (and clean) queries by each chain (or those whose label holds one of
+    `only`, the others' results kept), with dlib's chip: which step found each face, and how many photos
+    reached the network unaligned (a centre crop)."""
     from detection import crop_paths
     from utils import load_config
 
     OUT.mkdir(parents=True, exist_ok=True)
-    results = {}
+    results = json.loads((OUT / "detect.json").read_text()) if only and (OUT / "detect.json").exists() else {}
     for label, overrides in chains().items():
+        if only and not any(o in label for o in only):
+            continue
         cfg = load_config([str(ROOT / "config" / "best.yaml")], overrides)
         for which, photos in (("validation, occluded", sorted((OCCLUDED / "val").rglob("*.jpg"))),
                               ("validation, clean", val_photos()),
@@ -163,6 +175,60 @@ def score(checkpoints: list[str], tag: str = "") -> None:
         (OUT / f"score_{name}.json").write_text(json.dumps(out, indent=1))
 
 
+# Chains a checkpoint is re-scored with on the validation people (`choose`): where the time goes is the first step.
+CHOICES: dict[str, list[str]] = {
+    "mtcnn → yunet 0.3 → haar → guess, largest face": ["crop.detector=mtcnn", "crop.fallback=[yunet,haar,guess]",
+                                                       "crop.yunet_confidence=0.3", "crop.subject=largest"],
+    "mtcnn → yunet 0.3 → haar → guess, central face": ["crop.detector=mtcnn", "crop.fallback=[yunet,haar,guess]",
+                                                       "crop.yunet_confidence=0.3", "crop.subject=central"],
+    "yunet 0.3 → mtcnn → haar → guess, largest face": ["crop.detector=yunet", "crop.fallback=[mtcnn,haar,guess]",
+                                                       "crop.yunet_confidence=0.3", "crop.subject=largest"],
+    "yunet 0.3 → mtcnn → haar → guess, central face": ["crop.detector=yunet", "crop.fallback=[mtcnn,haar,guess]",
+                                                       "crop.yunet_confidence=0.3", "crop.subject=central"],
+    "yunet 0.6 → mtcnn → haar → guess, central face": ["crop.detector=yunet", "crop.fallback=[mtcnn,haar,guess]",
+                                                       "crop.yunet_confidence=0.6", "crop.subject=central"],
+    "yunet 0.6, else 0.3 → mtcnn → haar → guess, central face": [
+        "crop.detector=yunet", "crop.fallback=[mtcnn,haar,guess]", "crop.yunet_confidence=0.6",
+        "crop.yunet_low_confidence=0.3", "crop.subject=central"],
+}
+
+
+def choose(checkpoint: str) -> None:
+    """Each chain of CHOICES with one checkpoint's network, on the validation people only: every photo
+    against the others (clean), and every occluded copy against the others' clean photos, with the
+    detection time per photo (clean photos, fresh crops), so a chain is chosen without the test people."""
+    from evaluation.protocol import score_leave_one_out
+    from network import load_for_inference
+    from search.retrieval import embed_paths
+    from utils import load_config
+
+    OUT.mkdir(parents=True, exist_ok=True)
+    clean = val_photos()
+    covered = [OCCLUDED / "val" / p.parent.name / p.name for p in clean]
+    labels = [p.parent.name for p in clean]
+    results = {}
+    for label, overrides in CHOICES.items():
+        cache = tempfile.mkdtemp(prefix="facematch-choose-")  # fresh crops and no embedding cache: timed honestly
+        model, cfg, device = load_for_inference(checkpoint, [], [f"data.cache_dir={cache}", "data.embedding_cache="])
+        chain = load_config([str(ROOT / "config" / "best.yaml")], overrides)["crop"]
+        model.meta["crop"] = {**model.meta["crop"], **{k.split("=")[0][len("crop."):]: chain[k.split("=")[0][len("crop."):]]
+                                                      for k in overrides}}
+        started = time.perf_counter()
+        plain = embed_paths(clean, model, cfg, device, "validation")
+        seconds = (time.perf_counter() - started) / len(clean)
+        hidden = embed_paths(covered, model, cfg, device, "validation, occluded")
+        if plain.names != [p.name for p in clean] or hidden.names != [p.name for p in covered]:
+            raise SystemExit(f"{label}: a validation photo was left out; every chain here ends with guess")
+        row = {"clean": score_leave_one_out(plain.embeddings, labels, cfg["retrieval"]),
+               "occluded": score_leave_one_out(plain.embeddings, labels, cfg["retrieval"], hidden.embeddings),
+               "s_per_photo": seconds}
+        results[label] = row
+        shutil.rmtree(cache, ignore_errors=True)
+        print(label, {f"{k} {m}": round(row[k][m], 3) for k in ("clean", "occluded") for m in ("top1", "map@r")},
+              f"{seconds * 1000:.0f} ms/photo (crop + embed)", flush=True)
+    (OUT / f"choose_{Path(checkpoint).parent.name}.json").write_text(json.dumps(results, indent=1))
+
+
 def write() -> None:
     detect_rows, score_rows = [], []
     if (OUT / "detect.json").exists():
@@ -176,6 +242,11 @@ def write() -> None:
         r = json.loads(path.read_text())
         cells = " | ".join(f"{r[k]['top1']:.3f} / {r[k]['map@r']:.3f}" for k in ("clean", "occluded", "cutout", "gamma"))
         score_rows.append(f"| {path.stem[len('score_'):]} | {r['tta']}, {'+'.join(r['rerank']) or 'none'} | {cells} |")
+    choose_rows = []
+    for path in sorted(OUT.glob("choose_*.json")):
+        for label, r in json.loads(path.read_text()).items():
+            cells = " | ".join(f"{r[k]['top1']:.3f} / {r[k]['map@r']:.3f}" for k in ("clean", "occluded"))
+            choose_rows.append(f"| {path.stem[len('choose_'):]} | {label} | {cells} | {1000 * r['s_per_photo']:.0f} |")
     gt = json.loads((OCCLUDED / "ground_truth.json").read_text()) if (OCCLUDED / "ground_truth.json").exists() else {}
     md = f"""## The occluded development competition (issue 17)
 
@@ -194,6 +265,17 @@ the 2 cores, so compare them within this table only; bench/RESULTS.md's end-to-e
 |---|---|---|---|---|---|
 {chr(10).join(detect_rows) or '| (not run yet) | | | | | |'}
 
+**Choosing the chain** (`bench/occluded.py choose CKPT`): one checkpoint's network with each chain, on the
+validation people only (703 photos of 70 people held out of training): every clean photo against all the others,
+and every occluded copy against the others' clean photos (top-1 / MAP@R, no re-ranking); ms/photo: crop (fresh
+cache) and embed (flip TTA) of the clean photos, one thread. "central face": of several faces, the one with the
+largest area less twice its squared distance from the photo's centre (insightface's rule), not the largest;
+"yunet 0.6, else 0.3": faces scoring 0.3–0.6 only where none scores 0.6 (`crop.yunet_low_confidence`).
+
+| checkpoint | chain | validation clean | validation occluded | ms/photo |
+|---|---|---|---|---|
+{chr(10).join(choose_rows) or '| (not run yet) | | | | |'}
+
 **Retrieval** (top-1 / MAP@R; each checkpoint with its own retrieval settings; occluded: the photo copy above;
 cutout and gamma: `evaluate.degrade` on the query crops):
 
@@ -203,8 +285,10 @@ cutout and gamma: `evaluate.degrade` on the query crops):
 
 Rows: `frozen_mtcnn_haar_centre` is dlib's network as it is with config/best.yaml's chain before issue 17 (MTCNN →
 Haar → centre square); `frozen_yunet_first` the same network with YuNet (score 0.3) → loose MTCNN → Haar → guess;
-`frozen_best_chain` the same network with config/best.yaml's chain now (MTCNN → YuNet 0.3 → Haar → guess);
-`best_finetuned` config/best.yaml's fine-tuned network (bench/table.py's dlib_ft_best) with that chain.
+`frozen_best_chain` the same network with MTCNN → YuNet 0.3 → Haar → guess (config/best.yaml's chain before the
+speed work); `best_finetuned_mtcnn_first` config/best.yaml's fine-tuned network trained and scored with that chain
+(bench/table.py's dlib_ft_best_mtcnn); `best_finetuned` config/best.yaml now (bench/table.py's dlib_ft_best):
+YuNet 0.6, else 0.3 → MTCNN → Haar → guess, the central face, the network fine-tuned on that chain's crops.
 """
     write_section("occluded", md)
     print(md)
@@ -212,17 +296,20 @@ Haar → centre square); `frozen_yunet_first` the same network with YuNet (score
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("step", choices=["make", "detect", "score", "write"])
-    parser.add_argument("checkpoints", nargs="*")
+    parser.add_argument("step", choices=["make", "detect", "score", "choose", "write"])
+    parser.add_argument("checkpoints", nargs="*", help="score, choose: checkpoints; detect: chain labels (a part of one)")
     parser.add_argument("--tag", default="", help="score: the row's name (default: the checkpoint's folder)")
     args = parser.parse_args()
     os.chdir(ROOT)
     if args.step == "make":
         make()
     elif args.step == "detect":
-        detect()
+        detect(args.checkpoints)
     elif args.step == "score":
         score(args.checkpoints, args.tag)
+    elif args.step == "choose":
+        for checkpoint in args.checkpoints:
+            choose(checkpoint)
     else:
         write()
 

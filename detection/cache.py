@@ -21,7 +21,7 @@ from utils import atomic_write
 CROP_VERSION = 2  # bump when the cropping code changes what a setting produces: old cache entries go stale
 CROP_KEYS = ("detector", "fallback", "align", "margin", "size", "min_size", "min_confidence",
              "cascade", "scale_factor", "min_neighbors", "yunet_confidence", "mtcnn_thresholds",
-             "guess_side")  # every crop setting that changes a crop
+             "guess_side", "subject", "yunet_low_confidence")  # every crop setting that changes a crop
 
 
 def crop_settings(cfg: dict) -> dict:
@@ -30,12 +30,16 @@ def crop_settings(cfg: dict) -> dict:
     they existed), so an existing cache stays valid."""
     params = {k: cfg[k] for k in CROP_KEYS if k in cfg}
     steps = chain_steps(cfg)
+    if "yunet" not in steps or params.get("yunet_low_confidence", 1.0) >= params.get("yunet_confidence", 0.0):
+        params.pop("yunet_low_confidence", None)
     if "yunet" not in steps or params.get("yunet_confidence") == params["min_confidence"]:
         params.pop("yunet_confidence", None)
     if "mtcnn" not in steps or tuple(params.get("mtcnn_thresholds", MTCNN_STAGES)) == MTCNN_STAGES:
         params.pop("mtcnn_thresholds", None)
     if GUESS not in steps:
         params.pop("guess_side", None)
+    if params.get("subject", "largest") == "largest":
+        params.pop("subject", None)
     return params
 
 
@@ -49,7 +53,9 @@ def _save_crop(path: Path, crop: Crop, source: str) -> None:
     info = PngImagePlugin.PngInfo()
     info.add_text("facematch_crop", json.dumps({"path": crop.path, "faces": crop.faces,
                                                 "aligned": crop.aligned, "source": source}))
-    atomic_write(path, lambda tmp: Image.fromarray(crop.image).save(tmp, format="PNG", pnginfo=info))
+    # compress_level 1: a third of the default's time (1.6 ms against 5 for a 150-px crop), 10% larger
+    atomic_write(path, lambda tmp: Image.fromarray(crop.image).save(tmp, format="PNG", pnginfo=info,
+                                                                   compress_level=1))
 
 
 def _load_cached(path: Path) -> dict | None:
@@ -117,7 +123,7 @@ def crop_paths(paths: list[str | Path], cfg: dict, cache_dir: str | Path | None,
     import torch
 
     chain_steps(cfg)  # bad names fail before any work
-    report = CropReport(primary=cfg["detector"])
+    report = CropReport(primary=cfg["detector"], subject=cfg.get("subject", "largest"))
     out: list[Path | np.ndarray | None] = []
     jobs = _CropJobs(list(paths), cfg, cache_dir)
     results = iter(jobs[i] for i in range(len(jobs))) if not workers else iter(torch.utils.data.DataLoader(

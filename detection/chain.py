@@ -56,6 +56,8 @@ def crop_face(image: np.ndarray, cfg: dict) -> Crop | None:
         found = detect(image, cfg, step)
         if not len(found):
             continue
+        if cfg.get("subject", "largest") == "central":
+            found = found.central_first(*image.shape[:2])
         box = found.boxes[0]
         if align == "dlib":
             return Crop(dlib_align(image, box, size), step, len(found), True)

@@ -24,7 +24,16 @@ class Detections:
         return len(self.boxes)
 
     def largest_first(self) -> "Detections":
-        order = np.argsort(-(self.boxes[:, 2] * self.boxes[:, 3]), kind="stable")
+        return self._by(self.boxes[:, 2] * self.boxes[:, 3])
+
+    def central_first(self, height: int, width: int) -> "Detections":
+        """The faces ordered by area less twice the squared distance of the box's centre from the photo's
+        (insightface's rule for the main face): a large face at the edge loses to the subject in the middle."""
+        centre = self.boxes[:, :2] + self.boxes[:, 2:] / 2 - np.array([width / 2, height / 2], np.float32)
+        return self._by(self.boxes[:, 2] * self.boxes[:, 3] - 2.0 * (centre ** 2).sum(axis=1))
+
+    def _by(self, value: np.ndarray) -> "Detections":
+        order = np.argsort(-value, kind="stable")
         marks = None if self.landmarks is None else self.landmarks[order]
         return Detections(self.boxes[order], self.scores[order], marks)
 
@@ -92,13 +101,17 @@ def yunet(image: np.ndarray, cfg: dict) -> Detections:
     scale = min(1.0, 960 / max(h, w))  # the library warns that larger inputs degrade detection
     small = cv2.resize(image, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA) \
         if scale < 1 else image
+    sure = float(cfg.get("yunet_confidence", cfg["min_confidence"]))
+    low = min(sure, float(cfg.get("yunet_low_confidence", sure)))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        confs, boxes, marks = yuface.detect(np.ascontiguousarray(small[:, :, ::-1]),
-                                            conf=float(cfg.get("yunet_confidence", cfg["min_confidence"])))
+        confs, boxes, marks = yuface.detect(np.ascontiguousarray(small[:, :, ::-1]), conf=low)
     boxes, marks = boxes.astype(np.float32) / scale, marks.astype(np.float32) / scale
+    scores = confs.astype(np.float32).reshape(-1) / 100
     keep = (boxes[:, 2] >= int(cfg["min_size"])) & (boxes[:, 3] >= int(cfg["min_size"]))
-    return _detections(boxes[keep], confs[keep].astype(np.float32) / 100, marks[keep])
+    if (keep & (scores >= sure)).any():  # the weak faces only where no face is sure: a covered face scores low
+        keep &= scores >= sure
+    return _detections(boxes[keep], scores[keep], marks[keep])
 
 
 DETECTORS = {

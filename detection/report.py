@@ -11,7 +11,8 @@ from detection.chain import CENTER
 class CropReport:
     """What happened to each photo of a cropping pass, so nothing is hidden: photos per chain
     step, photos left out (no face anywhere on the chain, or unreadable), several faces."""
-    primary: str = ""
+    primary: str = ""          # the chain's first step
+    subject: str = "largest"   # crop.subject: which of several faces is kept
     counts: Counter = field(default_factory=Counter)
     by_path: dict[str, list[str]] = field(default_factory=dict)
     no_face: list[str] = field(default_factory=list)     # left out: no step of the chain found a face
@@ -32,7 +33,7 @@ class CropReport:
         steps = ", ".join(f"{len(v)} by {p}" + ("" if p == self.primary else " (fallback)")
                           for p, v in self.by_path.items() if p != CENTER)
         text = (f"{total} photos: {steps or 'none by a detector'}, {c[CENTER]} centre crop (no face found), "
-                f"{len(self.no_face)} left out (no face), {c['several']} with several faces (largest kept), "
+                f"{len(self.no_face)} left out (no face), {c['several']} with several faces ({self.subject} kept), "
                 f"{len(self.failed)} unreadable, {c['cached']} from cache")
         if self.unaligned:
             text += f", {len(self.unaligned)} not aligned (no landmarks)"

@@ -11,7 +11,7 @@ from PIL import Image
 import detection.cache
 import faces
 from conftest import FACES, needs_shared, SHARED
-from detection import (ARCFACE_TEMPLATE, ImageReadError, crop_face, crop_key, crop_one, crop_paths, detect,
+from detection import (ARCFACE_TEMPLATE, Detections, ImageReadError, crop_face, crop_key, crop_one, crop_paths, detect,
                    load_crop, read_image, similarity_align, similarity_matrix, square_crop)
 from utils import ConfigError, load_config
 
@@ -317,7 +317,8 @@ def test_guess_aligns_a_face_no_detector_found_with_dlibs_landmarks_and_says_so(
 
 def test_new_crop_settings_leave_old_cache_keys_alone_unless_they_change_the_crop():
     data = (FACES / "one_face.jpg").read_bytes()
-    old = {k: v for k, v in MTCNN.items() if k not in ("yunet_confidence", "mtcnn_thresholds", "guess_side")}
+    old = {k: v for k, v in MTCNN.items()
+           if k not in ("yunet_confidence", "mtcnn_thresholds", "guess_side", "subject", "yunet_low_confidence")}
     assert crop_key(data, old) == crop_key(data, MTCNN)  # defaults: the crops cached before are still valid
     assert crop_key(data, dict(MTCNN, mtcnn_thresholds=[0.5, 0.6, 0.6])) != crop_key(data, MTCNN)
     assert crop_key(data, dict(MTCNN, guess_side=0.5)) == crop_key(data, MTCNN)  # guess is not on the chain
@@ -334,3 +335,48 @@ def test_each_detector_takes_its_own_threshold():
     loose = detect(image, dict(CROP, mtcnn_thresholds=[0.3, 0.4, 0.4], min_confidence=0.0), "mtcnn")
     strict = detect(image, dict(CROP, mtcnn_thresholds=[0.9, 0.99, 0.999], min_confidence=0.0), "mtcnn")
     assert len(loose) >= len(strict)
+
+
+def test_the_central_face_beats_a_larger_one_at_the_edge_only_when_asked():
+    found = Detections(np.array([[0, 0, 60, 90], [70, 60, 50, 60]], np.float32), np.array([0.9, 0.9], np.float32),
+                       np.zeros((2, 5, 2), np.float32))
+    assert found.largest_first().boxes[0].tolist() == [0, 0, 60, 90]  # the larger box, at the photo's corner
+    central = found.central_first(200, 200)
+    assert central.boxes[0].tolist() == [70, 60, 50, 60]  # centred on (95, 90): the portrait's subject
+    assert central.landmarks is not None and len(central) == 2
+    alone = Detections(np.array([[0, 0, 60, 90]], np.float32), np.array([0.9], np.float32))
+    assert alone.central_first(200, 200).boxes[0].tolist() == [0, 0, 60, 90]  # one face is always the subject
+
+
+def test_the_subject_rule_picks_the_face_that_is_cropped():
+    image = read_image(FACES / "several_faces.jpg")
+    cfg = dict(CROP, detector="yunet", fallback=[], align="none", size=64)
+    faces = detect(image, cfg, "yunet")
+    assert len(faces) >= 2
+    h, w = image.shape[:2]
+    largest, central = faces.largest_first().boxes[0], faces.central_first(h, w).boxes[0]
+    for rule, box in (("largest", largest), ("central", central)):
+        crop = crop_face(image, dict(cfg, subject=rule))
+        assert np.array_equal(crop.image, square_crop(image, box, cfg["margin"], 64))
+
+
+def test_yunets_weak_faces_count_only_where_no_face_is_sure():
+    image = read_image(FACES / "haar_misses.jpg")
+    sure = dict(CROP, yunet_confidence=0.999, min_confidence=0.0)
+    assert len(detect(image, sure, "yunet")) == 0
+    assert len(detect(image, dict(sure, yunet_low_confidence=0.3), "yunet")) >= 1  # the second look finds it
+    many = read_image(FACES / "several_faces.jpg")
+    everything = detect(many, dict(CROP, yunet_confidence=0.05), "yunet")
+    best = float(everything.scores.max())
+    picky = detect(many, dict(CROP, yunet_confidence=best - 1e-3, yunet_low_confidence=0.05), "yunet")
+    assert len(everything) > len(picky) >= 1 and picky.scores.min() >= best - 1e-3  # a sure face: no weak ones
+
+
+def test_the_new_face_rules_change_the_cache_key_only_when_they_change_the_crop():
+    data = (FACES / "one_face.jpg").read_bytes()
+    yunet = dict(CROP, detector="yunet", yunet_confidence=0.6)
+    assert crop_key(data, dict(yunet, subject="largest")) == crop_key(data, {k: v for k, v in yunet.items() if k != "subject"})
+    assert crop_key(data, dict(yunet, subject="central")) != crop_key(data, dict(yunet, subject="largest"))
+    assert crop_key(data, dict(yunet, yunet_low_confidence=0.6)) == crop_key(data, dict(yunet, yunet_low_confidence=0.9))
+    assert crop_key(data, dict(yunet, yunet_low_confidence=0.3)) != crop_key(data, dict(yunet, yunet_low_confidence=0.6))
+    assert crop_key(data, dict(MTCNN, yunet_low_confidence=0.3)) == crop_key(data, MTCNN)  # yunet is not on the chain

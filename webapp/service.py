@@ -158,7 +158,7 @@ class Service:
         else:
             how = f"face found by {step}" + (" (fallback)" if step != ccfg["detector"] else "") + \
                   (", aligned" if meta["aligned"] else "") + \
-                  (f"; {meta['faces']} faces, the largest kept" if meta["faces"] > 1 else "")
+                  (f"; {meta['faces']} faces, the {ccfg.get('subject', 'largest')} kept" if meta["faces"] > 1 else "")
         emb = embed_paths([path], model, cfg, "cpu", "query")
         if not len(emb.embeddings):
             raise NoFace(f"{shown}: could not be embedded ({', '.join(emb.skipped)})")
