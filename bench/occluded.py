@@ -266,7 +266,7 @@ the 2 cores, so compare them within this table only; bench/RESULTS.md's end-to-e
 {chr(10).join(detect_rows) or '| (not run yet) | | | | | |'}
 
 **Choosing the chain** (`bench/occluded.py choose CKPT`): one checkpoint's network with each chain, on the
-validation people only (703 photos of 70 people held out of training): every clean photo against all the others,
+validation people only (703 photos of 123 people held out of training): every clean photo against all the others,
 and every occluded copy against the others' clean photos (top-1 / MAP@R, no re-ranking); ms/photo: crop (fresh
 cache) and embed (flip TTA) of the clean photos, one thread. "central face": of several faces, the one with the
 largest area less twice its squared distance from the photo's centre (insightface's rule), not the largest;

@@ -119,16 +119,18 @@ FT_ROWS: dict[str, tuple[dict, list[str]]] = {
                                "squares and strong gamma", "loss": "dlib_metric + self-distillation"},
                               BEST + OCCLUDE + SELF + ["train.lr_backbone=1e-5"]),
     "dlib_ft_best_mtcnn": ({"crop": "MTCNN → YuNet 0.3 → Haar → guess (config/best.yaml's chain until the speed work), largest face, dlib chip",
-                            "backbone": "config/best.yaml: dlib_resnet fine-tuned, whole network, lr 1e-6, black squares and "
-                            "strong gamma, 6 epochs of 93 batches (2.3 times the budget)", "loss": "triplet (batch-hard)"},
+                            "backbone": "config/best.yaml before the speed work (MTCNN first, the largest face): dlib_resnet "
+                            "fine-tuned, whole network, lr 1e-6, black squares and strong gamma, 6 epochs of 93 batches "
+                            "(2.3 times the budget)", "loss": "triplet (batch-hard)"},
                            ["--config", "config/best.yaml", "crop.detector=mtcnn", "crop.fallback=[yunet,haar,guess]",
                             "crop.yunet_confidence=0.3", "crop.yunet_low_confidence=1", "crop.subject=largest",
                             "train.epochs=6", "train.batches_per_epoch=0"]),
     "dlib_frozen_best_chain": ({"crop": "config/best.yaml's chain + dlib chip",
                                 "backbone": "dlib_resnet (dlib's weights), as it is, with config/best.yaml's chain now",
                                 "loss": "none (pretrained)"}, ["--config", "config/best.yaml", "train.epochs=0"]),
-    "dlib_ft_best": ({"crop": "config/best.yaml's chain + dlib chip", "backbone": "config/best.yaml: dlib_resnet fine-tuned, whole network, lr 1e-6, "
-                      "black squares and strong gamma, 6 epochs of 93 batches (2.3 times the budget)", "loss": "triplet (batch-hard)"},
+    "dlib_ft_best": ({"crop": "config/best.yaml's chain + dlib chip", "backbone": "config/best.yaml now (YuNet first, the central face): dlib_resnet "
+                      "fine-tuned, whole network, lr 1e-6, black squares and strong gamma, 6 epochs of 93 batches "
+                      "(2.3 times the budget)", "loss": "triplet (batch-hard)"},
                      ["--config", "config/best.yaml", "train.epochs=6", "train.batches_per_epoch=0"]),  # after BUDGET
 }
 # Other backbones taught by the face network (issue 16): loss.name=distill, the teacher dlib_frozen's checkpoint
