@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from detection import crop_paths, list_images
+from detection import crop_paths, describe_chain, list_images
 from utils import DataError, run_command
 
 
@@ -31,7 +31,7 @@ def crop_folders(args: argparse.Namespace) -> int:
         paths += found
     _, report = crop_paths(paths, cfg["crop"], cfg["data"]["cache_dir"])
     print(f"cropped {', '.join(map(str, folders))} into {cfg['data']['cache_dir']} "
-          f"({cfg['crop']['detector']}, align {cfg['crop']['align']}): {report.summary()}")
+          f"({describe_chain(cfg['crop'])}; align {cfg['crop']['align']}): {report.summary()}")
     return 0
 
 

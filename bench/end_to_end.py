@@ -52,7 +52,7 @@ import cv2  # noqa: E402
 
 from search import retrieval  # noqa: E402
 from dataset import list_images  # noqa: E402
-from detection import crop_paths  # noqa: E402
+from detection import crop_paths, describe_chain  # noqa: E402
 from network import build_model, load_for_inference, save_checkpoint  # noqa: E402
 from utils import get_logger, load_config, package_file  # noqa: E402
 
@@ -275,10 +275,7 @@ def bench(args, paths: list[Path], counts: dict[str, int], work: Path, started: 
     rows = ["| pipeline | photos/s, fresh caches (runs) | **÷ face_recognition** (runs) | faster? | "
             "ms/photo: detect + crop | ms/photo: embed | photos/s, warm caches | warm ÷ face_recognition |",
             "|---|---|---|---|---|---|---|---|"]
-    crop = models["best"][0].meta["crop"]
-    names = {"yunet": f"yunet {crop['yunet_confidence']}" + (
-        f", else {crop['yunet_low_confidence']}" if crop["yunet_low_confidence"] < crop["yunet_confidence"] else "")}
-    chain = " → ".join(names.get(s, s) for s in [crop["detector"], *crop["fallback"]]) + f", {crop['subject']} face"
+    chain = describe_chain(models["best"][0].meta["crop"])
     for name, (what, _, _) in RECIPES.items():
         what = what.format(chain=chain)
         res = results[name]

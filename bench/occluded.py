@@ -4,7 +4,7 @@ photo, made reproducibly, then faces found per detector and chain, and retrieval
     .venv/bin/python bench/occluded.py make                 # data/dev_occluded from data/dev (bench/table.py prepare)
     .venv/bin/python bench/occluded.py detect [LABEL ...]   # faces found by each detector and chain (or those named)
     .venv/bin/python bench/occluded.py score CKPT [...]     # clean, occluded, cutout and gamma queries of data/dev
-    .venv/bin/python bench/occluded.py choose CKPT          # each chain's retrieval on the validation people
+    .venv/bin/python bench/occluded.py choose CKPT [--only LABEL]  # each chain's retrieval on the validation people
     .venv/bin/python bench/occluded.py write                # the section of bench/RESULTS.md
 
 The square: its side 30% of the photo's shorter side, its centre drawn uniformly in the middle half
@@ -110,12 +110,11 @@ def val_photos() -> list[Path]:
 
 def chains() -> dict[str, list[str]]:
     """The compared chains, and config/best.yaml's own (whatever it is now)."""
+    from detection import describe_chain
     from utils import load_config
 
     best = load_config([str(ROOT / "config" / "best.yaml")])["crop"]
-    names = {"yunet": f"yunet {best['yunet_confidence']}" + (f", else {best['yunet_low_confidence']}" if
-                                                              best["yunet_low_confidence"] < best["yunet_confidence"] else "")}
-    steps = " → ".join(names.get(s, s) for s in [best["detector"], *best["fallback"]]) + f", {best['subject']} face"
+    steps = describe_chain(best)
     own = [f"crop.{k}={json.dumps(v)}" for k, v in best.items()]
     return {**CHAINS, f"config/best.yaml: {steps}": own}
 
@@ -193,7 +192,7 @@ CHOICES: dict[str, list[str]] = {
 }
 
 
-def choose(checkpoint: str) -> None:
+def choose(checkpoint: str, only: str = "") -> None:
     """Each chain of CHOICES with one checkpoint's network, on the validation people only: every photo
     against the others (clean), and every occluded copy against the others' clean photos, with the
     detection time per photo (clean photos, fresh crops), so a chain is chosen without the test people."""
@@ -206,8 +205,11 @@ def choose(checkpoint: str) -> None:
     clean = val_photos()
     covered = [OCCLUDED / "val" / p.parent.name / p.name for p in clean]
     labels = [p.parent.name for p in clean]
-    results = {}
+    out = OUT / f"choose_{Path(checkpoint).parent.name}.json"
+    results = json.loads(out.read_text()) if only and out.exists() else {}
     for label, overrides in CHOICES.items():
+        if only not in label:
+            continue
         cache = tempfile.mkdtemp(prefix="facematch-choose-")  # fresh crops and no embedding cache: timed honestly
         model, cfg, device = load_for_inference(checkpoint, [], [f"data.cache_dir={cache}", "data.embedding_cache="])
         chain = load_config([str(ROOT / "config" / "best.yaml")], overrides)["crop"]
@@ -226,7 +228,7 @@ def choose(checkpoint: str) -> None:
         shutil.rmtree(cache, ignore_errors=True)
         print(label, {f"{k} {m}": round(row[k][m], 3) for k in ("clean", "occluded") for m in ("top1", "map@r")},
               f"{seconds * 1000:.0f} ms/photo (crop + embed)", flush=True)
-    (OUT / f"choose_{Path(checkpoint).parent.name}.json").write_text(json.dumps(results, indent=1))
+    out.write_text(json.dumps(results, indent=1))
 
 
 def write() -> None:
@@ -299,6 +301,7 @@ def main() -> None:
     parser.add_argument("step", choices=["make", "detect", "score", "choose", "write"])
     parser.add_argument("checkpoints", nargs="*", help="score, choose: checkpoints; detect: chain labels (a part of one)")
     parser.add_argument("--tag", default="", help="score: the row's name (default: the checkpoint's folder)")
+    parser.add_argument("--only", default="", help="choose: only the chains whose label holds this (the others' results kept)")
     args = parser.parse_args()
     os.chdir(ROOT)
     if args.step == "make":
@@ -309,7 +312,7 @@ def main() -> None:
         score(args.checkpoints, args.tag)
     elif args.step == "choose":
         for checkpoint in args.checkpoints:
-            choose(checkpoint)
+            choose(checkpoint, args.only)
     else:
         write()
 

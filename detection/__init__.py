@@ -13,7 +13,7 @@ import importlib
 _HOME = {
     "detection.align": ["ALIGNMENTS", "ARCFACE_TEMPLATE", "similarity_align", "similarity_matrix", "square_crop"],
     "detection.cache": ["CROP_KEYS", "crop_key", "crop_one", "crop_paths", "crop_settings", "load_crop"],
-    "detection.chain": ["CENTER", "GUESS", "Crop", "chain_steps", "crop_face"],
+    "detection.chain": ["CENTER", "GUESS", "Crop", "chain_steps", "crop_face", "describe_chain"],
     "detection.detectors": ["DETECTORS", "MTCNN_STAGES", "Detections", "detect"],
     "detection.images": ["IMAGE_EXTENSIONS", "ImageReadError", "list_images", "read_image"],
     "detection.report": ["CropReport"],

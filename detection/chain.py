@@ -36,6 +36,13 @@ def chain_steps(cfg: dict) -> list[str]:
     return list(dict.fromkeys(steps))
 
 
+def describe_chain(cfg: dict) -> str:
+    """The chain in words, for reports and tables: 'yunet 0.6, else 0.3 → mtcnn → haar → guess, central face'."""
+    sure, low = cfg.get("yunet_confidence"), cfg.get("yunet_low_confidence", 1.0)
+    names = {"yunet": f"yunet {sure}" + (f", else {low}" if sure is not None and low < sure else "")}
+    return " → ".join(names.get(s, s) for s in chain_steps(cfg)) + f", {cfg.get('subject', 'largest')} face"
+
+
 def crop_face(image: np.ndarray, cfg: dict) -> Crop | None:
     """Crop the largest face found along the chain, aligned as crop.align asks; None when no
     step finds a face (a chain without 'center')."""

@@ -11,8 +11,8 @@ from PIL import Image
 import detection.cache
 import faces
 from conftest import FACES, needs_shared, SHARED
-from detection import (ARCFACE_TEMPLATE, Detections, ImageReadError, crop_face, crop_key, crop_one, crop_paths, detect,
-                   load_crop, read_image, similarity_align, similarity_matrix, square_crop)
+from detection import (ARCFACE_TEMPLATE, Detections, ImageReadError, crop_face, crop_key, crop_one, crop_paths,
+                       describe_chain, detect, load_crop, read_image, similarity_align, similarity_matrix, square_crop)
 from utils import ConfigError, load_config
 
 CROP = load_config()["crop"]  # the design's default: haar, no alignment, centre crop as fallback
@@ -380,3 +380,11 @@ def test_the_new_face_rules_change_the_cache_key_only_when_they_change_the_crop(
     assert crop_key(data, dict(yunet, yunet_low_confidence=0.6)) == crop_key(data, dict(yunet, yunet_low_confidence=0.9))
     assert crop_key(data, dict(yunet, yunet_low_confidence=0.3)) != crop_key(data, dict(yunet, yunet_low_confidence=0.6))
     assert crop_key(data, dict(MTCNN, yunet_low_confidence=0.3)) == crop_key(data, MTCNN)  # yunet is not on the chain
+
+
+def test_the_chain_is_described_as_it_runs():
+    best = dict(CROP, detector="yunet", fallback=["mtcnn", "guess"], yunet_confidence=0.6, yunet_low_confidence=0.3,
+                subject="central")
+    assert describe_chain(best) == "yunet 0.6, else 0.3 → mtcnn → guess, central face"
+    assert describe_chain(dict(best, yunet_low_confidence=1.0, subject="largest")) == "yunet 0.6 → mtcnn → guess, largest face"
+    assert describe_chain(CROP) == "haar → center, largest face"
