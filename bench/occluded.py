@@ -174,18 +174,20 @@ def score(checkpoints: list[str], tag: str = "") -> None:
         (OUT / f"score_{name}.json").write_text(json.dumps(out, indent=1))
 
 
-# Chains a checkpoint is re-scored with on the validation people (`choose`): where the time goes is the first step.
+# Chains a checkpoint is re-scored with on the validation people (`choose`); each names every setting it depends
+# on, so config/best.yaml's own values do not leak into the others.
+ONE = ["crop.yunet_low_confidence=1"]  # no second look at YuNet's weak faces
 CHOICES: dict[str, list[str]] = {
     "mtcnn → yunet 0.3 → haar → guess, largest face": ["crop.detector=mtcnn", "crop.fallback=[yunet,haar,guess]",
-                                                       "crop.yunet_confidence=0.3", "crop.subject=largest"],
+                                                       "crop.yunet_confidence=0.3", "crop.subject=largest", *ONE],
     "mtcnn → yunet 0.3 → haar → guess, central face": ["crop.detector=mtcnn", "crop.fallback=[yunet,haar,guess]",
-                                                       "crop.yunet_confidence=0.3", "crop.subject=central"],
+                                                       "crop.yunet_confidence=0.3", "crop.subject=central", *ONE],
     "yunet 0.3 → mtcnn → haar → guess, largest face": ["crop.detector=yunet", "crop.fallback=[mtcnn,haar,guess]",
-                                                       "crop.yunet_confidence=0.3", "crop.subject=largest"],
+                                                       "crop.yunet_confidence=0.3", "crop.subject=largest", *ONE],
     "yunet 0.3 → mtcnn → haar → guess, central face": ["crop.detector=yunet", "crop.fallback=[mtcnn,haar,guess]",
-                                                       "crop.yunet_confidence=0.3", "crop.subject=central"],
+                                                       "crop.yunet_confidence=0.3", "crop.subject=central", *ONE],
     "yunet 0.6 → mtcnn → haar → guess, central face": ["crop.detector=yunet", "crop.fallback=[mtcnn,haar,guess]",
-                                                       "crop.yunet_confidence=0.6", "crop.subject=central"],
+                                                       "crop.yunet_confidence=0.6", "crop.subject=central", *ONE],
     "yunet 0.6, else 0.3 → mtcnn → haar → guess, central face": [
         "crop.detector=yunet", "crop.fallback=[mtcnn,haar,guess]", "crop.yunet_confidence=0.6",
         "crop.yunet_low_confidence=0.3", "crop.subject=central"],
@@ -213,8 +215,8 @@ def choose(checkpoint: str, only: str = "") -> None:
         cache = tempfile.mkdtemp(prefix="facematch-choose-")  # fresh crops and no embedding cache: timed honestly
         model, cfg, device = load_for_inference(checkpoint, [], [f"data.cache_dir={cache}", "data.embedding_cache="])
         chain = load_config([str(ROOT / "config" / "best.yaml")], overrides)["crop"]
-        model.meta["crop"] = {**model.meta["crop"], **{k.split("=")[0][len("crop."):]: chain[k.split("=")[0][len("crop."):]]
-                                                      for k in overrides}}
+        keys = [o.split("=", 1)[0].removeprefix("crop.") for o in overrides]
+        model.meta["crop"] = {**model.meta["crop"], **{k: chain[k] for k in keys}}  # the network's crops, re-chained
         started = time.perf_counter()
         plain = embed_paths(clean, model, cfg, device, "validation")
         seconds = (time.perf_counter() - started) / len(clean)
