@@ -84,7 +84,7 @@ def crop_one(path: str | Path, cfg: dict, cache_dir: str | Path | None) -> tuple
         meta = _load_cached(cached)
         if meta is not None:
             return cached, meta, True
-    crop = crop_face(read_image(path), cfg)
+    crop = crop_face(read_image(path, data), cfg)
     if crop is None:
         return None, {"path": None, "faces": 0, "aligned": False}, False
     meta = {"path": crop.path, "faces": crop.faces, "aligned": crop.aligned}

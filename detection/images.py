@@ -1,6 +1,7 @@
 """Photos in: every common image file read upright as RGB, and the image files of a folder."""
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -15,13 +16,14 @@ class ImageReadError(FacematchError, ValueError):
     """An image file that cannot be decoded; the message names the file."""
 
 
-def read_image(path: str | Path) -> np.ndarray:
+def read_image(path: str | Path, data: bytes | None = None) -> np.ndarray:
     """Read any common image file as an RGB uint8 array, upright according to its EXIF tag.
 
-    GIF (first frame), PNG with alpha, palette and grayscale images all come back as RGB.
+    GIF (first frame), PNG with alpha, palette and grayscale images all come back as RGB. `data`: the
+    file's bytes where the caller has read them already (the crop cache hashes them), so it is read once.
     """
     try:
-        with Image.open(path) as im:
+        with Image.open(path if data is None else io.BytesIO(data)) as im:
             im.seek(0)
             im = ImageOps.exif_transpose(im)
             if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):

@@ -3,6 +3,7 @@ the fallback chain, the crop cache."""
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -388,3 +389,18 @@ def test_the_chain_is_described_as_it_runs():
     assert describe_chain(best) == "yunet 0.6, else 0.3 → mtcnn → guess, central face"
     assert describe_chain(dict(best, yunet_low_confidence=1.0, subject="largest")) == "yunet 0.6 → mtcnn → guess, largest face"
     assert describe_chain(CROP) == "haar → center, largest face"
+
+
+def test_a_photo_is_read_from_disk_once_when_cropped(tmp_path, monkeypatch):
+    photo = tmp_path / "one.jpg"
+    photo.write_bytes((FACES / "one_face.jpg").read_bytes())
+    assert np.array_equal(read_image(photo, photo.read_bytes()), read_image(photo))
+    bad = read_image(photo, (FACES / "several_faces.jpg").read_bytes())  # the bytes given are what is decoded
+    assert bad.shape == read_image(FACES / "several_faces.jpg").shape
+    opened = []
+    real_open = Image.open
+    monkeypatch.setattr(Image, "open", lambda fp, *a, **k: opened.append(fp) or real_open(fp, *a, **k))
+    crop_one(photo, dict(CROP, detector="mtcnn"), tmp_path / "cache")
+    assert not any(isinstance(fp, (str, Path)) and Path(fp) == photo for fp in opened)  # decoded from the bytes read
+    with pytest.raises(ImageReadError, match="one.jpg"):
+        read_image(photo, b"not an image")
