@@ -281,6 +281,8 @@ def legacy_crop(saved: dict, crop: dict) -> dict:
         crop["yunet_low_confidence"] = crop["yunet_confidence"]
     if "subject" not in saved:
         crop["subject"] = "largest"
+    if "fill_dark_patches" not in saved:
+        crop["fill_dark_patches"] = False
     return crop
 
 

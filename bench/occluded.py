@@ -50,8 +50,9 @@ CHAINS: dict[str, list[str]] = {
 }
 
 
-# The chains above as they ran before crop.subject and crop.yunet_low_confidence existed (config/best.yaml sets both now).
-CHAINS = {label: overrides + ["crop.subject=largest", "crop.yunet_low_confidence=1"] for label, overrides in CHAINS.items()}
+# The chains above as they ran before crop.subject, yunet_low_confidence and fill_dark_patches existed.
+CHAINS = {label: overrides + ["crop.subject=largest", "crop.yunet_low_confidence=1", "crop.fill_dark_patches=false"]
+          for label, overrides in CHAINS.items()}
 
 
 def square(image, name: str):
@@ -176,7 +177,7 @@ def score(checkpoints: list[str], tag: str = "") -> None:
 
 # Chains a checkpoint is re-scored with on the validation people (`choose`); each names every setting it depends
 # on, so config/best.yaml's own values do not leak into the others.
-ONE = ["crop.yunet_low_confidence=1"]  # no second look at YuNet's weak faces
+ONE = ["crop.yunet_low_confidence=1", "crop.fill_dark_patches=false"]  # no second look at YuNet's weak faces, no filling
 CHOICES: dict[str, list[str]] = {
     "mtcnn → yunet 0.3 → haar → guess, largest face": ["crop.detector=mtcnn", "crop.fallback=[yunet,haar,guess]",
                                                        "crop.yunet_confidence=0.3", "crop.subject=largest", *ONE],
@@ -190,7 +191,10 @@ CHOICES: dict[str, list[str]] = {
                                                        "crop.yunet_confidence=0.6", "crop.subject=central", *ONE],
     "yunet 0.6, else 0.3 → mtcnn → haar → guess, central face": [
         "crop.detector=yunet", "crop.fallback=[mtcnn,haar,guess]", "crop.yunet_confidence=0.6",
-        "crop.yunet_low_confidence=0.3", "crop.subject=central"],
+        "crop.yunet_low_confidence=0.3", "crop.subject=central", "crop.fill_dark_patches=false"],
+    "yunet 0.6, else 0.3 → mtcnn → haar → guess, central face, dark patches filled": [
+        "crop.detector=yunet", "crop.fallback=[mtcnn,haar,guess]", "crop.yunet_confidence=0.6",
+        "crop.yunet_low_confidence=0.3", "crop.subject=central", "crop.fill_dark_patches=true"],
 }
 
 
@@ -291,8 +295,10 @@ Rows: `frozen_mtcnn_haar_centre` is dlib's network as it is with config/best.yam
 Haar → centre square); `frozen_yunet_first` the same network with YuNet (score 0.3) → loose MTCNN → Haar → guess;
 `frozen_best_chain` the same network with MTCNN → YuNet 0.3 → Haar → guess (config/best.yaml's chain before the
 speed work); `best_finetuned_mtcnn_first` config/best.yaml's fine-tuned network trained and scored with that chain
-(bench/table.py's dlib_ft_best_mtcnn); `best_finetuned` config/best.yaml now (bench/table.py's dlib_ft_best):
-YuNet 0.6, else 0.3 → MTCNN → Haar → guess, the central face, the network fine-tuned on that chain's crops.
+(bench/table.py's dlib_ft_best_mtcnn); `best_finetuned_nofill` YuNet 0.6, else 0.3 → MTCNN → Haar → guess, the
+central face, the network fine-tuned on that chain's crops (dlib_ft_best_nofill); `best_finetuned` config/best.yaml
+now (dlib_ft_best): the same chain with black patches filled before faces and landmarks are looked for
+(`crop.fill_dark_patches`), fine-tuned on its crops.
 """
     write_section("occluded", md)
     print(md)

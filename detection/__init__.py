@@ -16,6 +16,7 @@ _HOME = {
     "detection.chain": ["CENTER", "GUESS", "Crop", "chain_steps", "crop_face", "describe_chain"],
     "detection.detectors": ["DETECTORS", "MTCNN_STAGES", "Detections", "detect"],
     "detection.images": ["IMAGE_EXTENSIONS", "ImageReadError", "list_images", "read_image"],
+    "detection.occluders": ["dark_patches", "fill_dark_patches"],
     "detection.report": ["CropReport"],
 }
 _MODULE_OF = {name: module for module, names in _HOME.items() for name in names}

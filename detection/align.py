@@ -53,13 +53,15 @@ def similarity_align(image: np.ndarray, landmarks: np.ndarray, size: int) -> np.
                           flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
-def dlib_align(image: np.ndarray, box: np.ndarray, size: int) -> np.ndarray:
+def dlib_align(image: np.ndarray, box: np.ndarray, size: int, seen: np.ndarray | None = None) -> np.ndarray:
     """dlib's own alignment (the one its face descriptor was trained on): its 5-point shape
-    predictor inside the box, then `get_face_chip` with dlib's default 25% padding."""
+    predictor inside the box (placed on `seen`, a copy with occluders filled in, when given), then
+    `get_face_chip` of the photo itself with dlib's default 25% padding."""
     import dlib
 
     image = np.ascontiguousarray(image)
-    return np.asarray(dlib.get_face_chip(image, dlib_landmarks(image, box), size=size, padding=0.25))
+    shape = dlib_landmarks(image if seen is None else seen, box)
+    return np.asarray(dlib.get_face_chip(image, shape, size=size, padding=0.25))
 
 
 def guessed_box(image: np.ndarray, side: float) -> np.ndarray:

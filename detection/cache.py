@@ -21,7 +21,8 @@ from utils import atomic_write
 CROP_VERSION = 2  # bump when the cropping code changes what a setting produces: old cache entries go stale
 CROP_KEYS = ("detector", "fallback", "align", "margin", "size", "min_size", "min_confidence",
              "cascade", "scale_factor", "min_neighbors", "yunet_confidence", "mtcnn_thresholds",
-             "guess_side", "subject", "yunet_low_confidence")  # every crop setting that changes a crop
+             "guess_side", "subject", "yunet_low_confidence",
+             "fill_dark_patches")  # every crop setting that changes a crop
 
 
 def crop_settings(cfg: dict) -> dict:
@@ -40,6 +41,8 @@ def crop_settings(cfg: dict) -> dict:
         params.pop("guess_side", None)
     if params.get("subject", "largest") == "largest":
         params.pop("subject", None)
+    if not params.get("fill_dark_patches", False):
+        params.pop("fill_dark_patches", None)
     return params
 
 

@@ -13,7 +13,8 @@ import detection.cache
 import faces
 from conftest import FACES, needs_shared, SHARED
 from detection import (ARCFACE_TEMPLATE, Detections, ImageReadError, crop_face, crop_key, crop_one, crop_paths,
-                       describe_chain, detect, load_crop, read_image, similarity_align, similarity_matrix, square_crop)
+                       dark_patches, describe_chain, detect, fill_dark_patches, load_crop, read_image, similarity_align,
+                       similarity_matrix, square_crop)
 from utils import ConfigError, load_config
 
 CROP = load_config()["crop"]  # the design's default: haar, no alignment, centre crop as fallback
@@ -404,3 +405,58 @@ def test_a_photo_is_read_from_disk_once_when_cropped(tmp_path, monkeypatch):
     assert not any(isinstance(fp, (str, Path)) and Path(fp) == photo for fp in opened)  # decoded from the bytes read
     with pytest.raises(ImageReadError, match="one.jpg"):
         read_image(photo, b"not an image")
+
+
+def _covered(image: np.ndarray, side: float = 0.3, at: tuple[float, float] = (0.5, 0.4)) -> np.ndarray:
+    """The photo with a black square (side a share of its shorter side) centred at `at` (shares of width, height)."""
+    out = image.copy()
+    h, w = image.shape[:2]
+    s = int(side * min(h, w))
+    x, y = int(at[0] * w - s / 2), int(at[1] * h - s / 2)
+    out[y:y + s, x:x + s] = 0
+    return out
+
+
+def test_black_patches_are_found_and_filled_but_not_a_thin_dark_band():
+    clean = read_image(FACES / "one_face.jpg")
+    covered = _covered(clean)
+    mask = dark_patches(covered)
+    side = int(0.3 * min(clean.shape[:2]))
+    assert abs(int(mask.sum()) - side * side) <= 0.05 * side * side  # the square, nothing else
+    filled = fill_dark_patches(covered)
+    assert filled.shape == covered.shape and (filled[mask > 0].max(axis=1) > 12).mean() > 0.9  # no longer black
+    band = clean.copy()
+    for i in range(min(clean.shape[:2])):
+        band[i, max(0, i - 6):i + 6] = 0  # a dark diagonal: large, but not a flat patch
+    assert not dark_patches(band).any()
+    assert fill_dark_patches(clean) is clean or not dark_patches(clean).any()
+
+
+def test_landmarks_are_placed_on_the_filled_photo_and_the_chip_cut_from_the_photo():
+    clean = read_image(FACES / "one_face.jpg")
+    cfg = dict(CROP, detector="mtcnn", fallback=["guess"], align="dlib", size=150)
+    covered = _covered(clean, 0.3, (0.4, 0.4))  # over an eye
+    plain, filled = crop_face(covered, cfg), crop_face(covered, dict(cfg, fill_dark_patches=True))
+    assert (filled.image.max(axis=2) <= 12).mean() > 0.05  # the square is still in the chip: cut from the photo as it is
+    reference = crop_face(clean, cfg).image.astype(float)
+    outside = (filled.image.max(axis=2) > 12) & (plain.image.max(axis=2) > 12)  # the pixels neither chip lost
+    assert outside.mean() > 0.5
+    # placed on the filled copy, the landmarks land where the clean photo's do: the chip matches it better
+    assert np.abs(filled.image.astype(float) - reference)[outside].mean() < np.abs(plain.image.astype(float) - reference)[outside].mean()
+
+
+def test_filling_dark_patches_is_in_the_cache_key_only_when_on():
+    data = (FACES / "one_face.jpg").read_bytes()
+    assert crop_key(data, dict(CROP, fill_dark_patches=False)) == crop_key(data, {k: v for k, v in CROP.items()
+                                                                                 if k != "fill_dark_patches"})
+    assert crop_key(data, dict(CROP, fill_dark_patches=True)) != crop_key(data, CROP)
+
+
+def test_a_checkpoint_written_before_the_new_face_rules_crops_as_it_did():
+    from network import legacy_crop
+
+    now = dict(CROP, detector="yunet", yunet_confidence=0.6, yunet_low_confidence=0.3, subject="central",
+               fill_dark_patches=True)
+    old = legacy_crop({k: v for k, v in now.items() if k not in ("yunet_low_confidence", "subject", "fill_dark_patches")}, now)
+    assert (old["subject"], old["fill_dark_patches"], old["yunet_low_confidence"]) == ("largest", False, 0.6)
+    assert legacy_crop(now, now) == now  # a checkpoint that has them keeps them
