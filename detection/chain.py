@@ -46,8 +46,8 @@ def describe_chain(cfg: dict) -> str:
 
 
 def crop_face(image: np.ndarray, cfg: dict) -> Crop | None:
-    """Crop the largest face found along the chain, aligned as crop.align asks; None when no
-    step finds a face (a chain without 'center')."""
+    """Crop the face found along the chain (of several, the one crop.subject names), aligned as
+    crop.align asks; None when no step finds a face (a chain without 'center')."""
     size, margin, align = int(cfg["size"]), float(cfg["margin"]), cfg["align"]
     seen = fill_dark_patches(image) if cfg.get("fill_dark_patches") else image  # where faces are looked for
     for step in chain_steps(cfg):
