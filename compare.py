@@ -25,6 +25,7 @@ def arguments(parser: argparse.ArgumentParser) -> None:
 
 def compare(args: argparse.Namespace) -> int:
     from network import load_for_inference
+    from search.exact import unit
     from search.retrieval import embed_paths
 
     model, cfg, device = load_for_inference(args.checkpoint, args.config, args.overrides)
@@ -38,8 +39,8 @@ def compare(args: argparse.Namespace) -> int:
     emb = embed_paths(paths, model, cfg, device, "photos")
     if len(emb.embeddings) < 2:
         raise DataError(f"no face to compare in {', '.join(emb.skipped) or 'the photos'}")
-    a, b = emb.embeddings
-    distance = max(0.0, float(1.0 - (a @ b) / ((a @ a) ** 0.5 * (b @ b) ** 0.5)))  # rounding: never below 0
+    a, b = unit(emb.embeddings)
+    distance = max(0.0, float(1.0 - a @ b))  # cosine distance, as search answers it; rounding: never below 0
     limit = threshold_for_far(calib, args.far)
     verdict = "same person" if decide(distance, limit) else "not the same person"
     print(f"{verdict}: distance {distance:.3f}, threshold {limit['threshold']:.3f} at a false-accept rate of "

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from evaluation.metrics import rate_threshold
+
 FARS = (1e-2, 1e-3, 1e-4)  # the verification rates a checkpoint carries thresholds for
 MIN_PAIRS = 10  # impostor pairs at or below a threshold for its rate to count as measured
 TAIL = 20_000  # the lowest impostor distances kept (every FAR ≥ TAIL / impostor pairs is exact)
@@ -70,11 +72,10 @@ def tar_at(calib: dict, threshold: float) -> float:
 def threshold_for_far(calib: dict, far: float) -> dict:
     """The largest distance whose false-accept rate is at most `far`: {threshold, far, tar, pairs,
     supported}; pairs: how many impostor pairs lie at or below it (supported when ≥ MIN_PAIRS)."""
-    tail, total = np.asarray(calib["impostor_tail"]), calib["impostor_pairs"]
-    allowed = int(np.floor(far * total))  # impostor pairs that may fall at or below the threshold
+    tail, total = np.asarray(calib["impostor_tail"], np.float32), calib["impostor_pairs"]  # kept as float32
+    threshold, allowed = rate_threshold(tail, far, total)  # allowed: impostor pairs at or below the threshold
     if allowed >= len(tail):
         raise ValueError(f"FAR {far:g} lies beyond the kept impostor tail ({len(tail)} of {total} pairs)")
-    threshold = float(np.nextafter(np.float32(tail[allowed]), np.float32(-np.inf)))  # just below the next impostor
     return {"threshold": threshold, "far": far, "tar": tar_at(calib, threshold), "pairs": allowed,
             "supported": allowed >= MIN_PAIRS}
 

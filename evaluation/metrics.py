@@ -177,16 +177,26 @@ def format_metrics(report: dict, keys=SUMMARY, digits: int = 3) -> str:
 # ---------------------------------------------------------------- verification and open-set identification
 # Distances, not ranked lists: lower is more alike (cosine distance for unit embeddings), as search answers.
 
+def rate_threshold(sorted_values: np.ndarray, rate: float, total: int | None = None) -> tuple[float, int]:
+    """The largest distance with at most a fraction `rate` of `total` values at or below it (`sorted_values`:
+    ascending, all of them or only the lowest; `total` defaults to their number): (threshold, how many values
+    may lie at or below it). Just below the first value past that allowance, in the values' own precision;
+    +inf when every value given is allowed. Calibration and the verification metrics share this rule."""
+    total = len(sorted_values) if total is None else int(total)
+    allowed = int(np.floor(rate * total))
+    if allowed >= len(sorted_values):
+        return float("inf"), allowed
+    value = np.asarray(sorted_values[allowed])
+    return float(np.nextafter(value, np.array(-np.inf, dtype=value.dtype))), allowed
+
+
 def tar_at_far(genuine: np.ndarray, impostor: np.ndarray, far: float) -> float:
     """Verification (IJB-C's TAR@FAR): the fraction of genuine pairs accepted at the largest threshold that
     accepts at most a fraction `far` of the impostor pairs."""
     genuine, impostor = np.sort(np.asarray(genuine, float)), np.sort(np.asarray(impostor, float))
     if not len(genuine) or not len(impostor):
         return 0.0
-    allowed = int(np.floor(far * len(impostor)))
-    if allowed >= len(impostor):
-        return 1.0
-    threshold = np.nextafter(impostor[allowed], -np.inf)  # just below the first impostor past the allowance
+    threshold, _ = rate_threshold(impostor, far)
     return float(np.searchsorted(genuine, threshold, side="right")) / len(genuine)
 
 
@@ -199,8 +209,7 @@ def dir_at_fpir(mated_best: np.ndarray, mated_correct: np.ndarray, non_mated_bes
     mated, correct = np.asarray(mated_best, float), np.asarray(mated_correct, bool)
     if not len(non_mated) or not len(mated):
         return 0.0
-    allowed = int(np.floor(fpir * len(non_mated)))
-    threshold = np.inf if allowed >= len(non_mated) else np.nextafter(non_mated[allowed], -np.inf)
+    threshold, _ = rate_threshold(non_mated, fpir)
     return float(np.mean(correct & (mated <= threshold)))
 
 

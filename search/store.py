@@ -355,7 +355,9 @@ def match_words(best: float, limit: dict | None) -> str:
     rate = (f"threshold {limit['threshold']:.3f} at a false-positive identification rate of {limit['fpir']:g} for "
             f"{limit['gallery_size']} photos" + ("" if limit["supported"] else
                                                  ", resting on too few impostor pairs to trust"))
-    if best <= limit["threshold"]:
+    from evaluation.calibration import decide
+
+    if decide(best, limit):
         return f"a match: the best distance {best:.3f} is within the {rate}"
     return f"no one in the gallery matches: the best distance {best:.3f} is beyond the {rate}"
 
@@ -455,9 +457,11 @@ def store_command(args: argparse.Namespace) -> int:
         model, cfg = store.model()
         query = embed_paths([Path(i) for i in items], model, cfg, "cpu", "queries")
         dist, names = store.search(query.embeddings, args.k)
+        from evaluation.calibration import decide
+
         limit = store.threshold(args.fpir or float(cfg["retrieval"]["fpir"]))
         for q, d, n in zip(query.names, dist, names):
-            print(q + ": " + "  ".join(f"{name} ({x:.3f}{'' if limit is None or x <= limit['threshold'] else ', probably someone else'})"
+            print(q + ": " + "  ".join(f"{name} ({x:.3f}{'' if limit is None or decide(x, limit) else ', probably someone else'})"
                                        for name, x in zip(n, d) if name))
             print("  " + match_words(d[0] if len(d) else float("inf"), limit))
     return 0

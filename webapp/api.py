@@ -13,6 +13,7 @@ every answer carries.
 from __future__ import annotations
 
 from fastapi import APIRouter, File, Request, UploadFile
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from webapp.dependencies import POST, read, service, session_id, with_cookie
@@ -47,20 +48,14 @@ async def answer(request: Request, action, *args):
     if action is not None:
         await svc.call(sid, action, *args)
     body = await svc.call(sid, svc.state)
-    return with_cookie(request, _json(dict(body, session=sid)))
-
-
-def _json(body: dict):
-    from fastapi.responses import JSONResponse
-
-    return JSONResponse(body)
+    return with_cookie(request, JSONResponse(dict(body, session=sid)))
 
 
 @api.get("/info")
 async def info(request: Request):
     """The store: photos, checkpoint, index, learned names, feedback methods, whether it is calibrated."""
     svc = service(request)
-    return with_cookie(request, _json(await svc.call(session_id(request), svc.info)))
+    return with_cookie(request, JSONResponse(await svc.call(session_id(request), svc.info)))
 
 
 @api.post("/search", **POST)

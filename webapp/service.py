@@ -23,6 +23,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from evaluation.calibration import decide
 from search.exact import unit
 from search.store import NotFoundError, StoreError, match_words
 from utils import get_logger
@@ -344,7 +345,7 @@ class Service:
         and decisions, the marks so far (the JSON API's answer to every search action)."""
         store = self.store()
         limit = store.threshold(s.fpir)
-        results = [{"name": n, "distance": round(d, 6), "same_person": None if limit is None else d <= limit["threshold"]}
+        results = [{"name": n, "distance": round(d, 6), "same_person": None if limit is None else decide(d, limit)}
                    for n, d in s.results]
         best = min((d for _, d in s.results), default=float("inf"))
         notes, s.notes = s.notes, []
@@ -361,6 +362,8 @@ class Service:
     # ------------------------------------------------------------ what the page shows
     def view(self, s: Session, gallery_page: int = 0) -> dict:
         """Everything the page template draws, read once: the store, the search, this round, the gallery."""
+        from detection import describe_chain
+
         store = self.store()
         _, names, _ = store.vectors()
         crop = store.meta["preprocessing"]["crop"]
@@ -376,10 +379,10 @@ class Service:
             except NotFoundError:
                 continue  # removed meanwhile
             cards.append({"name": name, "distance": dist, "how": how_words(how), "mark": s.marks.get(name),
-                          "beyond": limit is not None and dist > limit["threshold"]})
+                          "beyond": limit is not None and not decide(dist, limit)})
         relevant = sum(s.marks.values())
         return {"root": str(self.root), "photos": len(names), "learned": store.learned_names(),
-                "chain": " → ".join([crop["detector"]] + list(crop.get("fallback") or [])), "align": crop["align"],
+                "chain": describe_chain(crop), "align": crop["align"],
                 "notes": notes, "s": s, "crop_version": f"{s.round}-{int(s.used * 1000)}", "cards": cards,
                 "relevant": relevant, "irrelevant": len(s.marks) - relevant, "methods": self.methods,
                 "gallery": names[page * per:(page + 1) * per], "page": page, "pages": pages,
