@@ -1,4 +1,4 @@
-"""The embedding network: a backbone from backbones.py, GeM or average pooling, a head chosen by
+"""The embedding network: a backbone from backbones/, GeM or average pooling, a head chosen by
 name, and an L2-normalised output. The model carries its preprocessing (`model.meta`: crop and
 input settings), saved in every checkpoint, so `embed(model, crops)` needs nothing else."""
 from __future__ import annotations

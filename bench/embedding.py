@@ -20,7 +20,7 @@ What is compared, per (backbone, batch), in one fresh subprocess each:
   efficientnet_lite0, each with its classifier replaced by nn.Identity (conv trunk + global average
   pooling): at small inputs a 1000-way classifier (VGG16's 25088×4096 above all) would cost the
   limit more than facematch's whole head, flattering facematch.
-- dlib_resnet has no torchvision twin: its limit is the same dlib_net.DlibResNet module called on
+- dlib_resnet has no torchvision twin: its limit is the same backbones.dlib_resnet.DlibResNet module called on
   ready batches, and dlib-bin's own `compute_face_descriptor` on the same 150×150 chips is timed
   beside both (the C++ network facematch's module was read from). It runs at 150 px whatever --size says.
 
@@ -130,9 +130,9 @@ def bare_model(arch: str):
     import torchvision
 
     if arch == "dlib_resnet":  # facematch's own module is the library here: dlib ships no PyTorch network
-        import dlib_net
+        from backbones.dlib_resnet import DlibResNet
 
-        return dlib_net.DlibResNet().eval().to(memory_format=torch.channels_last)
+        return DlibResNet().eval().to(memory_format=torch.channels_last)
     if arch == "efficientnet_lite0":
         import timm
 
@@ -475,7 +475,7 @@ and normalised beforehand (float32, channels-last), under inference_mode: `torch
 for efficientnet_lite0 timm's `tf_efficientnet_lite0` (facematch's own trunk: torchvision has no Lite0), each with
 its classifier replaced by `nn.Identity` (conv trunk + global average pooling; at small inputs a 1000-way
 classifier, VGG16's 25088×4096 above all, would slow the limit down more than facematch's whole head costs).
-**dlib_resnet** has no torchvision twin: its limit is facematch's own `dlib_net.DlibResNet` (the network read
+**dlib_resnet** has no torchvision twin: its limit is facematch's own `backbones.dlib_resnet.DlibResNet` (the network read
 from dlib's .dat) called on the ready batches, and beside it dlib-bin's `compute_face_descriptor`, the C++ network
 it was read from, on the same 150×150 chips, batch by batch (its table below).
 

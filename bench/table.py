@@ -542,7 +542,7 @@ def write_finetune() -> None:
 Command: `.venv/bin/python bench/table.py finetune` (commit {git_rev()}; resumable). Machine: {machine()}.
 The development competition of the results table above (same test people, same training people, a tenth of
 them held out to choose). Every row: MTCNN → Haar → centre crops of dlib's 150-px chip (config/best.yaml's chain
-before issue 17), dlib_resnet (dlib's network read into PyTorch by `dlib_net.py`) and config/best.yaml's retrieval
+before issue 17), dlib_resnet (dlib's network read into PyTorch by `backbones/dlib_format.py`) and config/best.yaml's retrieval
 (flip TTA, aqe); trained with the table's budget (4 epochs × 60 batches of 16 people × 4 photos, warm-up half an
 epoch, cosine decay; AdamW), except the last five rows: config/best.yaml itself (6 epochs × 93 batches) with the
 chain it had before the speed work of issue 17 (MTCNN → YuNet 0.3 → Haar → guess, the largest face); dlib's

@@ -1,4 +1,4 @@
-"""The backbone registry: offline pretrained weights and honest loading (dlib's network: test_dlib_net.py)."""
+"""The backbone registry: offline pretrained weights and honest loading (dlib's network: test_dlib_resnet.py)."""
 from __future__ import annotations
 
 import urllib.error
@@ -9,13 +9,14 @@ import torch
 import torchvision
 
 import backbones
+from backbones import dlib_resnet, imagenet
 from backbones import BACKBONES, WeightsError, build_backbone, read_state_dict
 from conftest import FIXTURES
 from utils import ConfigError, package_file
 
 JOHNS = FIXTURES / "dlib_johns"
-MOBILENET_FILE = package_file(*backbones.MOBILENET_PACKAGE)
-EFFICIENTNET_FILE = package_file(*backbones.EFFICIENTNET_PACKAGE)
+MOBILENET_FILE = package_file(*imagenet.MOBILENET_PACKAGE)
+EFFICIENTNET_FILE = package_file(*imagenet.EFFICIENTNET_PACKAGE)
 
 
 @pytest.fixture
@@ -68,7 +69,7 @@ def test_mobilenet_v2_prefers_the_torch_cache(offline):
 def test_efficientnet_lite0_loads_its_offline_file_with_every_key_mapped():
     bb = build_backbone("efficientnet_lite0", "pretrained")
     file = read_state_dict(EFFICIENTNET_FILE)
-    key_map = backbones.efficientnet_lite_key_map(bb.module)
+    key_map = imagenet.efficientnet_lite_key_map(bb.module)
     assert set(key_map) == set(file) - {"_fc.weight", "_fc.bias"} and len(key_map) == 294
     assert set(key_map.values()) == set(bb.module.state_dict())
     state = bb.module.state_dict()
@@ -152,7 +153,7 @@ def test_resnet_imagenet_weights_offline_fail_clearly(offline):
 def test_every_backbone_builds_without_reading_weights(name, monkeypatch):
     # None: a checkpoint comes next, so no weights file is opened
     monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("a weights file was read"))
-    monkeypatch.setattr(backbones.dlib_net, "read_dat", lambda *a, **k: pytest.fail("a .dat file was read"))
+    monkeypatch.setattr(dlib_resnet, "read_dat", lambda *a, **k: pytest.fail("a .dat file was read"))
     bb = build_backbone(name, None)
     assert {"input_size", "mean", "std", "max_pixel_value", "crop"} <= set(bb.meta)
     assert len(bb.meta["mean"]) == len(bb.meta["std"]) == 3 and isinstance(bb.meta["max_pixel_value"], float)

@@ -1,5 +1,5 @@
-"""dlib's face-recognition ResNet (dlib_face_recognition_resnet_model_v1.dat) as a PyTorch module:
-the project's own reader of dlib's serialization, and the network it describes.
+"""The project's own reader of dlib's serialization (dlib_face_recognition_resnet_model_v1.dat), and the
+topology of the network it describes (backbones.dlib_resnet builds it in PyTorch).
 
 Written by hand because no library reads dlib's format into PyTorch: dlib's own Python binding
 runs the network one chip at a time without BLAS (about 10 chips/s here) and cannot be trained.
@@ -27,9 +27,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
-import torch.nn as nn
-import torch.nn.functional as F
 
 CHIP = 150
 # (filters, down-sampling) of each residual block, from the input end.
@@ -213,99 +210,3 @@ def read_dat(path: str | Path) -> dict:
     if len(out["convs"]) != 1 + 2 * len(BLOCKS) or len(out["affines"]) != 1 + 2 * len(BLOCKS):
         raise r.fail("not the ResNet-29 of dlib's face recognition")
     return out
-
-
-class Affine(nn.Module):
-    """dlib's affine layer: a learnable scale and shift per channel (batch norm folded in)."""
-
-    def __init__(self, channels: int):
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(channels))
-        self.bias = nn.Parameter(torch.zeros(channels))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
-
-
-def add_padded(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """dlib's add_prev: the larger size of each dimension, the smaller input zero-padded at the end."""
-    if a.shape == b.shape:
-        return a + b
-    c, h, w = (max(x, y) for x, y in zip(a.shape[1:], b.shape[1:]))
-
-    def pad(t: torch.Tensor) -> torch.Tensor:
-        return F.pad(t, (0, w - t.shape[3], 0, h - t.shape[2], 0, c - t.shape[1]))
-
-    return pad(a) + pad(b)
-
-
-class Block(nn.Module):
-    """One residual block: conv, affine, relu, conv, affine, added to the input (average-pooled
-    2x2/2 when the block down-samples), then relu."""
-
-    def __init__(self, inputs: int, filters: int, down: bool):
-        super().__init__()
-        self.down = down
-        self.conv1 = nn.Conv2d(inputs, filters, 3, stride=2 if down else 1, padding=0 if down else 1)
-        self.affine1 = Affine(filters)
-        self.conv2 = nn.Conv2d(filters, filters, 3, padding=1)
-        self.affine2 = Affine(filters)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.affine2(self.conv2(F.relu(self.affine1(self.conv1(x)))))
-        return F.relu(add_padded(y, F.avg_pool2d(x, 2, 2) if self.down else x))
-
-
-class DlibResNet(nn.Module):
-    """dlib's face-recognition ResNet-29: (B, 3, 150, 150) RGB chips holding 0..255 pixel values
-    (dlib's get_face_chip, crop.align=dlib) -> (B, 128) descriptors, not normalised, as dlib's.
-    Every layer is a plain PyTorch layer: it runs batched on CPU and GPU, and it trains."""
-
-    def __init__(self, mean: tuple[float, float, float] = (122.782, 117.001, 104.298)):
-        super().__init__()
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
-        self.stem = nn.Sequential(nn.Conv2d(3, 32, 7, stride=2), Affine(32), nn.ReLU(), nn.MaxPool2d(3, 2))
-        blocks, inputs = [], 32
-        for filters, down in BLOCKS:
-            blocks.append(Block(inputs, filters, down))
-            inputs = filters
-        starts = np.cumsum((0,) + LEVEL_BLOCKS)
-        for i, name in enumerate(LEVELS[1:-1]):
-            self.add_module(name, nn.Sequential(*blocks[starts[i]:starts[i + 1]]))
-        self.fc = nn.Linear(256, 128, bias=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = (x - self.mean) / 256.0
-        x = self.stem(x)
-        for name in LEVELS[1:-1]:
-            x = getattr(self, name)(x)
-        return self.fc(x.mean(dim=(2, 3)))
-
-    def load_dat(self, path: str | Path) -> "DlibResNet":
-        """Fill every weight from dlib's .dat file (read_dat), checking each shape."""
-        net = read_dat(path)
-        if tuple(net["size"]) != (CHIP, CHIP):
-            raise DlibFormatError(f"{path}: a network for {net['size']} chips, not {CHIP}x{CHIP}")
-        convs = [self.stem[0]] + [c for b in self.blocks() for c in (b.conv1, b.conv2)]
-        affines = [self.stem[1]] + [a for b in self.blocks() for a in (b.affine1, b.affine2)]
-        with torch.no_grad():
-            for conv, (w, b, stride, padding) in zip(convs, net["convs"]):
-                if tuple(w.shape) != tuple(conv.weight.shape) or tuple(stride) != conv.stride \
-                        or tuple(padding) != conv.padding:
-                    raise DlibFormatError(f"{path}: a convolution {w.shape} stride {stride} padding {padding} "
-                                          f"where this network has {tuple(conv.weight.shape)} {conv.stride} {conv.padding}")
-                conv.weight.copy_(torch.from_numpy(w))
-                conv.bias.copy_(torch.from_numpy(b))
-            for affine, (gamma, beta) in zip(affines, net["affines"]):
-                affine.weight.copy_(torch.from_numpy(gamma))
-                affine.bias.copy_(torch.from_numpy(beta))
-            self.fc.weight.copy_(torch.from_numpy(net["fc"]))
-            self.mean.copy_(torch.tensor(net["mean"], dtype=torch.float32).view(1, 3, 1, 1))
-        return self
-
-    def blocks(self) -> list[Block]:
-        return [b for name in LEVELS[1:-1] for b in getattr(self, name)]
-
-    def levels(self) -> list[nn.Module]:
-        """The parts a fine-tuning freezes or trains, from the input end (LEVELS)."""
-        return [getattr(self, name) for name in LEVELS]

