@@ -63,7 +63,7 @@ serve: venv
 	  test -f $(BEST) || { echo "== $(BEST): config/best.yaml's model, written once"; \
 	    $(PY) train.py --config config/best.yaml data.train_dir=data/sample/people || exit 1; }; \
 	  echo "== building $(STORE): data/sample/people embedded by $(BEST)"; \
-	  $(PY) -m search.store build --store $(STORE) --checkpoint $(BEST) data/sample/people || exit 1; }
+	  $(PY) -m cli.gallery build --store $(STORE) --checkpoint $(BEST) data/sample/people || exit 1; }
 	$(PY) web.py --store $(STORE)
 
 # bench: the speed benchmarks of issue 9, each rewriting its own section of bench/RESULTS.md (about

@@ -26,7 +26,7 @@ def arguments(parser: argparse.ArgumentParser) -> None:
 def compare(args: argparse.Namespace) -> int:
     from network import load_for_inference
     from search.exact import unit
-    from search.retrieval import embed_paths
+    from pipeline.embedding import embed_paths
 
     model, cfg, device = load_for_inference(args.checkpoint, args.config, args.overrides)
     calib = model.meta.get("calibration")

@@ -51,6 +51,34 @@ def identity_split(people: list[str], fraction: float, seed: int) -> tuple[list[
     return sorted(order[n_out:]), sorted(order[:n_out])
 
 
+
+
+
+def pick_queries(items: list, queries_per_person: int, rng: random.Random) -> tuple[list, list]:
+    """One person's (queries, gallery): the items shuffled by `rng`, the first queries_per_person of
+    them queries, always leaving one for the gallery. The one rule of the competitions split.py builds and of
+    validation on labelled people, so both pick alike from the same random stream."""
+    items = list(items)
+    rng.shuffle(items)
+    n = min(queries_per_person, len(items) - 1)
+    return items[:n], items[n:]
+
+
+def query_gallery_split(labels: list, queries_per_person: int, seed: int) -> tuple[list[int], list[int]]:
+    """Positions of queries and gallery items: queries_per_person photos of every person with at
+    least one photo left for the gallery become queries; all other photos form the gallery."""
+    by_label: dict = {}
+    for pos, label in enumerate(labels):
+        by_label.setdefault(label, []).append(pos)
+    rng = random.Random(seed)
+    queries, gallery = [], []
+    for label in sorted(by_label, key=str):
+        q, g = pick_queries(by_label[label], queries_per_person, rng)
+        queries += q
+        gallery += g
+    return sorted(queries), sorted(gallery)
+
+
 # ---------------------------------------------------------------- transforms
 
 def eval_transform(inp: dict) -> A.Compose:

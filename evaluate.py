@@ -11,7 +11,9 @@ import json
 import sys
 from pathlib import Path
 
-from evaluation.protocol import evaluate_checkpoint, format_report
+from competition.scoring import score_competition
+from network import load_for_inference
+from pipeline.protocol import evaluate_labelled, format_report
 from utils import run_command
 
 
@@ -22,6 +24,15 @@ def arguments(parser: argparse.ArgumentParser) -> None:
     where.add_argument("--competition", help="folder from split.py: test/query, test/gallery, ground_truth.json")
     where.add_argument("--labelled", help="identity folders <dir>/<person>/<photo>, split into query and gallery")
     parser.add_argument("--json", help="also write the metrics to this JSON file")
+
+
+def evaluate_checkpoint(checkpoint: str, cfg_files: list[str], overrides: list[str],
+                        competition: str | None = None, labelled: str | None = None) -> dict:
+    """Score a checkpoint on a competition folder (with its ground truth) or on identity folders."""
+    model, cfg, device = load_for_inference(checkpoint, cfg_files, overrides)
+    if competition:
+        return score_competition(model, cfg, device, competition, Path(checkpoint).name)
+    return evaluate_labelled(model, cfg, device, labelled, Path(checkpoint).name)
 
 
 def evaluate(args: argparse.Namespace) -> int:

@@ -73,7 +73,8 @@ def submit(payload: dict, url: str, timeout: float = 30, retries: int = 3, backo
 def rank_test_set(checkpoint: str, test_dir: str | Path, cfg_files: list[str], overrides: list[str]) -> tuple[dict, set[str], int]:
     """Crop and embed test/query and test/gallery, rank; returns (payload, gallery names, k)."""
     from network import load_for_inference
-    from search.retrieval import embed_folder, rank
+    from pipeline.embedding import embed_folder
+    from search.retrieval import rank
 
     model, cfg, device = load_for_inference(checkpoint, cfg_files, overrides)
     test_dir = Path(test_dir)

@@ -39,7 +39,7 @@ from evaluation.calibration import calibrate
 from evaluation.calibration import summary as calibration_summary
 from evaluation.metrics import SUMMARY
 from evaluation.plots import draw_curve
-from evaluation.protocol import format_report
+from pipeline.protocol import format_report
 from network import (CheckpointError, EmbeddingNet, build_model, embed, load_model_state, model_from_config,
                      read_checkpoint, save_checkpoint)
 from training.data import crop_people, split_people
@@ -48,7 +48,7 @@ from training.distributed import Processes
 from training.frozen import FeatureDataset, FromFeatures, frozen_features
 from training.losses import build_loss
 from training.optim import make_optimizer, warmup_cosine
-from training.validation import check_monitor, validate
+from pipeline.validation import check_monitor, validate
 from utils import DataError, atomic_write, get_device, get_logger, load_config, run_command, seed_everything
 
 log = get_logger()

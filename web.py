@@ -39,7 +39,7 @@ log = get_logger()
 # ---------------------------------------------------------------- command line
 
 def arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--store", required=True, help="the gallery store's folder (python -m search.store build)")
+    parser.add_argument("--store", required=True, help="the gallery store's folder (python -m cli.gallery build)")
 
 
 def serve(args: argparse.Namespace) -> int:

@@ -57,9 +57,9 @@ def main() -> None:
     from competition import load_ground_truth
     from evaluation.calibration import pair_distances, threshold_for_far
     from evaluation.metrics import tar_at_far
-    from evaluation.protocol import decision_report
+    from pipeline.protocol import decision_report
     from network import load_for_inference, read_checkpoint
-    from search.retrieval import embed_folder
+    from pipeline.embedding import embed_folder
 
     cache = ["data.cache_dir=data/cache/crops"]
     if "calibration" not in read_checkpoint(args.checkpoint).get("meta", {}):

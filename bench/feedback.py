@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from competition import load_ground_truth
     from network import load_for_inference
-    from search.retrieval import embed_folder
+    from pipeline.embedding import embed_folder
 
     started = time.time()
     dev = ROOT / args.dev

@@ -151,9 +151,9 @@ def score(checkpoints: list[str], tag: str = "") -> None:
     """Each checkpoint's top-1/5/10, mAP@10 and MAP@R on data/dev with clean, occluded (the photo
     copy), cutout and gamma (evaluate.degrade, on the crop) queries, with its own retrieval settings."""
     from competition import load_ground_truth
-    from evaluation.protocol import score_embeddings
+    from pipeline.protocol import score_embeddings
     from network import load_for_inference
-    from search.retrieval import embed_folder
+    from pipeline.embedding import embed_folder
 
     OUT.mkdir(parents=True, exist_ok=True)
     for checkpoint in checkpoints:
@@ -202,9 +202,9 @@ def choose(checkpoint: str, only: str = "") -> None:
     """Each chain of CHOICES with one checkpoint's network, on the validation people only: every photo
     against the others (clean), and every occluded copy against the others' clean photos, with the
     detection time per photo (clean photos, fresh crops), so a chain is chosen without the test people."""
-    from evaluation.protocol import score_leave_one_out
+    from pipeline.protocol import score_leave_one_out
     from network import load_for_inference
-    from search.retrieval import embed_paths
+    from pipeline.embedding import embed_paths
     from utils import load_config
 
     OUT.mkdir(parents=True, exist_ok=True)

@@ -254,7 +254,7 @@ def score_checkpoint(name: str, reranks: list[list[str]], tta: str = "none", deg
     The photos are embedded once (query and gallery) and every re-ranking is scored on those embeddings."""
     from competition import load_ground_truth
     from network import batch_size_for, embed, load_for_inference
-    from search.retrieval import embed_folder
+    from pipeline.embedding import embed_folder
 
     model, cfg, device = load_for_inference(CKPT / name / "best.pt", [], [
         "data.cache_dir=data/cache/crops", f"retrieval.tta={tta}"])
@@ -275,7 +275,7 @@ def score_checkpoint(name: str, reranks: list[list[str]], tta: str = "none", deg
 
 def score_report(gt: dict, q_names: list[str], q_emb, g_names: list[str], g_emb, rcfg: dict, per_photo: float) -> dict:
     """The table's numbers for one ranking of named query and gallery embeddings against a ground truth."""
-    from evaluation.protocol import score_embeddings
+    from pipeline.protocol import score_embeddings
     from search.retrieval import retrieve
 
     g_index = {n: j for j, n in enumerate(g_names)}

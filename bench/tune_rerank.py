@@ -46,9 +46,9 @@ def main() -> None:
     import torch
     from tqdm import tqdm
 
-    from evaluation.protocol import score_labelled
+    from pipeline.protocol import score_labelled
     from network import load_for_inference
-    from search.retrieval import embed_paths
+    from pipeline.embedding import embed_paths
 
     if not Path(args.checkpoint).is_file():
         raise SystemExit(f"{args.checkpoint}: no such checkpoint (bench/table.py train dlib_alone makes the default)")
@@ -79,7 +79,7 @@ def main() -> None:
     test = ""
     if args.test:
         from competition import load_ground_truth
-        from search.retrieval import embed_folder
+        from pipeline.embedding import embed_folder
         from bench.table import score_report
 
         dev = Path(args.test)

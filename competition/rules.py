@@ -3,7 +3,6 @@ submission is, and how one is scored. Light on purpose (no torch), so the server
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 from typing import NamedTuple
 
@@ -48,16 +47,6 @@ def load_ground_truth(path: str | Path) -> dict:
             raise GroundTruthError(f"ground truth {path}: query '{query}' needs a non-empty list of gallery names")
     gt.setdefault("name", path.parent.name)
     return gt
-
-
-def pick_queries(items: list, queries_per_person: int, rng: random.Random) -> tuple[list, list]:
-    """One person's (queries, gallery): the items shuffled by `rng`, the first queries_per_person of
-    them queries, always leaving one for the gallery. The one rule of split.py's competitions and of
-    validation on labelled people, so both pick alike from the same random stream."""
-    items = list(items)
-    rng.shuffle(items)
-    n = min(queries_per_person, len(items) - 1)
-    return items[:n], items[n:]
 
 
 class Payload(NamedTuple):

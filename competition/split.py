@@ -1,5 +1,5 @@
 """A competition from labelled photos, deterministically from the seed: identity split, opaque
-names, the query/gallery rule (competition.rules.pick_queries), and the files written."""
+names, the query/gallery rule (dataset.pick_queries), and the files written."""
 from __future__ import annotations
 
 import hashlib
@@ -8,8 +8,7 @@ import random
 import shutil
 from pathlib import Path
 
-from competition.rules import pick_queries
-from dataset import identity_split, list_identities
+from dataset import identity_split, list_identities, pick_queries
 from detection import list_images
 from utils import DataError, atomic_write
 

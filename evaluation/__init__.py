@@ -1,3 +1,3 @@
-"""Scoring retrieval: the metrics (evaluation/metrics.py, names defined once and used by training,
-evaluation and the server), the protocol that ranks and scores (evaluation/protocol.py), the figures
-(evaluation/plots.py). `python evaluate.py` is its command."""
+"""Scoring, and nothing of photos or networks: the metrics (metrics.py, names defined once and used by
+training, evaluation and the server), same-person calibration (calibration.py) and the figures (plots.py).
+The protocol that embeds photos and scores them is pipeline/protocol.py."""

@@ -101,3 +101,15 @@ def summary(calib: dict) -> str:
              f"{'' if v['supported'] else ', too few to trust'})" for k, v in calib["thresholds"].items()]
     return (f"calibrated on {calib['people']} people ({calib['photos']} photos, {calib['genuine_pairs']} genuine and "
             f"{calib['impostor_pairs']} impostor pairs): " + "; ".join(parts))
+
+
+def match_words(best: float, limit: dict | None) -> str:
+    """The open-set decision for a search, in words: someone matches, or no one in the gallery does."""
+    if limit is None:
+        return "no calibration in this model: every result is a candidate, none is a decision"
+    rate = (f"threshold {limit['threshold']:.3f} at a false-positive identification rate of {limit['fpir']:g} for "
+            f"{limit['gallery_size']} photos" + ("" if limit["supported"] else
+                                                 ", resting on too few impostor pairs to trust"))
+    if decide(best, limit):
+        return f"a match: the best distance {best:.3f} is within the {rate}"
+    return f"no one in the gallery matches: the best distance {best:.3f} is beyond the {rate}"

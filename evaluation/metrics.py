@@ -215,3 +215,12 @@ def dir_at_fpir(mated_best: np.ndarray, mated_correct: np.ndarray, non_mated_bes
 
 VERIFICATION = {"tar@far=1e-2": 1e-2, "tar@far=1e-3": 1e-3}  # names of the verification metrics, and their rates
 OPEN_SET = {"dir@fpir=1e-2": 1e-2}  # names of the open-set identification metrics, and their rates
+
+
+def relevance_matrix(ranked: list[list[str]], correct: list[set[str]]) -> np.ndarray:
+    """Boolean (queries × ranks) matrix: is each ranked name one of the query's correct names."""
+    width = max((len(r) for r in ranked), default=0)
+    rel = np.zeros((len(ranked), width), dtype=bool)
+    for i, (names, good) in enumerate(zip(ranked, correct)):
+        rel[i, :len(names)] = [n in good for n in names]
+    return rel

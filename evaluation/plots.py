@@ -22,6 +22,16 @@ def _pyplot():
     return plt
 
 
+def _image(item) -> np.ndarray:
+    """A crop to draw: an RGB array as it is, or a crop file read."""
+    if isinstance(item, np.ndarray):
+        return item
+    from PIL import Image
+
+    with Image.open(item) as im:
+        return np.asarray(im.convert("RGB"))
+
+
 def _save(fig, path: str | Path, dpi: int = 80) -> Path:
     """Write `fig` as a PNG onto `path` atomically and close it."""
     plt = _pyplot()
@@ -132,18 +142,17 @@ def retrieval_figure(path: str | Path, query_crops: list, gallery_crops: list, r
     """Draw queries (left) with their top results, framed green when correct and red when not."""
     plt = _pyplot()
 
-    from detection import load_crop
 
     n = min(n_queries, len(query_crops))
     top = min(top, ranked.shape[1])
     fig, axes = plt.subplots(n, top + 1, figsize=(1.6 * (top + 1), 1.7 * n + 0.4), squeeze=False)
     for row in range(n):
-        axes[row, 0].imshow(load_crop(query_crops[row]))
+        axes[row, 0].imshow(_image(query_crops[row]))
         axes[row, 0].set_title("query", fontsize=8)
         for col in range(top):
             j = int(ranked[row, col])
             ax = axes[row, col + 1]
-            ax.imshow(load_crop(gallery_crops[j]))
+            ax.imshow(_image(gallery_crops[j]))
             good = j in correct[row]
             for spine in ax.spines.values():
                 spine.set_edgecolor("tab:green" if good else "tab:red")

@@ -139,7 +139,7 @@ def test_the_page_in_a_browser(tmp_path, tmp_path_factory):
         finally:
             browser.close()
     assert (tmp_path / "web.png").stat().st_size > 10_000
-    from search.store import GalleryStore
+    from pipeline.store import GalleryStore
 
     store = GalleryStore.open(root)
     assert store.learned_names() == ["John Doe"] and store.name_marks("John Doe") == 2
@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         shutil.copytree(args.store, Path(tmp) / Path(args.store).name)
         if args.hold_out:
-            from search.store import GalleryStore
+            from pipeline.store import GalleryStore
 
             store = GalleryStore.open(Path(tmp) / Path(args.store).name)
             store.remove([photo.name])

@@ -7,11 +7,11 @@ import numpy as np
 import torch
 
 import network
-from search import retrieval
+from pipeline import embedding as retrieval
 from conftest import PEOPLE
 from network import build_model
-from search.retrieval import embed_folder
-from search.cache import EmbeddingCache
+from pipeline.embedding import embed_folder
+from pipeline.embedding_cache import EmbeddingCache
 from utils import load_config
 
 

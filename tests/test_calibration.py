@@ -17,8 +17,9 @@ from evaluation.calibration import (calibrate, far_at, pair_distances, tar_at, t
                                     threshold_for_gallery)
 from evaluation.metrics import dir_at_fpir, tar_at_far
 from network import build_model, read_checkpoint, save_checkpoint
-from search import store as store_module
-from search.store import GalleryStore, match_words
+from cli import gallery as store_module
+from evaluation.calibration import match_words
+from pipeline.store import GalleryStore
 from utils import load_config
 
 PERSONS = sorted(p.name for p in PEOPLE.iterdir())

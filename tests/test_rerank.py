@@ -135,7 +135,7 @@ def test_unknown_reranker_and_euclidean_are_refused():
 
 
 def test_rank_and_evaluation_share_the_pipeline():
-    from evaluation.protocol import score_embeddings
+    from pipeline.protocol import score_embeddings
 
     names = ["g0", "g1", "g2"]
     assert retrieval.rank(Q, G, names, 3, cfg(rerank=["aqe"], qe_k=1)) == [["g0", "g1", "g2"]]
@@ -186,18 +186,18 @@ def test_degraded_evaluation_degrades_queries_only(tiny_cfg, tmp_path, monkeypat
     import split
     import train
     from conftest import PEOPLE
-    from evaluation import protocol
-    from evaluation.protocol import evaluate_checkpoint
+    from competition import scoring
+    from evaluate import evaluate_checkpoint
 
     embedded = []  # (folder name, degradation, embeddings) of every folder evaluation embeds
-    real = protocol.embed_folder
+    real = scoring.embed_folder
 
     def spy(folder, model, cfg, device, degradation="none"):
         out = real(folder, model, cfg, device, degradation)
         embedded.append((Path(folder).name, degradation, out.embeddings.copy()))
         return out
 
-    monkeypatch.setattr(protocol, "embed_folder", spy)
+    monkeypatch.setattr(scoring, "embed_folder", spy)
 
     comp = tmp_path / "comp"
     assert split.main(["--people", str(PEOPLE), "--out", str(comp), "split.test_fraction=0.4"]) == 0

@@ -4,9 +4,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from evaluation.protocol import query_gallery_split, score_embeddings
+from dataset import query_gallery_split
+from pipeline.protocol import score_embeddings
 from search.exact import distance_estimator
-from search.retrieval import rank, relevance_matrix
+from evaluation.metrics import relevance_matrix
+from search.retrieval import rank
 from utils import ConfigError, DataError, load_config
 
 

@@ -12,8 +12,9 @@ import torch
 
 from conftest import FACES, PEOPLE
 from network import build_model, save_checkpoint
-from search import store as store_module
-from search.store import GalleryStore, StoreError
+from cli import gallery as store_module
+from pipeline import store as store_lib
+from pipeline.store import GalleryStore, StoreError
 from utils import load_config
 
 
@@ -102,7 +103,7 @@ def test_a_failed_add_changes_nothing(tmp_path, tiny_cfg, photos, monkeypatch):
     def broken(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(store_module, "_write_crop", broken)
+    monkeypatch.setattr(store_lib, "_write_crop", broken)
     with pytest.raises(OSError):
         store.add([FACES / "one_face.jpg"])
     assert len(store) == 12 and store.info()["version"] == version

@@ -368,7 +368,7 @@ def test_validation_with_degraded_queries_can_choose_the_checkpoint(tiny_cfg):
 
 
 def test_leave_one_out_validation_queries_every_photo_against_the_others():
-    from evaluation.protocol import score_leave_one_out
+    from pipeline.protocol import score_leave_one_out
 
     emb = np.eye(4, dtype=np.float32)[[0, 0, 1, 2, 2]]  # photos 0,1 of A alike; C's two alike; B alone
     report = score_leave_one_out(emb, ["A", "A", "B", "C", "C"], load_config()["retrieval"])

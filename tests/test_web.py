@@ -25,7 +25,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 import web  # noqa: E402
 from network import build_model, save_checkpoint  # noqa: E402
 from search.exact import unit  # noqa: E402
-from search.store import GalleryStore, StoreError  # noqa: E402
+from pipeline.store import GalleryStore, StoreError  # noqa: E402
 from utils import load_config  # noqa: E402
 
 PERSONS = sorted(p.name for p in PEOPLE.iterdir())

@@ -1,3 +1,3 @@
 """What train.py's loop is made of: the people and their crops (data.py), the losses (losses.py) and
-distillation targets (distill.py), optimiser and schedule (optim.py), validation (validation.py), the
+distillation targets (distill.py), optimiser and schedule (optim.py), the
 frozen-backbone path (frozen.py) and several processes under torchrun (distributed.py)."""

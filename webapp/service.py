@@ -25,7 +25,8 @@ import numpy as np
 
 from evaluation.calibration import decide
 from search.exact import unit
-from search.store import NotFoundError, StoreError, match_words
+from evaluation.calibration import match_words
+from pipeline.store import NotFoundError, StoreError
 from utils import get_logger
 from webapp.errors import NoFace, NotFound, ServerFailure, TooLarge, UserError
 from webapp.uploads import check_upload, safe_name
@@ -95,7 +96,7 @@ class Service:
 
     def store(self):
         """The gallery store; call on the worker thread only."""
-        from search.store import GalleryStore
+        from pipeline.store import GalleryStore
 
         if self._store is None:
             self._store = GalleryStore.open(self.root)
@@ -140,7 +141,7 @@ class Service:
         """(unit embedding, crop, how the face was found in words, chain step) of an uploaded photo,
         with the store model's own crop settings; no face on a chain without centre is a NoFace (422)."""
         from detection import CENTER, ImageReadError, chain_steps, crop_one, load_crop
-        from search.retrieval import embed_paths
+        from pipeline.embedding import embed_paths
 
         model, cfg = self.store().model()
         ccfg = model.meta["crop"]

@@ -1,39 +1,24 @@
-"""The evaluation protocol: rank the whole gallery through the one retrieval pipeline and score it
-(top-1/5/10, mAP, MAP@R, recall@k, R-precision, nDCG@10), on a competition with its ground truth or on
-identity folders split into queries and gallery, plus the figures; leave-one-out for validation."""
+"""The evaluation protocol: rank the whole gallery through the one retrieval and score it (top-1/5/10, mAP,
+MAP@R, recall@k, R-precision, nDCG@10, TAR@FAR, DIR@FPIR), on identity folders split into queries and
+gallery, plus the figures; leave-one-out for validation. A competition folder with its ground truth is
+scored by competition/scoring.py over these parts."""
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 
 import numpy as np
 
-from competition import load_ground_truth, pick_queries
 from evaluation.metrics import (METRICS, OPEN_SET, VERIFICATION, dir_at_fpir, format_metrics,
-                                mean_average_precision, retrieval_report, tar_at_far)
+                                mean_average_precision, relevance_matrix, retrieval_report, tar_at_far)
 from evaluation.plots import curves_for, retrieval_figure
-from search.retrieval import embed_folder, embed_paths, relevance_matrix, retrieve
+from dataset import list_identities, query_gallery_split
+from pipeline.embedding import embed_paths
+from search.exact import unit
+from search.retrieval import retrieve
 from utils import DataError, get_logger
 
 log = get_logger()
-
-
-# ---------------------------------------------------------------- protocol on labelled data
-
-def query_gallery_split(labels: list, queries_per_person: int, seed: int) -> tuple[list[int], list[int]]:
-    """Positions of queries and gallery items: queries_per_person photos of every person with at
-    least one photo left for the gallery become queries; all other photos form the gallery."""
-    by_label: dict = {}
-    for pos, label in enumerate(labels):
-        by_label.setdefault(label, []).append(pos)
-    rng = random.Random(seed)
-    queries, gallery = [], []
-    for label in sorted(by_label, key=str):
-        q, g = pick_queries(by_label[label], queries_per_person, rng)
-        queries += q
-        gallery += g
-    return sorted(queries), sorted(gallery)
 
 
 def score_embeddings(query: np.ndarray, gallery: np.ndarray, correct: list[set[int]],
@@ -109,8 +94,6 @@ def decision_report(query: np.ndarray, gallery: np.ndarray, correct: list[set[in
     correct photos), and DIR@FPIR with each query as a mated probe (its gallery as it is) and as a
     non-mated one (its own person's photos taken out of the gallery), ranked by the retrieval pipeline
     (`retrieved`: its (distances, ranked) when the caller has them already)."""
-    from search.exact import unit
-
     q, g = unit(np.asarray(query, np.float32)), unit(np.asarray(gallery, np.float32))
     dist = 1.0 - q @ g.T
     genuine_mask = np.zeros(dist.shape, bool)
@@ -126,63 +109,37 @@ def decision_report(query: np.ndarray, gallery: np.ndarray, correct: list[set[in
     return report
 
 
-# ---------------------------------------------------------------- command line
+# ---------------------------------------------------------------- reports and figures
 
 def format_report(report: dict, keys=(*METRICS, *VERIFICATION, *OPEN_SET)) -> str:
     """Metrics in their registry order (those present), then the query count."""
     return format_metrics(report, keys) + f"  ({report.get('queries', '?')} queries)"
 
 
-def evaluate_checkpoint(checkpoint: str, cfg_files: list[str], overrides: list[str],
-                        competition: str | None = None, labelled: str | None = None) -> dict:
-    """Score a checkpoint on a competition folder (with ground truth) or on identity folders."""
-    from dataset import list_identities
-    from network import load_for_inference
-
-    model, cfg, device = load_for_inference(checkpoint, cfg_files, overrides)
-    degradation = cfg["evaluate"]["degrade"]
-    if competition:
-        comp = Path(competition)
-        gt = load_ground_truth(comp)
-        queries = embed_folder(comp / "test" / "query", model, cfg, device, degradation)
-        gallery = embed_folder(comp / "test" / "gallery", model, cfg, device)
-        g_index = {name: j for j, name in enumerate(gallery.names)}
-        unknown = [q for q in queries.names if q not in gt["queries"]]
-        if unknown:
-            log.warning(f"{len(unknown)} query photos are not in the ground truth, e.g. {unknown[0]}")
-        keep = [i for i, q in enumerate(queries.names) if q in gt["queries"]]
-        correct = [{g_index[g] for g in gt["queries"][queries.names[i]] if g in g_index} for i in keep]
-        q_emb = queries.embeddings[keep]
-        retrieved = retrieve(q_emb, gallery.embeddings, len(gallery.embeddings), cfg["retrieval"])  # once, for both
-        ranked = retrieved[1]
-        report = score_ranking(ranked, correct)
-        report.update(decision_report(q_emb, gallery.embeddings, correct, cfg["retrieval"], retrieved))
-        q_crops, g_crops = [queries.crops[i] for i in keep], gallery.crops
-        missing = len(set(gt["queries"]) - set(queries.names))
-        if missing:
-            report["queries_missing"] = missing
-            log.warning(f"{missing} ground-truth queries have no readable photo in {comp / 'test' / 'query'}")
-    elif labelled:
-        people = list_identities(labelled, 1)
-        paths = [p for photos in people.values() for p in photos]
-        labels = [name for name, photos in people.items() for _ in photos]
-        emb = embed_paths(paths, model, cfg, device, Path(labelled).name)
-        skipped = set(emb.skipped)
-        labels = [label for p, label in zip(paths, labels) if str(p) not in skipped]
-        q_emb = emb
-        if degradation != "none":  # every photo may be a query: embed the degraded copies too
-            q_emb = embed_paths([p for p in paths if str(p) not in skipped], model, cfg, device,
-                                "degraded queries", degradation)
-        report, q_pos, g_pos, ranked, correct = score_labelled(emb.embeddings, labels, cfg, q_emb.embeddings)
-        q_crops, g_crops = [q_emb.crops[i] for i in q_pos], [emb.crops[j] for j in g_pos]
-    else:
-        raise DataError("give --competition or --labelled")
-    ev = cfg["evaluate"]
-    title = f"{Path(checkpoint).name}: top-1 {report['top1']:.2f}, mAP {report['map']:.2f}"
-    fig = retrieval_figure(ev["figure"], q_crops, g_crops, ranked, correct, ev["figure_queries"],
-                           ev["figure_top"], title=title)
+def draw_figures(name: str, report: dict, q_crops: list, g_crops: list, ranked: np.ndarray, correct: list[set[int]],
+                 figure: str, figure_queries: int, figure_top: int) -> None:
+    """The retrieval grid, the recall@k curve and the precision-recall curve of one evaluation."""
+    title = f"{name}: top-1 {report['top1']:.2f}, mAP {report['map']:.2f}"
+    fig = retrieval_figure(figure, q_crops, g_crops, ranked, correct, figure_queries, figure_top, title=title)
     recall, pr = curves_for(fig, *relevance_of(ranked, correct), title=title)
     log.info(f"figures: {fig} (retrieval grid), {recall} (recall@k), {pr} (precision-recall)")
+
+
+def evaluate_labelled(model, cfg: dict, device, labelled: str | Path, name: str) -> dict:
+    """Score a model on identity folders (never trained on), split into queries and gallery, with figures."""
+    degradation = cfg["evaluate"]["degrade"]
+    people = list_identities(labelled, 1)
+    paths = [p for photos in people.values() for p in photos]
+    labels = [person for person, photos in people.items() for _ in photos]
+    emb = embed_paths(paths, model, cfg, device, Path(labelled).name)
+    skipped = set(emb.skipped)
+    labels = [label for p, label in zip(paths, labels) if str(p) not in skipped]
+    q_emb = emb
+    if degradation != "none":  # every photo may be a query: embed the degraded copies too
+        q_emb = embed_paths([p for p in paths if str(p) not in skipped], model, cfg, device,
+                            "degraded queries", degradation)
+    report, q_pos, g_pos, ranked, correct = score_labelled(emb.embeddings, labels, cfg, q_emb.embeddings)
+    ev = cfg["evaluate"]
+    draw_figures(name, report, [q_emb.crops[i] for i in q_pos], [emb.crops[j] for j in g_pos], ranked, correct,
+                 ev["figure"], ev["figure_queries"], ev["figure_top"])
     return report
-
-

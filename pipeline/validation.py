@@ -7,8 +7,8 @@ import torch
 from dataset import degrade
 from detection import load_crop
 from evaluation.metrics import METRICS
-from evaluation.protocol import score_labelled, score_leave_one_out
 from network import EmbeddingNet, embed
+from pipeline.protocol import score_labelled, score_leave_one_out
 from utils import ConfigError
 
 

@@ -3,32 +3,25 @@ of the checkpoint and preprocessing that made them, in one folder. Photos are ad
 embedded) and removed without a rebuild; every change is one SQLite transaction, and the index
 file is rewritten atomically after it.
 
-    python -m search.store build  --store stores/lfw --checkpoint checkpoints/demo/best.pt data/sample/people
-    python -m search.store add    --store stores/lfw new_photo.jpg more_photos/
-    python -m search.store remove --store stores/lfw 0a1b2c.jpg
-    python -m search.store info   --store stores/lfw
-    python -m search.store search --store stores/lfw query.jpg
-
-    store = GalleryStore.open("stores/lfw")        # Python API
+    store = GalleryStore.open("stores/lfw")
     store.add([...]); store.remove([...]); store.search(vectors, k) -> (distances, names)
     store.learn_name("Ann", [photo names]); store.search_name("Ann", k) -> (distances, names)
 
-A store refuses, with a message naming both, to take embeddings from another checkpoint.
+A store refuses, with a message naming both, to take embeddings from another checkpoint. Its command
+line is `facematch store` (cli/gallery.py).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import sqlite3
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from utils import FacematchError, atomic_write, get_logger, run_command
+from utils import FacematchError, atomic_write, get_logger
 
 log = get_logger()
 
@@ -115,7 +108,7 @@ class GalleryStore:
         """An existing store."""
         root = Path(root)
         if not (root / "store.sqlite").is_file():
-            raise StoreError(f"{root}: no store here (create one with `python -m search.store build`)")
+            raise StoreError(f"{root}: no store here (create one with `facematch store build`)")
         try:
             conn = sqlite3.connect(root / "store.sqlite")
             conn.executescript(SCHEMA)
@@ -136,7 +129,7 @@ class GalleryStore:
             raise StoreError(
                 f"{self.root} holds embeddings of {self.meta['checkpoint']} (fingerprint {self.meta['fingerprint'][:12]}); "
                 f"{path} is another model or preprocessing (fingerprint {fingerprint[:12]}): its embeddings cannot be "
-                f"mixed in. Build a new store for it with `python -m search.store build`.")
+                f"mixed in. Build a new store for it with `facematch store build`.")
         self._model = (model, cfg)
         return self._model
 
@@ -204,7 +197,7 @@ class GalleryStore:
     def add(self, paths: list[str | Path], checkpoint: str | Path | None = None) -> AddReport:
         """Crop, embed and store photos (files, or folders searched recursively) in one transaction;
         the same content is stored once. Nothing is stored when anything fails."""
-        from search.retrieval import embed_paths
+        from pipeline.embedding import embed_paths
 
         report = AddReport()
         known = {r[0] for r in self.conn.execute("SELECT sha1 FROM photos")}
@@ -348,20 +341,6 @@ class GalleryStore:
                     "SELECT COUNT(*) FROM names").fetchone()[0], "version": self.meta["version"]}
 
 
-def match_words(best: float, limit: dict | None) -> str:
-    """The open-set decision for a search, in words: someone matches, or no one in the gallery does."""
-    if limit is None:
-        return "no calibration in this model: every result is a candidate, none is a decision"
-    rate = (f"threshold {limit['threshold']:.3f} at a false-positive identification rate of {limit['fpir']:g} for "
-            f"{limit['gallery_size']} photos" + ("" if limit["supported"] else
-                                                 ", resting on too few impostor pairs to trust"))
-    from evaluation.calibration import decide
-
-    if decide(best, limit):
-        return f"a match: the best distance {best:.3f} is within the {rate}"
-    return f"no one in the gallery matches: the best distance {best:.3f} is beyond the {rate}"
-
-
 def _image_files(paths: list[str | Path]) -> list[Path]:
     """The image files named, and those under the folders named (searched recursively)."""
     from detection import IMAGE_EXTENSIONS, list_images
@@ -380,7 +359,7 @@ def _image_files(paths: list[str | Path]) -> list[Path]:
 def _new_photos(files: list[Path], known: set[str], report: AddReport) -> list[tuple[Path, str]]:
     """(file, sha1) of each file whose content is neither stored (`known`) nor earlier in the list;
     the others are reported as duplicates."""
-    from search.cache import file_sha1
+    from pipeline.embedding_cache import file_sha1
 
     fresh, seen = [], set()
     for f in files:
@@ -422,55 +401,3 @@ def _how(crop) -> str:
         except (OSError, ValueError):
             return "unknown"
     return "unknown"
-
-
-# ---------------------------------------------------------------- command line
-
-def arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("command", choices=["build", "add", "remove", "info", "search"])
-    parser.add_argument("items", nargs="*", help="photos or folders (build, add, search), names (remove), key=value overrides")
-    parser.add_argument("--store", required=True, help="the store's folder")
-    parser.add_argument("--checkpoint", help="build: the checkpoint whose embeddings the store holds")
-    parser.add_argument("-k", type=int, default=10, help="search: results per query photo")
-    parser.add_argument("--fpir", type=float, help="search: the false-positive identification rate of its "
-                                                   "'no one matches' (default retrieval.fpir)")
-
-
-def store_command(args: argparse.Namespace) -> int:
-    items = args.items
-    if args.command == "build":
-        if not args.checkpoint:
-            args.parser.error("build needs --checkpoint")
-        store = GalleryStore.create(args.store, args.checkpoint, args.config, args.overrides)
-        report = store.add(items) if items else AddReport()
-        print(f"built {args.store}: {report.summary()}")
-    elif args.command == "add":
-        print(f"{args.store}: {GalleryStore.open(args.store).add(items).summary()}")
-    elif args.command == "remove":
-        print(f"{args.store}: removed {GalleryStore.open(args.store).remove(items)}")
-    elif args.command == "info":
-        print(json.dumps(GalleryStore.open(args.store).info(), indent=1))
-    else:
-        from search.retrieval import embed_paths
-
-        store = GalleryStore.open(args.store)
-        model, cfg = store.model()
-        query = embed_paths([Path(i) for i in items], model, cfg, "cpu", "queries")
-        dist, names = store.search(query.embeddings, args.k)
-        from evaluation.calibration import decide
-
-        limit = store.threshold(args.fpir or float(cfg["retrieval"]["fpir"]))
-        for q, d, n in zip(query.names, dist, names):
-            print(q + ": " + "  ".join(f"{name} ({x:.3f}{'' if limit is None or decide(x, limit) else ', probably someone else'})"
-                                       for name, x in zip(n, d) if name))
-            print("  " + match_words(d[0] if len(d) else float("inf"), limit))
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    return run_command(__doc__, arguments, store_command, argv, prog="python -m search.store",
-                       config="the checkpoint's (build)", mixed="items")
-
-
-if __name__ == "__main__":
-    sys.exit(main())

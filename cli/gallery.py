@@ -1,0 +1,66 @@
+"""The gallery store's command line (pipeline/store.py is the store): build one for a checkpoint, add and
+remove photos, say what it holds, search it with photos.
+
+    facematch store build  --store stores/lfw --checkpoint checkpoints/demo/best.pt data/sample/people
+    facematch store add    --store stores/lfw new_photo.jpg more_photos/
+    facematch store remove --store stores/lfw 0a1b2c.jpg
+    facematch store info   --store stores/lfw
+    facematch store search --store stores/lfw query.jpg
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from evaluation.calibration import decide, match_words
+from pipeline.embedding import embed_paths
+from pipeline.store import AddReport, GalleryStore
+from utils import run_command
+
+
+def arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("command", choices=["build", "add", "remove", "info", "search"])
+    parser.add_argument("items", nargs="*", help="photos or folders (build, add, search), names (remove), key=value overrides")
+    parser.add_argument("--store", required=True, help="the store's folder")
+    parser.add_argument("--checkpoint", help="build: the checkpoint whose embeddings the store holds")
+    parser.add_argument("-k", type=int, default=10, help="search: results per query photo")
+    parser.add_argument("--fpir", type=float, help="search: the false-positive identification rate of its "
+                                                   "'no one matches' (default retrieval.fpir)")
+
+
+def store_command(args: argparse.Namespace) -> int:
+    items = args.items
+    if args.command == "build":
+        if not args.checkpoint:
+            args.parser.error("build needs --checkpoint")
+        store = GalleryStore.create(args.store, args.checkpoint, args.config, args.overrides)
+        report = store.add(items) if items else AddReport()
+        print(f"built {args.store}: {report.summary()}")
+    elif args.command == "add":
+        print(f"{args.store}: {GalleryStore.open(args.store).add(items).summary()}")
+    elif args.command == "remove":
+        print(f"{args.store}: removed {GalleryStore.open(args.store).remove(items)}")
+    elif args.command == "info":
+        print(json.dumps(GalleryStore.open(args.store).info(), indent=1))
+    else:
+        store = GalleryStore.open(args.store)
+        model, cfg = store.model()
+        query = embed_paths([Path(i) for i in items], model, cfg, "cpu", "queries")
+        dist, names = store.search(query.embeddings, args.k)
+        limit = store.threshold(args.fpir or float(cfg["retrieval"]["fpir"]))
+        for q, d, n in zip(query.names, dist, names):
+            print(q + ": " + "  ".join(f"{name} ({x:.3f}{'' if limit is None or decide(x, limit) else ', probably someone else'})"
+                                       for name, x in zip(n, d) if name))
+            print("  " + match_words(d[0] if len(d) else float("inf"), limit))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_command(__doc__, arguments, store_command, argv, prog="facematch store",
+                       config="the checkpoint's (build)", mixed="items")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

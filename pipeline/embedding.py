@@ -1,0 +1,89 @@
+"""Photos to embeddings, the one path used by evaluation, submission, the store, the search page and
+calibration: crop through the crop cache (the model's own crop settings), embed with the model's own
+preprocessing (optional flip TTA), keep each embedding in the embedding cache under the photo's content
+and the model's fingerprint.
+
+    folder = embed_folder("data/competition/test/gallery", model, cfg, device)   # names, crops, embeddings
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from dataset import degrade
+from detection import crop_paths, list_images, load_crop
+from network import EmbeddingNet, batch_size_for, checkpoint_fingerprint, embed
+from pipeline.embedding_cache import EmbeddingCache, file_sha1, photo_key
+from utils import DataError, get_logger
+
+log = get_logger()
+
+
+@dataclass
+class EmbeddedFolder:
+    """A folder's photos as embeddings; photos that could not be read are listed, not lost."""
+    names: list[str]
+    crops: list[Path | np.ndarray]   # crop-cache files (or arrays), for figures
+    embeddings: np.ndarray
+    skipped: list[str]
+    embedded: int = 0                # photos run through the network this time
+    from_cache: int = 0              # photos whose embedding came from the embedding cache
+    paths: list[Path] = field(default_factory=list)  # the photos behind names, in the same order
+
+
+def embed_paths(paths: list[Path], model: EmbeddingNet, cfg: dict, device, what: str,
+                degradation: str = "none") -> EmbeddedFolder:
+    """Crop (through the crop cache) and embed photos, both as the model was trained (model.meta).
+
+    Embeddings are kept in data.embedding_cache under the photo's content and the model's
+    fingerprint, so an unchanged photo is embedded once per model. With a degradation
+    (evaluate.degrade), each crop is degraded first, seeded by the photo's name and cfg['seed']
+    (so every model sees the same degraded queries), and the cache is not used.
+    """
+    crops, report = crop_paths(paths, model.meta["crop"], cfg["data"]["cache_dir"], desc=f"cropping {what}",
+                               workers=int(cfg["data"]["num_workers"]))
+    log.info(f"{what}: {report.summary()}")
+    kept = [(p, c) for p, c in zip(paths, crops) if c is not None]
+    tta = cfg["retrieval"]["tta"]
+    images = [c for _, c in kept]
+    if degradation != "none":
+        images = [degrade(load_crop(c), degradation, photo_seed(p.name, cfg["seed"])) for p, c in kept]
+    cache_file = cfg["data"].get("embedding_cache") if degradation == "none" else ""
+    keys, found, cache = [], {}, None
+    if cache_file:
+        cache = EmbeddingCache(cache_file)
+        fingerprint = checkpoint_fingerprint(model)
+        keys = [photo_key(file_sha1(p), fingerprint, tta) for p, _ in kept]
+        found = cache.get(keys)
+    todo = [i for i in range(len(kept)) if cache is None or keys[i] not in found]
+    emb = np.zeros((len(kept), model.embedding_size), dtype=np.float32)
+    if todo:
+        batch = batch_size_for(model, cfg["retrieval"]["batch_size"], device)
+        emb[todo] = embed(model, [images[i] for i in todo], batch, device,
+                          desc=f"embedding {what}", tta=tta, num_workers=int(cfg["data"]["num_workers"]))
+    if cache is not None:
+        for i, key in enumerate(keys):
+            if key in found:
+                emb[i] = found[key]
+        cache.put({keys[i]: emb[i] for i in todo})
+        log.info(f"{what}: {len(todo)} photos embedded, {len(kept) - len(todo)} from the embedding cache")
+    return EmbeddedFolder([p.name for p, _ in kept], images, emb,
+                          [str(p) for p, c in zip(paths, crops) if c is None], len(todo), len(kept) - len(todo),
+                          [p for p, _ in kept])
+
+
+def photo_seed(name: str, seed: int) -> int:
+    """A seed of one photo's own (its name and the run's seed), whatever order photos come in."""
+    return int.from_bytes(hashlib.sha1(f"{seed}:{name}".encode()).digest()[:8], "little")
+
+
+def embed_folder(folder: str | Path, model: EmbeddingNet, cfg: dict, device,
+                 degradation: str = "none") -> EmbeddedFolder:
+    """Every image directly in `folder`, cropped and embedded; an empty folder is an error."""
+    paths = list_images(folder)
+    if not paths:
+        raise DataError(f"{folder}: no images in this folder")
+    return embed_paths(paths, model, cfg, device, Path(folder).name, degradation)
