@@ -14,7 +14,8 @@ import sys
 from pathlib import Path
 
 from evaluation.calibration import decide, threshold_for_far
-from utils import ConfigError, DataError, run_command
+from utils import ConfigError, DataError
+from settings import run_command
 
 
 def arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,9 +25,10 @@ def arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def compare(args: argparse.Namespace) -> int:
-    from network import load_for_inference
+    from settings import load_for_inference
     from search.exact import unit
     from pipeline.embedding import embed_paths
+    from settings import embed_settings
 
     model, cfg, device = load_for_inference(args.checkpoint, args.config, args.overrides)
     calib = model.meta.get("calibration")
@@ -36,7 +38,7 @@ def compare(args: argparse.Namespace) -> int:
     if not 0 < args.far < 1:
         raise ConfigError(f"--far must lie between 0 and 1, got {args.far}")
     paths = [Path(p) for p in args.photos]
-    emb = embed_paths(paths, model, cfg, device, "photos")
+    emb = embed_paths(paths, model, device, "photos", **embed_settings(cfg))
     if len(emb.embeddings) < 2:
         raise DataError(f"no face to compare in {', '.join(emb.skipped) or 'the photos'}")
     a, b = unit(emb.embeddings)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import random
+from dataclasses import dataclass, field
 from pathlib import Path
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no network at run time: skip its version check
@@ -19,6 +20,52 @@ from detection import list_images, load_crop
 from utils import ConfigError, DataError, get_logger
 
 log = get_logger()
+
+
+# ---------------------------------------------------------------- settings (config/default.yaml documents each field)
+
+@dataclass(frozen=True)
+class DataSettings:
+    """The data section: where training people are, how they are split, and the crop and embedding caches."""
+    train_dir: str | list[str] = "data/competition/train"
+    val_fraction: float = 0.2
+    min_photos: int = 2
+    unlabelled: list[str] = field(default_factory=list)
+    cache_dir: str = "data/cache/crops"
+    embedding_cache: str = "data/cache/embeddings.sqlite"
+    num_workers: int = 0
+
+
+@dataclass(frozen=True)
+class SplitSettings:
+    """The split section: how a competition (and validation) splits people and their photos."""
+    test_fraction: float = 0.5
+    queries_per_person: int = 1
+
+
+@dataclass(frozen=True)
+class AugmentSettings:
+    """The augment section: the training-only albumentations pipeline's probabilities and ranges."""
+    hflip_p: float = 0.5
+    color_p: float = 0.5
+    brightness: float = 0.2
+    contrast: float = 0.2
+    saturation: float = 0.2
+    hue: float = 0.02
+    gamma_p: float = 0.3
+    gamma_limit: list[float] = field(default_factory=lambda: [80, 120])
+    affine_p: float = 0.5
+    scale: list[float] = field(default_factory=lambda: [0.9, 1.1])
+    translate: float = 0.05
+    rotate: float = 10
+    blur_p: float = 0.1
+    blur_sigma: list[float] = field(default_factory=lambda: [0.1, 1.5])
+    dropout_p: float = 0.3
+    dropout_holes: list[int] = field(default_factory=lambda: [1, 2])
+    dropout_size: list[float] = field(default_factory=lambda: [0.1, 0.25])
+    erase_p: float = 0.0
+    erase_side: list[float] = field(default_factory=lambda: [0.3, 0.45])
+
 
 
 # ---------------------------------------------------------------- identity folders and splits
@@ -91,21 +138,21 @@ def eval_transform(inp: dict) -> A.Compose:
     ])
 
 
-def train_transform(a: dict, inp: dict) -> A.Compose:
+def train_transform(s: AugmentSettings, inp: dict) -> A.Compose:
     """Training augmentation (the `augment` settings) followed by exactly the evaluation transform."""
     augment = [
-        A.HorizontalFlip(p=a["hflip_p"]),
-        A.ColorJitter(brightness=a["brightness"], contrast=a["contrast"],
-                      saturation=a["saturation"], hue=a["hue"], p=a["color_p"]),
-        A.RandomGamma(gamma_limit=tuple(a["gamma_limit"]), p=a["gamma_p"]),
-        A.Affine(scale=tuple(a["scale"]), translate_percent=(-a["translate"], a["translate"]),
-                 rotate=(-a["rotate"], a["rotate"]), border_mode=cv2.BORDER_REFLECT_101, p=a["affine_p"]),
-        A.GaussianBlur(sigma_limit=tuple(a["blur_sigma"]), p=a["blur_p"]),
-        A.CoarseDropout(num_holes_range=tuple(a["dropout_holes"]),
-                        hole_height_range=tuple(a["dropout_size"]),
-                        hole_width_range=tuple(a["dropout_size"]), p=a["dropout_p"]),
-        A.Erasing(scale=(a["erase_side"][0] ** 2, a["erase_side"][1] ** 2), ratio=(1.0, 1.0), fill=0,
-                  p=a["erase_p"]),
+        A.HorizontalFlip(p=s.hflip_p),
+        A.ColorJitter(brightness=s.brightness, contrast=s.contrast,
+                      saturation=s.saturation, hue=s.hue, p=s.color_p),
+        A.RandomGamma(gamma_limit=tuple(s.gamma_limit), p=s.gamma_p),
+        A.Affine(scale=tuple(s.scale), translate_percent=(-s.translate, s.translate),
+                 rotate=(-s.rotate, s.rotate), border_mode=cv2.BORDER_REFLECT_101, p=s.affine_p),
+        A.GaussianBlur(sigma_limit=tuple(s.blur_sigma), p=s.blur_p),
+        A.CoarseDropout(num_holes_range=tuple(s.dropout_holes),
+                        hole_height_range=tuple(s.dropout_size),
+                        hole_width_range=tuple(s.dropout_size), p=s.dropout_p),
+        A.Erasing(scale=(s.erase_side[0] ** 2, s.erase_side[1] ** 2), ratio=(1.0, 1.0), fill=0,
+                  p=s.erase_p),
     ]
     return A.Compose(augment + list(eval_transform(inp).transforms))
 

@@ -12,9 +12,9 @@ import sys
 from pathlib import Path
 
 from competition.scoring import score_competition
-from network import load_for_inference
-from pipeline.protocol import evaluate_labelled, format_report
-from utils import run_command
+from settings import embed_settings, load_for_inference
+from pipeline.protocol import EvaluateSettings, evaluate_labelled, format_report
+from settings import run_command
 
 
 
@@ -30,9 +30,12 @@ def evaluate_checkpoint(checkpoint: str, cfg_files: list[str], overrides: list[s
                         competition: str | None = None, labelled: str | None = None) -> dict:
     """Score a checkpoint on a competition folder (with its ground truth) or on identity folders."""
     model, cfg, device = load_for_inference(checkpoint, cfg_files, overrides)
+    evaluate = EvaluateSettings(**cfg["evaluate"])
     if competition:
-        return score_competition(model, cfg, device, competition, Path(checkpoint).name)
-    return evaluate_labelled(model, cfg, device, labelled, Path(checkpoint).name)
+        return score_competition(model, device, competition, Path(checkpoint).name, evaluate=evaluate,
+                                 **embed_settings(cfg))
+    return evaluate_labelled(model, device, labelled, Path(checkpoint).name, evaluate=evaluate,
+                             queries_per_person=cfg["split"]["queries_per_person"], **embed_settings(cfg))
 
 
 def evaluate(args: argparse.Namespace) -> int:

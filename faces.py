@@ -10,8 +10,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from detection import crop_paths, describe_chain, list_images
-from utils import DataError, run_command
+from detection import CropSettings, crop_paths, describe_chain, list_images
+from utils import DataError
+from settings import run_command
 
 
 def arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,9 +30,10 @@ def crop_folders(args: argparse.Namespace) -> int:
         if not found:
             raise DataError(f"{folder}: no images")
         paths += found
-    _, report = crop_paths(paths, cfg["crop"], cfg["data"]["cache_dir"])
+    crop = CropSettings(**cfg["crop"])
+    _, report = crop_paths(paths, crop, cfg["data"]["cache_dir"])
     print(f"cropped {', '.join(map(str, folders))} into {cfg['data']['cache_dir']} "
-          f"({describe_chain(cfg['crop'])}; align {cfg['crop']['align']}): {report.summary()}")
+          f"({describe_chain(crop)}; align {crop.align}): {report.summary()}")
     return 0
 
 

@@ -1,10 +1,15 @@
 """The embedding network: a backbone from backbones/, GeM or average pooling, a head chosen by
 name, and an L2-normalised output. The model carries its preprocessing (`model.meta`: crop and
-input settings), saved in every checkpoint, so `embed(model, crops)` needs nothing else."""
+input settings), saved in every checkpoint, so `embed(model, crops)` needs nothing else.
+
+    model = EmbeddingNet(ModelSettings(arch="dlib_resnet", head="none", weights="pretrained"), InputSettings(size=150),
+                         CropSettings(align="dlib", size=150), weights="pretrained")
+"""
 from __future__ import annotations
 
 import copy
 import hashlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -14,17 +19,38 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from backbones import WeightsError, build_backbone, legacy_frozen_state
-from detection import CROP_KEYS, MTCNN_STAGES, load_crop
-from utils import ConfigError, FacematchError, atomic_write, get_device, get_logger, load_config
+from detection import CROP_KEYS, CropSettings, load_crop
+from utils import ConfigError, FacematchError, atomic_write, get_logger, lookup, read_defaults
 
 log = get_logger()
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """The model section (config/default.yaml documents each field): the backbone, its weights, what of it
+    is frozen, the pooling and the head."""
+    arch: str = "resnet50"
+    weights: str = "imagenet"
+    freeze: int | str = 0
+    pooling: str = "gem"
+    gem_p: float = 3.0
+    head: str = "linear"
+    embedding_size: int = 512
+
+
+@dataclass(frozen=True)
+class InputSettings:
+    """The input section: the side the crops are resized to and their normalisation ('auto': the backbone's)."""
+    size: int | str = 112
+    mean: list[float] | str = "auto"
+    std: list[float] | str = "auto"
+
+
 POOLINGS = {  # model.pooling: a name -> the pooling module (its argument: model.gem_p, GeM's starting exponent)
     "gem": lambda p: GeM(p),
     "avg": lambda p: nn.AdaptiveAvgPool2d(1),
     "rmac": lambda p: RMAC(),
 }
-# Crop settings of checkpoints written before cropping had them: what cropping did then.
-LEGACY_CROP = {"detector": "haar", "fallback": ["center"], "align": "none", "min_confidence": 0.9}
 
 
 class CheckpointError(FacematchError, RuntimeError):
@@ -111,23 +137,24 @@ HEADS = {"none": head_none, "linear": head_linear, "mlp": head_mlp}
 
 # ---------------------------------------------------------------- preprocessing
 
-def resolve_preprocessing(cfg: dict, backbone_meta: dict, arch: str, fixed_size: bool) -> dict:
+def resolve_preprocessing(inp: InputSettings, crop_settings: CropSettings, backbone_meta: dict, arch: str,
+                          fixed_size: bool) -> dict:
     """What the model sees: {'input': size, mean, std, max_pixel_value; 'crop': every crop
     setting}, 'auto' values taken from the backbone, its requirements checked."""
-    inp, meta = cfg["input"], backbone_meta
-    auto_norm = inp["mean"] == "auto" or inp["std"] == "auto"
-    if (inp["mean"] == "auto") != (inp["std"] == "auto"):
+    meta = backbone_meta
+    auto_norm = inp.mean == "auto" or inp.std == "auto"
+    if (inp.mean == "auto") != (inp.std == "auto"):
         raise ConfigError("input.mean and input.std must both be auto or both be given")
     resolved = {
-        "size": int(meta["input_size"] if inp["size"] == "auto" else inp["size"]),
-        "mean": [float(v) for v in (meta["mean"] if auto_norm else inp["mean"])],
-        "std": [float(v) for v in (meta["std"] if auto_norm else inp["std"])],
+        "size": int(meta["input_size"] if inp.size == "auto" else inp.size),
+        "mean": [float(v) for v in (meta["mean"] if auto_norm else inp.mean)],
+        "std": [float(v) for v in (meta["std"] if auto_norm else inp.std)],
         "max_pixel_value": float(meta.get("max_pixel_value", 255.0) if auto_norm else 255.0),
     }
     for key in ("mean", "std"):
         if len(resolved[key]) != 3:
             raise ConfigError(f"input.{key} must hold 3 numbers (R, G, B), got {resolved[key]}")
-    crop = {k: copy.deepcopy(cfg["crop"][k]) for k in CROP_KEYS}
+    crop = {k: copy.deepcopy(getattr(crop_settings, k)) for k in CROP_KEYS}
     wrong = {k: v for k, v in meta.get("crop", {}).items() if crop.get(k) != v}
     if fixed_size and resolved["size"] != int(meta["input_size"]):
         wrong["input.size"] = meta["input_size"]
@@ -143,25 +170,25 @@ def resolve_preprocessing(cfg: dict, backbone_meta: dict, arch: str, fixed_size:
 class EmbeddingNet(nn.Module):
     """Backbone features → pooling → head → unit-length embedding, with its preprocessing in `meta`."""
 
-    def __init__(self, arch: str = "resnet50", embedding_size: int = 512, pooling: str = "gem",
-                 gem_p: float = 3.0, head: str = "linear", weights: str | None = None, *, cfg: dict):
+    def __init__(self, settings: ModelSettings = ModelSettings(), inp: InputSettings = InputSettings(),
+                 crop: CropSettings = CropSettings(), weights: str | None = None):
+        """The network of `settings` with `weights` ('pretrained', 'none', a path, or None: a checkpoint's
+        weights are loaded next, no pretrained file is read), seeing crops made as `crop` and `inp` say."""
         super().__init__()
-        if pooling not in POOLINGS:
-            raise ConfigError(f"model.pooling '{pooling}' is not one of {', '.join(POOLINGS)}")
-        if head not in HEADS:
-            raise ConfigError(f"model.head '{head}' is not one of {', '.join(HEADS)}")
+        arch = settings.arch
+        pooling = lookup(POOLINGS, settings.pooling, "model.pooling")
+        head = lookup(HEADS, settings.head, "model.head")
         trunk = build_backbone(arch, weights)
         self.backbone = trunk.module
-        self.frozen_parts = frozen_parts(trunk, arch, "all" if not trunk.trainable else (cfg or {}).get(
-            "model", {}).get("freeze", 0))
+        self.frozen_parts = frozen_parts(trunk, arch, "all" if not trunk.trainable else settings.freeze)
         for part in self.frozen_parts:
             part.requires_grad_(False)
         self.trainable_backbone = any(p.requires_grad for p in self.backbone.parameters())
-        self.pool = nn.Identity() if trunk.pooled else POOLINGS[pooling](gem_p)
-        self.head, self.embedding_size = HEADS[head](trunk.features, embedding_size)
-        self.arch, self.pooling, self.head_name = arch, pooling, head
+        self.pool = nn.Identity() if trunk.pooled else pooling(settings.gem_p)
+        self.head, self.embedding_size = head(trunk.features, int(settings.embedding_size))
+        self.arch, self.pooling, self.head_name = arch, settings.pooling, settings.head
         self.weights_source, self.fingerprint = trunk.source, trunk.fingerprint
-        self.meta = resolve_preprocessing(cfg, trunk.meta, arch,
+        self.meta = resolve_preprocessing(inp, crop, trunk.meta, arch,
                                           not trunk.trainable or bool(trunk.meta.get("fixed_size")))
         self.lr_backbone = float(trunk.meta.get("lr_backbone", 1e-4))  # train.lr_backbone: auto
 
@@ -194,6 +221,10 @@ class EmbeddingNet(nn.Module):
         """The backbone's trainable parameters (none for a frozen extractor)."""
         return [p for p in self.backbone.parameters() if p.requires_grad]
 
+    def crop_settings(self) -> CropSettings:
+        """The crop settings the model was trained with (its meta's), typed."""
+        return CropSettings.from_saved(self.meta["crop"])
+
     def describe(self) -> dict:
         """What the network is: enough to rebuild it and to tell it from another."""
         return {"arch": self.arch, "embedding_size": self.embedding_size, "pooling": self.pooling,
@@ -212,17 +243,10 @@ def frozen_parts(trunk, arch: str, freeze: int | str) -> list[nn.Module]:
     return list(levels[:freeze])
 
 
-def model_from_config(cfg: dict, weights: str | None = None) -> EmbeddingNet:
-    """The network the config describes; weights None reads no pretrained file (a checkpoint follows)."""
-    m = cfg["model"]
-    return EmbeddingNet(m["arch"], int(m["embedding_size"]), m["pooling"], float(m["gem_p"]),
-                        m.get("head", "linear"), weights, cfg=cfg)
-
-
-def build_model(cfg: dict) -> tuple[EmbeddingNet, str]:
-    """Build the network with its configured weights; returns (model, where the weights came from)."""
-    model = model_from_config(cfg, cfg["model"]["weights"])
-    return model, model.weights_source
+def settings_of(saved: dict) -> tuple[ModelSettings, InputSettings, CropSettings]:
+    """The network's typed settings from a checkpoint's saved config (on today's keys: upgrade_config) or a
+    loaded one: the one place a network's settings are read from a configuration's sections."""
+    return ModelSettings(**saved["model"]), InputSettings(**saved["input"]), CropSettings(**saved["crop"])
 
 
 # ---------------------------------------------------------------- checkpoints
@@ -247,8 +271,9 @@ def read_checkpoint(path: str | Path, map_location="cpu") -> dict:
 
 def upgrade_config(trained: dict) -> dict:
     """A checkpoint's config on today's keys: keys it lacks get today's defaults, except crop
-    settings, which get what cropping did when it was written; keys since removed are dropped."""
-    cfg = load_config()
+    settings, which get what cropping did when it was written (CropSettings.from_saved); keys since
+    removed are dropped."""
+    cfg = read_defaults()
 
     def overlay(base: dict, old: dict) -> None:
         for key, value in old.items():
@@ -257,33 +282,13 @@ def upgrade_config(trained: dict) -> dict:
             elif key in base:
                 base[key] = value
     overlay(cfg, trained)
-    for key, value in LEGACY_CROP.items():
-        if key not in trained.get("crop", {}):
-            cfg["crop"][key] = copy.deepcopy(value)
-    cfg["crop"] = legacy_crop(trained.get("crop", {}), cfg["crop"])
+    cfg["crop"] = CropSettings.from_saved(trained.get("crop", {})).to_dict()
     trained_model = trained.get("model", {})
     if "head" not in trained_model:
         cfg["model"]["head"] = "linear"
     for key in ("mean", "std"):
         cfg["input"].setdefault(key, "auto")
     return cfg
-
-
-def legacy_crop(saved: dict, crop: dict) -> dict:
-    """Crop settings a checkpoint was written without, as cropping behaved then: YuNet used
-    min_confidence, MTCNN its package's stage thresholds."""
-    crop = dict(crop)
-    if "yunet_confidence" not in saved:
-        crop["yunet_confidence"] = crop["min_confidence"]
-    if "mtcnn_thresholds" not in saved:
-        crop["mtcnn_thresholds"] = list(MTCNN_STAGES)
-    if "yunet_low_confidence" not in saved:  # no second look at weak faces
-        crop["yunet_low_confidence"] = crop["yunet_confidence"]
-    if "subject" not in saved:
-        crop["subject"] = "largest"
-    if "fill_dark_patches" not in saved:
-        crop["fill_dark_patches"] = False
-    return crop
 
 
 def load_model_state(model: EmbeddingNet, ckpt: dict, path: str | Path = "checkpoint") -> None:
@@ -319,11 +324,12 @@ def model_from_checkpoint(path: str | Path, device: torch.device | str = "cpu",
     was trained with; returns (model, its config on today's keys). `ckpt`: the file, already read."""
     ckpt = read_checkpoint(path) if ckpt is None else ckpt
     cfg = upgrade_config(ckpt["config"])
-    model = model_from_config(cfg)
+    model = EmbeddingNet(*settings_of(cfg))
     load_model_state(model, ckpt, path)
     if "meta" in ckpt:
         model.meta = copy.deepcopy(ckpt["meta"])
-        model.meta["crop"] = legacy_crop(ckpt["meta"]["crop"], model.meta["crop"])
+        model.meta["crop"] = {k: v for k, v in CropSettings.from_saved(ckpt["meta"]["crop"]).to_dict().items()
+                              if k in CROP_KEYS}
     return model.to(device).eval(), cfg
 
 
@@ -335,26 +341,6 @@ def checkpoint_fingerprint(model: EmbeddingNet) -> str:
         digest.update(key.encode())
         digest.update(value.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()
-
-
-def load_for_inference(checkpoint: str | Path, cfg_files: list[str] | None = None,
-                       overrides: list[str] | None = None) -> tuple[EmbeddingNet, dict, torch.device]:
-    """The checkpoint's model and config with the caller's config files and overrides on top,
-    except the network and its preprocessing (model, input and crop settings), which stay as
-    trained so queries and gallery are seen exactly as validation saw them."""
-    user = load_config(cfg_files, overrides)
-    device = get_device(user["device"])
-    model, trained = model_from_checkpoint(checkpoint, device)
-    cfg = load_config(cfg_files, overrides, base=trained)
-    cfg["device"] = user["device"]
-    for section in ("model", "input", "crop"):
-        for key in list(trained[section]):
-            if cfg[section][key] != trained[section][key]:
-                log.warning(f"{section}.{key}={cfg[section][key]!r} ignored: {checkpoint} was trained with "
-                            f"{trained[section][key]!r}")
-                cfg[section][key] = trained[section][key]
-    cfg["crop"].update(model.meta["crop"])
-    return model, cfg, device
 
 
 TTA = ("none", "flip")
@@ -433,8 +419,7 @@ def embed(model: EmbeddingNet, crops: list[np.ndarray | Path], batch_size: int =
     """
     from dataset import eval_transform
 
-    if tta not in TTA:
-        raise ConfigError(f"retrieval.tta '{tta}' is not one of {', '.join(TTA)}")
+    lookup(dict.fromkeys(TTA), tta, "retrieval.tta")
     device = torch.device(device) if device is not None else next(iter(model.parameters()), torch.empty(0)).device
     if not crops:
         return np.zeros((0, model.embedding_size), dtype=np.float32)

@@ -20,7 +20,8 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from competition import PayloadError, validate_payload
-from utils import FacematchError, atomic_write, get_logger, run_command
+from utils import FacematchError, atomic_write, get_logger
+from settings import run_command
 
 log = get_logger()
 
@@ -72,20 +73,22 @@ def submit(payload: dict, url: str, timeout: float = 30, retries: int = 3, backo
 
 def rank_test_set(checkpoint: str, test_dir: str | Path, cfg_files: list[str], overrides: list[str]) -> tuple[dict, set[str], int]:
     """Crop and embed test/query and test/gallery, rank; returns (payload, gallery names, k)."""
-    from network import load_for_inference
+    from settings import load_for_inference
     from pipeline.embedding import embed_folder
+    from settings import embed_settings
     from search.retrieval import rank
+    from search.retrieval_settings import RetrievalSettings
 
     model, cfg, device = load_for_inference(checkpoint, cfg_files, overrides)
     test_dir = Path(test_dir)
-    queries = embed_folder(test_dir / "query", model, cfg, device)
-    gallery = embed_folder(test_dir / "gallery", model, cfg, device)
+    queries = embed_folder(test_dir / "query", model, device, **embed_settings(cfg))
+    gallery = embed_folder(test_dir / "gallery", model, device, **embed_settings(cfg))
     for what in (queries, gallery):
         if what.skipped:
             log.warning(f"{len(what.skipped)} unreadable photos left out: {', '.join(what.skipped[:5])}")
-    k = int(cfg["retrieval"]["k"])
-    ranked = rank(queries.embeddings, gallery.embeddings, gallery.names, k, cfg["retrieval"])
-    return build_payload(cfg["submit"]["groupname"], queries.names, ranked), set(gallery.names), k
+    retrieval = RetrievalSettings(**cfg["retrieval"])
+    ranked = rank(queries.embeddings, gallery.embeddings, gallery.names, retrieval.k, retrieval)
+    return build_payload(cfg["submit"]["groupname"], queries.names, ranked), set(gallery.names), retrieval.k
 
 
 def arguments(parser: argparse.ArgumentParser) -> None:

@@ -15,7 +15,8 @@ import threading
 from competition.rules import GroundTruthError
 from competition.server import __doc__ as SERVER_DOC
 from competition.server import load_competitions, make_server
-from utils import check_config, get_logger, run_command
+from utils import get_logger
+from settings import check_merged, run_command
 
 log = get_logger("facematch.server")
 
@@ -34,7 +35,7 @@ def serve(args: argparse.Namespace) -> int:
     for key in ("host", "port", "db", "tokens"):
         if getattr(args, key) is not None:
             cfg["server"][key] = getattr(args, key)
-    check_config(cfg)  # the flags obey config/schema.yaml as the overrides do
+    check_merged(cfg)  # the flags obey config/schema.yaml as the overrides do
     server = make_server(cfg, load_competitions(args.competition))
 
     def stop(signum, frame):

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from competition.split import make_split, write_split
-from utils import run_command
+from settings import run_command
 
 
 

@@ -34,22 +34,24 @@ from typing import NamedTuple
 import torch
 from tqdm import tqdm
 
-from dataset import FaceDataset, PKSampler, train_transform
+from dataset import AugmentSettings, DataSettings, FaceDataset, PKSampler, train_transform
 from evaluation.calibration import calibrate
 from evaluation.calibration import summary as calibration_summary
 from evaluation.metrics import SUMMARY
 from evaluation.plots import draw_curve
 from pipeline.protocol import format_report
-from network import (CheckpointError, EmbeddingNet, build_model, embed, load_model_state, model_from_config,
+from network import (CheckpointError, EmbeddingNet, embed, load_model_state, settings_of,
                      read_checkpoint, save_checkpoint)
 from training.data import crop_people, split_people
 from training.distill import DistillDataset, teacher_targets
 from training.distributed import Processes
 from training.frozen import FeatureDataset, FromFeatures, frozen_features
-from training.losses import build_loss
+from training.losses import LossSettings, build_loss
 from training.optim import make_optimizer, warmup_cosine
-from pipeline.validation import check_monitor, validate
-from utils import DataError, atomic_write, get_device, get_logger, load_config, run_command, seed_everything
+from pipeline.validation import validate
+from search.retrieval_settings import RetrievalSettings
+from utils import DataError, atomic_write, get_device, get_logger, seed_everything
+from settings import build_model, load_config, run_command
 
 log = get_logger()
 
@@ -110,11 +112,19 @@ class Run:
 
 # ---------------------------------------------------------------- set-up
 
+def validation(cfg: dict) -> dict:
+    """validate()'s settings from the config: how validation embeds, ranks, degrades and picks its queries."""
+    t = cfg["train"]
+    return {"batch_size": t["batch_size_eval"], "retrieval": RetrievalSettings(**cfg["retrieval"]),
+            "degradation": t["val_degrade"], "queries": t["val_queries"],
+            "queries_per_person": cfg["split"]["queries_per_person"], "seed": cfg["seed"]}
+
+
 def load_model(cfg: dict, resume: str | Path | None, procs: Processes) -> tuple[EmbeddingNet, str, dict | None]:
     """The network: built with its configured weights, or the checkpoint `resume`'s; (model, source, ckpt)."""
     ckpt = read_checkpoint(resume) if resume else None
     if ckpt is not None:
-        model = model_from_config(cfg)
+        model = EmbeddingNet(*settings_of(cfg))
         load_model_state(model, ckpt, resume)
         source = f"resumed from {resume} (epoch {ckpt['epoch']})"
         if ckpt.get("world_size", 1) != procs.world:
@@ -132,14 +142,14 @@ def load_model(cfg: dict, resume: str | Path | None, procs: Processes) -> tuple[
 def load_people(cfg: dict, model: EmbeddingNet, procs: Processes) -> tuple[People, People]:
     """The training and validation people, split by identity, cropped as the model's meta says
     (rank 0 crops first and fills the cache; the others then read it)."""
-    train_people, val_people = split_people(cfg)
+    train_people, val_people = split_people(DataSettings(**cfg["data"]), cfg["seed"], cfg["loss"]["name"])
     overlap = set(train_people) & set(val_people)
     assert not overlap, f"identity split leaked people into validation: {sorted(overlap)[:3]}"
-    crop_cfg, cache_dir = model.meta["crop"], cfg["data"]["cache_dir"]
+    crop, cache_dir = model.crop_settings(), cfg["data"]["cache_dir"]
     if not procs.main:
         procs.barrier()
-    train = People(*crop_people(train_people, crop_cfg, cache_dir, "training people"))
-    val = People(*crop_people(val_people, crop_cfg, cache_dir, "validation people")) if val_people else \
+    train = People(*crop_people(train_people, crop, cache_dir, "training people"))
+    val = People(*crop_people(val_people, crop, cache_dir, "validation people")) if val_people else \
         People([], [], [], [])
     if procs.main:
         procs.barrier()
@@ -156,27 +166,29 @@ def make_dataset(cfg: dict, model: EmbeddingNet, loss_fn: torch.nn.Module, peopl
     """What a batch is drawn from: stored features of a frozen backbone, crops with a teacher's
     targets (distillation), or crops through the training augmentation; (dataset, stored, val features)."""
     t, ((crops, labels, _, paths), val) = cfg["train"], people
+    augment = AugmentSettings(**cfg["augment"])
     views = int(t["frozen_views"])
     stored = (not model.trainable_backbone and views > 0 and t["epochs"] > 0 and not loss_fn.needs_targets
               and any(p.requires_grad for p in model.head_parameters()))
     if stored:
         log.info(f"frozen {cfg['model']['arch']} backbone: its features of {views} view(s) of every photo are "
                  f"computed once (train.frozen_views), then the head trains on them")
-        dataset = FeatureDataset(frozen_features(model, crops, views, cfg, device, "training people"), labels)
-        val_features = (frozen_features(model, val.crops, 1, cfg, device, "validation people")[:, 0]
+        how = {"augment": augment, "batch_size": t["batch_size_eval"], "num_workers": cfg["data"]["num_workers"],
+               "seed": cfg["seed"]}
+        dataset = FeatureDataset(frozen_features(model, crops, views, device, "training people", **how), labels)
+        val_features = (frozen_features(model, val.crops, 1, device, "validation people", **how)[:, 0]
                         if val.crops and procs.main else None)
         return dataset, True, val_features
     if loss_fn.needs_targets and t["epochs"] > 0:
-        targets = (teacher_targets(cfg["loss"]["teacher"], model, paths, crops, cfg, device)
-                   if ckpt is None else ckpt["distill_targets"])
-        return DistillDataset(crops, labels, targets, cfg["augment"], model.meta["input"]), False, None
-    return FaceDataset(crops, labels, train_transform(cfg["augment"], model.meta["input"])), False, None
+        targets = (teacher_targets(cfg["loss"]["teacher"], model, paths, crops, device, batch_size=t["batch_size_eval"],
+                                   cache_dir=cfg["data"]["cache_dir"]) if ckpt is None else ckpt["distill_targets"])
+        return DistillDataset(crops, labels, targets, augment, model.meta["input"]), False, None
+    return FaceDataset(crops, labels, train_transform(augment, model.meta["input"])), False, None
 
 
 def set_up(cfg: dict, resume: str | Path | None, procs: Processes) -> tuple[Run, RunState, dict | None]:
     """Everything the loop needs, and the run's state: new, or the checkpoint `resume`'s."""
     t = cfg["train"]
-    check_monitor(cfg)
     device = procs.place(get_device(cfg["device"]))
     seed_everything(cfg["seed"])
     model, source, ckpt = load_model(cfg, resume, procs)
@@ -185,12 +197,12 @@ def set_up(cfg: dict, resume: str | Path | None, procs: Processes) -> tuple[Run,
         raise CheckpointError(f"{resume} was trained on other people than {cfg['data']['train_dir']} "
                               f"with seed {cfg['seed']} gives: cannot resume it exactly")
     model.to(device)
-    loss_fn = build_loss(cfg["loss"], len(train.names), model.embedding_size).to(device)
+    loss_fn = build_loss(LossSettings(**cfg["loss"]), len(train.names), model.embedding_size).to(device)
     dataset, stored, val_features = make_dataset(cfg, model, loss_fn, (train, val), ckpt, device, procs)
     sampler = PKSampler(train.labels, t["P"], t["K"], t["batches_per_epoch"], cfg["seed"], procs.rank, procs.world)
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=cfg["data"]["num_workers"],
                                          pin_memory=device.type == "cuda")
-    optimizer = make_optimizer(model, loss_fn, cfg)
+    optimizer = make_optimizer(model, loss_fn, t["lr_backbone"], t["lr_head"], t["weight_decay"])
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(
         max(1, int(t["warmup_epochs"] * len(sampler))), len(sampler) * t["epochs"], float(t["min_lr_factor"])))
     amp_dtype = None
@@ -280,7 +292,7 @@ def save_as_it_is(run: Run, state: RunState) -> RunState:
     on the validation people and saved, so evaluation and submission take it."""
     log.info("nothing to train (train.epochs=0 or no trainable parameter): saving the network as it is")
     procs = run.procs
-    metrics = procs.share(validate(run.model, run.val.crops, run.val.labels, run.cfg, run.device)
+    metrics = procs.share(validate(run.model, run.val.crops, run.val.labels, run.device, **validation(run.cfg))
                           if run.val.crops and procs.main else {})
     if metrics:
         log.info(f"validation: {format_report(metrics)}")
@@ -296,8 +308,8 @@ def save_as_it_is(run: Run, state: RunState) -> RunState:
 def score_as_loaded(run: Run, state: RunState) -> None:
     """Pretrained weights are the first candidate (epoch 0): training must beat them, or best.pt stays them."""
     procs = run.procs
-    metrics = procs.share(validate(run.model, run.val.crops, run.val.labels, run.cfg, run.device, run.val_features)
-                          if procs.main else {})
+    metrics = procs.share(validate(run.model, run.val.crops, run.val.labels, run.device, **validation(run.cfg),
+                                   features=run.val_features) if procs.main else {})
     state.start = metrics[state.monitor] if state.monitor != "loss" else None
     state.best = state.start
     state.history.append({"epoch": 0, "train_loss": float("nan"),
@@ -345,8 +357,8 @@ def end_epoch(run: Run, state: RunState, epoch: int, loss: float, started: float
     t, monitor, procs = run.cfg["train"], state.monitor, run.procs
     row = {"epoch": epoch, "train_loss": loss,
            "lr_backbone": run.optimizer.param_groups[0]["lr"], "lr_head": run.optimizer.param_groups[1]["lr"]}
-    metrics = (validate(run.model, run.val.crops, run.val.labels, run.cfg, run.device, run.val_features)
-               if run.val.crops and procs.main else {})
+    metrics = (validate(run.model, run.val.crops, run.val.labels, run.device, **validation(run.cfg),
+                        features=run.val_features) if run.val.crops and procs.main else {})
     row.update({k: v for k, v in metrics.items() if k in LOG_FIELDS or k == monitor})
     row["seconds"] = round(time.time() - started, 2)
     row, metrics = procs.share((row, metrics))  # rank 0's numbers: the same decisions everywhere
@@ -375,7 +387,7 @@ def train(cfg: dict, resume: str | Path | None = None) -> dict:
 
     Under torchrun (WORLD_SIZE > 1) this process joins the process group (gloo on CPU, nccl on
     CUDA; destroyed when the process exits); only rank 0 logs."""
-    procs = Processes.from_env(cfg)
+    procs = Processes.from_env(cfg["device"], cfg["train"]["dist_backend"], cfg["train"]["dist_timeout"])
     level = log.level
     if not procs.main:
         log.setLevel(logging.ERROR)
@@ -427,12 +439,12 @@ def calibrate_checkpoint(path: str | Path, cfg_files: list[str], overrides: list
     ckpt = read_checkpoint(path)
     model, cfg = model_from_checkpoint(path, ckpt=ckpt)
     cfg = load_config(cfg_files, overrides, base=cfg)
-    _, val_people = split_people(cfg)
+    _, val_people = split_people(DataSettings(**cfg["data"]), cfg["seed"], cfg["loss"]["name"])
     recorded = ckpt.get("people", {}).get("val")
     if recorded is not None and sorted(recorded) != sorted(val_people):
         raise CheckpointError(f"{path}: its validation people are not what {cfg['data']['train_dir']} gives now "
                               f"(moved or changed data): give data.train_dir=... as it was")
-    val = People(*crop_people(val_people, model.meta["crop"], cfg["data"]["cache_dir"], "validation people"))
+    val = People(*crop_people(val_people, model.crop_settings(), cfg["data"]["cache_dir"], "validation people"))
     if len(set(val.labels)) < 2:
         raise DataError(f"{path}: fewer than 2 validation people to calibrate on (data.val_fraction)")
     ckpt["meta"]["calibration"] = calibration_of(model, val, cfg, get_device(cfg["device"]))

@@ -26,14 +26,22 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import sys
+from pathlib import Path
 
-from utils import get_logger, run_command
+from search.feedback import FeedbackSettings
+from settings import run_command
+from utils import get_logger
 from webapp.app import create_app
-from webapp.errors import UserError
-from webapp.uploads import check_upload, safe_name
+from webapp.service import WebSettings
 
-__all__ = ["create_app", "check_upload", "safe_name", "UserError", "main"]  # what tests and callers use
 log = get_logger()
+
+
+def app_for(store: str | Path, cfg: dict):
+    """The page's app over `store` with the config's web and feedback settings and retrieval.fpir (the store
+    crops and embeds through the caches it was built with)."""
+    return create_app(store, WebSettings(**cfg["web"]), FeedbackSettings(**cfg["feedback"]),
+                      float(cfg["retrieval"]["fpir"]))
 
 
 # ---------------------------------------------------------------- command line
@@ -48,7 +56,7 @@ def serve(args: argparse.Namespace) -> int:
 
     cfg = args.cfg
     Image.MAX_IMAGE_PIXELS = int(cfg["web"]["max_pixels"])  # the pipeline's own reads refuse bombs too
-    app = create_app(args.store, cfg)
+    app = app_for(args.store, cfg)
     web = app.state.web
     web.worker.submit(lambda: web.store().model()).result()  # load the model now: a bad checkpoint fails here
     host, port = cfg["web"]["host"], int(cfg["web"]["port"])

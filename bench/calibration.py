@@ -58,16 +58,18 @@ def main() -> None:
     from evaluation.calibration import pair_distances, threshold_for_far
     from evaluation.metrics import tar_at_far
     from pipeline.protocol import decision_report
-    from network import load_for_inference, read_checkpoint
+    from network import read_checkpoint
+    from settings import load_for_inference
     from pipeline.embedding import embed_folder
+    from settings import embed_settings
 
     cache = ["data.cache_dir=data/cache/crops"]
     if "calibration" not in read_checkpoint(args.checkpoint).get("meta", {}):
         train.calibrate_checkpoint(args.checkpoint, [], cache)
     model, cfg, device = load_for_inference(args.checkpoint, [], cache)
     calib = model.meta["calibration"]
-    query = embed_folder(DEV / "test" / "query", model, cfg, device)
-    gallery = embed_folder(DEV / "test" / "gallery", model, cfg, device)
+    query = embed_folder(DEV / "test" / "query", model, device, **embed_settings(cfg))
+    gallery = embed_folder(DEV / "test" / "gallery", model, device, **embed_settings(cfg))
     names = list(query.names) + list(gallery.names)
     people = identities(names)
     genuine, impostor = pair_distances(np.concatenate([query.embeddings, gallery.embeddings]), people)

@@ -48,7 +48,7 @@ from tqdm import tqdm  # noqa: E402
 
 from dataset import list_images  # noqa: E402
 from detection import DETECTORS, ImageReadError, crop_face, crop_paths, detect, read_image, similarity_matrix  # noqa: E402
-from utils import load_config  # noqa: E402
+from settings import load_config  # noqa: E402
 
 DATASETS = {"CelebA": "../shared/data/celeba", "LFW": "../shared/data/lfw_train"}  # relative to the repo root
 NAMES = list(DETECTORS)  # haar, mtcnn, yunet

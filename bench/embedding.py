@@ -110,8 +110,8 @@ def _setup(threads: int):
 
 
 def facematch_model(arch: str, size: int | None):
-    from network import build_model
-    from utils import load_config
+    from settings import build_model
+    from settings import load_config
 
     if arch == "dlib_resnet":
         cfg = load_config([str(ROOT / "config" / "dlib.yaml")], ["model.head=none"])

@@ -53,8 +53,10 @@ import cv2  # noqa: E402
 from search import retrieval  # noqa: E402
 from dataset import list_images  # noqa: E402
 from detection import crop_paths, describe_chain  # noqa: E402
-from network import build_model, load_for_inference, save_checkpoint  # noqa: E402
-from utils import get_logger, load_config, package_file  # noqa: E402
+from network import save_checkpoint  # noqa: E402
+from settings import build_model, embed_settings, load_for_inference  # noqa: E402
+from utils import get_logger, package_file  # noqa: E402
+from settings import load_config
 
 DATASETS = {"LFW": "../shared/data/lfw_train", "CelebA": "../shared/data/celeba"}  # relative to the repo root
 MTCNN = ["crop.detector=mtcnn", "crop.align=similarity", "crop.fallback=[haar,center]", "crop.size=112"]
@@ -120,7 +122,7 @@ def facematch_pass(paths, model, cfg, device, cache: Path, watch: Stopwatch) -> 
     cfg["data"]["embedding_cache"] = str(cache / "embeddings.sqlite")
     watch.reset()
     started = time.perf_counter()
-    out = retrieval.embed_paths(paths, model, cfg, device, "bench")
+    out = retrieval.embed_paths(paths, model, device, "bench", **embed_settings(cfg))
     seconds = time.perf_counter() - started
     return {"rate": len(paths) / seconds, "seconds": seconds, "crop": watch.crop, "embed": watch.embed,
             "embedded": out.embedded, "from_cache": out.from_cache, "kept": len(out.names)}

@@ -151,7 +151,7 @@ def table(results: dict, rounds: int, k: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from utils import load_config
+    from settings import load_config
 
     fcfg = load_config()["feedback"]
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
@@ -168,19 +168,20 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     from competition import load_ground_truth
-    from network import load_for_inference
+    from settings import load_for_inference
     from pipeline.embedding import embed_folder
+    from settings import embed_settings
 
     started = time.time()
     dev = ROOT / args.dev
     model, cfg, device = load_for_inference(ROOT / args.checkpoint, [], ["data.cache_dir=data/cache/crops"])
     gt = load_ground_truth(dev)
-    gallery = embed_folder(dev / "test" / "gallery", model, cfg, device)
+    gallery = embed_folder(dev / "test" / "gallery", model, device, **embed_settings(cfg))
     g_index = {n: j for j, n in enumerate(gallery.names)}
     g_emb = gallery.embeddings / np.linalg.norm(gallery.embeddings, axis=1, keepdims=True)
     results, missing = {}, 0
     for condition, degradation in CONDITIONS.items():
-        queries = embed_folder(dev / "test" / "query", model, cfg, device, degradation)
+        queries = embed_folder(dev / "test" / "query", model, device, degradation=degradation, **embed_settings(cfg))
         keep = [i for i, q in enumerate(queries.names) if q in gt["queries"]]
         correct = [{g_index[g] for g in gt["queries"][queries.names[i]] if g in g_index} for i in keep]
         keep, correct = [i for i, c in zip(keep, correct) if c], [c for c in correct if c]

@@ -112,7 +112,7 @@ def val_photos() -> list[Path]:
 def chains() -> dict[str, list[str]]:
     """The compared chains, and config/best.yaml's own (whatever it is now)."""
     from detection import describe_chain
-    from utils import load_config
+    from settings import load_config
 
     best = load_config([str(ROOT / "config" / "best.yaml")])["crop"]
     steps = describe_chain(best)
@@ -125,7 +125,7 @@ def detect(only: list[str]) -> None:
     `only`, the others' results kept), with dlib's chip: which step found each face, and how many photos
     reached the network unaligned (a centre crop)."""
     from detection import crop_paths
-    from utils import load_config
+    from settings import load_config
 
     OUT.mkdir(parents=True, exist_ok=True)
     results = json.loads((OUT / "detect.json").read_text()) if only and (OUT / "detect.json").exists() else {}
@@ -152,19 +152,20 @@ def score(checkpoints: list[str], tag: str = "") -> None:
     copy), cutout and gamma (evaluate.degrade, on the crop) queries, with its own retrieval settings."""
     from competition import load_ground_truth
     from pipeline.protocol import score_embeddings
-    from network import load_for_inference
+    from settings import load_for_inference
     from pipeline.embedding import embed_folder
+    from settings import embed_settings
 
     OUT.mkdir(parents=True, exist_ok=True)
     for checkpoint in checkpoints:
         model, cfg, device = load_for_inference(checkpoint, [], ["data.cache_dir=data/cache/crops"])
         gt = load_ground_truth(DEV)
-        gallery = embed_folder(DEV / "test" / "gallery", model, cfg, device)
+        gallery = embed_folder(DEV / "test" / "gallery", model, device, **embed_settings(cfg))
         g_index = {n: j for j, n in enumerate(gallery.names)}
         out = {"checkpoint": checkpoint, "tta": cfg["retrieval"]["tta"], "rerank": cfg["retrieval"]["rerank"]}
         for kind, folder, degrade in (("clean", DEV, "none"), ("occluded", OCCLUDED, "none"),
                                       ("cutout", DEV, "cutout"), ("gamma", DEV, "gamma")):
-            queries = embed_folder(folder / "test" / "query", model, cfg, device, degrade)
+            queries = embed_folder(folder / "test" / "query", model, device, degradation=degrade, **embed_settings(cfg))
             keep = [i for i, q in enumerate(queries.names) if q in gt["queries"]]
             correct = [{g_index[g] for g in gt["queries"][queries.names[i]]} for i in keep]
             report, _ = score_embeddings(queries.embeddings[keep], gallery.embeddings, correct, cfg["retrieval"])
@@ -203,9 +204,10 @@ def choose(checkpoint: str, only: str = "") -> None:
     against the others (clean), and every occluded copy against the others' clean photos, with the
     detection time per photo (clean photos, fresh crops), so a chain is chosen without the test people."""
     from pipeline.protocol import score_leave_one_out
-    from network import load_for_inference
+    from settings import load_for_inference
     from pipeline.embedding import embed_paths
-    from utils import load_config
+    from settings import embed_settings
+    from settings import load_config
 
     OUT.mkdir(parents=True, exist_ok=True)
     clean = val_photos()
@@ -222,9 +224,9 @@ def choose(checkpoint: str, only: str = "") -> None:
         keys = [o.split("=", 1)[0].removeprefix("crop.") for o in overrides]
         model.meta["crop"] = {**model.meta["crop"], **{k: chain[k] for k in keys}}  # the network's crops, re-chained
         started = time.perf_counter()
-        plain = embed_paths(clean, model, cfg, device, "validation")
+        plain = embed_paths(clean, model, device, "validation", **embed_settings(cfg))
         seconds = (time.perf_counter() - started) / len(clean)
-        hidden = embed_paths(covered, model, cfg, device, "validation, occluded")
+        hidden = embed_paths(covered, model, device, "validation, occluded", **embed_settings(cfg))
         if plain.names != [p.name for p in clean] or hidden.names != [p.name for p in covered]:
             raise SystemExit(f"{label}: a validation photo was left out; every chain here ends with guess")
         row = {"clean": score_leave_one_out(plain.embeddings, labels, cfg["retrieval"]),

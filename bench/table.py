@@ -206,7 +206,7 @@ def export(out: Path) -> None:
     from PIL import Image
 
     from detection import crop_paths, load_crop
-    from utils import load_config
+    from settings import load_config
 
     if not (DEV / "ground_truth.json").exists():
         raise SystemExit(f"{DEV} is not a development competition yet: run `bench/table.py prepare` first")
@@ -253,8 +253,10 @@ def score_checkpoint(name: str, reranks: list[list[str]], tta: str = "none", deg
     photo to embed (crops cached) and milliseconds per query to rank the top 10, on data/dev/test.
     The photos are embedded once (query and gallery) and every re-ranking is scored on those embeddings."""
     from competition import load_ground_truth
-    from network import batch_size_for, embed, load_for_inference
+    from network import batch_size_for, embed
+    from settings import load_for_inference
     from pipeline.embedding import embed_folder
+    from settings import embed_settings
 
     model, cfg, device = load_for_inference(CKPT / name / "best.pt", [], [
         "data.cache_dir=data/cache/crops", f"retrieval.tta={tta}"])
@@ -262,12 +264,12 @@ def score_checkpoint(name: str, reranks: list[list[str]], tta: str = "none", deg
         raise SystemExit(f"{name} was trained on an export (its photos are crops already): score it with "
                          "--dev EXPORT, not on the raw photos of data/dev")
     gt = load_ground_truth(DEV)
-    gallery = embed_folder(DEV / "test" / "gallery", model, cfg, device)  # crop and embedding caches
+    gallery = embed_folder(DEV / "test" / "gallery", model, device, **embed_settings(cfg))  # crop and embedding caches
     sample = gallery.crops[:64]  # the network itself, timed on cached crops, never the embedding cache
     started = time.perf_counter()
     embed(model, sample, batch_size_for(model, cfg["retrieval"]["batch_size"], device), device, tta=tta)
     per_photo = (time.perf_counter() - started) / len(sample)
-    queries = embed_folder(DEV / "test" / "query", model, cfg, device, degrade)
+    queries = embed_folder(DEV / "test" / "query", model, device, degradation=degrade, **embed_settings(cfg))
     return [score_report(gt, queries.names, queries.embeddings, gallery.names, gallery.embeddings,
                          dict(cfg["retrieval"], rerank=list(rerank)), per_photo)
             for rerank in reranks]
@@ -302,7 +304,8 @@ def score_face_recognition() -> dict:
     import numpy as np
 
     from competition import load_ground_truth
-    from utils import load_config, package_file
+    from settings import load_config
+    from utils import package_file
 
     # face_recognition imports face_recognition_models, which needs pkg_resources (gone from
     # setuptools ≥ 81): give it the same files through a stand-in module.

@@ -47,8 +47,9 @@ def main() -> None:
     from tqdm import tqdm
 
     from pipeline.protocol import score_labelled
-    from network import load_for_inference
+    from settings import load_for_inference
     from pipeline.embedding import embed_paths
+    from settings import embed_settings
 
     if not Path(args.checkpoint).is_file():
         raise SystemExit(f"{args.checkpoint}: no such checkpoint (bench/table.py train dlib_alone makes the default)")
@@ -61,7 +62,7 @@ def main() -> None:
                          f"({', '.join(missing[:3])}…): give --people the folder it was trained from")
     paths = [p for person in people for p in sorted((Path(args.people) / person).iterdir())]
     model, cfg, device = load_for_inference(args.checkpoint, [], [f"retrieval.tta={args.tta}"])
-    found = embed_paths(paths, model, cfg, device, "validation people")
+    found = embed_paths(paths, model, device, "validation people", **embed_settings(cfg))
     labels = [p.parent.name for p in found.paths]  # photo names are unique within a person only
     rows = []
     for rerank, settings in tqdm(GRID, desc="settings"):
@@ -80,12 +81,13 @@ def main() -> None:
     if args.test:
         from competition import load_ground_truth
         from pipeline.embedding import embed_folder
+        from settings import embed_settings
         from bench.table import score_report
 
         dev = Path(args.test)
         gt = load_ground_truth(dev)
-        gallery = embed_folder(dev / "test" / "gallery", model, cfg, device)
-        queries = embed_folder(dev / "test" / "query", model, cfg, device)
+        gallery = embed_folder(dev / "test" / "gallery", model, device, **embed_settings(cfg))
+        queries = embed_folder(dev / "test" / "query", model, device, **embed_settings(cfg))
         found_test = []
         for name, settings in ((base[0], base[1]), (best[0], best[1])):
             rcfg = dict(cfg["retrieval"], rerank=[] if name == "none" else [name], **settings)

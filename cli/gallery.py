@@ -14,10 +14,11 @@ import json
 import sys
 from pathlib import Path
 
+from dataset import DataSettings
 from evaluation.calibration import decide, match_words
-from pipeline.embedding import embed_paths
 from pipeline.store import AddReport, GalleryStore
-from utils import run_command
+from search.retrieval_settings import RetrievalSettings
+from settings import load_config, load_for_inference, run_command
 
 
 def arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,7 +36,9 @@ def store_command(args: argparse.Namespace) -> int:
     if args.command == "build":
         if not args.checkpoint:
             args.parser.error("build needs --checkpoint")
-        store = GalleryStore.create(args.store, args.checkpoint, args.config, args.overrides)
+        model, cfg, _ = load_for_inference(args.checkpoint, args.config, args.overrides)
+        store = GalleryStore.create(args.store, args.checkpoint, model, RetrievalSettings(**cfg["retrieval"]),
+                                    DataSettings(**cfg["data"]))
         report = store.add(items) if items else AddReport()
         print(f"built {args.store}: {report.summary()}")
     elif args.command == "add":
@@ -46,10 +49,9 @@ def store_command(args: argparse.Namespace) -> int:
         print(json.dumps(GalleryStore.open(args.store).info(), indent=1))
     else:
         store = GalleryStore.open(args.store)
-        model, cfg = store.model()
-        query = embed_paths([Path(i) for i in items], model, cfg, "cpu", "queries")
+        query = store.embed([Path(i) for i in items], "queries")
         dist, names = store.search(query.embeddings, args.k)
-        limit = store.threshold(args.fpir or float(cfg["retrieval"]["fpir"]))
+        limit = store.threshold(args.fpir or float(load_config(args.config, args.overrides)["retrieval"]["fpir"]))
         for q, d, n in zip(query.names, dist, names):
             print(q + ": " + "  ".join(f"{name} ({x:.3f}{'' if limit is None or decide(x, limit) else ', probably someone else'})"
                                        for name, x in zip(n, d) if name))

@@ -3,7 +3,7 @@ detection chain and the content-keyed crop cache, with a report of what happened
 
     from detection import read_image, detect, crop_face, crop_paths, load_crop
 
-A detector is one function `(image, crop_cfg) -> Detections` plus one line in DETECTORS
+A detector is one function `(image, settings: CropSettings) -> Detections` plus one line in DETECTORS
 (detection/detectors.py); `python faces.py FOLDER` crops a folder and reports.
 """
 import importlib
@@ -12,9 +12,10 @@ import importlib
 # importing one module of the package never imports the others through this file: imports run one way.
 _HOME = {
     "detection.align": ["ALIGNMENTS", "ARCFACE_TEMPLATE", "similarity_align", "similarity_matrix", "square_crop"],
-    "detection.cache": ["CROP_KEYS", "crop_key", "crop_one", "crop_paths", "crop_settings", "load_crop"],
+    "detection.cache": ["CROP_KEYS", "crop_key", "crop_one", "crop_paths", "key_settings", "load_crop"],
     "detection.chain": ["CENTER", "GUESS", "Crop", "chain_steps", "crop_face", "describe_chain"],
-    "detection.detectors": ["DETECTORS", "MTCNN_STAGES", "Detections", "detect"],
+    "detection.crop_settings": ["CropSettings", "MTCNN_STAGES"],
+    "detection.detectors": ["DETECTORS", "Detections", "detect"],
     "detection.images": ["IMAGE_EXTENSIONS", "ImageReadError", "list_images", "read_image"],
     "detection.occluders": ["dark_patches", "fill_dark_patches"],
     "detection.report": ["CropReport"],

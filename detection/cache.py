@@ -13,7 +13,7 @@ from PIL import Image, PngImagePlugin, UnidentifiedImageError
 from tqdm import tqdm
 
 from detection.chain import GUESS, Crop, chain_steps, crop_face
-from detection.detectors import MTCNN_STAGES
+from detection.crop_settings import MTCNN_STAGES, CropSettings
 from detection.images import ImageReadError, read_image
 from detection.report import CropReport
 from utils import atomic_write
@@ -25,30 +25,30 @@ CROP_KEYS = ("detector", "fallback", "align", "margin", "size", "min_size", "min
              "fill_dark_patches")  # every crop setting that changes a crop
 
 
-def crop_settings(cfg: dict) -> dict:
+def key_settings(settings: CropSettings) -> dict:
     """The settings a crop depends on. Keys added after crops were first cached are left out where
     they cannot change the crop (the step is not on the chain, or they hold what cropping did before
     they existed), so an existing cache stays valid."""
-    params = {k: cfg[k] for k in CROP_KEYS if k in cfg}
-    steps = chain_steps(cfg)
-    if "yunet" not in steps or params.get("yunet_low_confidence", 1.0) >= params.get("yunet_confidence", 0.0):
-        params.pop("yunet_low_confidence", None)
-    if "yunet" not in steps or params.get("yunet_confidence") == params["min_confidence"]:
-        params.pop("yunet_confidence", None)
-    if "mtcnn" not in steps or tuple(params.get("mtcnn_thresholds", MTCNN_STAGES)) == MTCNN_STAGES:
-        params.pop("mtcnn_thresholds", None)
+    params = {k: getattr(settings, k) for k in CROP_KEYS}
+    steps = chain_steps(settings)
+    if "yunet" not in steps or params["yunet_low_confidence"] >= params["yunet_confidence"]:
+        del params["yunet_low_confidence"]
+    if "yunet" not in steps or params["yunet_confidence"] == params["min_confidence"]:
+        del params["yunet_confidence"]
+    if "mtcnn" not in steps or tuple(params["mtcnn_thresholds"]) == MTCNN_STAGES:
+        del params["mtcnn_thresholds"]
     if GUESS not in steps:
-        params.pop("guess_side", None)
-    if params.get("subject", "largest") == "largest":
-        params.pop("subject", None)
-    if not params.get("fill_dark_patches", False):
-        params.pop("fill_dark_patches", None)
+        del params["guess_side"]
+    if params["subject"] == "largest":
+        del params["subject"]
+    if not params["fill_dark_patches"]:
+        del params["fill_dark_patches"]
     return params
 
 
-def crop_key(data: bytes, cfg: dict) -> str:
+def crop_key(data: bytes, settings: CropSettings) -> str:
     """Cache key: the file's content and every setting that changes the crop."""
-    params = json.dumps({"version": CROP_VERSION, **crop_settings(cfg)}, sort_keys=True)
+    params = json.dumps({"version": CROP_VERSION, **key_settings(settings)}, sort_keys=True)
     return hashlib.sha1(data + b"\0" + params.encode()).hexdigest()
 
 
@@ -71,7 +71,7 @@ def _load_cached(path: Path) -> dict | None:
     return meta if isinstance(meta, dict) and "path" in meta else None
 
 
-def crop_one(path: str | Path, cfg: dict, cache_dir: str | Path | None) -> tuple[Path | np.ndarray | None, dict, bool]:
+def crop_one(path: str | Path, settings: CropSettings, cache_dir: str | Path | None) -> tuple[Path | np.ndarray | None, dict, bool]:
     """Crop one photo through the cache: (cache file or crop array, or None when no face was found
     on the chain; its {'path', 'faces', 'aligned'}; whether it came from the cache).
 
@@ -82,12 +82,12 @@ def crop_one(path: str | Path, cfg: dict, cache_dir: str | Path | None) -> tuple
         data = path.read_bytes()
     except OSError as exc:
         raise ImageReadError(f"{path}: cannot read file ({exc.strerror})") from None
-    cached = Path(cache_dir) / f"{crop_key(data, cfg)}.png" if cache_dir is not None else None
+    cached = Path(cache_dir) / f"{crop_key(data, settings)}.png" if cache_dir is not None else None
     if cached is not None and cached.exists():
         meta = _load_cached(cached)
         if meta is not None:
             return cached, meta, True
-    crop = crop_face(read_image(path, data), cfg)
+    crop = crop_face(read_image(path, data), settings)
     if crop is None:
         return None, {"path": None, "faces": 0, "aligned": False}, False
     meta = {"path": crop.path, "faces": crop.faces, "aligned": crop.aligned}
@@ -100,15 +100,15 @@ def crop_one(path: str | Path, cfg: dict, cache_dir: str | Path | None) -> tuple
 class _CropJobs:
     """crop_one over a list of photos, as a map-style dataset so DataLoader workers can share it."""
 
-    def __init__(self, paths, cfg, cache_dir):
-        self.paths, self.cfg, self.cache_dir = paths, cfg, cache_dir
+    def __init__(self, paths, settings, cache_dir):
+        self.paths, self.settings, self.cache_dir = paths, settings, cache_dir
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int):
         try:
-            return crop_one(self.paths[i], self.cfg, self.cache_dir)
+            return crop_one(self.paths[i], self.settings, self.cache_dir)
         except ImageReadError as exc:
             return exc
 
@@ -117,18 +117,18 @@ def _one(batch: list):
     return batch[0]
 
 
-def crop_paths(paths: list[str | Path], cfg: dict, cache_dir: str | Path | None,
+def crop_paths(paths: list[str | Path], settings: CropSettings, cache_dir: str | Path | None,
                desc: str = "cropping faces", workers: int = 0) -> tuple[list[Path | np.ndarray | None], CropReport]:
     """Crop many photos (cached), one entry per input; None where the photo is left out
-    (unreadable with crop.on_error 'skip', or no face on a chain without 'center'). Each crop is
+    (unreadable with settings.on_error 'skip', or no face on a chain without 'center'). Each crop is
     stored as soon as it is made, so an interrupted run keeps its work. With `workers`, reading,
     detection and alignment run in that many DataLoader worker processes, in order."""
     import torch
 
-    chain_steps(cfg)  # bad names fail before any work
-    report = CropReport(primary=cfg["detector"], subject=cfg.get("subject", "largest"))
+    chain_steps(settings)  # bad names fail before any work
+    report = CropReport(primary=settings.detector, subject=settings.subject)
     out: list[Path | np.ndarray | None] = []
-    jobs = _CropJobs(list(paths), cfg, cache_dir)
+    jobs = _CropJobs(list(paths), settings, cache_dir)
     results = iter(jobs[i] for i in range(len(jobs))) if not workers else iter(torch.utils.data.DataLoader(
         jobs, batch_size=1, num_workers=workers, collate_fn=_one))
     for path, result in tqdm(zip(paths, results), total=len(paths), desc=desc, unit="img", leave=False,
@@ -138,7 +138,7 @@ def crop_paths(paths: list[str | Path], cfg: dict, cache_dir: str | Path | None,
                 raise result
             item, meta, from_cache = result
         except ImageReadError as exc:
-            if cfg.get("on_error", "skip") == "stop":
+            if settings.on_error == "stop":
                 raise
             warnings.warn(f"skipping {exc}", stacklevel=2)
             report.failed.append(str(path))
@@ -147,7 +147,7 @@ def crop_paths(paths: list[str | Path], cfg: dict, cache_dir: str | Path | None,
         if item is None:
             report.no_face.append(str(path))
         else:
-            report.add(meta["path"], str(path), meta["faces"], meta["aligned"], cfg["align"], from_cache)
+            report.add(meta["path"], str(path), meta["faces"], meta["aligned"], settings.align, from_cache)
         out.append(item)
     return out, report
 

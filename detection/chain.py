@@ -7,9 +7,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from detection.align import ALIGNMENTS, dlib_align, dlib_landmarks, eyes_align, guessed_box, similarity_align, square_crop
+from detection.crop_settings import CropSettings
 from detection.detectors import DETECTORS, detect
 from detection.occluders import fill_dark_patches
-from utils import ConfigError
+from utils import lookup
 
 CENTER = "center"
 GUESS = "guess"  # a chain step: dlib's landmarks in a box guessed at the photo's centre, aligned
@@ -26,35 +27,34 @@ class Crop:
     aligned: bool
 
 
-def chain_steps(cfg: dict) -> list[str]:
-    """The detection chain: crop.detector, then crop.fallback, each step once."""
-    steps = [cfg["detector"]] + list(cfg.get("fallback") or [])
+def chain_steps(settings: CropSettings) -> list[str]:
+    """The detection chain: settings.detector, then settings.fallback, each step once (an unknown step
+    or alignment is a ConfigError naming the key, before any work)."""
+    steps = list(dict.fromkeys([settings.detector, *settings.fallback]))
     for step in steps:
-        if step not in STEPS:
-            raise ConfigError(f"crop.detector/crop.fallback: '{step}' is not one of {', '.join(STEPS)}")
-    if cfg["align"] not in ALIGNMENTS:
-        raise ConfigError(f"crop.align '{cfg['align']}' is not one of {', '.join(ALIGNMENTS)}")
-    return list(dict.fromkeys(steps))
+        lookup(dict.fromkeys(STEPS), step, "crop.detector/crop.fallback")
+    lookup(dict.fromkeys(ALIGNMENTS), settings.align, "crop.align")
+    return steps
 
 
-def describe_chain(cfg: dict) -> str:
+def describe_chain(settings: CropSettings) -> str:
     """The chain in words, for reports and tables: 'yunet 0.6, else 0.3 → mtcnn → haar → guess, central face'."""
-    sure, low = cfg.get("yunet_confidence"), cfg.get("yunet_low_confidence", 1.0)
-    names = {"yunet": f"yunet {sure}" + (f", else {low}" if sure is not None and low < sure else "")}
-    return " → ".join(names.get(s, s) for s in chain_steps(cfg)) + f", {cfg.get('subject', 'largest')} face" + \
-        (", dark patches filled" if cfg.get("fill_dark_patches") else "")
+    sure, low = settings.yunet_confidence, settings.yunet_low_confidence
+    names = {"yunet": f"yunet {sure}" + (f", else {low}" if low < sure else "")}
+    return " → ".join(names.get(s, s) for s in chain_steps(settings)) + f", {settings.subject} face" + \
+        (", dark patches filled" if settings.fill_dark_patches else "")
 
 
-def crop_face(image: np.ndarray, cfg: dict) -> Crop | None:
-    """Crop the face found along the chain (of several, the one crop.subject names), aligned as
-    crop.align asks; None when no step finds a face (a chain without 'center')."""
-    size, margin, align = int(cfg["size"]), float(cfg["margin"]), cfg["align"]
-    seen = fill_dark_patches(image) if cfg.get("fill_dark_patches") else image  # where faces are looked for
-    for step in chain_steps(cfg):
+def crop_face(image: np.ndarray, settings: CropSettings = CropSettings()) -> Crop | None:
+    """Crop the face found along the chain (of several, the one settings.subject names), aligned as
+    settings.align asks; None when no step finds a face (a chain without 'center')."""
+    size, margin, align = int(settings.size), float(settings.margin), settings.align
+    seen = fill_dark_patches(image) if settings.fill_dark_patches else image  # where faces are looked for
+    for step in chain_steps(settings):
         if step == CENTER:
             return Crop(square_crop(image, None, margin, size), CENTER, 0, False)
         if step == GUESS:  # no detector found a face: dlib's landmarks inside a guessed box, aligned
-            box = guessed_box(image, float(cfg.get("guess_side", 0.6)))
+            box = guessed_box(image, float(settings.guess_side))
             if align == "dlib":
                 return Crop(dlib_align(image, box, size, seen), GUESS, 0, True)
             if align == "similarity":
@@ -63,10 +63,10 @@ def crop_face(image: np.ndarray, cfg: dict) -> Crop | None:
                 except ValueError:
                     pass
             return Crop(square_crop(image, box, margin, size), GUESS, 0, False)
-        found = detect(seen, cfg, step)
+        found = detect(seen, settings, step)
         if not len(found):
             continue
-        if cfg.get("subject", "largest") == "central":
+        if settings.subject == "central":
             found = found.central_first(*image.shape[:2])
         box = found.boxes[0]
         if align == "dlib":

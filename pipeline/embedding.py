@@ -3,7 +3,8 @@ calibration: crop through the crop cache (the model's own crop settings), embed 
 preprocessing (optional flip TTA), keep each embedding in the embedding cache under the photo's content
 and the model's fingerprint.
 
-    folder = embed_folder("data/competition/test/gallery", model, cfg, device)   # names, crops, embeddings
+    folder = embed_folder("data/competition/test/gallery", model, "cpu", data=DataSettings(),
+                          retrieval=RetrievalSettings(tta="flip"))   # names, crops, embeddings
 """
 from __future__ import annotations
 
@@ -13,10 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-from dataset import degrade
+from dataset import DataSettings, degrade
 from detection import crop_paths, list_images, load_crop
 from network import EmbeddingNet, batch_size_for, checkpoint_fingerprint, embed
 from pipeline.embedding_cache import EmbeddingCache, file_sha1, photo_key
+from search.retrieval_settings import RetrievalSettings
 from utils import DataError, get_logger
 
 log = get_logger()
@@ -34,24 +36,26 @@ class EmbeddedFolder:
     paths: list[Path] = field(default_factory=list)  # the photos behind names, in the same order
 
 
-def embed_paths(paths: list[Path], model: EmbeddingNet, cfg: dict, device, what: str,
-                degradation: str = "none") -> EmbeddedFolder:
-    """Crop (through the crop cache) and embed photos, both as the model was trained (model.meta).
+def embed_paths(paths: list[Path], model: EmbeddingNet, device, what: str, *, data: DataSettings = DataSettings(),
+                retrieval: RetrievalSettings = RetrievalSettings(), degradation: str = "none",
+                seed: int = 0) -> EmbeddedFolder:
+    """Crop (through the crop cache, data.cache_dir) and embed photos, both as the model was trained
+    (model.meta), with retrieval.tta and retrieval.batch_size.
 
     Embeddings are kept in data.embedding_cache under the photo's content and the model's
     fingerprint, so an unchanged photo is embedded once per model. With a degradation
-    (evaluate.degrade), each crop is degraded first, seeded by the photo's name and cfg['seed']
+    (evaluate.degrade), each crop is degraded first, seeded by the photo's name and `seed`
     (so every model sees the same degraded queries), and the cache is not used.
     """
-    crops, report = crop_paths(paths, model.meta["crop"], cfg["data"]["cache_dir"], desc=f"cropping {what}",
-                               workers=int(cfg["data"]["num_workers"]))
+    crops, report = crop_paths(paths, model.crop_settings(), data.cache_dir, desc=f"cropping {what}",
+                               workers=int(data.num_workers))
     log.info(f"{what}: {report.summary()}")
     kept = [(p, c) for p, c in zip(paths, crops) if c is not None]
-    tta = cfg["retrieval"]["tta"]
+    tta = retrieval.tta
     images = [c for _, c in kept]
     if degradation != "none":
-        images = [degrade(load_crop(c), degradation, photo_seed(p.name, cfg["seed"])) for p, c in kept]
-    cache_file = cfg["data"].get("embedding_cache") if degradation == "none" else ""
+        images = [degrade(load_crop(c), degradation, photo_seed(p.name, seed)) for p, c in kept]
+    cache_file = data.embedding_cache if degradation == "none" else ""
     keys, found, cache = [], {}, None
     if cache_file:
         cache = EmbeddingCache(cache_file)
@@ -61,9 +65,9 @@ def embed_paths(paths: list[Path], model: EmbeddingNet, cfg: dict, device, what:
     todo = [i for i in range(len(kept)) if cache is None or keys[i] not in found]
     emb = np.zeros((len(kept), model.embedding_size), dtype=np.float32)
     if todo:
-        batch = batch_size_for(model, cfg["retrieval"]["batch_size"], device)
+        batch = batch_size_for(model, retrieval.batch_size, device)
         emb[todo] = embed(model, [images[i] for i in todo], batch, device,
-                          desc=f"embedding {what}", tta=tta, num_workers=int(cfg["data"]["num_workers"]))
+                          desc=f"embedding {what}", tta=tta, num_workers=int(data.num_workers))
     if cache is not None:
         for i, key in enumerate(keys):
             if key in found:
@@ -80,10 +84,10 @@ def photo_seed(name: str, seed: int) -> int:
     return int.from_bytes(hashlib.sha1(f"{seed}:{name}".encode()).digest()[:8], "little")
 
 
-def embed_folder(folder: str | Path, model: EmbeddingNet, cfg: dict, device,
-                 degradation: str = "none") -> EmbeddedFolder:
-    """Every image directly in `folder`, cropped and embedded; an empty folder is an error."""
+def embed_folder(folder: str | Path, model: EmbeddingNet, device, **settings) -> EmbeddedFolder:
+    """Every image directly in `folder`, cropped and embedded as embed_paths does with the same keyword
+    settings (data, retrieval, degradation, seed); an empty folder is an error."""
     paths = list_images(folder)
     if not paths:
         raise DataError(f"{folder}: no images in this folder")
-    return embed_paths(paths, model, cfg, device, Path(folder).name, degradation)
+    return embed_paths(paths, model, device, Path(folder).name, **settings)

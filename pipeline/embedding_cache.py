@@ -8,11 +8,11 @@ test-time augmentation), in SQLite, so an unchanged photo is never embedded twic
 from __future__ import annotations
 
 import hashlib
-import sqlite3
-import threading
 from pathlib import Path
 
 import numpy as np
+
+from utils import PerThread, connect
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS embeddings (
@@ -39,16 +39,8 @@ class EmbeddingCache:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.local = threading.local()
-        conn = self._conn()
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.executescript(SCHEMA)
-
-    def _conn(self) -> sqlite3.Connection:
-        if getattr(self.local, "conn", None) is None:
-            self.local.conn = sqlite3.connect(self.path, timeout=30)
-        return self.local.conn
+        self._conn = PerThread(lambda: connect(self.path, SCHEMA))
+        self._conn()  # a bad path fails here, not at the first look-up
 
     def get(self, keys: list[str]) -> dict[str, np.ndarray]:
         """The vectors of the keys that are cached."""

@@ -5,6 +5,7 @@ scored by competition/scoring.py over these parts."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -12,24 +13,34 @@ import numpy as np
 from evaluation.metrics import (METRICS, OPEN_SET, VERIFICATION, dir_at_fpir, format_metrics,
                                 mean_average_precision, relevance_matrix, retrieval_report, tar_at_far)
 from evaluation.plots import curves_for, retrieval_figure
-from dataset import list_identities, query_gallery_split
+from dataset import DataSettings, list_identities, query_gallery_split
 from pipeline.embedding import embed_paths
 from search.exact import unit
 from search.retrieval import retrieve
+from search.retrieval_settings import RetrievalSettings
 from utils import DataError, get_logger
 
 log = get_logger()
 
 
+@dataclass(frozen=True)
+class EvaluateSettings:
+    """The evaluate section (config/default.yaml documents each field): degraded queries and the figures."""
+    degrade: str = "none"
+    figure: str = "figures/retrieval.png"
+    figure_queries: int = 6
+    figure_top: int = 5
+
+
 def score_embeddings(query: np.ndarray, gallery: np.ndarray, correct: list[set[int]],
-                     rcfg: dict) -> tuple[dict, np.ndarray]:
+                     retrieval: RetrievalSettings = RetrievalSettings()) -> tuple[dict, np.ndarray]:
     """Rank the whole gallery for every query through the retrieval pipeline (re-rankers
     included) and score it: (metrics, ranked gallery indices).
 
     `correct[i]` holds the gallery positions that match query i. Queries without any match
     cannot be scored and are left out, and counted in the result.
     """
-    _, ranked = retrieve(query, gallery, len(gallery), rcfg)
+    _, ranked = retrieve(query, gallery, len(gallery), retrieval)
     return score_ranking(ranked, correct), ranked
 
 
@@ -50,22 +61,23 @@ def relevance_of(ranked: np.ndarray, correct: list[set[int]]) -> tuple[np.ndarra
     return rel.reshape(len(keep), -1), np.array([len(correct[i]) for i in keep], dtype=np.int64)
 
 
-def score_labelled(embeddings: np.ndarray, labels: list, cfg: dict,
-                   query_embeddings: np.ndarray | None = None) -> tuple[dict, list[int], list[int], np.ndarray, list[set[int]]]:
+def score_labelled(embeddings: np.ndarray, labels: list, retrieval: RetrievalSettings = RetrievalSettings(),
+                   query_embeddings: np.ndarray | None = None, queries_per_person: int = 1, seed: int = 0) -> tuple[dict, list[int], list[int], np.ndarray, list[set[int]]]:
     """Validation protocol on labelled embeddings: (metrics, query positions, gallery positions,
     ranking, each query's matching gallery indices). `query_embeddings` (one row per photo, e.g.
-    of degraded photos) replaces the query rows when given."""
-    q_pos, g_pos = query_gallery_split(labels, cfg["split"]["queries_per_person"], cfg["seed"])
+    of degraded photos) replaces the query rows when given; queries_per_person and seed pick the queries
+    (dataset.query_gallery_split)."""
+    q_pos, g_pos = query_gallery_split(labels, queries_per_person, seed)
     if not q_pos:
         raise DataError("no person has two or more photos: nothing to query")
     g_labels = [labels[j] for j in g_pos]
     correct = [{n for n, gl in enumerate(g_labels) if gl == labels[i]} for i in q_pos]
     queries = (embeddings if query_embeddings is None else query_embeddings)[q_pos]
-    report, ranked = score_embeddings(queries, embeddings[g_pos], correct, cfg["retrieval"])
+    report, ranked = score_embeddings(queries, embeddings[g_pos], correct, retrieval)
     return report, q_pos, g_pos, ranked, correct
 
 
-def score_leave_one_out(embeddings: np.ndarray, labels: list, rcfg: dict,
+def score_leave_one_out(embeddings: np.ndarray, labels: list, retrieval: RetrievalSettings = RetrievalSettings(),
                         query_embeddings: np.ndarray | None = None) -> dict:
     """Every photo of a person with two or more queries all the others (plain ranking, no
     re-ranking: the query itself is in the set): N queries instead of one per person, so
@@ -73,7 +85,7 @@ def score_leave_one_out(embeddings: np.ndarray, labels: list, rcfg: dict,
     `query_embeddings` (one row per photo, e.g. of degraded photos) replaces the query side."""
     n = len(labels)
     queries = embeddings if query_embeddings is None else query_embeddings
-    _, ranked = retrieve(queries, embeddings, n, dict(rcfg, rerank=[]))
+    _, ranked = retrieve(queries, embeddings, n, replace(retrieval, rerank=[]))
     ranked = np.asarray(ranked)
     others = ranked[ranked != np.arange(n)[:, None]].reshape(n, n - 1)  # each row holds itself once
     lab = np.asarray([str(x) for x in labels])
@@ -88,7 +100,8 @@ def score_leave_one_out(embeddings: np.ndarray, labels: list, rcfg: dict,
     return report
 
 
-def decision_report(query: np.ndarray, gallery: np.ndarray, correct: list[set[int]], rcfg: dict,
+def decision_report(query: np.ndarray, gallery: np.ndarray, correct: list[set[int]],
+                    retrieval: RetrievalSettings = RetrievalSettings(),
                     retrieved: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
     """Same-person decisions on a competition: TAR@FAR over every query-gallery pair (genuine: the query's
     correct photos), and DIR@FPIR with each query as a mated probe (its gallery as it is) and as a
@@ -100,7 +113,7 @@ def decision_report(query: np.ndarray, gallery: np.ndarray, correct: list[set[in
     for i, c in enumerate(correct):
         genuine_mask[i, list(c)] = True
     report = {name: tar_at_far(dist[genuine_mask], dist[~genuine_mask], far) for name, far in VERIFICATION.items()}
-    d, ranked = retrieved if retrieved is not None else retrieve(query, gallery, min(len(gallery), 50), rcfg)
+    d, ranked = retrieved if retrieved is not None else retrieve(query, gallery, min(len(gallery), 50), retrieval)
     mated_best = d[:, 0]
     mated_correct = np.array([ranked[i, 0] in c for i, c in enumerate(correct)])
     non_mated_best = np.array([next((d[i, j] for j in range(d.shape[1]) if ranked[i, j] not in c), np.inf)
@@ -117,29 +130,32 @@ def format_report(report: dict, keys=(*METRICS, *VERIFICATION, *OPEN_SET)) -> st
 
 
 def draw_figures(name: str, report: dict, q_crops: list, g_crops: list, ranked: np.ndarray, correct: list[set[int]],
-                 figure: str, figure_queries: int, figure_top: int) -> None:
+                 evaluate: EvaluateSettings) -> None:
     """The retrieval grid, the recall@k curve and the precision-recall curve of one evaluation."""
     title = f"{name}: top-1 {report['top1']:.2f}, mAP {report['map']:.2f}"
-    fig = retrieval_figure(figure, q_crops, g_crops, ranked, correct, figure_queries, figure_top, title=title)
+    fig = retrieval_figure(evaluate.figure, q_crops, g_crops, ranked, correct, evaluate.figure_queries,
+                           evaluate.figure_top, title=title)
     recall, pr = curves_for(fig, *relevance_of(ranked, correct), title=title)
     log.info(f"figures: {fig} (retrieval grid), {recall} (recall@k), {pr} (precision-recall)")
 
 
-def evaluate_labelled(model, cfg: dict, device, labelled: str | Path, name: str) -> dict:
+def evaluate_labelled(model, device, labelled: str | Path, name: str, *, data: DataSettings = DataSettings(),
+                      retrieval: RetrievalSettings = RetrievalSettings(), evaluate: EvaluateSettings = EvaluateSettings(),
+                      queries_per_person: int = 1, seed: int = 0) -> dict:
     """Score a model on identity folders (never trained on), split into queries and gallery, with figures."""
-    degradation = cfg["evaluate"]["degrade"]
+    degradation = evaluate.degrade
     people = list_identities(labelled, 1)
     paths = [p for photos in people.values() for p in photos]
     labels = [person for person, photos in people.items() for _ in photos]
-    emb = embed_paths(paths, model, cfg, device, Path(labelled).name)
+    emb = embed_paths(paths, model, device, Path(labelled).name, data=data, retrieval=retrieval, seed=seed)
     skipped = set(emb.skipped)
     labels = [label for p, label in zip(paths, labels) if str(p) not in skipped]
     q_emb = emb
     if degradation != "none":  # every photo may be a query: embed the degraded copies too
-        q_emb = embed_paths([p for p in paths if str(p) not in skipped], model, cfg, device,
-                            "degraded queries", degradation)
-    report, q_pos, g_pos, ranked, correct = score_labelled(emb.embeddings, labels, cfg, q_emb.embeddings)
-    ev = cfg["evaluate"]
+        q_emb = embed_paths([p for p in paths if str(p) not in skipped], model, device, "degraded queries",
+                            data=data, retrieval=retrieval, degradation=degradation, seed=seed)
+    report, q_pos, g_pos, ranked, correct = score_labelled(emb.embeddings, labels, retrieval, q_emb.embeddings,
+                                                           queries_per_person, seed)
     draw_figures(name, report, [q_emb.crops[i] for i in q_pos], [emb.crops[j] for j in g_pos], ranked, correct,
-                 ev["figure"], ev["figure_queries"], ev["figure_top"])
+                 evaluate)
     return report

@@ -16,12 +16,14 @@ import json
 import shutil
 import sqlite3
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from utils import FacematchError, atomic_write, get_logger
+from dataset import DataSettings
+from search.retrieval_settings import RetrievalSettings
+from utils import FacematchError, atomic_write, connect, get_logger
 
 log = get_logger()
 
@@ -72,66 +74,75 @@ class AddReport:
 class GalleryStore:
     """One gallery on disk. State is real here (a database, an index, a model), hence a class."""
 
-    def __init__(self, root: Path, conn: sqlite3.Connection):
-        self.root, self.conn = root, conn
+    def __init__(self, root: Path, conn: sqlite3.Connection, data: DataSettings = DataSettings()):
+        self.root, self.conn, self.data = root, conn, data
         self.meta = {k: json.loads(v) for k, v in conn.execute("SELECT key, value FROM meta")}
         self._model = None
         self._index = None
 
     # ------------------------------------------------------------ opening
     @classmethod
-    def create(cls, root: str | Path, checkpoint: str | Path, cfg_files: list[str] | None = None,
-               overrides: list[str] | None = None) -> "GalleryStore":
-        """A new, empty store for embeddings of `checkpoint` (its config, then files and overrides)."""
-        from network import checkpoint_fingerprint, load_for_inference
+    def create(cls, root: str | Path, checkpoint: str | Path, model, retrieval: RetrievalSettings = RetrievalSettings(),
+               data: DataSettings = DataSettings()) -> "GalleryStore":
+        """A new, empty store for embeddings of `model` (read from `checkpoint`), searched and embedded as
+        `retrieval` says (its tta, index, nprobe and ef_search are the store's from now on); photos are
+        cropped and embedded through data's caches."""
+        from network import checkpoint_fingerprint
 
         root = Path(root)
         if (root / "store.sqlite").exists():
             raise StoreError(f"{root} already holds a store: add to it, or remove the folder to rebuild")
-        model, cfg, _ = load_for_inference(checkpoint, cfg_files, overrides)
         root.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(root / "store.sqlite")
-        conn.executescript(SCHEMA)
-        r = cfg["retrieval"]
+        conn = connect(root / "store.sqlite", SCHEMA)
+        r = retrieval
         meta = {"checkpoint": str(Path(checkpoint).resolve()), "fingerprint": checkpoint_fingerprint(model),
-                "preprocessing": model.meta, "dim": model.embedding_size, "tta": r["tta"],
-                "index": r["index"], "nprobe": r["nprobe"], "ef_search": r["ef_search"], "version": 0,
-                "created": time.time()}
+                "preprocessing": model.meta, "dim": model.embedding_size, "tta": r.tta,
+                "index": r.index, "nprobe": r.nprobe, "ef_search": r.ef_search, "version": 0,
+                "created": time.time(), "data": asdict(data)}
         with conn:
             conn.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", [(k, json.dumps(v)) for k, v in meta.items()])
-        store = cls(root, conn)
-        store._model = (model, cfg)
+        store = cls(root, conn, data)
+        store._model = model
         return store
 
     @classmethod
-    def open(cls, root: str | Path) -> "GalleryStore":
-        """An existing store."""
+    def open(cls, root: str | Path, data: DataSettings | None = None) -> "GalleryStore":
+        """An existing store; photos added to it are cropped and embedded through data's caches (None: the
+        caches it was built with)."""
         root = Path(root)
         if not (root / "store.sqlite").is_file():
             raise StoreError(f"{root}: no store here (create one with `facematch store build`)")
         try:
-            conn = sqlite3.connect(root / "store.sqlite")
-            conn.executescript(SCHEMA)
-            return cls(root, conn)
+            store = cls(root, connect(root / "store.sqlite", SCHEMA))
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{root}/store.sqlite cannot be read: {exc}") from None
+        store.data = data or DataSettings(**store.meta.get("data", {}))
+        return store
 
     def model(self, checkpoint: str | Path | None = None):
-        """(model, cfg) that embeds for this store; another checkpoint is refused."""
-        from network import checkpoint_fingerprint, load_for_inference
+        """The model that embeds for this store, read from its checkpoint once; another model is refused."""
+        from network import checkpoint_fingerprint, model_from_checkpoint
 
         if self._model is not None and checkpoint is None:
             return self._model
         path = checkpoint or self.meta["checkpoint"]
-        model, cfg, _ = load_for_inference(path, [], [f"retrieval.tta={self.meta['tta']}"])
+        model, _ = model_from_checkpoint(path)
         fingerprint = checkpoint_fingerprint(model)
         if fingerprint != self.meta["fingerprint"]:
             raise StoreError(
                 f"{self.root} holds embeddings of {self.meta['checkpoint']} (fingerprint {self.meta['fingerprint'][:12]}); "
                 f"{path} is another model or preprocessing (fingerprint {fingerprint[:12]}): its embeddings cannot be "
                 f"mixed in. Build a new store for it with `facematch store build`.")
-        self._model = (model, cfg)
+        self._model = model
         return self._model
+
+    def embed(self, paths: list[Path], what: str, checkpoint: str | Path | None = None):
+        """Photos cropped and embedded as this store's are (its model, its test-time augmentation): an
+        EmbeddedFolder (pipeline.embedding)."""
+        from pipeline.embedding import embed_paths
+
+        return embed_paths(paths, self.model(checkpoint), "cpu", what, data=self.data,
+                           retrieval=RetrievalSettings(tta=self.meta["tta"]))
 
     # ------------------------------------------------------------ contents
     def __len__(self) -> int:
@@ -197,16 +208,13 @@ class GalleryStore:
     def add(self, paths: list[str | Path], checkpoint: str | Path | None = None) -> AddReport:
         """Crop, embed and store photos (files, or folders searched recursively) in one transaction;
         the same content is stored once. Nothing is stored when anything fails."""
-        from pipeline.embedding import embed_paths
-
         report = AddReport()
         known = {r[0] for r in self.conn.execute("SELECT sha1 FROM photos")}
         taken = {r[0] for r in self.conn.execute("SELECT name FROM photos")}
         fresh = _new_photos(_image_files(paths), known, report)
         if not fresh:
             return report
-        model, cfg = self.model(checkpoint)
-        emb = embed_paths([f for f, _ in fresh], model, cfg, "cpu", "photos to add")
+        emb = self.embed([f for f, _ in fresh], "photos to add", checkpoint)
         sha_of = dict(fresh)
         report.skipped = list(emb.skipped)
         rows, copied = [], []

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from utils import ConfigError, DataError
+from utils import DataError, lookup
 
 DISTANCES = ("cosine", "euclidean", "manhattan")  # retrieval.metric
 TILE_ELEMENTS = 2 ** 26     # most distances held at once (256 MB of float32)
@@ -16,8 +16,7 @@ TILE_ELEMENTS = 2 ** 26     # most distances held at once (256 MB of float32)
 
 def check_metric(metric: str) -> None:
     """A ConfigError naming retrieval.metric unless it is one of DISTANCES."""
-    if metric not in DISTANCES:
-        raise ConfigError(f"retrieval.metric '{metric}' is not one of {', '.join(DISTANCES)}")
+    lookup(dict.fromkeys(DISTANCES), metric, "retrieval.metric")
 
 
 def unit(x: np.ndarray, block: int = 65536) -> np.ndarray:

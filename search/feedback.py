@@ -2,11 +2,11 @@
 marks some photos relevant or not, and the next round brings the k best gallery photos not shown
 yet. Adding a method is one function plus one line in FEEDBACK.
 
-    next_round("svm", query, gallery, marks={12: True, 40: False}, shown={12, 40, 7}, k=8, cfg=cfg["feedback"])
+    next_round("svm", query, gallery, marks={12: True, 40: False}, shown={12, 40, 7}, k=8, settings=FeedbackSettings())
 
-Every method is fn(query (D,), gallery (N, D) unit rows, marks {row: relevant?}, shown {row}, k, cfg)
+Every method is fn(query (D,), gallery (N, D) unit rows, marks {row: relevant?}, shown {row}, k, settings)
 -> list of at most k gallery rows, best first, none of them shown or marked (a marked row counts as
-shown); fewer than k when fewer remain. cfg is the `feedback` config section. Ties are broken by the
+shown); fewer than k when fewer remain. settings: FeedbackSettings, the `feedback` section typed. Ties are broken by the
 lower row, and every method is deterministic (fixed SVM parameters, a seeded MLP and sample).
 
 Cost: every method scores all rows with matrix products and selects the k best in O(N) (10^5 rows:
@@ -29,12 +29,34 @@ is too little to train a classifier on.
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
 from search.exact import unit
-from utils import ConfigError
+from utils import lookup
+
+
+@dataclass(frozen=True)
+class FeedbackSettings:
+    """The feedback section (config/default.yaml documents each field): the method and its parameters."""
+    method: str = "svm"
+    k: int = 8
+    rocchio_alpha: float = 1.0
+    rocchio_beta: float = 0.75
+    rocchio_gamma: float = 0.15
+    svm_c: float = 1.0
+    svm_gamma: float = 1.0
+    mlp_hidden: int = 32
+    mlp_alpha: float = 0.0001
+    mlp_max_iter: int = 200
+    triplet_hidden: int = 64
+    triplet_margin: float = 0.2
+    triplet_steps: int = 50
+    triplet_lr: float = 0.02
+    pseudo_negatives: int = 32
+    seed: int = 0
 
 
 # ---------------------------------------------------------------- shared pieces
@@ -76,7 +98,7 @@ def _scores(values: np.ndarray, candidates: np.ndarray) -> np.ndarray:
 
 
 def _training_set(query: np.ndarray, gallery: np.ndarray, relevant: np.ndarray, irrelevant: np.ndarray,
-                  candidates: np.ndarray, cfg: dict) -> tuple[np.ndarray, np.ndarray]:
+                  candidates: np.ndarray, settings: FeedbackSettings) -> tuple[np.ndarray, np.ndarray]:
     """Positives: the query and the relevant rows. Negatives: the irrelevant rows; with none yet,
     pseudo-negatives: a seeded sample (feedback.seed) of feedback.pseudo_negatives unshown rows
     from the half of the unshown rows farthest from the positives' mean (likely other people)."""
@@ -86,8 +108,8 @@ def _training_set(query: np.ndarray, gallery: np.ndarray, relevant: np.ndarray, 
     else:
         sims = _scores(gallery @ unit(positives.mean(axis=0)).astype(gallery.dtype), candidates)
         far = candidates[sims <= np.median(sims)] if len(candidates) > 1 else candidates[:0]
-        n = min(int(cfg["pseudo_negatives"]), len(far))
-        pick = np.sort(np.random.default_rng(int(cfg["seed"])).choice(len(far), n, replace=False))
+        n = min(int(settings.pseudo_negatives), len(far))
+        pick = np.sort(np.random.default_rng(int(settings.seed)).choice(len(far), n, replace=False))
         negatives = gallery[far[pick]]
     x = np.vstack([positives, negatives]).astype(np.float64)
     y = np.r_[np.ones(len(positives), dtype=int), np.zeros(len(negatives), dtype=int)]
@@ -109,24 +131,24 @@ def _one_blas_thread():
 
 # ---------------------------------------------------------------- methods
 
-def nearest(query, gallery, marks, shown, k, cfg):
+def nearest(query, gallery, marks, shown, k, settings: FeedbackSettings):
     """The baseline: the k unshown rows nearest the query (cosine), whatever the marks say; the
     rounds walk down the plain ranking. No fallback needed."""
     candidates = _candidates(len(gallery), marks, shown)
     return _best(candidates, _scores(gallery @ query.astype(gallery.dtype), candidates), k)
 
 
-def rocchio(query, gallery, marks, shown, k, cfg):
+def rocchio(query, gallery, marks, shown, k, settings: FeedbackSettings):
     """Rocchio's update: q' = feedback.rocchio_alpha·query + feedback.rocchio_beta·mean(relevant)
     − feedback.rocchio_gamma·mean(irrelevant), then the k unshown rows nearest q'.
     Fallback: with no relevant mark the β term is left out (q' = α·query − γ·mean(irrelevant): the
     query moves away from the irrelevant centroid); with no mark at all it is plain nearest."""
     relevant, irrelevant = _split(marks)
-    moved = float(cfg["rocchio_alpha"]) * unit(query)
+    moved = float(settings.rocchio_alpha) * unit(query)
     if len(relevant):
-        moved = moved + float(cfg["rocchio_beta"]) * gallery[relevant].mean(axis=0)
+        moved = moved + float(settings.rocchio_beta) * gallery[relevant].mean(axis=0)
     if len(irrelevant):
-        moved = moved - float(cfg["rocchio_gamma"]) * gallery[irrelevant].mean(axis=0)
+        moved = moved - float(settings.rocchio_gamma) * gallery[irrelevant].mean(axis=0)
     candidates = _candidates(len(gallery), marks, shown)
     return _best(candidates, _scores(gallery @ moved.astype(gallery.dtype), candidates), k)
 
@@ -141,23 +163,23 @@ def _svm_decision(model, rows: np.ndarray, gamma: float) -> np.ndarray:
     return kernel @ model.dual_coef_[0].astype(rows.dtype) + model.intercept_[0]
 
 
-def _learned(query, gallery, marks, shown, k, cfg, scores_of) -> list[int]:
+def _learned(query, gallery, marks, shown, k, settings: FeedbackSettings, scores_of) -> list[int]:
     """The frame svm and mlp share: rocchio's ranking with no relevant mark yet, the positives'
     mean with no negative at all, else the unshown rows by scores_of(x, y) (a score per gallery row)
     of a classifier fitted on _training_set's rows."""
     relevant, irrelevant = _split(marks)
     if not len(relevant):
-        return rocchio(query, gallery, marks, shown, k, cfg)
+        return rocchio(query, gallery, marks, shown, k, settings)
     candidates = _candidates(len(gallery), marks, shown)
     if not len(candidates) or k <= 0:
         return []
-    x, y = _training_set(query, gallery, relevant, irrelevant, candidates, cfg)
+    x, y = _training_set(query, gallery, relevant, irrelevant, candidates, settings)
     if y.min() == 1:  # no negative at all (a single row left): nearest the positives' mean
         return _best(candidates, _scores(gallery @ unit(x.mean(axis=0)).astype(gallery.dtype), candidates), k)
     return _best(candidates, _scores(scores_of(x, y), candidates), k)
 
 
-def svm(query, gallery, marks, shown, k, cfg):
+def svm(query, gallery, marks, shown, k, settings: FeedbackSettings):
     """An RBF-kernel SVM (sklearn SVC, C = feedback.svm_c, gamma = feedback.svm_gamma on unit
     vectors, balanced class weights) trained on the query and the relevant rows against the
     irrelevant rows (or, with none yet, pseudo-negatives: see _training_set); the unshown rows are
@@ -167,14 +189,14 @@ def svm(query, gallery, marks, shown, k, cfg):
     from sklearn.svm import SVC
 
     def scores_of(x, y):
-        model = SVC(C=float(cfg["svm_c"]), kernel="rbf", gamma=float(cfg["svm_gamma"]), class_weight="balanced")
+        model = SVC(C=float(settings.svm_c), kernel="rbf", gamma=float(settings.svm_gamma), class_weight="balanced")
         model.fit(x, y)
-        return _svm_decision(model, gallery, float(cfg["svm_gamma"]))
+        return _svm_decision(model, gallery, float(settings.svm_gamma))
 
-    return _learned(query, gallery, marks, shown, k, cfg, scores_of)
+    return _learned(query, gallery, marks, shown, k, settings, scores_of)
 
 
-def mlp(query, gallery, marks, shown, k, cfg):
+def mlp(query, gallery, marks, shown, k, settings: FeedbackSettings):
     """A small MLP (sklearn MLPClassifier: one hidden layer of feedback.mlp_hidden ReLU units,
     L2 penalty feedback.mlp_alpha, lbfgs for at most feedback.mlp_max_iter iterations, initial
     weights seeded by feedback.seed) on the same training set as svm, positives repeated to balance
@@ -191,8 +213,8 @@ def mlp(query, gallery, marks, shown, k, cfg):
         x = np.vstack([np.repeat(x[y == 1], repeat, axis=0), x[y == 0]])
         y = np.r_[np.ones(n_pos * repeat, dtype=int), np.zeros(n_neg, dtype=int)]
         scale = np.sqrt(gallery.shape[1])
-        model = MLPClassifier(hidden_layer_sizes=(int(cfg["mlp_hidden"]),), alpha=float(cfg["mlp_alpha"]),
-                              solver="lbfgs", max_iter=int(cfg["mlp_max_iter"]), random_state=int(cfg["seed"]))
+        model = MLPClassifier(hidden_layer_sizes=(int(settings.mlp_hidden),), alpha=float(settings.mlp_alpha),
+                              solver="lbfgs", max_iter=int(settings.mlp_max_iter), random_state=int(settings.seed))
         with warnings.catch_warnings(), _one_blas_thread():
             warnings.simplefilter("ignore", ConvergenceWarning)
             model.fit(x * scale, y)
@@ -200,10 +222,10 @@ def mlp(query, gallery, marks, shown, k, cfg):
                             + model.intercepts_[0].astype(gallery.dtype), 0)
         return hidden @ model.coefs_[1][:, 0].astype(gallery.dtype) + model.intercepts_[1][0]
 
-    return _learned(query, gallery, marks, shown, k, cfg, scores_of)
+    return _learned(query, gallery, marks, shown, k, settings, scores_of)
 
 
-def triplet(query, gallery, marks, shown, k, cfg):
+def triplet(query, gallery, marks, shown, k, settings: FeedbackSettings):
     """The relevance-feedback thesis's third method: a small residual MLP re-maps the embeddings,
     f(v) = v + W2·relu(W1·v) (feedback.triplet_hidden units; W2 starts at zero, so f starts as the
     identity), trained for feedback.triplet_steps Adam steps (feedback.triplet_lr, seeded by
@@ -217,8 +239,8 @@ def triplet(query, gallery, marks, shown, k, cfg):
     import torch
 
     def scores_of(x, y):
-        generator = torch.Generator().manual_seed(int(cfg["seed"]))
-        d, hidden = x.shape[1], int(cfg["triplet_hidden"])
+        generator = torch.Generator().manual_seed(int(settings.seed))
+        d, hidden = x.shape[1], int(settings.triplet_hidden)
         w1 = (torch.randn(d, hidden, generator=generator) / d ** 0.5).requires_grad_()
         w2 = torch.zeros(hidden, d, requires_grad=True)
 
@@ -226,11 +248,11 @@ def triplet(query, gallery, marks, shown, k, cfg):
             return torch.nn.functional.normalize(v + torch.relu(v @ w1) @ w2, dim=1)
 
         pos, neg = torch.as_tensor(x[y == 1], dtype=torch.float32), torch.as_tensor(x[y == 0], dtype=torch.float32)
-        optimizer = torch.optim.Adam([w1, w2], lr=float(cfg["triplet_lr"]))
-        for _ in range(int(cfg["triplet_steps"])):
+        optimizer = torch.optim.Adam([w1, w2], lr=float(settings.triplet_lr))
+        for _ in range(int(settings.triplet_steps)):
             p, n = remap(pos), remap(neg)
             d_ap, d_an = 1 - p @ p.T, 1 - p @ n.T  # (P, P) and (P, N) cosine distances
-            loss = torch.relu(d_ap[:, :, None] - d_an[:, None, :] + float(cfg["triplet_margin"]))
+            loss = torch.relu(d_ap[:, :, None] - d_an[:, None, :] + float(settings.triplet_margin))
             loss = loss[~torch.eye(len(p), dtype=torch.bool)].mean()  # an anchor is never its own positive
             optimizer.zero_grad()
             loss.backward()
@@ -239,7 +261,7 @@ def triplet(query, gallery, marks, shown, k, cfg):
             mapped = remap(torch.as_tensor(gallery, dtype=torch.float32))
             return (mapped @ remap(torch.as_tensor(x[:1], dtype=torch.float32))[0]).numpy()  # x[0] is the query
 
-    return _learned(query, gallery, marks, shown, k, cfg, scores_of)
+    return _learned(query, gallery, marks, shown, k, settings, scores_of)
 
 
 FEEDBACK: dict[str, Callable] = {
@@ -252,13 +274,12 @@ FEEDBACK: dict[str, Callable] = {
 
 
 def next_round(method: str, query: np.ndarray, gallery: np.ndarray, marks: dict[int, bool], shown: set[int],
-               k: int, cfg: dict) -> list[int]:
+               k: int, settings: FeedbackSettings = FeedbackSettings()) -> list[int]:
     """The next k gallery rows for `query` by the feedback method named `method`, best first, none
-    of them in `shown` or `marks`; cfg is the config's feedback section.
+    of them in `shown` or `marks`; settings holds the methods' parameters.
     An unknown method is a ConfigError naming feedback.method and the choices; rows out of range,
     k < 0 or mismatched shapes are ValueErrors."""
-    if method not in FEEDBACK:
-        raise ConfigError(f"feedback.method: '{method}' is not one of {', '.join(FEEDBACK)}")
+    chosen = lookup(FEEDBACK, method, "feedback.method")
     gallery = np.asarray(gallery)
     if gallery.dtype not in (np.float32, np.float64):
         gallery = gallery.astype(np.float32)
@@ -274,4 +295,4 @@ def next_round(method: str, query: np.ndarray, gallery: np.ndarray, marks: dict[
         raise ValueError(f"gallery rows {sorted(set(bad))[:5]} are out of range 0..{n - 1}")
     marks = {int(i): bool(v) for i, v in marks.items()}
     shown = {int(i) for i in shown}
-    return FEEDBACK[method](unit(query), gallery, marks, shown, k, cfg)
+    return chosen(unit(query), gallery, marks, shown, k, settings)

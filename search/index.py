@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from search.exact import check_metric, exact_knn, unit
+from search.retrieval_settings import RetrievalSettings
 from utils import ConfigError, FacematchError, atomic_write, get_logger
 
 FORMAT = 1                  # version of the saved file's layout
@@ -455,11 +456,10 @@ def build_index(spec: str, dim: int, metric: str = "cosine", nprobe: int = 16, e
     return FaissIndex(spec, dim, metric, nprobe=nprobe, ef_search=ef_search, threads=threads)
 
 
-def index_from_config(rcfg: dict, dim: int) -> Index:
-    """build_index with the retrieval section's settings (index, metric, nprobe, ef_search, chunk_size)."""
-    return build_index(rcfg.get("index", "exact"), dim, rcfg.get("metric", "cosine"),
-                       nprobe=int(rcfg.get("nprobe", 16)), ef_search=int(rcfg.get("ef_search", 64)),
-                       chunk_size=int(rcfg.get("chunk_size", 1024)))
+def index_for(settings: RetrievalSettings, dim: int) -> Index:
+    """build_index with the retrieval settings' index, metric, nprobe, ef_search and chunk_size."""
+    return build_index(settings.index, dim, settings.metric, nprobe=int(settings.nprobe),
+                       ef_search=int(settings.ef_search), chunk_size=int(settings.chunk_size))
 
 
 def load_index(path: str | Path) -> Index:

@@ -2,7 +2,7 @@
 query's shortlist: average and α-weighted query expansion, database-side augmentation, and
 k-reciprocal re-ranking. Adding one is one function plus one line in RERANKERS.
 
-A re-ranker takes (queries (Q, D), gallery (N, D), distances (Q, S), ids (Q, S), cfg) with the
+A re-ranker takes (queries (Q, D), gallery (N, D), distances (Q, S), ids (Q, S), settings) with the
 shortlist of S gallery ids per query in faiss's order (nearest first) and returns the same shapes,
 reordered. Embeddings are unit vectors; distances are cosine distances (1 - similarity). Nothing
 builds an N×N matrix: work grows with Q × S (and S × S for k-reciprocal), not with the gallery.
@@ -14,7 +14,8 @@ from typing import Callable
 import numpy as np
 
 from search.exact import exact_knn, unit
-from utils import ConfigError
+from search.retrieval_settings import RetrievalSettings
+from utils import lookup
 
 
 def _rescore(new_queries: np.ndarray, gallery: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -34,25 +35,25 @@ def _weighted_expansion(queries: np.ndarray, gallery: np.ndarray, dist: np.ndarr
     return unit(expanded)
 
 
-def aqe(queries, gallery, dist, ids, cfg):
+def aqe(queries, gallery, dist, ids, settings: RetrievalSettings):
     """Average query expansion (Chum et al. 2007): the query and its top retrieval.qe_k results, averaged."""
-    return _rescore(_weighted_expansion(queries, gallery, dist, ids, int(cfg["qe_k"]), 0.0), gallery, ids)
+    return _rescore(_weighted_expansion(queries, gallery, dist, ids, int(settings.qe_k), 0.0), gallery, ids)
 
 
-def alpha_qe(queries, gallery, dist, ids, cfg):
+def alpha_qe(queries, gallery, dist, ids, settings: RetrievalSettings):
     """α-weighted query expansion (Radenović et al. 2018): results weighted by similarity^retrieval.qe_alpha."""
-    return _rescore(_weighted_expansion(queries, gallery, dist, ids, int(cfg["qe_k"]), float(cfg["qe_alpha"])),
+    return _rescore(_weighted_expansion(queries, gallery, dist, ids, int(settings.qe_k), float(settings.qe_alpha)),
                     gallery, ids)
 
 
-def dba(queries, gallery, dist, ids, cfg):
+def dba(queries, gallery, dist, ids, settings: RetrievalSettings):
     """Database-side augmentation: every shortlisted gallery vector is replaced by the α-weighted mean
     of itself and its retrieval.dba_k nearest gallery neighbours, then the shortlist is rescored."""
-    n = int(cfg["dba_k"])
-    alpha = float(cfg["dba_alpha"])
+    n = int(settings.dba_k)
+    alpha = float(settings.dba_alpha)
     shown = np.unique(ids)
     # Neighbours of the shortlisted photos only (itself first): Q × S rows at most, never N × N.
-    g_dist, g_ids = exact_knn(gallery[shown], gallery, min(n + 1, len(gallery)), "cosine", int(cfg["chunk_size"]),
+    g_dist, g_ids = exact_knn(gallery[shown], gallery, min(n + 1, len(gallery)), "cosine", int(settings.chunk_size),
                               normalized=True)
     sim = np.clip(1.0 - g_dist, 0.0, None)
     weights = sim ** alpha if alpha else np.ones_like(sim)
@@ -97,9 +98,9 @@ def k_reciprocal_distances(original: np.ndarray, k1: int, k2: int, lam: float) -
     return jaccard * (1 - lam) + dist[0] * lam
 
 
-def k_reciprocal(queries, gallery, dist, ids, cfg):
+def k_reciprocal(queries, gallery, dist, ids, settings: RetrievalSettings):
     """k-reciprocal re-ranking (retrieval.kr_k1, kr_k2, kr_lambda) within each query's shortlist."""
-    k1, k2, lam = int(cfg["kr_k1"]), int(cfg["kr_k2"]), float(cfg["kr_lambda"])
+    k1, k2, lam = int(settings.kr_k1), int(settings.kr_k2), float(settings.kr_lambda)
     new = np.empty_like(dist, dtype=np.float32)
     for q in range(len(queries)):
         points = np.vstack([queries[q][None, :], gallery[ids[q]]])
@@ -118,13 +119,10 @@ RERANKERS: dict[str, Callable] = {
 
 
 def rerank(queries: np.ndarray, gallery: np.ndarray, dist: np.ndarray, ids: np.ndarray,
-           cfg: dict) -> tuple[np.ndarray, np.ndarray]:
-    """Apply retrieval.rerank's re-rankers in order to the shortlists (distances, ids)."""
-    names = cfg.get("rerank") or []
-    for name in names:
-        if name not in RERANKERS:
-            raise ConfigError(f"retrieval.rerank: '{name}' is not one of {', '.join(RERANKERS)}")
+           settings: RetrievalSettings) -> tuple[np.ndarray, np.ndarray]:
+    """Apply settings.rerank's re-rankers in order to the shortlists (distances, ids)."""
+    steps = [lookup(RERANKERS, name, "retrieval.rerank") for name in settings.rerank]  # all known before any work
     queries, gallery = unit(np.asarray(queries, np.float32)), unit(np.asarray(gallery, np.float32))
-    for name in names:
-        dist, ids = RERANKERS[name](queries, gallery, dist, ids, cfg)
+    for step in steps:
+        dist, ids = step(queries, gallery, dist, ids, settings)
     return dist, ids

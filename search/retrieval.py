@@ -2,8 +2,8 @@
 a FAISS index) → re-rank → top-k, in faiss's order (distances, ids). Vectors in, vectors out: photos become
 embeddings in pipeline/embedding.py.
 
-    retrieve(queries, gallery, k, cfg["retrieval"]) -> (distances, ids)   # faiss's order
-    rank(queries, gallery, names, k, cfg["retrieval"]) -> [[name, ...], ...]
+    retrieve(queries, gallery, k, RetrievalSettings(rerank=["aqe"])) -> (distances, ids)   # faiss's order
+    rank(queries, gallery, names, k, RetrievalSettings()) -> [[name, ...], ...]
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import numpy as np
 from search.exact import distance_estimator
 from search.index import build_index
 from search.rerank import rerank
+from search.retrieval_settings import RetrievalSettings
 from utils import ConfigError, DataError
 
 
@@ -38,33 +39,33 @@ def search(queries: np.ndarray, gallery: np.ndarray, k: int, chunk_size: int = 1
     return dist, ids
 
 
-def retrieve(queries: np.ndarray, gallery: np.ndarray, k: int, rcfg: dict) -> tuple[np.ndarray, np.ndarray]:
-    """The k best gallery rows for every query: search, then the configured re-rankers reorder
-    each query's first retrieval.shortlist results (the rest keep their order)."""
+def retrieve(queries: np.ndarray, gallery: np.ndarray, k: int,
+             settings: RetrievalSettings = RetrievalSettings()) -> tuple[np.ndarray, np.ndarray]:
+    """The k best gallery rows for every query: search, then the re-rankers of `settings` reorder
+    each query's first settings.shortlist results (the rest keep their order)."""
+    s = settings
     k = min(int(k), len(gallery))
-    names = rcfg.get("rerank") or []
-    depth = max(k, min(int(rcfg.get("shortlist", k)), len(gallery))) if names else k
-    dist, ids = search(queries, gallery, depth, int(rcfg["chunk_size"]), rcfg["metric"], rcfg.get("index", "exact"),
-                       int(rcfg.get("nprobe", 16)), int(rcfg.get("ef_search", 64)))
-    if names:
-        if rcfg["metric"] != "cosine":
+    depth = max(k, min(int(s.shortlist), len(gallery))) if s.rerank else k
+    dist, ids = search(queries, gallery, depth, int(s.chunk_size), s.metric, s.index, int(s.nprobe), int(s.ef_search))
+    if s.rerank:
+        if s.metric != "cosine":
             raise ConfigError("retrieval.rerank needs retrieval.metric=cosine (re-rankers work on unit vectors)")
-        short = min(int(rcfg["shortlist"]), depth)
-        head_d, head_i = rerank(queries, gallery, dist[:, :short], ids[:, :short], rcfg)
+        short = min(int(s.shortlist), depth)
+        head_d, head_i = rerank(queries, gallery, dist[:, :short], ids[:, :short], s)
         dist = np.concatenate([head_d, dist[:, short:]], axis=1)
         ids = np.concatenate([head_i, ids[:, short:]], axis=1)
     return dist[:, :k], ids[:, :k]
 
 
 def rank(query: np.ndarray, gallery: np.ndarray, gallery_names: list[str], k: int,
-         rcfg: dict) -> list[list[str]]:
+         settings: RetrievalSettings = RetrievalSettings()) -> list[list[str]]:
     """The k best gallery names for every query embedding, best first, each name once, through
-    the one pipeline (search and the re-rankers of `rcfg`, the retrieval config section)."""
+    the one retrieval (search and the re-rankers of `settings`)."""
     if len(set(gallery_names)) != len(gallery_names):
         raise ValueError("gallery names must be unique")
     if len(gallery_names) != len(gallery):
         raise ValueError(f"{len(gallery_names)} gallery names for {len(gallery)} embeddings")
     if not 1 <= k <= len(gallery):
         raise DataError(f"k={k} but the gallery holds {len(gallery)} images")
-    _, idx = retrieve(query, gallery, k, rcfg)
+    _, idx = retrieve(query, gallery, k, settings)
     return [[gallery_names[j] for j in row] for row in idx]

@@ -28,7 +28,7 @@ TINY_INPUT = {"size": 32, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0
 @pytest.fixture
 def tiny_cfg(tmp_path):
     """A config small enough to train in seconds on the CPU: ResNet18, 32-px inputs, random weights."""
-    from utils import load_config
+    from settings import load_config
 
     return load_config(overrides=[
         f"data.train_dir={PEOPLE}", f"data.cache_dir={tmp_path / 'cache'}", "data.val_fraction=0.4",
@@ -40,3 +40,27 @@ def tiny_cfg(tmp_path):
         f"train.out_dir={tmp_path / 'run'}", f"train.figure={tmp_path / 'curve.png'}",
         f"evaluate.figure={tmp_path / 'retrieval.png'}", "retrieval.batch_size=8",
     ])
+
+
+def net(arch: str, embedding_size: int = 512, pooling: str = "gem", head: str = "linear", weights=None, cfg=None):
+    """An EmbeddingNet as a test builds one: these model settings on top of cfg's (default: the default
+    config's), with cfg's input and crop settings."""
+    from dataclasses import replace
+
+    from network import EmbeddingNet, settings_of
+    from settings import load_config
+
+    model, inp, crop = settings_of(cfg or load_config())
+    model = replace(model, arch=arch, embedding_size=embedding_size, pooling=pooling, head=head)
+    return EmbeddingNet(model, inp, crop, weights)
+
+
+def new_store(root, ckpt):
+    """A new gallery store for a checkpoint, with its own retrieval and data settings (as `facematch store build`)."""
+    from dataset import DataSettings
+    from pipeline.store import GalleryStore
+    from search.retrieval_settings import RetrievalSettings
+    from settings import load_for_inference
+
+    model, cfg, _ = load_for_inference(ckpt)
+    return GalleryStore.create(root, ckpt, model, RetrievalSettings(**cfg["retrieval"]), DataSettings(**cfg["data"]))

@@ -19,7 +19,7 @@ from test_web import tiny_store, web_cfg  # noqa: E402
 @pytest.fixture
 def client(tmp_path_factory, tmp_path):
     root = Path(shutil.copytree(tiny_store(tmp_path_factory), tmp_path / "store"))
-    app = web.create_app(root, web_cfg())
+    app = web.app_for(root, web_cfg())
     with TestClient(app) as c:
         yield c
     app.state.web.close()

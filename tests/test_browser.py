@@ -128,7 +128,7 @@ def test_the_page_in_a_browser(tmp_path, tmp_path_factory):
         browser = launch(playwright)  # first: a browser that cannot start skips before any work
         try:
             root = Path(shutil.copytree(tiny_store(tmp_path_factory), tmp_path / "store"))
-            app = web.create_app(root, web_cfg())
+            app = web.app_for(root, web_cfg())
             served = Served(app)
             try:
                 page = browser.new_page(viewport={"width": 1100, "height": 900})
@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
             store.remove([photo.name])
             store.conn.close()
         os.chdir(tmp)  # the page shows the store's folder as given: its name, not the copy's path
-        app = web.create_app(Path(args.store).name, web_cfg(*args.overrides, base=()))
+        app = web.app_for(Path(args.store).name, web_cfg(*args.overrides, base=()))
         served = Served(app)
         try:
             with sync_playwright() as playwright:

@@ -8,11 +8,13 @@ import torch
 
 import network
 from pipeline import embedding as retrieval
+from settings import embed_settings
 from conftest import PEOPLE
-from network import build_model
+from settings import build_model
 from pipeline.embedding import embed_folder
+from settings import embed_settings
 from pipeline.embedding_cache import EmbeddingCache
-from utils import load_config
+from settings import load_config
 
 
 def folder_of_photos(tmp_path, n=6):
@@ -32,15 +34,15 @@ def test_a_second_run_embeds_nothing_and_a_changed_photo_is_embedded_again(tiny_
     real = retrieval.embed
     monkeypatch.setattr(retrieval, "embed", lambda m, crops, *a, **k: calls.append(len(crops)) or real(m, crops, *a, **k))
 
-    first = embed_folder(folder, model, tiny_cfg, "cpu")
+    first = embed_folder(folder, model, "cpu", **embed_settings(tiny_cfg))
     assert (first.embedded, first.from_cache) == (6, 0) and calls == [6]
-    second = embed_folder(folder, model, tiny_cfg, "cpu")
+    second = embed_folder(folder, model, "cpu", **embed_settings(tiny_cfg))
     assert (second.embedded, second.from_cache) == (0, 6) and calls == [6]  # the network never ran
     assert np.array_equal(first.embeddings, second.embeddings) and first.names == second.names
 
     # A changed photo (other content, same name) is embedded again; the others come from the cache.
     shutil.copy(sorted(PEOPLE.rglob("*.jpg"))[-1], folder / "03.jpg")
-    third = embed_folder(folder, model, tiny_cfg, "cpu")
+    third = embed_folder(folder, model, "cpu", **embed_settings(tiny_cfg))
     assert (third.embedded, third.from_cache) == (1, 5) and calls == [6, 1]
     assert not np.allclose(third.embeddings[3], first.embeddings[3])
     assert np.allclose(np.delete(third.embeddings, 3, 0), np.delete(first.embeddings, 3, 0))
@@ -52,14 +54,14 @@ def test_another_model_or_tta_never_reuses_an_embedding(tiny_cfg, tmp_path):
     a, _ = build_model(tiny_cfg)
     torch.manual_seed(1)
     b, _ = build_model(tiny_cfg)
-    ea = embed_folder(folder, a.eval(), tiny_cfg, "cpu")
-    eb = embed_folder(folder, b.eval(), tiny_cfg, "cpu")
+    ea = embed_folder(folder, a.eval(), "cpu", **embed_settings(tiny_cfg))
+    eb = embed_folder(folder, b.eval(), "cpu", **embed_settings(tiny_cfg))
     assert eb.embedded == 3 and not np.allclose(ea.embeddings, eb.embeddings)
     flip = load_config(overrides=["retrieval.tta=flip"], base=tiny_cfg)
-    ef = embed_folder(folder, a, flip, "cpu")
+    ef = embed_folder(folder, a, "cpu", **embed_settings(flip))
     assert ef.embedded == 3
     # Degraded queries are never cached: each variant must see the same degradation, embedded anew.
-    ed = embed_folder(folder, a, tiny_cfg, "cpu", "both")
+    ed = embed_folder(folder, a, "cpu", degradation="both", **embed_settings(tiny_cfg))
     assert ed.embedded == 3 and ed.from_cache == 0
     assert len(EmbeddingCache(tiny_cfg["data"]["embedding_cache"])) == 9
     assert network.checkpoint_fingerprint(a) != network.checkpoint_fingerprint(b)
@@ -70,5 +72,5 @@ def test_the_cache_can_be_turned_off(tiny_cfg, tmp_path):
     cfg = load_config(overrides=["data.embedding_cache="], base=tiny_cfg)
     model, _ = build_model(cfg)
     model.eval()
-    assert embed_folder(folder, model, cfg, "cpu").embedded == 2
-    assert embed_folder(folder, model, cfg, "cpu").embedded == 2
+    assert embed_folder(folder, model, "cpu", **embed_settings(cfg)).embedded == 2
+    assert embed_folder(folder, model, "cpu", **embed_settings(cfg)).embedded == 2

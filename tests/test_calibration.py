@@ -12,15 +12,16 @@ import torch
 
 import compare
 import train
-from conftest import FACES, PEOPLE
+from conftest import FACES, PEOPLE, new_store
 from evaluation.calibration import (calibrate, far_at, pair_distances, tar_at, threshold_for_far,
                                     threshold_for_gallery)
 from evaluation.metrics import dir_at_fpir, tar_at_far
-from network import build_model, read_checkpoint, save_checkpoint
+from network import read_checkpoint, save_checkpoint
+from settings import build_model
 from cli import gallery as store_module
 from evaluation.calibration import match_words
 from pipeline.store import GalleryStore
-from utils import load_config
+from settings import load_config
 
 PERSONS = sorted(p.name for p in PEOPLE.iterdir())
 
@@ -155,8 +156,8 @@ def test_the_page_says_no_one_matches_a_stranger(tmp_path):
 
     ckpt = tiny_checkpoint(tmp_path, strict_calibration())
     root = tmp_path / "store"
-    GalleryStore.create(root, ckpt).add([PEOPLE / p for p in PERSONS[:3]])
-    app = web.create_app(root, load_config(overrides=["web.k=4"]))
+    new_store(root, ckpt).add([PEOPLE / p for p in PERSONS[:3]])
+    app = web.app_for(root, load_config(overrides=["web.k=4"]))
     try:
         with TestClient(app) as client:
             photo = sorted((PEOPLE / PERSONS[4]).iterdir())[0]

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest import PEOPLE
-from utils import load_config
+from settings import load_config
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -40,7 +40,8 @@ def test_training_on_cuda_with_amp_gives_a_checkpoint_a_cpu_machine_uses_alike(t
 
 def test_auto_batch_size_reads_the_gpus_free_memory(tiny_cfg, monkeypatch):
     import network
-    from network import batch_size_for, build_model
+    from network import batch_size_for
+    from settings import build_model
 
     model, _ = build_model(tiny_cfg)
     model.to("cuda")

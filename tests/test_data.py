@@ -11,9 +11,10 @@ import torch
 import split
 from competition.split import make_split
 from conftest import FACES, PEOPLE, TINY_INPUT
-from dataset import FaceDataset, PKSampler, eval_transform, identity_split, list_identities, train_transform
+from dataset import AugmentSettings, FaceDataset, PKSampler, eval_transform, identity_split, list_identities, train_transform
 from detection import read_image
-from utils import DataError, load_config
+from utils import DataError
+from settings import load_config
 
 
 def test_list_identities_skips_empty_folders_and_errors_when_nothing_is_left(tmp_path):
@@ -71,7 +72,7 @@ def test_sampler_is_repeatable_per_epoch_and_differs_across_epochs():
 
 def test_train_augmentation_is_seeded_per_draw_and_eval_is_deterministic(tiny_cfg):
     image = read_image(FACES / "one_face.jpg")
-    ds = FaceDataset([image], [0], train_transform(tiny_cfg["augment"], TINY_INPUT))
+    ds = FaceDataset([image], [0], train_transform(AugmentSettings(**tiny_cfg["augment"]), TINY_INPUT))
     a, _ = ds[(0, 123)]
     b, _ = ds[(0, 123)]
     c, _ = ds[(0, 456)]
@@ -83,7 +84,7 @@ def test_train_augmentation_is_seeded_per_draw_and_eval_is_deterministic(tiny_cf
     off = load_config(overrides=[f"{k}=0" for k in ("augment.hflip_p", "augment.color_p", "augment.gamma_p",
                                                      "augment.affine_p", "augment.blur_p", "augment.dropout_p")],
                       base=tiny_cfg)
-    assert torch.equal(FaceDataset([image], [0], train_transform(off["augment"], TINY_INPUT))[(0, 1)][0], x)
+    assert torch.equal(FaceDataset([image], [0], train_transform(AugmentSettings(**off["augment"]), TINY_INPUT))[(0, 1)][0], x)
 
 
 def test_augmentation_steps_fire_independently(tiny_cfg):
@@ -93,7 +94,7 @@ def test_augmentation_steps_fire_independently(tiny_cfg):
                                  "augment.dropout_holes=[1,1]", "augment.dropout_size=[0.3,0.3]"], base=tiny_cfg)
     image = np.zeros((32, 32, 3), dtype=np.uint8)
     image[:, :16] = 255  # left half white: a flip moves it right; dropout blacks out a hole
-    ds = FaceDataset([image], [0], train_transform(cfg["augment"], TINY_INPUT))
+    ds = FaceDataset([image], [0], train_transform(AugmentSettings(**cfg["augment"]), TINY_INPUT))
     ev = eval_transform(TINY_INPUT)(image=image)["image"]
     flipped = eval_transform(TINY_INPUT)(image=image[:, ::-1].copy())["image"]
     outcomes = set()

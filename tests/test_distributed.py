@@ -34,7 +34,8 @@ import torch.distributed as dist  # noqa: E402
 
 import train  # noqa: E402
 from dataset import PKSampler  # noqa: E402
-from network import build_model, read_checkpoint  # noqa: E402
+from network import read_checkpoint  # noqa: E402
+from settings import build_model  # noqa: E402
 from utils import ConfigError, seed_everything  # noqa: E402
 
 PEOPLE = ROOT / "tests" / "fixtures" / "people"

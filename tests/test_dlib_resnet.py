@@ -13,7 +13,7 @@ from PIL import Image
 import backbones
 from backbones import dlib_format, dlib_resnet
 from backbones import WeightsError, build_backbone
-from conftest import FIXTURES
+from conftest import FIXTURES, net
 from utils import ConfigError, package_file
 
 DAT = package_file(*dlib_resnet.DLIB_PACKAGE)
@@ -128,21 +128,21 @@ def test_the_backbone_by_name_and_its_weights(tmp_path, pretrained):
 
 def test_model_freeze_keeps_the_first_levels_as_they_are():
     from network import EmbeddingNet
-    from utils import load_config
+    from settings import load_config
 
     cfg = load_config(["config/best.yaml"], ["model.freeze=5"])
-    model = EmbeddingNet("dlib_resnet", 128, head="none", weights="pretrained", cfg=cfg)
+    model = net("dlib_resnet", 128, head="none", weights="pretrained", cfg=cfg)
     trainable = {n.split(".")[0] for n, p in model.backbone.named_parameters() if p.requires_grad}
     assert trainable == {"level5", "fc"}
     model.train()
     assert not model.backbone.stem.training and model.backbone.fc.training
     with pytest.raises(ConfigError, match="model.freeze must be all or a whole number from 0 to 7"):
-        EmbeddingNet("dlib_resnet", 128, head="none", weights=None, cfg=load_config(["config/best.yaml"], ["model.freeze=8"]))
+        net("dlib_resnet", 128, head="none", weights=None, cfg=load_config(["config/best.yaml"], ["model.freeze=8"]))
 
 
 def test_a_checkpoint_from_when_the_descriptor_was_frozen_outside_the_state_dict_still_loads(tmp_path):
     from network import model_from_checkpoint, save_checkpoint
-    from utils import load_config
+    from settings import load_config
 
     cfg = load_config(["config/best.yaml"])
     legacy = {"model": {}, "config": cfg, "meta": {"input": {"size": 150, "mean": [0.0] * 3, "std": [1.0] * 3,

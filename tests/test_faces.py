@@ -3,6 +3,7 @@ the fallback chain, the crop cache."""
 from __future__ import annotations
 
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -12,13 +13,15 @@ from PIL import Image
 import detection.cache
 import faces
 from conftest import FACES, needs_shared, SHARED
-from detection import (ARCFACE_TEMPLATE, Detections, ImageReadError, crop_face, crop_key, crop_one, crop_paths,
+from detection import (ARCFACE_TEMPLATE, CropSettings, Detections, ImageReadError, crop_face, crop_key, crop_one, crop_paths,
                        dark_patches, describe_chain, detect, fill_dark_patches, load_crop, read_image, similarity_align,
                        similarity_matrix, square_crop)
-from utils import ConfigError, load_config
+from detection.cache import key_settings
+from utils import ConfigError
+from settings import load_config
 
-CROP = load_config()["crop"]  # the design's default: haar, no alignment, centre crop as fallback
-MTCNN = dict(CROP, detector="mtcnn", align="similarity", fallback=["haar", "center"])
+CROP = CropSettings(**load_config()["crop"])  # the design's default: haar, no alignment, centre crop as fallback
+MTCNN = replace(CROP, detector="mtcnn", align="similarity", fallback=["haar", "center"])
 
 # Eye centres and mouth corners marked by hand (image order: the image's left first) on two
 # CelebA photos where the Haar cascade finds no face (haar_misses) or another one (haar_wrong_face).
@@ -32,18 +35,18 @@ def test_face_found_and_cropped_to_size():
     image = read_image(FACES / "one_face.jpg")
     crop = crop_face(image, CROP)
     assert (crop.path, crop.faces, crop.aligned) == ("haar", 1, False)
-    assert crop.image.shape == (CROP["size"], CROP["size"], 3) and crop.image.dtype == np.uint8
+    assert crop.image.shape == (CROP.size, CROP.size, 3) and crop.image.dtype == np.uint8
     # The crop is centred on the detected box, not the photo's centre.
     found = detect(image, CROP)
     assert len(found) == 1 and found.landmarks is None  # Haar gives boxes only
-    expected = square_crop(image, found.boxes[0], CROP["margin"], CROP["size"])
+    expected = square_crop(image, found.boxes[0], CROP.margin, CROP.size)
     assert np.array_equal(crop.image, expected)
 
 
 def test_no_face_falls_back_to_centre_square_and_is_reported(tmp_path):
     crop = crop_face(read_image(FACES / "no_face.jpg"), CROP)
     assert crop.path == "center" and crop.faces == 0
-    centre = square_crop(read_image(FACES / "no_face.jpg"), None, 0, CROP["size"])
+    centre = square_crop(read_image(FACES / "no_face.jpg"), None, 0, CROP.size)
     assert np.array_equal(crop.image, centre)
     _, report = crop_paths([FACES / "one_face.jpg", FACES / "no_face.jpg"], CROP, tmp_path)
     assert report.counts["center"] == 1 and report.counts["haar"] == 1
@@ -59,8 +62,8 @@ def test_several_faces_keeps_the_largest():
     assert areas[0] == areas.max()
     crop = crop_face(image, CROP)
     assert crop.faces == len(found) >= 2
-    assert np.array_equal(crop.image, square_crop(image, found.boxes[0], CROP["margin"], CROP["size"]))
-    assert not np.array_equal(crop.image, square_crop(image, found.boxes[1], CROP["margin"], CROP["size"]))
+    assert np.array_equal(crop.image, square_crop(image, found.boxes[0], CROP.margin, CROP.size))
+    assert not np.array_equal(crop.image, square_crop(image, found.boxes[1], CROP.margin, CROP.size))
 
 
 def test_grayscale_gif_reads_as_rgb_and_finds_the_face():
@@ -90,7 +93,7 @@ def test_mtcnn_landmarks_sit_on_hand_marked_points_where_haar_fails(name):
 
 def test_yunet_finds_the_face_haar_misses_with_landmarks():
     image = read_image(FACES / "haar_misses.jpg")
-    found = detect(image, dict(CROP, detector="yunet"))
+    found = detect(image, replace(CROP, detector="yunet"))
     assert len(found) == 1 and found.landmarks.shape == (1, 5, 2)
     for point, marked in zip(found.landmarks[0], HAND_MARKED["haar_misses.jpg"]):
         if marked is not None:
@@ -111,15 +114,15 @@ def test_similarity_alignment_puts_the_landmarks_on_the_template():
         assert (eye_error < 0.05 * size).all(), eye_error
     aligned = crop_face(image, MTCNN)
     assert (aligned.path, aligned.aligned) == ("mtcnn", True)
-    assert np.array_equal(aligned.image, similarity_align(image, marks, MTCNN["size"]))
+    assert np.array_equal(aligned.image, similarity_align(image, marks, MTCNN.size))
     # The aligned crop's own detection finds the eyes where the template has them.
     again = detect(aligned.image, MTCNN).landmarks[0]
-    template = ARCFACE_TEMPLATE * MTCNN["size"] / 112
-    assert (np.hypot(*(again[:2] - template[:2]).T) < 0.06 * MTCNN["size"]).all()
+    template = ARCFACE_TEMPLATE * MTCNN.size / 112
+    assert (np.hypot(*(again[:2] - template[:2]).T) < 0.06 * MTCNN.size).all()
 
 
 def test_alignment_without_landmarks_falls_back_to_the_square_crop_and_is_reported(tmp_path):
-    cfg = dict(CROP, align="similarity")  # haar has no landmarks
+    cfg = replace(CROP, align="similarity")  # haar has no landmarks
     crop = crop_face(read_image(FACES / "one_face.jpg"), cfg)
     assert (crop.path, crop.aligned) == ("haar", False)
     _, report = crop_paths([FACES / "one_face.jpg"], cfg, tmp_path)
@@ -130,7 +133,7 @@ def test_the_fallback_chain_is_walked_and_every_path_counted(tmp_path):
     blank = tmp_path / "blank.png"
     Image.fromarray(np.full((120, 100, 3), 128, np.uint8)).save(blank)
     paths = [FACES / "one_face.jpg", FACES / "haar_misses.jpg", blank]
-    cfg = dict(CROP, detector="haar", fallback=["mtcnn", "center"])
+    cfg = replace(CROP, detector="haar", fallback=["mtcnn", "center"])
     crops, report = crop_paths(paths, cfg, tmp_path / "cache")
     assert all(c is not None for c in crops)
     assert dict(report.counts) | {"cached": 0} == {"haar": 1, "mtcnn": 1, "center": 1, "several": 0, "cached": 0}
@@ -138,18 +141,18 @@ def test_the_fallback_chain_is_walked_and_every_path_counted(tmp_path):
     text = report.summary()
     assert "1 by haar, 1 by mtcnn (fallback)" in text and "1 centre crop" in text and "haar_misses.jpg" in text
     # Without 'center' at the end, a photo no detector finds a face in is left out, and named.
-    crops, report = crop_paths(paths, dict(cfg, fallback=["mtcnn"]), tmp_path / "cache")
+    crops, report = crop_paths(paths, replace(cfg, fallback=["mtcnn"]), tmp_path / "cache")
     assert crops[2] is None and crops[0] is not None and report.no_face == [str(blank)]
     assert "1 left out (no face)" in report.summary() and "blank.png" in report.summary()
 
 
 def test_unknown_detector_or_alignment_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="retinaface"):
-        crop_paths([FACES / "one_face.jpg"], dict(CROP, detector="retinaface"), tmp_path)
+        crop_paths([FACES / "one_face.jpg"], replace(CROP, detector="retinaface"), tmp_path)
     with pytest.raises(ConfigError, match="crop.align"):
-        crop_paths([FACES / "one_face.jpg"], dict(CROP, align="affine"), tmp_path)
+        crop_paths([FACES / "one_face.jpg"], replace(CROP, align="affine"), tmp_path)
     with pytest.raises(ConfigError, match="nope"):
-        crop_paths([FACES / "one_face.jpg"], dict(CROP, fallback=["nope"]), tmp_path)
+        crop_paths([FACES / "one_face.jpg"], replace(CROP, fallback=["nope"]), tmp_path)
 
 
 def test_png_with_alpha_is_composited_on_white(tmp_path):
@@ -191,11 +194,11 @@ def test_corrupt_file_skipped_or_stops_as_configured(tmp_path):
     bad.write_bytes(b"\xff\xd8\xff garbage")
     paths = [FACES / "one_face.jpg", bad, FACES / "grayscale.gif"]
     with pytest.warns(UserWarning, match="broken.jpg"):
-        crops, report = crop_paths(paths, dict(CROP, on_error="skip"), tmp_path / "cache")
+        crops, report = crop_paths(paths, replace(CROP, on_error="skip"), tmp_path / "cache")
     assert crops[1] is None and crops[0] is not None and crops[2] is not None
     assert report.failed == [str(bad)] and "1 unreadable" in report.summary()
     with pytest.raises(ImageReadError, match="broken.jpg"):
-        crop_paths(paths, dict(CROP, on_error="stop"), tmp_path / "cache")
+        crop_paths(paths, replace(CROP, on_error="stop"), tmp_path / "cache")
 
 
 def test_cache_makes_second_run_skip_detection(tmp_path, monkeypatch):
@@ -216,12 +219,12 @@ def test_cache_makes_second_run_skip_detection(tmp_path, monkeypatch):
 
 def test_cache_key_follows_content_and_parameters(tmp_path):
     data = (FACES / "one_face.jpg").read_bytes()
-    assert crop_key(data, CROP) == crop_key(data, dict(CROP))
-    assert crop_key(data, CROP) != crop_key(data, dict(CROP, margin=0.5))
+    assert crop_key(data, CROP) == crop_key(data, replace(CROP))
+    assert crop_key(data, CROP) != crop_key(data, replace(CROP, margin=0.5))
     assert crop_key(data, CROP) != crop_key(data + b"x", CROP)
-    assert crop_key(data, CROP) == crop_key(data, dict(CROP, on_error="stop"))  # does not change the crop
+    assert crop_key(data, CROP) == crop_key(data, replace(CROP, on_error="stop"))  # does not change the crop
     for key, value in (("detector", "mtcnn"), ("align", "similarity"), ("fallback", []), ("min_confidence", 0.5)):
-        assert crop_key(data, CROP) != crop_key(data, dict(CROP, **{key: value})), key
+        assert crop_key(data, CROP) != crop_key(data, replace(CROP, **{key: value})), key
     # Renaming a file keeps its cache entry: the key is the content, not the name.
     (tmp_path / "renamed.jpg").write_bytes(data)
     a, _, _ = crop_one(FACES / "one_face.jpg", CROP, tmp_path / "c")
@@ -255,7 +258,7 @@ def test_damaged_cache_entry_is_recomputed(tmp_path):
     item.write_bytes(b"half a png")
     again, meta2, cached = crop_one(FACES / "one_face.jpg", CROP, tmp_path)
     assert not cached and meta2 == meta and meta["path"] == "haar"
-    assert load_crop(again).shape == (CROP["size"], CROP["size"], 3)
+    assert load_crop(again).shape == (CROP.size, CROP.size, 3)
 
 
 @needs_shared("yalefaces")
@@ -301,16 +304,16 @@ def test_cropping_in_worker_processes_gives_the_same_crops_in_order(tmp_path):
 
 def test_guess_aligns_a_face_no_detector_found_with_dlibs_landmarks_and_says_so(tmp_path):
     one = read_image(FACES / "one_face.jpg")
-    blind = dict(CROP, detector="haar", min_neighbors=10_000, fallback=["guess", "center"], align="dlib", size=150)
+    blind = replace(CROP, detector="haar", min_neighbors=10_000, fallback=["guess", "center"], align="dlib", size=150)
     crop = crop_face(one, blind)  # a Haar cascade made blind: no detector finds the face
     assert (crop.path, crop.aligned, crop.faces) == ("guess", True, 0)
-    chip = crop_face(one, dict(blind, detector="mtcnn")).image  # the same photo, detected: mtcnn + dlib's chip
+    chip = crop_face(one, replace(blind, detector="mtcnn")).image  # the same photo, detected: mtcnn + dlib's chip
     assert chip.shape == crop.image.shape == (150, 150, 3)
     # dlib's landmarks placed in the guessed box land on the same face: the two chips nearly agree,
     # where the unaligned centre square does not
-    centre = crop_face(one, dict(blind, fallback=["center"])).image
+    centre = crop_face(one, replace(blind, fallback=["center"])).image
     assert np.abs(crop.image.astype(int) - chip.astype(int)).mean() < 0.5 * np.abs(centre.astype(int) - chip.astype(int)).mean()
-    similar = crop_face(one, dict(blind, align="similarity", size=112))
+    similar = crop_face(one, replace(blind, align="similarity", size=112))
     assert similar.path == "guess" and similar.aligned and similar.image.shape == (112, 112, 3)
     _, report = crop_paths([FACES / "one_face.jpg"], blind, tmp_path)
     assert report.by_path == {"guess": [str(FACES / "one_face.jpg")]} and "1 by guess (fallback)" in report.summary()
@@ -319,23 +322,22 @@ def test_guess_aligns_a_face_no_detector_found_with_dlibs_landmarks_and_says_so(
 
 def test_new_crop_settings_leave_old_cache_keys_alone_unless_they_change_the_crop():
     data = (FACES / "one_face.jpg").read_bytes()
-    old = {k: v for k, v in MTCNN.items()
-           if k not in ("yunet_confidence", "mtcnn_thresholds", "guess_side", "subject", "yunet_low_confidence")}
-    assert crop_key(data, old) == crop_key(data, MTCNN)  # defaults: the crops cached before are still valid
-    assert crop_key(data, dict(MTCNN, mtcnn_thresholds=[0.5, 0.6, 0.6])) != crop_key(data, MTCNN)
-    assert crop_key(data, dict(MTCNN, guess_side=0.5)) == crop_key(data, MTCNN)  # guess is not on the chain
-    with_guess = dict(MTCNN, fallback=["guess"])
-    assert crop_key(data, dict(with_guess, guess_side=0.5)) != crop_key(data, with_guess)
-    yunet = dict(CROP, detector="yunet")
-    assert crop_key(data, dict(yunet, yunet_confidence=0.5)) != crop_key(data, yunet)
+    newer = {"yunet_confidence", "mtcnn_thresholds", "guess_side", "subject", "yunet_low_confidence"}
+    assert not newer & set(key_settings(MTCNN))  # at their defaults they stay out of the key: old crops still valid
+    assert crop_key(data, replace(MTCNN, mtcnn_thresholds=[0.5, 0.6, 0.6])) != crop_key(data, MTCNN)
+    assert crop_key(data, replace(MTCNN, guess_side=0.5)) == crop_key(data, MTCNN)  # guess is not on the chain
+    with_guess = replace(MTCNN, fallback=["guess"])
+    assert crop_key(data, replace(with_guess, guess_side=0.5)) != crop_key(data, with_guess)
+    yunet = replace(CROP, detector="yunet")
+    assert crop_key(data, replace(yunet, yunet_confidence=0.5)) != crop_key(data, yunet)
 
 
 def test_each_detector_takes_its_own_threshold():
     image = read_image(FACES / "haar_misses.jpg")
-    assert len(detect(image, dict(CROP, yunet_confidence=0.3, min_confidence=0.99), "yunet")) >= 1
-    assert len(detect(image, dict(CROP, yunet_confidence=0.999, min_confidence=0.0), "yunet")) == 0
-    loose = detect(image, dict(CROP, mtcnn_thresholds=[0.3, 0.4, 0.4], min_confidence=0.0), "mtcnn")
-    strict = detect(image, dict(CROP, mtcnn_thresholds=[0.9, 0.99, 0.999], min_confidence=0.0), "mtcnn")
+    assert len(detect(image, replace(CROP, yunet_confidence=0.3, min_confidence=0.99), "yunet")) >= 1
+    assert len(detect(image, replace(CROP, yunet_confidence=0.999, min_confidence=0.0), "yunet")) == 0
+    loose = detect(image, replace(CROP, mtcnn_thresholds=[0.3, 0.4, 0.4], min_confidence=0.0), "mtcnn")
+    strict = detect(image, replace(CROP, mtcnn_thresholds=[0.9, 0.99, 0.999], min_confidence=0.0), "mtcnn")
     assert len(loose) >= len(strict)
 
 
@@ -352,43 +354,43 @@ def test_the_central_face_beats_a_larger_one_at_the_edge_only_when_asked():
 
 def test_the_subject_rule_picks_the_face_that_is_cropped():
     image = read_image(FACES / "several_faces.jpg")
-    cfg = dict(CROP, detector="yunet", fallback=[], align="none", size=64)
+    cfg = replace(CROP, detector="yunet", fallback=[], align="none", size=64)
     faces = detect(image, cfg, "yunet")
     assert len(faces) >= 2
     h, w = image.shape[:2]
     largest, central = faces.largest_first().boxes[0], faces.central_first(h, w).boxes[0]
     for rule, box in (("largest", largest), ("central", central)):
-        crop = crop_face(image, dict(cfg, subject=rule))
-        assert np.array_equal(crop.image, square_crop(image, box, cfg["margin"], 64))
+        crop = crop_face(image, replace(cfg, subject=rule))
+        assert np.array_equal(crop.image, square_crop(image, box, cfg.margin, 64))
 
 
 def test_yunets_weak_faces_count_only_where_no_face_is_sure():
     image = read_image(FACES / "haar_misses.jpg")
-    sure = dict(CROP, yunet_confidence=0.999, min_confidence=0.0)
+    sure = replace(CROP, yunet_confidence=0.999, min_confidence=0.0)
     assert len(detect(image, sure, "yunet")) == 0
-    assert len(detect(image, dict(sure, yunet_low_confidence=0.3), "yunet")) >= 1  # the second look finds it
+    assert len(detect(image, replace(sure, yunet_low_confidence=0.3), "yunet")) >= 1  # the second look finds it
     many = read_image(FACES / "several_faces.jpg")
-    everything = detect(many, dict(CROP, yunet_confidence=0.05), "yunet")
+    everything = detect(many, replace(CROP, yunet_confidence=0.05), "yunet")
     best = float(everything.scores.max())
-    picky = detect(many, dict(CROP, yunet_confidence=best - 1e-3, yunet_low_confidence=0.05), "yunet")
+    picky = detect(many, replace(CROP, yunet_confidence=best - 1e-3, yunet_low_confidence=0.05), "yunet")
     assert len(everything) > len(picky) >= 1 and picky.scores.min() >= best - 1e-3  # a sure face: no weak ones
 
 
 def test_the_new_face_rules_change_the_cache_key_only_when_they_change_the_crop():
     data = (FACES / "one_face.jpg").read_bytes()
-    yunet = dict(CROP, detector="yunet", yunet_confidence=0.6)
-    assert crop_key(data, dict(yunet, subject="largest")) == crop_key(data, {k: v for k, v in yunet.items() if k != "subject"})
-    assert crop_key(data, dict(yunet, subject="central")) != crop_key(data, dict(yunet, subject="largest"))
-    assert crop_key(data, dict(yunet, yunet_low_confidence=0.6)) == crop_key(data, dict(yunet, yunet_low_confidence=0.9))
-    assert crop_key(data, dict(yunet, yunet_low_confidence=0.3)) != crop_key(data, dict(yunet, yunet_low_confidence=0.6))
-    assert crop_key(data, dict(MTCNN, yunet_low_confidence=0.3)) == crop_key(data, MTCNN)  # yunet is not on the chain
+    yunet = replace(CROP, detector="yunet", yunet_confidence=0.6)
+    assert "subject" not in key_settings(replace(yunet, subject="largest"))  # the rule before it existed: old keys stay
+    assert crop_key(data, replace(yunet, subject="central")) != crop_key(data, replace(yunet, subject="largest"))
+    assert crop_key(data, replace(yunet, yunet_low_confidence=0.6)) == crop_key(data, replace(yunet, yunet_low_confidence=0.9))
+    assert crop_key(data, replace(yunet, yunet_low_confidence=0.3)) != crop_key(data, replace(yunet, yunet_low_confidence=0.6))
+    assert crop_key(data, replace(MTCNN, yunet_low_confidence=0.3)) == crop_key(data, MTCNN)  # yunet is not on the chain
 
 
 def test_the_chain_is_described_as_it_runs():
-    best = dict(CROP, detector="yunet", fallback=["mtcnn", "guess"], yunet_confidence=0.6, yunet_low_confidence=0.3,
+    best = replace(CROP, detector="yunet", fallback=["mtcnn", "guess"], yunet_confidence=0.6, yunet_low_confidence=0.3,
                 subject="central")
     assert describe_chain(best) == "yunet 0.6, else 0.3 → mtcnn → guess, central face"
-    assert describe_chain(dict(best, yunet_low_confidence=1.0, subject="largest")) == "yunet 0.6 → mtcnn → guess, largest face"
+    assert describe_chain(replace(best, yunet_low_confidence=1.0, subject="largest")) == "yunet 0.6 → mtcnn → guess, largest face"
     assert describe_chain(CROP) == "haar → center, largest face"
 
 
@@ -401,7 +403,7 @@ def test_a_photo_is_read_from_disk_once_when_cropped(tmp_path, monkeypatch):
     opened = []
     real_open = Image.open
     monkeypatch.setattr(Image, "open", lambda fp, *a, **k: opened.append(fp) or real_open(fp, *a, **k))
-    crop_one(photo, dict(CROP, detector="mtcnn"), tmp_path / "cache")
+    crop_one(photo, replace(CROP, detector="mtcnn"), tmp_path / "cache")
     assert not any(isinstance(fp, (str, Path)) and Path(fp) == photo for fp in opened)  # decoded from the bytes read
     with pytest.raises(ImageReadError, match="one.jpg"):
         read_image(photo, b"not an image")
@@ -434,9 +436,9 @@ def test_black_patches_are_found_and_filled_but_not_a_thin_dark_band():
 
 def test_landmarks_are_placed_on_the_filled_photo_and_the_chip_cut_from_the_photo():
     clean = read_image(FACES / "one_face.jpg")
-    cfg = dict(CROP, detector="mtcnn", fallback=["guess"], align="dlib", size=150)
+    cfg = replace(CROP, detector="mtcnn", fallback=["guess"], align="dlib", size=150)
     covered = _covered(clean, 0.3, (0.4, 0.4))  # over an eye
-    plain, filled = crop_face(covered, cfg), crop_face(covered, dict(cfg, fill_dark_patches=True))
+    plain, filled = crop_face(covered, cfg), crop_face(covered, replace(cfg, fill_dark_patches=True))
     assert (filled.image.max(axis=2) <= 12).mean() > 0.05  # the square is still in the chip: cut from the photo as it is
     reference = crop_face(clean, cfg).image.astype(float)
     outside = (filled.image.max(axis=2) > 12) & (plain.image.max(axis=2) > 12)  # the pixels neither chip lost
@@ -447,16 +449,14 @@ def test_landmarks_are_placed_on_the_filled_photo_and_the_chip_cut_from_the_phot
 
 def test_filling_dark_patches_is_in_the_cache_key_only_when_on():
     data = (FACES / "one_face.jpg").read_bytes()
-    assert crop_key(data, dict(CROP, fill_dark_patches=False)) == crop_key(data, {k: v for k, v in CROP.items()
-                                                                                 if k != "fill_dark_patches"})
-    assert crop_key(data, dict(CROP, fill_dark_patches=True)) != crop_key(data, CROP)
+    assert "fill_dark_patches" not in key_settings(replace(CROP, fill_dark_patches=False))  # older keys stay valid
+    assert crop_key(data, replace(CROP, fill_dark_patches=True)) != crop_key(data, CROP)
 
 
 def test_a_checkpoint_written_before_the_new_face_rules_crops_as_it_did():
-    from network import legacy_crop
-
-    now = dict(CROP, detector="yunet", yunet_confidence=0.6, yunet_low_confidence=0.3, subject="central",
-               fill_dark_patches=True)
-    old = legacy_crop({k: v for k, v in now.items() if k not in ("yunet_low_confidence", "subject", "fill_dark_patches")}, now)
-    assert (old["subject"], old["fill_dark_patches"], old["yunet_low_confidence"]) == ("largest", False, 0.6)
-    assert legacy_crop(now, now) == now  # a checkpoint that has them keeps them
+    now = replace(CROP, detector="yunet", yunet_confidence=0.6, yunet_low_confidence=0.3, subject="central",
+                  fill_dark_patches=True).to_dict()
+    old = CropSettings.from_saved({k: v for k, v in now.items()
+                                   if k not in ("yunet_low_confidence", "subject", "fill_dark_patches")})
+    assert (old.subject, old.fill_dark_patches, old.yunet_low_confidence) == ("largest", False, 0.6)
+    assert CropSettings.from_saved(now).to_dict() == now  # a checkpoint that has them keeps them

@@ -3,11 +3,14 @@ and the oracle simulation of bench/feedback.py on a seeded synthetic set."""
 from __future__ import annotations
 
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
-from search.feedback import FEEDBACK, next_round, rocchio
-from utils import ConfigError, load_config
+from search.feedback import FEEDBACK, FeedbackSettings, next_round, rocchio
+from utils import ConfigError
+from settings import load_config
 
 METHODS = list(FEEDBACK)
 LEARNED = ["rocchio", "svm", "mlp", "triplet"]
@@ -15,7 +18,7 @@ LEARNED = ["rocchio", "svm", "mlp", "triplet"]
 
 @pytest.fixture(scope="module")
 def cfg():
-    return load_config()["feedback"]
+    return FeedbackSettings(**load_config()["feedback"])
 
 
 def unit(x):
@@ -109,7 +112,7 @@ def test_rocchio_without_relevant_moves_away_from_irrelevant(cfg):
     # B's photos come before A's remaining ones.
     shown = {3, 4, 5}
     marks = {i: False for i in shown}
-    strong = dict(cfg, rocchio_gamma=1.0)
+    strong = replace(cfg, rocchio_gamma=1.0)
     # q − mean(A's 12-20°) points at about 113°: B's far end first
     assert next_round("rocchio", QUERY, CLUSTERS, marks, shown, 3, strong) == [11, 10, 9]
     assert next_round("nearest", QUERY, CLUSTERS, marks, shown, 3, strong) == [2, 1, 0]

@@ -1,14 +1,30 @@
-"""The shape of the code base: every module installed by pyproject.toml, imports that run one way
-(no cycle, lazy imports inside functions included) and no sys.path edits."""
+"""The shape of the code base: every module installed by pyproject.toml, floors whose imports only go down
+(no package imports one on a floor above it, no cycle; lazy imports inside functions included), settings
+passed as arguments (no library function takes a config dict), and no sys.path edits."""
 from __future__ import annotations
 
 import ast
+import re
 import tomllib
 from pathlib import Path
 
 from conftest import ROOT
 
 CODE_DIRS = ("tests", "other_models")  # tests and the baselines' scripts: not installed
+# The floors, from the bottom: a module may import its own package's modules and what lies on a floor below
+# its own, never beside or above. A dotted name (cli.gallery) has the floor of its nearest listed name.
+FLOORS = [
+    ("utils",),                                              # small shared helpers
+    ("search", "evaluation", "detection", "backbones"),      # the pure parts: vectors, scores, faces, networks
+    ("dataset",),                                            # photos to tensors, identity splits
+    ("network",),                                            # the embedding network and its checkpoints
+    ("pipeline",),                                           # photos to embeddings, the store, the protocol
+    ("training", "competition", "webapp"),                   # what the pipeline serves
+    ("settings",),                                           # the configuration, read at the top
+    ("train", "request_send", "faces", "split", "evaluate", "server", "web", "compare", "cli"),  # the commands
+    ("bench",),                                              # measurements over everything
+]
+LIBRARY = {name for floor in FLOORS[:6] for name in floor}  # below the configuration: takes settings, not dicts
 
 
 def project_modules() -> dict[str, Path]:
@@ -67,6 +83,54 @@ def test_imports_run_one_way():
         if name not in state:
             visit(name, [name])
     assert "dataset" in graph and graph["train"], "the graph was built from the real modules"
+
+
+def floor_of(name: str) -> int:
+    """The floor of a dotted module name: its own entry in FLOORS, else its nearest enclosing package's."""
+    parts = name.split(".")
+    for n in range(len(parts), 0, -1):
+        for level, names in enumerate(FLOORS):
+            if ".".join(parts[:n]) in names:
+                return level
+    raise AssertionError(f"{name} is on no floor: add it to FLOORS in tests/test_layout.py (and the README's diagram)")
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    """Every import of a module outside the importer's package that is not on a lower floor."""
+    return [f"{name} (floor {floor_of(name)}) imports {dep} (floor {floor_of(dep)})"
+            for name, deps in sorted(graph.items()) for dep in sorted(deps)
+            if dep.split(".")[0] != name.split(".")[0] and floor_of(dep) >= floor_of(name)]
+
+
+def test_floors_run_one_way():
+    modules = project_modules()
+    graph = {name: imports_of(path, name, set(modules)) for name, path in modules.items()}
+    assert not upward_imports(graph), "imports that do not go down a floor:\n" + "\n".join(upward_imports(graph))
+    assert {d.split(".")[0] for d in graph["search.retrieval"]} <= {"search", "utils"}, "search/ is vector code only"
+    # the check can fail: search importing the network (as search/retrieval.py once did) is caught
+    assert upward_imports({"search.retrieval": {"network"}}) == ["search.retrieval (floor 1) imports network (floor 3)"]
+    assert upward_imports({"evaluation.protocol": {"competition"}, "competition.rules": {"evaluation.metrics"}}) == [
+        "evaluation.protocol (floor 1) imports competition (floor 5)"]
+
+
+CONFIG_NAMES = re.compile(r"(^|_)cfg$|^config$")
+
+
+def config_parameters(path: Path) -> list[str]:
+    """Functions of a file with a parameter that holds a config dictionary (named cfg, *_cfg or config)."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            args = node.args.posonlyargs + node.args.args + node.args.kwonlyargs
+            found += [f"{node.name}({a.arg})" for a in args if CONFIG_NAMES.search(a.arg)]
+    return found
+
+
+def test_no_library_function_takes_a_config_dict():
+    found = {name: bad for name, path in project_modules().items()
+             if name.split(".")[0] in LIBRARY and (bad := config_parameters(path))}
+    assert not found, f"library functions take a config dict (turn its section into typed settings): {found}"
+    assert config_parameters(ROOT / "train.py"), "the check finds such parameters where they are (train.py's)"
 
 
 def test_no_sys_path_edits():

@@ -1,15 +1,18 @@
 """The embedding network, its weights and its checkpoints."""
 from __future__ import annotations
 
+from conftest import net
 import numpy as np
 import pytest
 import torch
 import torchvision
 
 import network
-from network import (CheckpointError, EmbeddingNet, WeightsError, build_model, load_model_state,
+from settings import build_model
+from network import (CheckpointError, EmbeddingNet, WeightsError, load_model_state,
                      model_from_checkpoint, read_checkpoint, save_checkpoint)
-from utils import ConfigError, load_config
+from utils import ConfigError
+from settings import load_config
 
 CFG = load_config()  # the configuration every network below is built with
 
@@ -17,7 +20,7 @@ CFG = load_config()  # the configuration every network below is built with
 @pytest.mark.parametrize("arch,pooling", [("resnet18", "gem"), ("resnet34", "avg"), ("resnet50", "gem")])
 def test_output_shape_and_unit_norm(arch, pooling):
     torch.manual_seed(0)
-    model = EmbeddingNet(arch, 24, pooling, cfg=CFG).eval()
+    model = net(arch, 24, pooling, cfg=CFG).eval()
     with torch.no_grad():
         out = model(torch.randn(3, 3, 32, 32))
     assert out.shape == (3, 24)
@@ -34,9 +37,9 @@ def test_gem_pooling_is_between_average_and_max():
 
 def test_unknown_arch_or_pooling_is_a_config_error():
     with pytest.raises(ConfigError, match="resnet99"):
-        EmbeddingNet("resnet99", cfg=CFG)
+        net("resnet99", cfg=CFG)
     with pytest.raises(ConfigError, match="max"):
-        EmbeddingNet("resnet18", pooling="max", cfg=CFG)
+        net("resnet18", pooling="max", cfg=CFG)
 
 
 def test_build_model_loads_the_configured_weights_and_says_where_from(tmp_path):
@@ -53,16 +56,16 @@ def test_build_model_loads_the_configured_weights_and_says_where_from(tmp_path):
 
 def test_dlib_backbone_demands_its_own_chips():
     with pytest.raises(ConfigError, match="crop.align=dlib"):
-        EmbeddingNet("dlib_resnet", 128, head="mlp", weights="pretrained", cfg=load_config())
+        net("dlib_resnet", 128, head="mlp", weights="pretrained", cfg=load_config())
     cfg = load_config(["config/dlib.yaml"])
     with pytest.raises(ConfigError, match="input.size=150"):
-        EmbeddingNet("dlib_resnet", 128, head="mlp", weights="pretrained",
+        net("dlib_resnet", 128, head="mlp", weights="pretrained",
                      cfg=load_config(overrides=["input.size=112"], base=cfg))
     model, source = build_model(cfg)
     assert model.meta["input"]["size"] == 150 and model.meta["crop"]["align"] == "dlib"
     assert model.backbone_parameters() == [] and len(model.head_parameters()) > 0  # config/dlib.yaml: freeze all
     assert "dlib" in source and model.fingerprint == ""
-    unfrozen = EmbeddingNet("dlib_resnet", 128, head="mlp", weights="pretrained",
+    unfrozen = net("dlib_resnet", 128, head="mlp", weights="pretrained",
                             cfg=load_config(overrides=["model.freeze=0"], base=cfg))
     assert len(unfrozen.backbone_parameters()) == 117
 
@@ -90,16 +93,16 @@ def test_checkpoint_round_trip_gives_the_same_embeddings(tmp_path):
 
 def test_checkpoint_of_another_model_fails_clearly(tmp_path):
     _, path = _tiny_checkpoint(tmp_path, "resnet18", 16)
-    for other in (EmbeddingNet("resnet18", 32, cfg=CFG), EmbeddingNet("resnet34", 16, cfg=CFG)):
+    for other in (net("resnet18", 32, cfg=CFG), net("resnet34", 16, cfg=CFG)):
         with pytest.raises(CheckpointError) as err:
             load_model_state(other, read_checkpoint(path), path)
         assert "resnet18 (linear head, 16-d" in str(err.value) and str(path) in str(err.value)
     with pytest.raises(CheckpointError, match="mlp head"):
-        load_model_state(EmbeddingNet("resnet18", 16, head="mlp", cfg=CFG), read_checkpoint(path), path)
+        load_model_state(net("resnet18", 16, head="mlp", cfg=CFG), read_checkpoint(path), path)
     ckpt = read_checkpoint(path)
     del ckpt["model"]["head.0.weight"]
     with pytest.raises(CheckpointError, match="does not fit"):
-        load_model_state(EmbeddingNet("resnet18", 16, cfg=CFG), ckpt, path)
+        load_model_state(net("resnet18", 16, cfg=CFG), ckpt, path)
 
 
 def test_not_a_checkpoint_fails_clearly(tmp_path):
@@ -129,7 +132,7 @@ def test_interrupted_checkpoint_write_keeps_the_previous_file(tmp_path, monkeypa
 
 
 def test_inference_keeps_the_trained_preprocessing(tmp_path):
-    from network import load_for_inference
+    from settings import load_for_inference
 
     _, path = _tiny_checkpoint(tmp_path, overrides=["input.size=40", "input.mean=[0.5, 0.5, 0.5]",
                                                     "input.std=[0.2, 0.2, 0.2]", "crop.detector=mtcnn"])
@@ -174,22 +177,22 @@ def test_the_checkpoint_not_todays_defaults_decides_the_preprocessing(tmp_path, 
 
 @pytest.mark.parametrize("head,size,expected", [("none", 16, 512), ("linear", 16, 16), ("mlp", 24, 24)])
 def test_heads_give_unit_embeddings_of_the_declared_size(head, size, expected):
-    model = EmbeddingNet("resnet18", size, head=head, cfg=CFG).eval()
+    model = net("resnet18", size, head=head, cfg=CFG).eval()
     with torch.no_grad():
         out = model(torch.randn(2, 3, 32, 32))
     assert out.shape == (2, expected) and model.embedding_size == expected
     assert torch.allclose(out.norm(dim=1), torch.ones(2), atol=1e-5)
     with pytest.raises(ConfigError, match="model.head"):
-        EmbeddingNet("resnet18", head="transformer", cfg=CFG)
+        net("resnet18", head="transformer", cfg=CFG)
 
 
 def test_preprocessing_comes_from_the_backbone_when_auto():
-    model = EmbeddingNet("resnet18", 16, cfg=load_config(overrides=["input.size=auto"]))
+    model = net("resnet18", 16, cfg=load_config(overrides=["input.size=auto"]))
     assert model.meta["input"]["size"] == 224 and model.meta["input"]["mean"] == [0.485, 0.456, 0.406]
     given = load_config(overrides=["input.mean=[0.5, 0.5, 0.5]", "input.std=[0.5, 0.5, 0.5]"])
-    assert EmbeddingNet("resnet18", 16, cfg=given).meta["input"]["mean"] == [0.5] * 3
+    assert net("resnet18", 16, cfg=given).meta["input"]["mean"] == [0.5] * 3
     with pytest.raises(ConfigError, match="both"):
-        EmbeddingNet("resnet18", 16, cfg=load_config(overrides=["input.mean=[0.5, 0.5, 0.5]"]))
+        net("resnet18", 16, cfg=load_config(overrides=["input.mean=[0.5, 0.5, 0.5]"]))
 
 
 def test_embed_needs_no_transform_from_its_caller(tmp_path):
@@ -210,10 +213,10 @@ def test_batch_size_auto_follows_the_free_memory(monkeypatch):
     from network import activation_bytes, batch_size_for
 
     cfg = load_config(overrides=["input.size=32"])
-    model = EmbeddingNet("resnet18", 16, head="linear", weights=None, cfg=cfg)
+    model = net("resnet18", 16, head="linear", weights=None, cfg=cfg)
     per_image = activation_bytes(model)
     assert per_image > 0
-    big = EmbeddingNet("resnet18", 16, head="linear", weights=None, cfg=load_config(overrides=["input.size=64"]))
+    big = net("resnet18", 16, head="linear", weights=None, cfg=load_config(overrides=["input.size=64"]))
     assert 3.5 < activation_bytes(big) / per_image < 4.5  # activations grow with the pixel count
     for free, expected in ((2 * per_image * 4 * 16, 16), (2 * per_image * 4 * 3, 2), (10, 1), (10**15, 256)):
         monkeypatch.setattr(utils, "available_memory", lambda device, free=free: free)
@@ -227,7 +230,7 @@ def test_batch_size_auto_follows_the_free_memory(monkeypatch):
 def test_batch_size_auto_measures_a_model_once(monkeypatch):
     from network import batch_size_for
 
-    model = EmbeddingNet("resnet18", 16, head="linear", weights=None, cfg=load_config(overrides=["input.size=32"]))
+    model = net("resnet18", 16, head="linear", weights=None, cfg=load_config(overrides=["input.size=32"]))
     calls = []
     real = network.activation_bytes
     monkeypatch.setattr(network, "activation_bytes", lambda *a: calls.append(1) or real(*a))
@@ -253,5 +256,5 @@ def test_rmac_regions_and_pooling_by_hand():
     # give (1, 1)/√2, the other 11 give (1, 0).
     out = RMAC()(x).flatten()
     assert torch.allclose(out, torch.tensor([4 / 2 ** 0.5 + 11, 4 / 2 ** 0.5]), atol=1e-4)
-    model = EmbeddingNet("resnet18", 16, "rmac", cfg=CFG).eval()
+    model = net("resnet18", 16, "rmac", cfg=CFG).eval()
     assert model(torch.rand(2, 3, 64, 64)).shape == (2, 16)

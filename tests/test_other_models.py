@@ -11,11 +11,12 @@ import torchvision
 
 from backbones import WeightsError, build_backbone
 from conftest import PEOPLE
-from network import build_model, embed, model_from_checkpoint, read_checkpoint
+from network import embed, model_from_checkpoint, read_checkpoint
+from settings import build_model
 from other_models import classifier
-from training.losses import SoftmaxCrossEntropy, build_loss
+from training.losses import LossSettings, SoftmaxCrossEntropy, build_loss
 from training.optim import make_optimizer
-from utils import load_config
+from settings import load_config
 
 
 @pytest.fixture
@@ -35,7 +36,7 @@ def offline(monkeypatch, tmp_path):
 
 def test_softmax_loss_prefers_the_right_class_and_trains_its_classifier_with_the_head(tiny_cfg):
     cfg = load_config(overrides=["loss.name=softmax", "loss.softmax_scale=10"], base=tiny_cfg)
-    loss_fn = build_loss(cfg["loss"], num_classes=3, embedding_size=16)
+    loss_fn = build_loss(LossSettings(**cfg["loss"]), num_classes=3, embedding_size=16)
     head = loss_fn.loss
     assert isinstance(head, SoftmaxCrossEntropy) and head.scale == 10.0
     assert head.classifier.weight.shape == (3, 16)
@@ -48,7 +49,8 @@ def test_softmax_loss_prefers_the_right_class_and_trains_its_classifier_with_the
     assert torch.allclose(head.get_logits(directions), 10.0 * directions @ head.classifier.weight.T)
 
     model, _ = build_model(cfg)
-    optimizer = make_optimizer(model, loss_fn, cfg)
+    optimizer = make_optimizer(model, loss_fn, cfg["train"]["lr_backbone"], cfg["train"]["lr_head"],
+                               cfg["train"]["weight_decay"])
     head_group = optimizer.param_groups[1]
     assert head_group["lr"] == cfg["train"]["lr_head"]
     assert all(any(p is q for q in head_group["params"]) for p in loss_fn.parameters())
@@ -122,7 +124,7 @@ def test_a_variant_trains_and_its_checkpoint_embeds_with_the_penultimate_feature
     crops = sorted(PEOPLE.rglob("*.jpg"))[:5]
     vectors = torch.as_tensor(embed(model, crops, batch_size=4))
     assert vectors.shape == (5, 16) and torch.allclose(vectors.norm(dim=1), torch.ones(5), atol=1e-5)
-    loss_fn = build_loss(cfg["loss"], classes, 16)
+    loss_fn = build_loss(LossSettings(**cfg["loss"]), classes, 16)
     loss_fn.load_state_dict(ckpt["loss"])
     assert loss_fn.loss.get_logits(vectors).shape == (5, classes)  # logits exist only in the loss
 

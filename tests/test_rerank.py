@@ -12,7 +12,9 @@ from search import retrieval
 from dataset import degrade
 from search.retrieval import retrieve
 from search.rerank import RERANKERS, k_reciprocal_distances
-from utils import ConfigError, load_config
+from search.retrieval_settings import RetrievalSettings
+from utils import ConfigError
+from settings import load_config
 
 RCFG = load_config()["retrieval"]
 
@@ -23,7 +25,7 @@ def unit(*rows):
 
 
 def cfg(**kw):
-    return dict(RCFG, **kw)
+    return RetrievalSettings(**dict(RCFG, **kw))
 
 
 # A query q; g0 and g1 are the query's person (g1 seen from further away, but close to g0);
@@ -127,7 +129,7 @@ def test_shortlist_bounds_the_work_and_the_tail_keeps_its_order(monkeypatch):
 
 
 def test_unknown_reranker_and_euclidean_are_refused():
-    with pytest.raises(ConfigError, match="retrieval.rerank: 'magic'"):
+    with pytest.raises(ConfigError, match="retrieval.rerank 'magic'"):
         retrieve(Q, G, 2, cfg(rerank=["magic"]))
     with pytest.raises(ConfigError, match="metric=cosine"):
         retrieve(Q, G, 2, cfg(rerank=["aqe"], metric="euclidean"))
@@ -148,10 +150,11 @@ def test_rank_and_evaluation_share_the_pipeline():
 # ---------------------------------------------------------------- test-time augmentation
 
 def test_flip_tta_averages_the_photo_and_its_mirror():
-    from network import EmbeddingNet, embed
+    from network import embed
+    from conftest import net
 
     torch.manual_seed(0)
-    model = EmbeddingNet("resnet18", 16, cfg=load_config(overrides=["input.size=32"])).eval()
+    model = net("resnet18", 16, cfg=load_config(overrides=["input.size=32"])).eval()
     rng = np.random.default_rng(0)
     crops = [rng.integers(0, 255, (40, 40, 3), dtype=np.uint8) for _ in range(3)]
     plain = embed(model, crops)
@@ -192,8 +195,8 @@ def test_degraded_evaluation_degrades_queries_only(tiny_cfg, tmp_path, monkeypat
     embedded = []  # (folder name, degradation, embeddings) of every folder evaluation embeds
     real = scoring.embed_folder
 
-    def spy(folder, model, cfg, device, degradation="none"):
-        out = real(folder, model, cfg, device, degradation)
+    def spy(folder, model, device, degradation="none", **settings):
+        out = real(folder, model, device, degradation=degradation, **settings)
         embedded.append((Path(folder).name, degradation, out.embeddings.copy()))
         return out
 

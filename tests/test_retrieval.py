@@ -9,7 +9,11 @@ from pipeline.protocol import score_embeddings
 from search.exact import distance_estimator
 from evaluation.metrics import relevance_matrix
 from search.retrieval import rank
-from utils import ConfigError, DataError, load_config
+from utils import ConfigError, DataError
+from dataclasses import replace
+
+from search.retrieval_settings import RetrievalSettings
+from settings import load_config
 
 
 def brute_force(q, g, metric):
@@ -62,12 +66,12 @@ def test_rank_gives_k_unique_gallery_names_best_first():
     g = rng.normal(size=(30, 8))
     names = [f"{i:040x}.jpg" for i in range(30)]
     q = g[[3, 17]] + 0.01 * rng.normal(size=(2, 8))  # near-copies of gallery rows 3 and 17
-    lists = rank(q, g, names, 10, load_config()["retrieval"])
+    lists = rank(q, g, names, 10, RetrievalSettings(**load_config()["retrieval"]))
     assert [lst[0] for lst in lists] == [names[3], names[17]]
     for lst in lists:
         assert len(lst) == 10 and len(set(lst)) == 10 and set(lst) <= set(names)
     with pytest.raises(ValueError, match="unique"):
-        rank(q, g, names[:-1] + names[:1], 10, load_config()["retrieval"])
+        rank(q, g, names[:-1] + names[:1], 10, RetrievalSettings(**load_config()["retrieval"]))
 
 
 def test_relevance_matrix_from_names():
@@ -78,7 +82,7 @@ def test_relevance_matrix_from_names():
 def test_score_embeddings_perfect_and_query_without_match():
     g = np.eye(6, dtype=np.float32)
     q = g[[0, 2]] + 0.01
-    report, ranked = score_embeddings(q, g, [{0, 1}, set()], load_config()["retrieval"])
+    report, ranked = score_embeddings(q, g, [{0, 1}, set()], RetrievalSettings(**load_config()["retrieval"]))
     assert report["queries"] == 1 and report["queries_without_match"] == 1
     assert report["top1"] == 1.0 and ranked.shape == (2, 6)
 
@@ -94,18 +98,18 @@ def test_query_gallery_split_keeps_a_gallery_photo_for_every_query():
 
 def test_the_pipeline_searches_through_the_configured_index():
     from search.retrieval import retrieve
-    from utils import load_config
+    from settings import load_config
 
     rng = np.random.default_rng(0)
     centres = rng.standard_normal((20, 16))
     gallery = (np.repeat(centres, 10, axis=0) + 0.1 * rng.standard_normal((200, 16))).astype(np.float32)
     queries = (centres + 0.1 * rng.standard_normal((20, 16))).astype(np.float32)
-    rcfg = load_config()["retrieval"]
+    rcfg = RetrievalSettings(**load_config()["retrieval"])
     exact_d, exact_i = retrieve(queries, gallery, 10, rcfg)
-    flat_d, flat_i = retrieve(queries, gallery, 10, dict(rcfg, index="Flat"))
+    flat_d, flat_i = retrieve(queries, gallery, 10, replace(rcfg, index="Flat"))
     assert np.array_equal(flat_i, exact_i) and np.allclose(flat_d, exact_d, atol=1e-5)
-    hnsw_d, hnsw_i = retrieve(queries, gallery, 10, dict(rcfg, index="HNSW16", ef_search=64))
+    hnsw_d, hnsw_i = retrieve(queries, gallery, 10, replace(rcfg, index="HNSW16", ef_search=64))
     assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(hnsw_i, exact_i)]) >= 0.95
     # An IVF index visiting one cluster of 8 leaves photos out; a full ranking is completed in exact order.
-    _, full = retrieve(queries, gallery, 200, dict(rcfg, index="IVF8,Flat", nprobe=1))
+    _, full = retrieve(queries, gallery, 200, replace(rcfg, index="IVF8,Flat", nprobe=1))
     assert all(sorted(row) == list(range(200)) for row in full)

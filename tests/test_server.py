@@ -20,7 +20,8 @@ import pytest
 import server as srv
 from competition.server import load_competitions, make_server
 from conftest import ROOT
-from utils import ConfigError, load_config
+from utils import ConfigError
+from settings import load_config
 
 GALLERY = [f"{i:040x}.jpg" for i in range(40)]
 # Four queries; q0 matches g0 and g1, q1 matches g2, q2 matches g3..g5, q3 matches g6.

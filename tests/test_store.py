@@ -10,12 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import FACES, PEOPLE
-from network import build_model, save_checkpoint
+from conftest import FACES, PEOPLE, new_store
+from network import save_checkpoint
+from settings import build_model
 from cli import gallery as store_module
 from pipeline import store as store_lib
 from pipeline.store import GalleryStore, StoreError
-from utils import load_config
+from settings import load_config
 
 
 def checkpoint(tmp_path, tiny_cfg, seed=0, name="a.pt", overrides=()):
@@ -78,7 +79,7 @@ def test_build_search_add_remove_and_reopen(tmp_path, tiny_cfg, photos, index):
 
 def test_another_checkpoint_is_refused(tmp_path, tiny_cfg, photos):
     root = tmp_path / "store"
-    GalleryStore.create(root, checkpoint(tmp_path, tiny_cfg)).add([photos])
+    new_store(root, checkpoint(tmp_path, tiny_cfg)).add([photos])
     other = checkpoint(tmp_path, tiny_cfg, seed=1, name="b.pt")
     store = GalleryStore.open(root)
     before = store.vectors()
@@ -95,7 +96,7 @@ def test_another_checkpoint_is_refused(tmp_path, tiny_cfg, photos):
 
 def test_a_failed_add_changes_nothing(tmp_path, tiny_cfg, photos, monkeypatch):
     root = tmp_path / "store"
-    store = GalleryStore.create(root, checkpoint(tmp_path, tiny_cfg))
+    store = new_store(root, checkpoint(tmp_path, tiny_cfg))
     store.add([photos])
     files = sorted(p.name for p in (root / "photos").iterdir())
     version = store.info()["version"]

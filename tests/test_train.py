@@ -14,20 +14,30 @@ import request_send
 import split
 import train
 from conftest import PEOPLE
-from network import build_model, embed, model_from_checkpoint, read_checkpoint
+from dataset import AugmentSettings, DataSettings
+from detection import CropSettings
+from search.retrieval_settings import RetrievalSettings
+from network import embed, model_from_checkpoint, read_checkpoint
+from settings import build_model
 from training.data import crop_people, split_people
 from training.frozen import FeatureDataset
-from training.losses import LOSSES, build_loss
+from training.losses import LossSettings, LOSSES, build_loss
 from training.optim import make_optimizer, warmup_cosine
-from utils import ConfigError, load_config, seed_everything
+from utils import ConfigError, seed_everything
+from settings import load_config
+
+
+def people_split(cfg: dict):
+    """Training and validation people as train.py splits them from this config."""
+    return split_people(DataSettings(**cfg["data"]), cfg["seed"], cfg["loss"]["name"])
 
 
 def full_data_loss(model, cfg):
     """Batch-hard triplet loss over every training photo, without augmentation."""
-    train_people, _ = split_people(cfg)
-    crops, labels, _, _ = crop_people(train_people, model.meta["crop"], cfg["data"]["cache_dir"], "check")
+    train_people, _ = people_split(cfg)
+    crops, labels, _, _ = crop_people(train_people, model.crop_settings(), cfg["data"]["cache_dir"], "check")
     emb = torch.as_tensor(embed(model, crops, 8))
-    loss_fn = build_loss(load_config(overrides=["loss.name=triplet_batch_hard"])["loss"], 0, emb.shape[1])
+    loss_fn = build_loss(LossSettings(**load_config(overrides=["loss.name=triplet_batch_hard"])["loss"]), 0, emb.shape[1])
     return loss_fn(emb, torch.as_tensor(labels)).item()
 
 
@@ -89,8 +99,8 @@ def test_resume_refuses_other_data(tiny_cfg, tmp_path):
 def test_every_loss_trains_one_step(name, tiny_cfg):
     cfg = load_config(overrides=[f"loss.name={name}", "loss.teacher=self"], base=tiny_cfg)
     model, _ = build_model(cfg)
-    loss_fn = build_loss(cfg["loss"], num_classes=3, embedding_size=16)
-    opt = make_optimizer(model, loss_fn, cfg)
+    loss_fn = build_loss(LossSettings(**cfg["loss"]), num_classes=3, embedding_size=16)
+    opt = make_optimizer(model, loss_fn, cfg["train"]["lr_backbone"], cfg["train"]["lr_head"], cfg["train"]["weight_decay"])
     before = {k: v.clone() for k, v in model.state_dict().items()}
     torch.manual_seed(0)
     emb = model(torch.randn(6, 3, 32, 32))
@@ -108,12 +118,12 @@ def test_every_loss_trains_one_step(name, tiny_cfg):
 def test_the_distillation_term_adds_to_a_metric_loss_and_needs_a_teacher(tiny_cfg):
     emb = torch.nn.functional.normalize(torch.randn(6, 16), dim=1)
     labels = torch.tensor([0, 0, 1, 1, 2, 2])
-    plain = build_loss(load_config(base=tiny_cfg)["loss"], 3, 16)
-    both = build_loss(load_config(overrides=["loss.distill_weight=2", "loss.teacher=self"], base=tiny_cfg)["loss"], 3, 16)
+    plain = build_loss(LossSettings(**load_config(base=tiny_cfg)["loss"]), 3, 16)
+    both = build_loss(LossSettings(**load_config(overrides=["loss.distill_weight=2", "loss.teacher=self"], base=tiny_cfg)["loss"]), 3, 16)
     assert both(emb, labels, emb).item() == pytest.approx(plain(emb, labels).item(), abs=1e-6)  # on target: no cost
     assert both(emb, labels, -emb).item() == pytest.approx(plain(emb, labels).item() + 2 * 2.0, abs=1e-5)
     with pytest.raises(ConfigError, match="needs loss.teacher"):
-        build_loss(load_config(overrides=["loss.name=distill"], base=tiny_cfg)["loss"], 3, 16)
+        build_loss(LossSettings(**load_config(overrides=["loss.name=distill"], base=tiny_cfg)["loss"]), 3, 16)
 
 
 def test_warmup_then_cosine_schedule():
@@ -170,7 +180,7 @@ def test_several_training_folders_never_merge_people(tiny_cfg, tmp_path):
     other = tmp_path / "more"
     shutil.copytree(PEOPLE, other)  # the same folder names in a second root: different people
     cfg = load_config(overrides=[f"data.train_dir=[{PEOPLE}, {other}]", "data.val_fraction=0.3"], base=tiny_cfg)
-    train_people, val_people = split_people(cfg)
+    train_people, val_people = people_split(cfg)
     assert len(train_people) + len(val_people) == 10
     assert not set(train_people) & set(val_people)
     assert {n.split("/")[0] for n in train_people} == {"people", "more"}
@@ -204,7 +214,7 @@ def test_a_checkpoint_trained_with_mtcnn_and_alignment_is_used_as_trained_under_
                               "--dry-run", "retrieval.k=5", f"data.cache_dir={cache}", "device=cpu"]) == 0
     payload = json.loads(out.read_text())
     # Every photo was cropped with the trained settings: its cache entry is under the trained key.
-    crop_cfg = cfg["crop"]
+    crop_cfg = CropSettings(**cfg["crop"])
     photos = sorted((comp / "test").rglob("*.jpg"))
     assert {p.name for p in cache.glob("*.png")} == {f"{crop_key(p.read_bytes(), crop_cfg)}.png" for p in photos}
     # And the ranking is the one the trained preprocessing gives, computed here by hand.
@@ -241,7 +251,7 @@ def test_a_frozen_backbone_runs_once_per_view_and_its_head_trains_on_the_stored_
     state = train.train(cfg)
     assert state["epoch"] == 2
     best = read_checkpoint(f"{cfg['train']['out_dir']}/best.pt")
-    n_train, n_val = (sum(len(v) for v in part.values()) for part in split_people(cfg))
+    n_train, n_val = (sum(len(v) for v in part.values()) for part in people_split(cfg))
     # 2 views of every training photo and 1 of every validation photo, whatever the number of steps
     assert sum(rows) == 2 * n_train + n_val, (sum(rows), n_train, n_val)
     after, _ = model_from_checkpoint(f"{cfg['train']['out_dir']}/last.pt")
@@ -306,8 +316,8 @@ def test_the_distillation_set_hands_the_mirror_its_own_target(tiny_cfg):
     crop = np.zeros((40, 40, 3), np.uint8)
     crop[:, :20] = 255  # left half white: a mirrored view has it on the right
     targets = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])
-    augment = {**tiny_cfg["augment"], "hflip_p": 0.5, "color_p": 0, "gamma_p": 0, "affine_p": 0, "blur_p": 0,
-               "dropout_p": 0, "erase_p": 0}
+    augment = AugmentSettings(**{**tiny_cfg["augment"], "hflip_p": 0.5, "color_p": 0, "gamma_p": 0, "affine_p": 0,
+                                 "blur_p": 0, "dropout_p": 0, "erase_p": 0})
     data = DistillDataset([crop], [0], targets, augment, {"size": 40, "mean": [0.0] * 3, "std": [1.0] * 3,
                                                            "max_pixel_value": 255.0})
     seen = set()
@@ -371,10 +381,10 @@ def test_leave_one_out_validation_queries_every_photo_against_the_others():
     from pipeline.protocol import score_leave_one_out
 
     emb = np.eye(4, dtype=np.float32)[[0, 0, 1, 2, 2]]  # photos 0,1 of A alike; C's two alike; B alone
-    report = score_leave_one_out(emb, ["A", "A", "B", "C", "C"], load_config()["retrieval"])
+    report = score_leave_one_out(emb, ["A", "A", "B", "C", "C"], RetrievalSettings(**load_config()["retrieval"]))
     assert report["queries"] == 4 and report["top1"] == 1.0  # B has no other photo: not a query
     swapped = emb[[3, 4, 2, 0, 1]]  # as queries, A's photos now look like C's and C's like A's
-    worse = score_leave_one_out(emb, ["A", "A", "B", "C", "C"], load_config()["retrieval"], swapped)
+    worse = score_leave_one_out(emb, ["A", "A", "B", "C", "C"], RetrievalSettings(**load_config()["retrieval"]), swapped)
     assert worse["top1"] == 0.0
 
 
@@ -393,9 +403,9 @@ def test_distillation_from_a_teacher_checkpoint_uses_the_teachers_own_crops(tiny
     state = train.train(cfg)
     assert state["epoch"] == 1
     targets = read_checkpoint(f"{cfg['train']['out_dir']}/last.pt")["distill_targets"]
-    train_people, _ = split_people(cfg)
+    train_people, _ = people_split(cfg)
     paths = [p for photos in train_people.values() for p in photos]
-    crops, _ = crop_paths(paths, teacher.meta["crop"], cfg["data"]["cache_dir"])  # 48-px crops, not the student's 40
+    crops, _ = crop_paths(paths, teacher.crop_settings(), cfg["data"]["cache_dir"])  # 48-px crops, not the student's 40
     expected = both_views(teacher.eval(), crops, "cpu", 8, "check")
     expected = torch.nn.functional.normalize(expected - expected.reshape(-1, 16).mean(0), dim=-1)  # centred
     assert torch.allclose(targets, expected, atol=1e-5)
@@ -413,13 +423,13 @@ def test_unlabelled_photos_train_a_distilled_student_and_nothing_else(tiny_cfg, 
     for i, photo in enumerate(sorted(PEOPLE.glob("*/*.jpg"))[:3]):
         shutil.copy(photo, loose / f"{i}.jpg")
     cfg = load_config(overrides=["loss.name=distill", "loss.teacher=self", f"data.unlabelled=[{loose}]"], base=tiny_cfg)
-    train_people, val_people = split_people(cfg)
+    train_people, val_people = people_split(cfg)
     unlabelled = [n for n in train_people if n.startswith("unlabelled:")]
     assert len(unlabelled) == 3 and all(len(train_people[n]) == 1 for n in unlabelled)
     assert not any(n.startswith("unlabelled:") for n in val_people)
     assert train.train(load_config(overrides=["train.epochs=1"], base=cfg))["epoch"] == 1
     with pytest.raises(ConfigError, match="only with loss.name=distill"):
-        split_people(load_config(overrides=[f"data.unlabelled=[{loose}]"], base=tiny_cfg))
+        people_split(load_config(overrides=[f"data.unlabelled=[{loose}]"], base=tiny_cfg))
 
 
 def test_dlib_metric_loss_matches_a_hand_computed_value():

@@ -16,17 +16,20 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import FACES, PEOPLE
+from conftest import FACES, PEOPLE, new_store
 
 pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
 from fastapi.testclient import TestClient  # noqa: E402
 
 import web  # noqa: E402
-from network import build_model, save_checkpoint  # noqa: E402
+from webapp.errors import UserError  # noqa: E402
+from webapp.uploads import check_upload, safe_name  # noqa: E402
+from network import save_checkpoint  # noqa: E402
+from settings import build_model  # noqa: E402
 from search.exact import unit  # noqa: E402
 from pipeline.store import GalleryStore, StoreError  # noqa: E402
-from utils import load_config  # noqa: E402
+from settings import load_config  # noqa: E402
 
 PERSONS = sorted(p.name for p in PEOPLE.iterdir())
 
@@ -42,7 +45,7 @@ def build_store(root: Path, work: Path, people: list[str]) -> Path:
     ckpt = work / "tiny.pt"
     save_checkpoint(ckpt, {"model": model.state_dict(), "config": cfg, "meta": model.meta,
                            "model_info": model.describe(), "epoch": 0})
-    store = GalleryStore.create(root, ckpt)
+    store = new_store(root, ckpt)
     if people:
         store.add([PEOPLE / p for p in people])
     store.conn.close()
@@ -77,7 +80,7 @@ def web_cfg(*overrides, base=("web.k=4", "web.gallery_page=8")):
 
 @pytest.fixture
 def client(store_root):
-    app = web.create_app(store_root, web_cfg())
+    app = web.app_for(store_root, web_cfg())
     with TestClient(app) as c:
         yield c
     app.state.web.close()
@@ -126,8 +129,8 @@ def png_bomb(width: int, height: int) -> bytes:
 
 def test_check_upload_refuses_what_is_not_a_safe_image(tmp_path):
     ok = (FACES / "one_face.jpg").read_bytes()
-    assert web.check_upload(ok, "a.jpg", 10 ** 7, 4 * 10 ** 7)[:2] == ("JPEG", ".jpg")
-    assert web.check_upload((FACES / "grayscale.gif").read_bytes(), "g.gif", 10 ** 7, 4 * 10 ** 7)[:2] == ("GIF", ".gif")
+    assert check_upload(ok, "a.jpg", 10 ** 7, 4 * 10 ** 7)[:2] == ("JPEG", ".jpg")
+    assert check_upload((FACES / "grayscale.gif").read_bytes(), "g.gif", 10 ** 7, 4 * 10 ** 7)[:2] == ("GIF", ".gif")
     cases = [(b"just some text, not a photo\n", "notes.jpg", 415, "not an image"),
              (b"", "empty.jpg", 400, "empty"),
              (ok[: len(ok) // 3], "cut.jpg", 400, "damaged"),
@@ -135,16 +138,16 @@ def test_check_upload_refuses_what_is_not_a_safe_image(tmp_path):
              (png_bomb(8000, 8000), "bomb.png", 413, "decompression bomb"),      # past web.max_pixels
              (png_bomb(20000, 20000), "bomb2.png", 413, "decompression bomb")]   # past Pillow's own limit too
     for data, name, status, words in cases:
-        with pytest.raises(web.UserError, match=words) as err:
-            web.check_upload(data, name, len(ok) - 1 if name == "big.jpg" else 10 ** 7, 4 * 10 ** 7)
+        with pytest.raises(UserError, match=words) as err:
+            check_upload(data, name, len(ok) - 1 if name == "big.jpg" else 10 ** 7, 4 * 10 ** 7)
         assert err.value.status == status and name in str(err.value)
     buf = io.BytesIO()
     from PIL import Image
     Image.new("RGB", (8, 8)).save(buf, format="ICO")
-    with pytest.raises(web.UserError, match="ICO image") as err:
-        web.check_upload(buf.getvalue(), "icon.png", 10 ** 7, 4 * 10 ** 7)
+    with pytest.raises(UserError, match="ICO image") as err:
+        check_upload(buf.getvalue(), "icon.png", 10 ** 7, 4 * 10 ** 7)
     assert err.value.status == 415
-    assert web.safe_name("../../etc/pass wd.PNG", ".png") == "pass_wd.png" and web.safe_name("", ".jpg") == "upload.jpg"
+    assert safe_name("../../etc/pass wd.PNG", ".png") == "pass_wd.png" and safe_name("", ".jpg") == "upload.jpg"
 
 
 def test_refused_uploads_leave_the_store_untouched(client, store_root):
@@ -182,7 +185,7 @@ def test_a_gif_is_searched_and_a_faceless_photo_is_said_out_loud(client, store_r
     assert crop.status_code == 200 and crop.content.startswith(b"\x89PNG")
     # A model whose chain has no centre crop (as if trained with crop.fallback=[]) refuses it, and adds nothing.
     state = client.app.state.web
-    state.worker.submit(lambda: state.store().model()[0].meta["crop"].update(fallback=[])).result()
+    state.worker.submit(lambda: state.store().model().meta["crop"].update(fallback=[])).result()
     before = snapshot(store_root)
     for url, field in (("/search", "photo"), ("/add", "photos")):
         r = upload(client, FACES / "no_face.jpg", url=url, field=field)
@@ -263,7 +266,7 @@ def test_search_mark_refine_add_remove_and_names(client, store_root):
 
 
 def test_sessions_are_separate(store_root):
-    app = web.create_app(store_root, web_cfg())
+    app = web.app_for(store_root, web_cfg())
     with TestClient(app) as a, TestClient(app) as b:
         ra = upload(a, FACES / "one_face.jpg")
         assert "Round 1" in text(ra) and "Round" not in text(b.get("/"))

@@ -4,30 +4,32 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dataset import identity_split, list_identities
-from detection import crop_paths, list_images
+from dataset import DataSettings, identity_split, list_identities
+from detection import CropSettings, crop_paths, list_images
 from utils import ConfigError, get_logger
 
 log = get_logger()
 
 
-def split_people(cfg: dict) -> tuple[dict[str, list[Path]], dict[str, list[Path]]]:
-    """Training and validation people from data.train_dir, split by identity, never by photo.
+def split_people(data: DataSettings, seed: int = 0,
+                 loss: str = "triplet_batch_hard") -> tuple[dict[str, list[Path]], dict[str, list[Path]]]:
+    """Training and validation people from data.train_dir, split by identity, never by photo (dataset's
+    identity_split, seeded); data.unlabelled photos join training only when `loss` is distill.
 
     With several folders, people are named <folder>/<person> so two folders never merge people.
     """
-    roots = cfg["data"]["train_dir"]
+    roots = data.train_dir
     roots = [roots] if isinstance(roots, str) else list(roots)
     if len(roots) == 1:
-        people = list_identities(roots[0], cfg["data"]["min_photos"])
+        people = list_identities(roots[0], data.min_photos)
     else:
         people = {f"{Path(root).name}/{name}": photos for root in roots
-                  for name, photos in list_identities(root, cfg["data"]["min_photos"]).items()}
-    train_names, val_names = identity_split(list(people), cfg["data"]["val_fraction"], cfg["seed"])
+                  for name, photos in list_identities(root, data.min_photos).items()}
+    train_names, val_names = identity_split(list(people), data.val_fraction, seed)
     train_people = {n: people[n] for n in train_names}
-    extra = cfg["data"].get("unlabelled") or []
+    extra = data.unlabelled
     if extra:  # photos without an identity: each its own 'person', for distillation only, never validation
-        if cfg["loss"]["name"] != "distill":
+        if loss != "distill":
             raise ConfigError("data.unlabelled photos have no identity: they train only with loss.name=distill")
         for folder in [extra] if isinstance(extra, str) else extra:
             for photo in list_images(folder, recursive=True):
@@ -35,12 +37,12 @@ def split_people(cfg: dict) -> tuple[dict[str, list[Path]], dict[str, list[Path]
     return train_people, {n: people[n] for n in val_names}
 
 
-def crop_people(people: dict[str, list[Path]], crop_cfg: dict, cache_dir: str,
+def crop_people(people: dict[str, list[Path]], crop: CropSettings, cache_dir: str,
                 what: str) -> tuple[list, list[int], list[str], list[Path]]:
     """Crop every photo (cached); returns (crops, integer labels, names by label, the photos kept)."""
     paths = [p for photos in people.values() for p in photos]
     owners = [name for name, photos in people.items() for _ in photos]
-    crops, report = crop_paths(paths, crop_cfg, cache_dir, desc=f"cropping {what}")
+    crops, report = crop_paths(paths, crop, cache_dir, desc=f"cropping {what}")
     log.info(f"{what}: {report.summary()}")
     names = sorted({o for o, c in zip(owners, crops) if c is not None})
     index = {n: i for i, n in enumerate(names)}

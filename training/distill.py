@@ -10,6 +10,7 @@ set draws it itself and hands the mirror's target with a mirrored view.
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from dataset import eval_transform, train_transform
+from dataset import AugmentSettings, eval_transform, train_transform
 from detection import crop_paths, load_crop
 from network import CropDataset, EmbeddingNet, model_from_checkpoint
 from utils import ConfigError, DataError, get_logger
@@ -41,12 +42,12 @@ def both_views(model: EmbeddingNet, crops: list, device, batch_size: int, what: 
     return F.normalize(torch.cat(out), dim=2) if out else torch.zeros(0, 2, model.embedding_size)
 
 
-def teacher_targets(teacher: str, student: EmbeddingNet, paths: list[Path], crops: list, cfg: dict,
-                    device) -> torch.Tensor:
+def teacher_targets(teacher: str, student: EmbeddingNet, paths: list[Path], crops: list, device, *,
+                    batch_size: int = 64, cache_dir: str | Path | None = None) -> torch.Tensor:
     """The teacher's (N, 2, D) targets for the training photos `paths` (the student's `crops` of
     them): 'self' is the student as it is now, before any step (its own space, as it is); else a
     checkpoint, which crops the photos with its own detector and alignment, its targets centred."""
-    batch = int(cfg["train"]["batch_size_eval"])
+    batch = int(batch_size)
     if teacher == "self":
         log.info("distillation targets: the network's own embeddings of the clean photos, before training")
         return both_views(student, crops, device, batch, "training people")
@@ -56,7 +57,7 @@ def teacher_targets(teacher: str, student: EmbeddingNet, paths: list[Path], crop
     if model.embedding_size != student.embedding_size:
         raise ConfigError(f"loss.teacher {teacher} gives {model.embedding_size}-d embeddings; the student's are "
                           f"{student.embedding_size}-d: set model.embedding_size={model.embedding_size}")
-    teacher_crops, report = crop_paths(paths, model.meta["crop"], cfg["data"]["cache_dir"], desc="teacher crops")
+    teacher_crops, report = crop_paths(paths, model.crop_settings(), cache_dir, desc="teacher crops")
     lost = [str(p) for p, c in zip(paths, teacher_crops) if c is None]
     if lost:
         raise DataError(f"the teacher {teacher} finds no face in {len(lost)} training photo(s) that the student "
@@ -79,10 +80,10 @@ class DistillDataset(torch.utils.data.Dataset):
     (position, draw_seed): the draw decides the mirror (augment.hflip_p) and seeds the rest of the
     augmentation (which then never flips), and the item carries the target of the view it shows."""
 
-    def __init__(self, crops: list, labels: list[int], targets: torch.Tensor, augment: dict, inp: dict):
+    def __init__(self, crops: list, labels: list[int], targets: torch.Tensor, augment: AugmentSettings, inp: dict):
         self.crops, self.labels, self.targets = crops, list(labels), targets
-        self.hflip_p = float(augment["hflip_p"])
-        self.transform = train_transform({**augment, "hflip_p": 0.0}, inp)
+        self.hflip_p = float(augment.hflip_p)
+        self.transform = train_transform(replace(augment, hflip_p=0.0), inp)
 
     def __len__(self) -> int:
         return len(self.crops)

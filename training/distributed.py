@@ -122,7 +122,9 @@ class Processes:
         return self.rank == 0
 
     @classmethod
-    def from_env(cls, cfg: dict) -> "Processes":
+    def from_env(cls, device: str = "auto", backend: str = "auto", timeout: float = 7200) -> "Processes":
+        """This process's place among torchrun's (none: one process), the process group joined with `backend`
+        (auto: nccl on CUDA, gloo on CPU), waiting `timeout` seconds for the others."""
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         if dist.is_available() and dist.is_initialized():  # made before, here or by the caller
             world = dist.get_world_size()
@@ -132,13 +134,12 @@ class Processes:
             return cls()
         if not dist.is_available():
             raise ConfigError(f"WORLD_SIZE={world} but this torch build has no torch.distributed")
-        t, device = cfg["train"], get_device(cfg["device"])
-        backend = t.get("dist_backend", "auto")
+        device = get_device(device)
         if backend == "auto":
             backend = "nccl" if device.type == "cuda" else "gloo"
         if backend == "nccl" and device.type != "cuda":
             raise ConfigError("train.dist_backend nccl needs CUDA devices: use gloo (or auto) for CPU processes")
-        dist.init_process_group(backend, timeout=datetime.timedelta(seconds=float(t.get("dist_timeout", 7200))))
+        dist.init_process_group(backend, timeout=datetime.timedelta(seconds=float(timeout)))
         atexit.register(lambda: dist.is_initialized() and dist.destroy_process_group())
         return cls(dist.get_rank(), dist.get_world_size(), local_rank)
 

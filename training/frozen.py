@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from tqdm import tqdm
 
-from dataset import FaceDataset, eval_transform, train_transform
+from dataset import AugmentSettings, FaceDataset, eval_transform, train_transform
 from network import EmbeddingNet
 
 
@@ -13,7 +13,7 @@ class _Views(torch.utils.data.Dataset):
     """Item j = view j % V of crop j // V: view 0 through the evaluation transform, the others
     through a draw of the training augmentation seeded by (seed, crop, view)."""
 
-    def __init__(self, crops: list, augment: dict, inp: dict, views: int, seed: int):
+    def __init__(self, crops: list, augment: AugmentSettings, inp: dict, views: int, seed: int):
         self.plain = FaceDataset(crops, [0] * len(crops), eval_transform(inp))
         self.augmented = FaceDataset(crops, [0] * len(crops), train_transform(augment, inp))
         self.views, self.seed = views, seed
@@ -28,13 +28,14 @@ class _Views(torch.utils.data.Dataset):
         return self.augmented[(i, (self.seed * 1_000_003 + i) * self.views + v)][0]
 
 
-def frozen_features(model: EmbeddingNet, crops: list, views: int, cfg: dict, device, what: str) -> torch.Tensor:
+def frozen_features(model: EmbeddingNet, crops: list, views: int, device, what: str, *,
+                    augment: AugmentSettings = AugmentSettings(), batch_size: int = 64, num_workers: int = 0,
+                    seed: int = 0) -> torch.Tensor:
     """The frozen backbone's outputs for `views` views of every crop, shaped (N, views, ...).
     A frozen backbone (dlib's descriptor) gives a view the same features at every step, so it runs
     once per view here instead of once per training step (dlib runs at a few photos/s on a CPU)."""
-    loader = torch.utils.data.DataLoader(_Views(crops, cfg["augment"], model.meta["input"], views, cfg["seed"]),
-                                         batch_size=cfg["train"]["batch_size_eval"],
-                                         num_workers=cfg["data"]["num_workers"])
+    loader = torch.utils.data.DataLoader(_Views(crops, augment, model.meta["input"], views, seed),
+                                         batch_size=batch_size, num_workers=num_workers)
     with torch.inference_mode():
         out = [model.features(batch.to(device)).float().cpu()
                for batch in tqdm(loader, desc=f"backbone features, {what}", unit="batch", leave=False)]

@@ -10,12 +10,34 @@ in the checkpoint's 'loss' entry, never in the model.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
 from pytorch_metric_learning import losses, miners
 
-from utils import ConfigError
+from utils import ConfigError, lookup
+
+
+@dataclass(frozen=True)
+class LossSettings:
+    """The loss section (config/default.yaml documents each field): the loss by name and its parameters."""
+    name: str = "triplet_batch_hard"
+    margin: float = 0.2
+    pos_margin: float = 0.0
+    neg_margin: float = 1.0
+    ms_alpha: float = 2.0
+    ms_beta: float = 50.0
+    ms_base: float = 0.5
+    ms_epsilon: float = 0.1
+    arc_margin: float = 28.6
+    arc_scale: float = 64.0
+    softmax_scale: float = 16.0
+    ns_temperature: float = 0.05
+    metric_threshold: float = 0.42
+    metric_margin: float = 0.03
+    teacher: str = ""
+    distill_weight: float = 0.0
 
 
 class LossFn(torch.nn.Module):
@@ -78,32 +100,32 @@ class DlibMetricLoss(torch.nn.Module):
         return (pos_cost + neg_cost) / n_pos
 
 
-def triplet_batch_hard(cfg: dict, num_classes: int, embedding_size: int) -> LossFn:
+def triplet_batch_hard(s: LossSettings, num_classes: int, embedding_size: int) -> LossFn:
     """Triplet loss on the hardest positive and hardest negative of each anchor in the batch."""
-    return LossFn(losses.TripletMarginLoss(margin=cfg["margin"]), miners.BatchHardMiner())
+    return LossFn(losses.TripletMarginLoss(margin=s.margin), miners.BatchHardMiner())
 
 
-def triplet_semihard(cfg: dict, num_classes: int, embedding_size: int) -> LossFn:
+def triplet_semihard(s: LossSettings, num_classes: int, embedding_size: int) -> LossFn:
     """Triplet loss on negatives farther than the positive but inside the margin."""
-    return LossFn(losses.TripletMarginLoss(margin=cfg["margin"]),
-                  miners.TripletMarginMiner(margin=cfg["margin"], type_of_triplets="semihard"))
+    return LossFn(losses.TripletMarginLoss(margin=s.margin),
+                  miners.TripletMarginMiner(margin=s.margin, type_of_triplets="semihard"))
 
 
-def contrastive(cfg: dict, num_classes: int, embedding_size: int) -> LossFn:
+def contrastive(s: LossSettings, num_classes: int, embedding_size: int) -> LossFn:
     """Pull positive pairs within pos_margin, push negatives beyond neg_margin."""
-    return LossFn(losses.ContrastiveLoss(pos_margin=cfg["pos_margin"], neg_margin=cfg["neg_margin"]))
+    return LossFn(losses.ContrastiveLoss(pos_margin=s.pos_margin, neg_margin=s.neg_margin))
 
 
-def multi_similarity(cfg: dict, num_classes: int, embedding_size: int) -> LossFn:
+def multi_similarity(s: LossSettings, num_classes: int, embedding_size: int) -> LossFn:
     """Multi-similarity loss with its pair miner (Wang et al. 2019)."""
-    return LossFn(losses.MultiSimilarityLoss(alpha=cfg["ms_alpha"], beta=cfg["ms_beta"], base=cfg["ms_base"]),
-                  miners.MultiSimilarityMiner(epsilon=cfg["ms_epsilon"]))
+    return LossFn(losses.MultiSimilarityLoss(alpha=s.ms_alpha, beta=s.ms_beta, base=s.ms_base),
+                  miners.MultiSimilarityMiner(epsilon=s.ms_epsilon))
 
 
-def arcface(cfg: dict, num_classes: int, embedding_size: int) -> LossFn:
+def arcface(s: LossSettings, num_classes: int, embedding_size: int) -> LossFn:
     """Additive angular margin softmax over the training identities (its class weights are learned)."""
     return LossFn(losses.ArcFaceLoss(num_classes=num_classes, embedding_size=embedding_size,
-                                     margin=cfg["arc_margin"], scale=cfg["arc_scale"]))
+                                     margin=s.arc_margin, scale=s.arc_scale))
 
 
 class SoftmaxCrossEntropy(torch.nn.Module):
@@ -128,28 +150,28 @@ class SoftmaxCrossEntropy(torch.nn.Module):
         return torch.nn.functional.cross_entropy(self.get_logits(embeddings), labels)
 
 
-def softmax(cfg: dict, num_classes: int, embedding_size: int) -> LossFn:
+def softmax(s: LossSettings, num_classes: int, embedding_size: int) -> LossFn:
     """Softmax cross-entropy over the training identities (its linear classifier is learned)."""
-    return LossFn(SoftmaxCrossEntropy(num_classes, embedding_size, cfg["softmax_scale"]))
+    return LossFn(SoftmaxCrossEntropy(num_classes, embedding_size, s.softmax_scale))
 
 
-def normalized_softmax(cfg: dict, num_classes: int, embedding_size: int) -> LossFn:
+def normalized_softmax(s: LossSettings, num_classes: int, embedding_size: int) -> LossFn:
     """Softmax over cosines to L2-normalised class weights, divided by a temperature (Zhai & Wu 2019)."""
     return LossFn(losses.NormalizedSoftmaxLoss(num_classes=num_classes, embedding_size=embedding_size,
-                                               temperature=cfg["ns_temperature"]))
+                                               temperature=s.ns_temperature))
 
 
-def dlib_metric(cfg: dict, num_classes: int, embedding_size: int) -> LossFn:
+def dlib_metric(s: LossSettings, num_classes: int, embedding_size: int) -> LossFn:
     """dlib's own metric loss (DlibMetricLoss), thresholds scaled to unit-length embeddings."""
-    return LossFn(DlibMetricLoss(cfg["metric_threshold"], cfg["metric_margin"]))
+    return LossFn(DlibMetricLoss(s.metric_threshold, s.metric_margin))
 
 
-def distill(cfg: dict, num_classes: int, embedding_size: int) -> LossFn:
+def distill(s: LossSettings, num_classes: int, embedding_size: int) -> LossFn:
     """Distillation alone: each embedding pulled towards loss.teacher's embedding of the clean photo."""
     return LossFn(None)
 
 
-def npair(cfg: dict, num_classes: int, embedding_size: int) -> LossFn:
+def npair(s: LossSettings, num_classes: int, embedding_size: int) -> LossFn:
     """N-pair loss (Sohn 2016): each anchor against its positive and every other person's positive of the
     batch at once, a softmax over their similarities (pytorch-metric-learning's NPairsLoss)."""
     return LossFn(losses.NPairsLoss())
@@ -169,15 +191,13 @@ LOSSES = {
 }
 
 
-def build_loss(loss_cfg: dict, num_classes: int, embedding_size: int) -> LossFn:
-    """The loss named by loss_cfg['name']; its parameters (the class weights of arcface, softmax and
+def build_loss(settings: LossSettings, num_classes: int, embedding_size: int) -> LossFn:
+    """The loss named by settings.name; its parameters (the class weights of arcface, softmax and
     normalized_softmax) train with the head."""
-    name = loss_cfg["name"]
-    if name not in LOSSES:
-        raise ConfigError(f"loss.name '{name}' is not one of {', '.join(LOSSES)}")
-    fn = LOSSES[name](loss_cfg, num_classes, embedding_size)
-    fn.distill_weight = 1.0 if name == "distill" else float(loss_cfg.get("distill_weight", 0.0))
-    if fn.needs_targets and not loss_cfg.get("teacher"):
+    name = settings.name
+    fn = lookup(LOSSES, name, "loss.name")(settings, num_classes, embedding_size)
+    fn.distill_weight = 1.0 if name == "distill" else float(settings.distill_weight)
+    if fn.needs_targets and not settings.teacher:
         raise ConfigError(f"loss.name={name} with loss.distill_weight={fn.distill_weight:g} needs loss.teacher: "
                           "a checkpoint, or self (the network's own starting weights)")
     return fn

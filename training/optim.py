@@ -8,15 +8,15 @@ import torch
 from network import EmbeddingNet
 
 
-def make_optimizer(model: EmbeddingNet, loss_fn: torch.nn.Module, cfg: dict) -> torch.optim.AdamW:
-    """AdamW with one learning rate for the backbone and another for the head (and loss weights)."""
-    t = cfg["train"]
+def make_optimizer(model: EmbeddingNet, loss_fn: torch.nn.Module, lr_backbone: float | str = "auto",
+                   lr_head: float = 1e-3, weight_decay: float = 1e-4) -> torch.optim.AdamW:
+    """AdamW with one learning rate for the backbone (auto: the backbone's own) and another for the head
+    (and loss weights)."""
     head = model.head_parameters() + list(loss_fn.parameters())
-    lr_backbone = model.lr_backbone if t["lr_backbone"] == "auto" else float(t["lr_backbone"])
     return torch.optim.AdamW([
-        {"params": model.backbone_parameters(), "lr": lr_backbone},
-        {"params": head, "lr": float(t["lr_head"])},
-    ], weight_decay=float(t["weight_decay"]))
+        {"params": model.backbone_parameters(), "lr": model.lr_backbone if lr_backbone == "auto" else float(lr_backbone)},
+        {"params": head, "lr": float(lr_head)},
+    ], weight_decay=float(weight_decay))
 
 
 def warmup_cosine(warmup_steps: int, total_steps: int, min_factor: float):

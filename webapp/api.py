@@ -93,8 +93,8 @@ async def learn(request: Request, body: Learn):
 async def add(request: Request, photos: list[UploadFile] = File(..., description="photos to add")):
     """Add photos to the gallery (checked first: nothing is added when one is refused)."""
     chosen = [p for p in photos if p.filename]
-    if len(chosen) > int(service(request).w["max_files"]):
-        raise TooLarge(f"{len(chosen)} files: at most {service(request).w['max_files']} at once (web.max_files)")
+    if len(chosen) > int(service(request).web.max_files):
+        raise TooLarge(f"{len(chosen)} files: at most {service(request).web.max_files} at once (web.max_files)")
     return await answer(request, service(request).add, [await read(p, request) for p in chosen])
 
 

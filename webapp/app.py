@@ -16,11 +16,13 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException
 
+from dataset import DataSettings
+from search.feedback import FeedbackSettings
 from utils import FacematchError, get_logger
 from webapp.api import api
 from webapp.dependencies import POST, marks, read, service, session_id, with_cookie
 from webapp.errors import BodyTooLarge, TooLarge, UserError
-from webapp.service import Service
+from webapp.service import Service, WebSettings
 
 log = get_logger()
 HERE = Path(__file__).resolve().parent
@@ -28,12 +30,14 @@ TEMPLATES = Jinja2Templates(directory=HERE / "templates")
 routes = APIRouter(include_in_schema=False)  # the page's routes; the API's are in webapp/api.py
 
 
-def create_app(store_root: str | Path, cfg: dict) -> FastAPI:
-    """The search page's app over the store at `store_root` (cfg: the full config; its web and
-    feedback sections are read). app.state.web is the Service; close it when done."""
+def create_app(store_root: str | Path, web: WebSettings = WebSettings(), feedback: FeedbackSettings = FeedbackSettings(),
+               fpir: float = 0.01, data: DataSettings | None = None) -> FastAPI:
+    """The search page's app over the store at `store_root`, with the page's bounds (web), the feedback
+    methods' settings, the starting 'no one matches' rate and the caches (data). app.state.web is the
+    Service; close it when done."""
     app = FastAPI(title="facematch", description="The search page's JSON API (webapp/api.py)", redoc_url=None)
-    app.state.web = Service(store_root, cfg)
-    app.add_middleware(BodyLimit, limit=int(cfg["web"]["max_upload_bytes"]) * int(cfg["web"]["max_files"]) + 2 ** 20)
+    app.state.web = Service(store_root, web, feedback, fpir, data)
+    app.add_middleware(BodyLimit, limit=int(web.max_upload_bytes) * int(web.max_files) + 2 ** 20)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     app.include_router(routes)
     app.include_router(api)
@@ -71,7 +75,7 @@ async def refused(request: Request, exc: Exception) -> Response:
     elif isinstance(exc, HTTPException):
         status, message = exc.status_code, str(exc.detail)
         if isinstance(exc.__cause__, BodyTooLarge):  # FastAPI's form parsing met BodyLimit's stop
-            status, message = 413, too_large(request.app.state.web.w)
+            status, message = 413, too_large(request.app.state.web.web)
     else:
         status, message = 400, str(exc)
     if request.url.path.startswith("/api/"):
@@ -86,8 +90,8 @@ async def refused(request: Request, exc: Exception) -> Response:
             status_code=status))
 
 
-def too_large(w: dict) -> str:
-    return (f"the upload is too large: at most {w['max_files']} files of {int(w['max_upload_bytes']) / 1e6:.1f} MB "
+def too_large(web: WebSettings) -> str:
+    return (f"the upload is too large: at most {web.max_files} files of {int(web.max_upload_bytes) / 1e6:.1f} MB "
             f"(web.max_upload_bytes)")
 
 
@@ -124,8 +128,8 @@ async def refine(request: Request, method: str = Form(""), marked: dict = Depend
 @routes.post("/add", **POST)
 async def add(request: Request, photos: list[UploadFile] = File([])) -> Response:
     chosen = [p for p in photos if p.filename]
-    if len(chosen) > int(service(request).w["max_files"]):
-        raise TooLarge(f"{len(chosen)} files: at most {service(request).w['max_files']} at once (web.max_files)")
+    if len(chosen) > int(service(request).web.max_files):
+        raise TooLarge(f"{len(chosen)} files: at most {service(request).web.max_files} at once (web.max_files)")
     return await act(request, service(request).add, [await read(p, request) for p in chosen])
 
 

@@ -48,7 +48,7 @@ async def read(upload: UploadFile | None, request: Request) -> tuple[str, bytes]
     """(file name, bytes) of an uploaded file, read up to one byte past the limit (so the check sees it)."""
     if upload is None or not upload.filename:
         raise UserError("choose a photo first")
-    return upload.filename, await upload.read(int(service(request).w["max_upload_bytes"]) + 1)
+    return upload.filename, await upload.read(int(service(request).web.max_upload_bytes) + 1)
 
 
 POST = {"dependencies": [Depends(same_origin)]}

@@ -23,17 +23,32 @@ from typing import Any, Callable
 
 import numpy as np
 
+from dataset import DataSettings
 from evaluation.calibration import decide
 from search.exact import unit
+from search.feedback import FEEDBACK, FeedbackSettings, next_round
 from evaluation.calibration import match_words
 from pipeline.store import NotFoundError, StoreError
-from utils import get_logger
+from utils import get_logger, lookup
 from webapp.errors import NoFace, NotFound, ServerFailure, TooLarge, UserError
 from webapp.uploads import check_upload, safe_name
 
 log = get_logger()
 MARKS = {"relevant": True, "irrelevant": False}
 FPIRS = (0.1, 0.01, 0.001)  # the rates the page offers for 'no one in the gallery matches'
+
+
+@dataclass(frozen=True)
+class WebSettings:
+    """The web section (config/default.yaml documents each field): where the page listens and its bounds."""
+    host: str = "127.0.0.1"
+    port: int = 8000
+    k: int = 12
+    max_upload_bytes: int = 10_000_000
+    max_pixels: int = 40_000_000
+    max_files: int = 20
+    max_sessions: int = 100
+    gallery_page: int = 48
 
 
 @dataclass
@@ -82,12 +97,15 @@ def how_words(how: str) -> str:
 class Service:
     """The page's state: the store (opened on the worker thread), the sessions, the settings."""
 
-    def __init__(self, store_root: str | Path, cfg: dict):
-        from search.feedback import FEEDBACK
-
-        self.root, self.cfg, self.w, self.fcfg = Path(store_root), cfg, cfg["web"], cfg["feedback"]
+    def __init__(self, store_root: str | Path, web: WebSettings = WebSettings(),
+                 feedback: FeedbackSettings = FeedbackSettings(), fpir: float = 0.01, data: DataSettings | None = None):
+        """The page over the store at `store_root`: its bounds (web), the feedback methods' settings, the
+        starting rate of 'no one in the gallery matches' (retrieval.fpir), the crop and embedding caches (data;
+        None: the store's own)."""
+        self.root, self.web, self.feedback, self.fpir, self.data = Path(store_root), web, feedback, fpir, data
         self.methods = list(FEEDBACK)
-        self.method = self.fcfg["method"]  # load_config checked it is one of them
+        lookup(FEEDBACK, feedback.method, "feedback.method")  # an unknown method fails at start, not on a search
+        self.method = feedback.method
         self.worker = ThreadPoolExecutor(1, thread_name_prefix="facematch-store")
         self.sessions: OrderedDict[str, Session] = OrderedDict()
         self.scratch = Path(tempfile.mkdtemp(prefix="facematch-web-"))
@@ -99,7 +117,7 @@ class Service:
         from pipeline.store import GalleryStore
 
         if self._store is None:
-            self._store = GalleryStore.open(self.root)
+            self._store = GalleryStore.open(self.root, self.data)
         return self._store
 
     def close(self) -> None:
@@ -118,8 +136,8 @@ class Service:
     def _call(self, sid: str, action: Callable[..., Any], args: tuple) -> Any:
         session = self.sessions.get(sid)
         if session is None:
-            session = self.sessions[sid] = Session(self.method, float(self.cfg["retrieval"]["fpir"]))
-            while len(self.sessions) > int(self.w["max_sessions"]):
+            session = self.sessions[sid] = Session(self.method, float(self.fpir))
+            while len(self.sessions) > int(self.web.max_sessions):
                 self.sessions.popitem(last=False)
         self.sessions.move_to_end(sid)
         session.used = time.time()
@@ -141,15 +159,13 @@ class Service:
         """(unit embedding, crop, how the face was found in words, chain step) of an uploaded photo,
         with the store model's own crop settings; no face on a chain without centre is a NoFace (422)."""
         from detection import CENTER, ImageReadError, chain_steps, crop_one, load_crop
-        from pipeline.embedding import embed_paths
-
-        model, cfg = self.store().model()
-        ccfg = model.meta["crop"]
+        store = self.store()
+        crop = store.model().crop_settings()
         try:
-            item, meta, _ = crop_one(path, ccfg, cfg["data"]["cache_dir"])
+            item, meta, _ = crop_one(path, crop, store.data.cache_dir)
         except ImageReadError as exc:
             raise UserError(f"{shown}: not a readable image ({str(exc).replace(str(path), '').strip(': ')})") from None
-        steps = chain_steps(ccfg)
+        steps = chain_steps(crop)
         if item is None:
             raise NoFace(f"{shown}: no face found (tried {' → '.join(steps)}; the store's model has no "
                          f"centre-crop fallback)")
@@ -158,10 +174,10 @@ class Service:
             how = (f"no face found by {' → '.join(s for s in steps if s != CENTER) or 'any detector'}: "
                    f"the centred square of the photo was used instead (crop.fallback: center)")
         else:
-            how = f"face found by {step}" + (" (fallback)" if step != ccfg["detector"] else "") + \
+            how = f"face found by {step}" + (" (fallback)" if step != crop.detector else "") + \
                   (", aligned" if meta["aligned"] else "") + \
-                  (f"; {meta['faces']} faces, the {ccfg.get('subject', 'largest')} kept" if meta["faces"] > 1 else "")
-        emb = embed_paths([path], model, cfg, "cpu", "query")
+                  (f"; {meta['faces']} faces, the {crop.subject} kept" if meta["faces"] > 1 else "")
+        emb = store.embed([path], "query")
         if not len(emb.embeddings):
             raise NoFace(f"{shown}: could not be embedded ({', '.join(emb.skipped)})")
         return unit(emb.embeddings[0]), load_crop(item), how, step
@@ -174,8 +190,8 @@ class Service:
         try:
             for filename, data in uploads:
                 try:
-                    _, suffix, note = check_upload(data, filename, int(self.w["max_upload_bytes"]),
-                                                   int(self.w["max_pixels"]))
+                    _, suffix, note = check_upload(data, filename, int(self.web.max_upload_bytes),
+                                                   int(self.web.max_pixels))
                     name = safe_name(filename, suffix)
                     while name in taken:
                         name = f"{Path(name).stem}_{len(taken)}{suffix}"
@@ -202,7 +218,7 @@ class Service:
               exclude: set[str], first: list[tuple[str, float]] | None = None) -> None:
         """A new search: round 1 is `first`, or the store's own nearest-neighbour search."""
         store = self.store()
-        k = int(self.w["k"])
+        k = int(self.web.k)
         s.query, s.label, s.crop_png, s.how, s.exclude = unit(query), label, crop_png, how, set(exclude)
         s.marks, s.shown, s.results, s.round = {}, [], [], 1  # s.learned stays: a photo counts once per session
         if first is not None:
@@ -229,7 +245,6 @@ class Service:
 
     def refine(self, s: Session, marks: dict[str, bool | None], method: str | None = None) -> None:
         """The next round by `method` (default: the session's), from all marks so far."""
-        from search.feedback import next_round
 
         method = method or s.method
         self.apply_marks(s, marks)
@@ -242,7 +257,7 @@ class Service:
         row = {n: i for i, n in enumerate(names)}
         marked = {row[n]: v for n, v in s.marks.items() if n in row}
         shown = {row[n] for n in list(s.shown) + list(s.exclude) if n in row}
-        rows = next_round(method, s.query, vectors, marked, shown, int(self.w["k"]), self.fcfg) if len(names) else []
+        rows = next_round(method, s.query, vectors, marked, shown, int(self.web.k), self.feedback) if len(names) else []
         dist = 1.0 - vectors[rows] @ s.query if rows else []
         s.results = [(names[r], float(d)) for r, d in zip(rows, dist)]
         s.shown += [n for n, _ in s.results]
@@ -279,7 +294,7 @@ class Service:
         person = " ".join(person.split())
         if not person:
             raise UserError("type a learned name to search for it")
-        dist, names = store.search_name(person, int(self.w["k"]))  # unknown: NotFoundError, a 404
+        dist, names = store.search_name(person, int(self.web.k))  # unknown: NotFoundError, a 404
         self.start(s, store.name_prototype(person), f"the learned name '{person}'", None,
                    f"its prototype: the normalised mean of {store.name_marks(person)} marked photos", set(),
                    [(n, float(d)) for n, d in zip(names, dist)])
@@ -287,8 +302,8 @@ class Service:
     def add(self, s: Session, uploads: list[tuple[str, bytes]]) -> None:
         if not uploads:
             raise UserError("choose one or more photos to add first")
-        if len(uploads) > int(self.w["max_files"]):
-            raise TooLarge(f"{len(uploads)} files: at most {self.w['max_files']} at once (web.max_files)")
+        if len(uploads) > int(self.web.max_files):
+            raise TooLarge(f"{len(uploads)} files: at most {self.web.max_files} at once (web.max_files)")
         folder, files = self.checked_files(uploads, "nothing was added to the gallery")
         try:
             report = self.store().add([f.path for f in files])
@@ -363,13 +378,13 @@ class Service:
     # ------------------------------------------------------------ what the page shows
     def view(self, s: Session, gallery_page: int = 0) -> dict:
         """Everything the page template draws, read once: the store, the search, this round, the gallery."""
-        from detection import describe_chain
+        from detection import CropSettings, describe_chain
 
         store = self.store()
         _, names, _ = store.vectors()
-        crop = store.meta["preprocessing"]["crop"]
+        crop = CropSettings.from_saved(store.meta["preprocessing"]["crop"])
         notes, s.notes = s.notes, []
-        per = max(1, int(self.w["gallery_page"]))
+        per = max(1, int(self.web.gallery_page))
         pages = max(1, -(-len(names) // per))
         page = min(max(0, gallery_page), pages - 1)
         limit = store.threshold(s.fpir)
@@ -383,7 +398,7 @@ class Service:
                           "beyond": limit is not None and not decide(dist, limit)})
         relevant = sum(s.marks.values())
         return {"root": str(self.root), "photos": len(names), "learned": store.learned_names(),
-                "chain": describe_chain(crop), "align": crop["align"],
+                "chain": describe_chain(crop), "align": crop.align,
                 "notes": notes, "s": s, "crop_version": f"{s.round}-{int(s.used * 1000)}", "cards": cards,
                 "relevant": relevant, "irrelevant": len(s.marks) - relevant, "methods": self.methods,
                 "gallery": names[page * per:(page + 1) * per], "page": page, "pages": pages,

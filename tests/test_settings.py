@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from utils import ConfigError, load_config, parse_override
+from settings import parse_override
+from utils import ConfigError
+from settings import load_config
 
 
 def test_overrides_are_typed_and_nested():
@@ -108,7 +110,9 @@ def test_the_schema_names_real_keys_and_registries():
 
     import yaml
 
-    from utils import DEFAULT_CONFIG, SCHEMA, _flatten, _registry
+    from settings import REGISTRIES
+    from settings import _flatten
+    from utils import DEFAULT_CONFIG, SCHEMA
     schema, defaults = yaml.safe_load(SCHEMA.read_text()), _flatten(yaml.safe_load(DEFAULT_CONFIG.read_text()))
     for pattern, rule in schema.items():
         matched = [k for k in defaults if fnmatch.fnmatchcase(k, pattern)]
@@ -116,13 +120,14 @@ def test_the_schema_names_real_keys_and_registries():
         for key in matched:
             spec = rule.get("registry") or rule.get("each", {}).get("registry")
             if spec:  # the default itself must be in the registry it is checked against
-                names = _registry(spec)
+                names = REGISTRIES[spec]
                 values = defaults[key] if isinstance(defaults[key], list) else [defaults[key]]
                 assert set(values) <= set(names), f"{key}: default {defaults[key]!r} not in {spec}"
 
 
 def test_run_command_owns_config_overrides_and_the_error_tail(caplog):
-    from utils import DataError, run_command
+    from settings import run_command
+    from utils import DataError
 
     seen = {}
 
@@ -142,3 +147,28 @@ def test_run_command_owns_config_overrides_and_the_error_tail(caplog):
     seen.clear()
     assert run_command("doc", arguments, body, ["a", "retrieval.k=0"], mixed="folders") == 2
     assert not seen and "'retrieval.k' is 0" in caplog.text  # a bad value stops before the work
+
+
+def test_typed_settings_hold_the_documented_defaults_and_every_key():
+    """Each section's dataclass has exactly the keys config/default.yaml documents, with the same defaults, so
+    a library user's CropSettings() and a command's CropSettings(**cfg["crop"]) mean the same thing."""
+    from dataclasses import asdict
+
+    from dataset import AugmentSettings, DataSettings, SplitSettings
+    from detection import CropSettings
+    from network import InputSettings, ModelSettings
+    from pipeline.protocol import EvaluateSettings
+    from search.feedback import FeedbackSettings
+    from search.retrieval_settings import RetrievalSettings
+    from training.losses import LossSettings
+    from webapp.service import WebSettings
+
+    defaults = load_config()
+    sections = {"data": DataSettings, "split": SplitSettings, "augment": AugmentSettings, "crop": CropSettings,
+                "input": InputSettings, "model": ModelSettings, "evaluate": EvaluateSettings,
+                "feedback": FeedbackSettings, "retrieval": RetrievalSettings, "loss": LossSettings, "web": WebSettings}
+    for section, kind in sections.items():
+        assert asdict(kind()) == defaults[section], section
+        assert kind(**defaults[section]) == kind(), section
+    with pytest.raises(TypeError, match="detectr"):
+        CropSettings(detectr="haar")  # a misspelt setting is refused, as an unknown config key is
