@@ -94,7 +94,7 @@ def client(args) -> list[tuple[float, int, int | None]]:
         started = time.perf_counter()
         try:
             status, data = post(port, bodies[i % len(bodies)])
-        except OSError:
+        except (OSError, http.client.HTTPException, ValueError):  # refused, reset, or an answer cut off
             out.append((time.perf_counter() - started, -1, None))
             break
         out.append((time.perf_counter() - started, status, data.get("id")))
