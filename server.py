@@ -10,13 +10,12 @@ import argparse
 import signal
 import sqlite3
 import sys
-import threading
 
 from competition.rules import GroundTruthError
 from competition.server import __doc__ as SERVER_DOC
-from competition.server import load_competitions, make_server
-from utils import get_logger
+from competition.server import ServerSettings, load_competitions, make_server
 from settings import check_merged, run_command
+from utils import get_logger
 
 log = get_logger("facematch.server")
 
@@ -36,18 +35,20 @@ def serve(args: argparse.Namespace) -> int:
         if getattr(args, key) is not None:
             cfg["server"][key] = getattr(args, key)
     check_merged(cfg)  # the flags obey config/schema.yaml as the overrides do
-    server = make_server(cfg, load_competitions(args.competition))
+    server = make_server(ServerSettings(**cfg["server"]), load_competitions(args.competition))
 
     def stop(signum, frame):
-        threading.Thread(target=server.shutdown, daemon=True).start()
+        server.shutdown(wait=False)
 
+    # uvicorn takes SIGINT/SIGTERM while it serves, then restores these and raises the signal
+    # again: stop() makes that a no-op, where Python's defaults would end the process with it
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    names = ", ".join(f"{n} ({len(gt['queries'])} queries)" for n, gt in server.competitions.items())
-    print(f"facematch server on {server.url()}/ (POST /results/ scores '{server.default}'); "
-          f"competitions: {names}; database {cfg['server']['db']}", flush=True)
+    served = server.served
+    names = ", ".join(f"{n} ({len(gt['queries'])} queries)" for n, gt in served.competitions.items())
+    print(f"facematch server on {server.url()}/ (POST /results/ scores '{served.default}'); "
+          f"competitions: {names}; database {served.settings.db}", flush=True)
     server.serve_forever()
-    server.server_close()
     print("facematch server stopped", flush=True)
     return 0
 

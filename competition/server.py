@@ -15,31 +15,34 @@ without a Content-Type header; short lists and repeated names are accepted, as b
 and counted in the answer's "warnings". Every accepted submission is committed to the database
 before the answer is sent, so a server killed at any moment loses nothing it acknowledged. A whole
 request must arrive within server.read_timeout seconds; at most server.max_connections connections
-are served at once, the next ones get 503.
+are served at once, the next ones get 503. A FastAPI app served by uvicorn; the connection-level
+bounds are competition/http_bounds.py's.
 """
 from __future__ import annotations
 
 import hashlib
 import hmac
 import html
-import io
 import json
 import socket
-import sqlite3
 import threading
 import time
-from dataclasses import dataclass, field
-from email.message import Message
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
-from urllib.parse import unquote, urlsplit
+from typing import Awaitable, Callable
 
+import uvicorn
 import yaml
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
+from competition.http_bounds import bounded_protocol
 from competition.rules import (SCORES, PayloadError, load_ground_truth, score_submission,
                                validate_payload)
-from utils import ConfigError, get_logger
+from utils import ConfigError, PerThread, connect, get_logger
 
 log = get_logger("facematch.server")
 
@@ -86,10 +89,9 @@ ORDER BY {", ".join(f"b.{k} DESC" for k in SCORES)}, b.id
 class Reject(Exception):
     """An HTTP error answer: status, message, and whether the attempt is stored."""
 
-    def __init__(self, status: int, message: str, store: bool = True, team: str | None = None, unread: int = 0):
+    def __init__(self, status: int, message: str, store: bool = True, team: str | None = None):
         super().__init__(message)
         self.status, self.message, self.store, self.team = status, message, store, team
-        self.unread = unread  # body bytes still on the wire, discarded after the answer is sent
 
 
 class Store:
@@ -97,20 +99,9 @@ class Store:
 
     def __init__(self, path: str | Path):
         self.path = str(path)
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self.local = threading.local()
-        conn = self.conn()
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.executescript(SCHEMA)
-
-    def conn(self) -> sqlite3.Connection:
-        if getattr(self.local, "conn", None) is None:
-            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA synchronous=FULL")  # a commit is on disk before we answer
-            conn.execute("PRAGMA busy_timeout=30000")
-            self.local.conn = conn
-        return self.local.conn
+        # a commit is on disk before we answer (full sync); transactions are opened explicitly (autocommit)
+        self.conn = PerThread(lambda: connect(self.path, SCHEMA, full_sync=True, autocommit=True))
+        self.conn()  # a bad path fails at start, not on the first submission
 
     def add(self, competition: str, team: str | None, status: str, http_status: int, payload: bytes,
             error: str | None = None, scores: dict | None = None, limits: tuple[int, float, int] | None = None) -> int:
@@ -177,142 +168,97 @@ def load_tokens(path: str | Path) -> dict[str, str]:
     return {str(team): token for team, token in data.items()}
 
 
-def _positive(cfg: dict, key: str, whole: bool = False) -> float:
-    """cfg[key] as a positive number (a whole one with `whole`), else a ConfigError naming server.<key>."""
-    value = cfg[key]
+@dataclass(frozen=True)
+class ServerSettings:
+    """The server: section of the config, typed (config/default.yaml documents each key, with these
+    defaults); server.py builds it with ServerSettings(**cfg["server"])."""
+    host: str = "127.0.0.1"
+    port: int = 3001
+    db: str = "outputs/server.db"
+    tokens: str = ""
+    rate_limit: int = 0
+    rate_window: float = 60
+    max_submissions: int = 0
+    max_body_bytes: int = 10_000_000
+    read_timeout: float = 10
+    max_connections: int = 64
+    k: int = 10
+
+    def __post_init__(self) -> None:
+        """Refuse bounds that would leave the server unbounded or closed, naming server.<key>."""
+        object.__setattr__(self, "read_timeout", _positive(self.read_timeout, "read_timeout"))
+        object.__setattr__(self, "max_connections", _positive(self.max_connections, "max_connections", whole=True))
+
+
+def _positive(value, key: str, whole: bool = False) -> float | int:
+    """`value` as a positive number (a whole one with `whole`), else a ConfigError naming server.<key>."""
     if (isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf")
             or (whole and not float(value).is_integer())):
         raise ConfigError(f"server.{key} must be a positive {'whole number' if whole else 'number'}, got {value!r}")
     return int(value) if whole else float(value)
 
 
-class DeadlineReader(io.RawIOBase):
-    """A socket's reading side that gives up at `deadline` (time.monotonic()): a whole request
-    must arrive in time, however slowly its bytes trickle in."""
-
-    def __init__(self, sock: socket.socket, write_timeout: float):
-        self.sock, self.write_timeout, self.deadline = sock, write_timeout, float("inf")
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:
-        remaining = self.deadline - time.monotonic()
-        if remaining <= 0:
-            raise TimeoutError("server.read_timeout passed")
-        self.sock.settimeout(remaining)
-        try:
-            return self.sock.recv_into(buffer)
-        finally:
-            self.sock.settimeout(self.write_timeout)
-
-
-class CompetitionServer(ThreadingHTTPServer):
-    """ThreadingHTTPServer holding the competitions, the store and the limits for its handlers."""
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 1024  # socketserver's default backlog of 5 resets bursts of clients
-
-    def __init__(self, address, competitions: dict[str, dict], store: Store, cfg: dict,
-                 tokens: dict[str, str] | None = None):
-        self.competitions, self.store, self.cfg, self.tokens = competitions, store, cfg, tokens or {}
-        self.read_timeout = _positive(cfg, "read_timeout")
-        self.max_connections = _positive(cfg, "max_connections", whole=True)
-        self.slots = threading.BoundedSemaphore(self.max_connections)
-        self.default = next(iter(competitions))
-        self.galleries = {name: set(gt["gallery"]) for name, gt in competitions.items()}
-        self.queries = {name: set(gt["queries"]) for name, gt in competitions.items()}
-        super().__init__(address, Handler)
-
-    def url(self) -> str:
-        host, port = self.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def process_request(self, request, client_address):
-        if not self.slots.acquire(blocking=False):
-            self._refuse(request, client_address)
-            return
-        try:
-            super().process_request(request, client_address)
-        except BaseException:
-            self.slots.release()
-            raise
-
-    def process_request_thread(self, request, client_address):
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self.slots.release()
-
-    def _refuse(self, request: socket.socket, client_address) -> None:
-        """Answer 503 at once from the accepting thread, without starting a handler thread."""
-        body = json.dumps({"error": 503, "message": f"the server is serving its limit of {self.max_connections} "
-                                                    "connections (server.max_connections); try again shortly"}).encode()
-        head = ("HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-                f"Content-Length: {len(body)}\r\nRetry-After: 1\r\nConnection: close\r\n\r\n").encode()
-        try:
-            request.settimeout(0.1)
-            request.sendall(head + body)
-            # Read what the client already sent: closing with unread data resets the connection,
-            # and the client might lose the answer.
-            request.setblocking(False)
-            request.recv(1 << 20)
-        except OSError:
-            pass
-        log.warning(f"refused a connection from {client_address[0]}: {self.max_connections} connections are open "
-                    "(server.max_connections)")
-        self.shutdown_request(request)
-
-
 @dataclass
-class Answer:
-    """What a route answers: status, body, its content type and any extra headers."""
-    status: int
-    body: bytes
-    content_type: str = "application/json"
-    headers: dict = field(default_factory=dict)
+class Served:
+    """What the routes share: the competitions (the first is the default), their query and gallery
+    names, the store, the settings and the team tokens (empty: no tokens needed)."""
+    competitions: dict[str, dict]
+    store: Store
+    settings: ServerSettings
+    tokens: dict[str, str]
 
+    def __post_init__(self) -> None:
+        self.default = next(iter(self.competitions))
+        self.galleries = {name: set(gt["gallery"]) for name, gt in self.competitions.items()}
+        self.queries = {name: set(gt["queries"]) for name, gt in self.competitions.items()}
 
-def json_answer(status: int, data: dict, headers: dict | None = None) -> Answer:
-    return Answer(status, json.dumps(data).encode(), "application/json", headers or {})
-
-
-@dataclass
-class Request:
-    """One request as the routes see it: the server's state, the competition the path names (None:
-    the default), the headers, and its body once read (read_body reads it, within the deadline)."""
-    server: "CompetitionServer"
-    path: str
-    competition: str | None
-    headers: Message
-    read_body: Callable[[], bytes]
-    body: bytes = b""
-
-    def named_competition(self) -> str:
-        """The competition the path names, or the default one; a 404 for an unknown name."""
-        name = self.server.default if self.competition is None else self.competition
-        if name not in self.server.competitions:
-            raise Reject(404, f"no competition named '{name}' (known: {', '.join(self.server.competitions)})",
-                         store=False)
+    def named(self, name: str | None) -> str:
+        """The competition a path names, or the default one (None); a 404 for an unknown name."""
+        name = self.default if name is None else name
+        if name not in self.competitions:
+            raise Reject(404, f"no competition named '{name}' (known: {', '.join(self.competitions)})", store=False)
         return name
 
 
-# ------------------------------------------------------------ the routes: (request) -> answer
-
-def leaderboard_json(req: Request) -> Answer:
-    comp = req.named_competition()
-    return json_answer(200, {"competition": comp, "teams": req.server.store.leaderboard(comp)})
+def served(request: Request) -> Served:
+    """The app's Served (create_app puts it in app.state)."""
+    return request.app.state.served
 
 
-def health(req: Request) -> Answer:
-    return json_answer(200, {"status": "ok", "competitions": list(req.server.competitions)})
+class Answer(Response):
+    """A Response whose header names go out capitalized (Content-Type, Connection), as the
+    hand-written server sent them: Starlette lowercases them, and a client that looks a header up
+    case-sensitively (dict(requests' headers)["Connection"]) would miss it."""
+
+    def init_headers(self, headers=None) -> None:
+        """Starlette's headers, their names capitalized."""
+        super().init_headers(headers)
+        self.raw_headers = [(b"WWW-Authenticate" if k == b"www-authenticate" else k.title(), v)
+                            for k, v in self.raw_headers]
 
 
-def leaderboard_page(req: Request) -> Answer:
+def json_answer(status: int, data: dict, headers: dict | None = None) -> Response:
+    """A JSON answer, encoded as the hand-written server did (json.dumps' defaults)."""
+    return Answer(json.dumps(data).encode(), status, headers, media_type="application/json")
+
+
+# ------------------------------------------------------------ the routes
+
+def leaderboard_json(request: Request) -> Response:
+    """A competition's leaderboard as JSON (a thread: the query is blocking SQLite)."""
+    state = served(request)
+    comp = state.named(request.path_params.get("name"))
+    return json_answer(200, {"competition": comp, "teams": state.store.leaderboard(comp)})
+
+
+def health(request: Request) -> Response:
+    """Alive, and which competitions are served."""
+    return json_answer(200, {"status": "ok", "competitions": list(served(request).competitions)})
+
+
+def leaderboard_page(request: Request) -> Response:
     """Every competition's leaderboard as one HTML page (the columns from SCORES)."""
-    if req.competition is not None:
-        raise Reject(404, f"no page at {req.path}", store=False)
-    server = req.server
+    state = served(request)
 
     def cell(v):
         return f"{v:.3f}" if v is not None else ""
@@ -322,17 +268,17 @@ def leaderboard_page(req: Request) -> Answer:
 
     heads = "".join(f"<th>{SCORE_LABELS[k]}</th>" for k in SCORES)
     sections = []
-    for comp in server.competitions:
+    for comp in state.competitions:
         rows = "".join(
             f"<tr><td>{i}</td><td>{html.escape(t['team'])}</td>"
             + "".join(f"<td>{cell(t['best'][k])}</td>" for k in SCORES)
             + "".join(f"<td>{cell(t['latest'][k])}</td>" for k in SCORES)
             + f"<td>{t['submissions']}</td><td>{when(t['latest']['time'])}</td></tr>"
-            for i, t in enumerate(server.store.leaderboard(comp), 1))
-        default = " (default: POST /results/)" if comp == server.default else ""
+            for i, t in enumerate(state.store.leaderboard(comp), 1))
+        default = " (default: POST /results/)" if comp == state.default else ""
         sections.append(
-            f"<h2>{html.escape(comp)}{default}</h2><p>{len(server.queries[comp])} queries, "
-            f"{len(server.galleries[comp])} gallery photos. POST /competitions/{html.escape(comp)}/results/</p>"
+            f"<h2>{html.escape(comp)}{default}</h2><p>{len(state.queries[comp])} queries, "
+            f"{len(state.galleries[comp])} gallery photos. POST /competitions/{html.escape(comp)}/results/</p>"
             f"<table><tr><th rowspan=2>#</th><th rowspan=2>team</th><th colspan={len(SCORES)}>best</th>"
             f"<th colspan={len(SCORES)}>latest</th><th rowspan=2>submissions</th><th rowspan=2>last submission</th></tr>"
             f"<tr>{heads}{heads}</tr>"
@@ -341,26 +287,35 @@ def leaderboard_page(req: Request) -> Answer:
             "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
             "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}td:nth-child(2){text-align:left}</style>"
             "</head><body><h1>facematch leaderboard</h1>" + "".join(sections) + "</body></html>")
-    return Answer(200, page.encode(), "text/html; charset=utf-8")
+    return Answer(page, media_type="text/html")
 
 
-def submit(req: Request) -> Answer:
-    """Score a submission and store it (a Reject names what is wrong; the handler stores it as rejected)."""
-    server, cfg = req.server, req.server.cfg
-    comp = req.named_competition()
-    req.body = req.read_body()
-    team = authenticate(req)
-    payload = _parse_json(req.body, team)
+async def submit(request: Request) -> Response:
+    """Read a submission's body here (bounded), then score and store it in a thread: the commit is
+    on disk before the answer. A Reject names what is wrong; rejected() stores the attempt."""
+    state = served(request)
+    comp = state.named(request.path_params.get("name"))
+    request.state.body = await read_body(request, state.settings.max_body_bytes)
+    return await run_in_threadpool(score_and_store, state, comp, request.headers.get("Authorization", ""),
+                                   request.state.body)
+
+
+def score_and_store(state: Served, comp: str, authorization: str, body: bytes) -> Response:
+    """Authenticate, parse, validate and score a body, and commit it (with the team's limits checked
+    in the same transaction); the answer to send."""
+    settings = state.settings
+    team = authenticate(state.tokens, authorization)
+    payload = _parse_json(body, team)
     try:
-        claimed, images, warnings = validate_payload(payload, server.galleries[comp], cfg["k"], exact=False,
-                                                     queries=server.queries[comp])
+        claimed, images, warnings = validate_payload(payload, state.galleries[comp], settings.k, exact=False,
+                                                     queries=state.queries[comp])
     except PayloadError as exc:
         raise Reject(400, str(exc), team=team or _groupname(payload)) from None
     if team is not None and claimed != team:
         raise Reject(401, f"the token is for team '{team}', not '{claimed}'", store=False)
-    scores = score_submission(images, server.competitions[comp], cfg["k"])
-    sub_id = server.store.add(comp, claimed, "scored", 200, req.body, scores=scores,
-                              limits=(cfg["rate_limit"], cfg["rate_window"], cfg["max_submissions"]))
+    scores = score_submission(images, state.competitions[comp], settings.k)
+    sub_id = state.store.add(comp, claimed, "scored", 200, body, scores=scores,
+                             limits=(settings.rate_limit, settings.rate_window, settings.max_submissions))
     answer = {"id": sub_id, "competition": comp, "groupname": claimed, "results": {k: scores[k] for k in SCORES},
               "queries": scores["queries"], "missing": scores["missing"], "warnings": warnings}
     if scores["missing"]:
@@ -369,145 +324,181 @@ def submit(req: Request) -> Answer:
     return json_answer(200, answer)
 
 
-def authenticate(req: Request) -> str | None:
+def authenticate(tokens: dict[str, str], authorization: str) -> str | None:
     """The team a bearer token belongs to (None when the server has no tokens)."""
-    tokens = req.server.tokens
     if not tokens:
         return None
-    auth = req.headers.get("Authorization", "")
-    token = auth[len("Bearer "):].strip() if auth.startswith("Bearer ") else ""
+    token = authorization[len("Bearer "):].strip() if authorization.startswith("Bearer ") else ""
     for team, expected in tokens.items():
         if token and hmac.compare_digest(token.encode(), expected.encode()):
             return team
     raise Reject(401, "this server needs a team token: send 'Authorization: Bearer <token>'", store=False)
 
 
-# (method, path without its trailing slash, after any /competitions/<name> prefix) -> route
-ROUTES: dict[tuple[str, str], Callable[[Request], Answer]] = {
-    ("GET", ""): leaderboard_page,
-    ("GET", "/leaderboard.json"): leaderboard_json,
-    ("GET", "/health"): health,
-    ("POST", "/results"): submit,
-}
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, at most `limit` bytes: 411 without a Content-Length, 413 when it says more than
+    `limit` or more comes while streaming, 400 when it ends early. The time it may take is bounded
+    by the protocol's deadline (http_bounds): past it, the stream ends in a disconnect."""
+    if "chunked" in request.headers.get("Transfer-Encoding", "").lower():
+        raise Reject(411, "send the body with a Content-Length header, not chunked")
+    length = request.headers.get("Content-Length")
+    if length is None or not length.isdigit():
+        raise Reject(411, "the request needs a Content-Length header")
+    if int(length) > limit:
+        await _discard(request)
+        raise Reject(413, f"the body is {int(length)} bytes; the limit is {limit}")
+    chunks, size = [], 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                await _discard(request)
+                raise Reject(413, f"more than {limit} bytes of body came; the limit is {limit}")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise Reject(408, "the connection closed, or the request did not arrive within server.read_timeout, "
+                          "before the whole body came", store=False) from None
+    if size < int(length):
+        raise Reject(400, f"the body ended after {size} of {length} bytes", store=False)
+    return b"".join(chunks)
 
 
-class Handler(BaseHTTPRequestHandler):
-    """HTTP plumbing around ROUTES: the request deadline, routing, the answer, rejected attempts stored."""
-    server: CompetitionServer
-    protocol_version = "HTTP/1.1"
-
-    def setup(self):
-        self.timeout = self.server.read_timeout  # for writes; reads follow the request's deadline
-        super().setup()
-        self.rfile.close()
-        self.rfile = io.BufferedReader(DeadlineReader(self.connection, self.timeout))
-
-    def handle_one_request(self):
-        # An idle keep-alive connection is closed when its next request does not come in time.
-        self.rfile.raw.deadline = time.monotonic() + self.server.read_timeout
-        super().handle_one_request()
-
-    def log_message(self, fmt, *args):
-        log.debug("%s %s", self.address_string(), fmt % args)
-
-    def do_GET(self):
-        self._dispatch("GET")
-
-    def do_HEAD(self):
-        self._dispatch("GET")
-
-    def do_POST(self):
-        self._dispatch("POST")
-
-    def _dispatch(self, method: str) -> None:
-        path = urlsplit(self.path).path
-        competition = None
-        if path.startswith("/competitions/"):
-            name, _, rest = path[len("/competitions/"):].partition("/")
-            competition, path = unquote(name), "/" + rest
-        route = ROUTES.get((method, path.rstrip("/")))
-        req = Request(self.server, self.path, competition, self.headers, self._read_body)
-        try:
-            if route is None:
-                raise Reject(404, f"no endpoint at {self.path}: POST /results/ or /competitions/<name>/results/"
-                             if method == "POST" else f"no page at {self.path}", store=False)
-            answer = route(req)
-        except Reject as r:
-            self._reject(r, req, method)
-            return
-        except Exception as exc:  # a bug or a full disk: say so, never pretend it was stored
-            log.exception(f"error while handling {method} {self.path}")
-            what = "the submission was not stored" if method == "POST" else "nothing was changed"
-            answer = json_answer(500, {"error": 500, "message": f"internal error, {what}: {exc}"})
-        self._send(answer)
-
-    def _send(self, answer: Answer) -> None:
-        self.send_response(answer.status)
-        self.send_header("Content-Type", answer.content_type)
-        self.send_header("Content-Length", str(len(answer.body)))
-        for k, v in answer.headers.items():
-            self.send_header(k, v)
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(answer.body)
-
-    def _read_body(self) -> bytes:
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            raise Reject(411, "send the body with a Content-Length header, not chunked")
-        length = self.headers.get("Content-Length")
-        if length is None or not length.isdigit():
-            raise Reject(411, "the request needs a Content-Length header")
-        limit = int(self.server.cfg["max_body_bytes"])
-        if int(length) > limit:
-            raise Reject(413, f"the body is {int(length)} bytes; the limit is {limit}", unread=int(length))
-        try:
-            body = self.rfile.read(int(length))
-        except TimeoutError:
-            raise Reject(408, f"the request did not arrive within server.read_timeout "
-                              f"({self.server.read_timeout:g} s)", store=False) from None
-        except OSError as exc:
-            raise Reject(400, f"the connection failed while reading the body: {exc}", store=False) from None
-        if len(body) < int(length):
-            raise Reject(400, f"the body ended after {len(body)} of {length} bytes", store=False)
-        return body
-
-    def _reject(self, r: Reject, req: Request, method: str) -> None:
-        """Answer a Reject as JSON; a submission's rejected attempt is stored first (when it names a
-        competition that exists), and the connection closed, since its body may be unread."""
-        answer = {"error": r.status, "message": r.message}
-        comp = None
-        if method == "POST":
-            self.close_connection = True  # the body may be unread: never parse it as a next request
-            comp = req.competition if req.competition is not None else self.server.default
-            comp = comp if comp in self.server.competitions else None
-            if r.store and comp is not None:
-                try:
-                    answer["id"] = self.server.store.add(comp, r.team, "rejected", r.status, req.body, error=r.message)
-                except Exception:
-                    log.exception("could not store a rejected attempt")
-            log.info(f"{comp}: rejected ({r.status}) {r.message}")
-        extra = {**({"Connection": "close"} if method == "POST" else {}),
-                 **({"WWW-Authenticate": "Bearer"} if r.status == 401 else {})}
-        try:
-            self._send(json_answer(r.status, answer, extra))
-            self.wfile.flush()
-            self._discard(r.unread)
-        except OSError as exc:  # the client is gone (it may have sent half a body and left)
-            log.info(f"{comp}: could not answer {r.status}: {exc}")
-
-    def _discard(self, n: int) -> None:
-        """Read and drop up to n body bytes, within the request's deadline. A client such as
-        requests or urllib sends its whole body before it reads the answer: closing on unread
-        bytes would reset the connection and the client would see a broken pipe, not the 413."""
-        try:
-            while n > 0:
-                chunk = self.rfile.read1(min(n, 1 << 16))
-                if not chunk:
-                    return
-                n -= len(chunk)
-        except (TimeoutError, OSError):
+async def _discard(request: Request) -> None:
+    """Read and drop the rest of the body before refusing it: a client such as requests or urllib
+    sends its whole body before it reads the answer, and closing on unread bytes would reset the
+    connection (the client would see a broken pipe, not the 413). The deadline still holds."""
+    try:
+        async for _ in request.stream():
             pass
+    except (ClientDisconnect, RuntimeError):  # gone, or the stream already consumed
+        pass
 
+
+# ------------------------------------------------------------ refusals and failures as JSON
+
+async def rejected(request: Request, r: Reject) -> Response:
+    """Answer a Reject as JSON; a submission's rejected attempt is stored first (when it names a
+    competition that exists), and the connection closed, since its body may be unread."""
+    state = served(request)
+    answer, headers = {"error": r.status, "message": r.message}, {}
+    if request.method == "POST":
+        headers["Connection"] = "close"  # the body may be unread: never parse it as a next request
+        name = request.path_params.get("name")
+        comp = state.default if name is None else name
+        comp = comp if comp in state.competitions else None
+        if r.store and comp is not None:
+            try:
+                answer["id"] = await run_in_threadpool(state.store.add, comp, r.team, "rejected", r.status,
+                                                       getattr(request.state, "body", b""), error=r.message)
+            except Exception:
+                log.exception("could not store a rejected attempt")
+        log.info(f"{comp}: rejected ({r.status}) {r.message}")
+    if r.status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    return json_answer(r.status, answer, headers)
+
+
+async def no_route(request: Request, exc: HTTPException) -> Response:
+    """A path (or method) nothing answers: 404 in the hand-written server's words."""
+    if exc.status_code not in (404, 405):
+        return json_answer(exc.status_code, {"error": exc.status_code, "message": str(exc.detail)})
+    path = request.url.path
+    message = (f"no endpoint at {path}: POST /results/ or /competitions/<name>/results/"
+               if request.method == "POST" else f"no page at {path}")
+    return await rejected(request, Reject(404, message, store=False))
+
+
+async def failed(request: Request, exc: Exception) -> Response:
+    """A bug or a full disk: say so (500), never pretend the submission was stored."""
+    log.exception(f"error while handling {request.method} {request.url.path}", exc_info=exc)
+    what = "the submission was not stored" if request.method == "POST" else "nothing was changed"
+    return json_answer(500, {"error": 500, "message": f"internal error, {what}: {exc}"})
+
+
+# ------------------------------------------------------------ the app and its server
+
+def _route(router: APIRouter, methods: list[str], path: str, endpoint: Callable[..., Response | Awaitable[Response]],
+           named: bool = True) -> None:
+    """Serve `endpoint` at `path`, with and without a trailing slash, and (with `named`) under
+    /competitions/<name>, as the hand-written server matched paths."""
+    paths = [path] + ([f"/competitions/{{name}}{path}"] if named else [])
+    for p in paths:
+        for variant in dict.fromkeys([p.rstrip("/") or "/", p.rstrip("/") + "/"]):
+            router.add_api_route(variant, endpoint, methods=methods, include_in_schema=variant == p)
+
+
+def competition_routes() -> APIRouter:
+    """The server's routes (HEAD answers as GET, without the body)."""
+    router = APIRouter()
+    _route(router, ["GET", "HEAD"], "/", leaderboard_page, named=False)
+    _route(router, ["GET", "HEAD"], "/leaderboard.json", leaderboard_json)
+    _route(router, ["GET", "HEAD"], "/health", health, named=False)
+    _route(router, ["POST"], "/results/", submit)
+    return router
+
+
+def create_app(competitions: dict[str, dict], store: Store, settings: ServerSettings) -> FastAPI:
+    """The competition server's FastAPI app (serve it with CompetitionServer, which adds the
+    connection-level bounds; its refusals and failures answer JSON {"error", "message"})."""
+    tokens = load_tokens(settings.tokens) if settings.tokens else {}
+    app = FastAPI(title="facematch competition server", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.served = Served(competitions, store, settings, tokens)
+    app.include_router(competition_routes())
+    app.add_exception_handler(Reject, rejected)
+    app.add_exception_handler(HTTPException, no_route)
+    app.add_exception_handler(Exception, failed)
+    return app
+
+
+class CompetitionServer:
+    """The app served by uvicorn on a socket bound here (port 0: a free one, see url()), with
+    http_bounds' protocol: the request deadline and the connection cap."""
+
+    def __init__(self, app: FastAPI, settings: ServerSettings):
+        self.app, self.settings = app, settings
+        self.socket = socket.create_server((settings.host, int(settings.port)), backlog=1024)
+        config = uvicorn.Config(
+            app, http=bounded_protocol(settings.read_timeout, settings.max_connections), loop="asyncio",
+            # uvicorn's own cap counts the requests in progress (and the asking one): a backstop
+            # for work that outlives its connection; http_bounds refuses connections at once
+            limit_concurrency=settings.max_connections + 1, timeout_keep_alive=settings.read_timeout,
+            timeout_graceful_shutdown=settings.read_timeout, backlog=1024, lifespan="off",
+            log_config=None, access_log=False, log_level="warning")
+        self.server = uvicorn.Server(config)
+        self.stopped = threading.Event()
+
+    @property
+    def served(self) -> Served:
+        """The competitions, store and settings the routes share."""
+        return self.app.state.served
+
+    @property
+    def store(self) -> Store:
+        """The database of submissions."""
+        return self.served.store
+
+    def url(self) -> str:
+        """http://host:port of the bound socket."""
+        host, port = self.socket.getsockname()[:2]
+        return f"http://{host}:{port}"
+
+    def serve_forever(self) -> None:
+        """Serve until shutdown() (or SIGINT/SIGTERM, when run in the main thread)."""
+        try:
+            self.server.run(sockets=[self.socket])
+        finally:
+            self.stopped.set()
+
+    def shutdown(self, wait: bool = True) -> None:
+        """Ask serve_forever() to stop (answers in progress finish); with `wait`, wait for it (not
+        from a signal handler of the thread serving)."""
+        self.server.should_exit = True
+        if wait:
+            self.stopped.wait()
+
+    def server_close(self) -> None:
+        """Close the listening socket (serve_forever closes it too)."""
+        self.socket.close()
 
 def _reject_constant(name: str):
     raise ValueError(f"{name} is not a JSON number")
@@ -549,8 +540,7 @@ def load_competitions(paths: list[str]) -> dict[str, dict]:
     return competitions
 
 
-def make_server(cfg: dict, competitions: dict[str, dict]) -> CompetitionServer:
-    """Open the database and bind the server (port 0 picks a free one); call serve_forever() next."""
-    s = cfg["server"]
-    tokens = load_tokens(s["tokens"]) if s["tokens"] else None
-    return CompetitionServer((s["host"], int(s["port"])), competitions, Store(s["db"]), s, tokens)
+def make_server(settings: ServerSettings, competitions: dict[str, dict]) -> CompetitionServer:
+    """Open the database, build the app and bind its socket (port 0 picks a free one); call
+    serve_forever() next."""
+    return CompetitionServer(create_app(competitions, Store(settings.db), settings), settings)

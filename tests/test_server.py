@@ -1,6 +1,7 @@
 """The competition server over real HTTP on a free loopback port."""
 from __future__ import annotations
 
+import dataclasses
 import http.client
 import json
 import os
@@ -9,6 +10,7 @@ import re
 import select
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -18,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 import server as srv
-from competition.server import load_competitions, make_server
+from competition.server import ServerSettings, load_competitions, make_server
 from conftest import ROOT
 from utils import ConfigError
 from settings import load_config
@@ -67,10 +69,10 @@ def start(tmp_path):
     def _start(*overrides, truths=(TRUTH,), db=None):
         paths = [write_truth(tmp_path / f"comp{i}", t) for i, t in enumerate(truths)]
         cfg = load_config(overrides=["server.port=0", f"server.db={db or tmp_path / 'server.db'}", *overrides])
-        server = make_server(cfg, load_competitions([str(p) for p in paths]))
+        server = make_server(ServerSettings(**cfg["server"]), load_competitions([str(p) for p in paths]))
         threading.Thread(target=server.serve_forever, daemon=True).start()
         started.append(server)
-        return server.server_address[1], server
+        return server.socket.getsockname()[1], server
 
     yield _start
     for server in started:
@@ -400,6 +402,158 @@ def test_connections_beyond_max_connections_get_a_quick_503(start):
             break
         time.sleep(0.05)
     assert status == 200
+
+
+def trickle(sock, data, every):
+    """Send `data` a byte every `every` s until the server answers or closes; how many bytes went."""
+    sent = 0
+    while sent < len(data) and not select.select([sock], [], [], 0)[0]:
+        try:
+            sock.sendall(data[sent:sent + 1])
+        except ConnectionError:
+            break
+        sent += 1
+        time.sleep(every)
+    return sent
+
+
+def test_trickled_headers_are_cut_off_by_the_read_timeout(start):
+    """uvicorn alone keeps a connection that trickles its headers open for ever (any byte resets its
+    keep-alive timer); the request deadline closes it, with a 408, and the server goes on serving."""
+    port, server = start("server.read_timeout=1")
+    head = b"POST /results/ HTTP/1.1\r\nHost: test\r\n" + b"X-Slow: 1\r\n" * 10 + b"Content-Length: 2\r\n\r\n{}"
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    try:
+        started = time.monotonic()
+        sent = trickle(sock, head, 0.1)
+        assert sent < 60, "every header byte came within 0.1 s, yet the headers must be cut off (6 s)"
+        closed, data = closed_within(sock, 5)
+        assert closed and (data == b"" or data.startswith(b"HTTP/1.1 408"))
+        assert time.monotonic() - started < 1 + 2
+    finally:
+        sock.close()
+    assert server.store.count() == 0
+    assert post(port, perfect())[0] == 200
+
+
+def test_the_deadline_covers_headers_and_body_together(start):
+    """Headers slow but in time, then a body slow but in time on its own: the whole request is late,
+    and it is cut off read_timeout after it began, not read_timeout after its headers."""
+    port, server = start("server.read_timeout=2")
+    body = json.dumps(perfect()).encode()
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    try:
+        started = time.monotonic()
+        sock.sendall(b"POST /results/ HTTP/1.1\r\nHost: test\r\n")
+        time.sleep(1.5)
+        sock.sendall(b"Content-Length: %d\r\n\r\n" % len(body))
+        trickle(sock, body, 0.1)
+        closed, data = closed_within(sock, 5)
+        assert closed and (data == b"" or data.startswith(b"HTTP/1.1 408"))
+        assert time.monotonic() - started < 2 + 1  # the body alone would have had until 3.5 s
+    finally:
+        sock.close()
+    assert server.store.count() == 0
+
+
+def test_each_request_on_a_kept_connection_has_its_own_deadline(start):
+    port, _ = start("server.read_timeout=1.5")
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        for _ in range(3):  # 0.8 s apart: 2.4 s on one connection, each request in time
+            conn.request("GET", "/health")
+            answer = conn.getresponse()
+            assert answer.status == 200 and answer.getheader("Connection") is None
+            answer.read()
+            time.sleep(0.8)
+        closed, _ = closed_within(conn.sock, 1.5 + 2)  # then idle: closed after read_timeout
+        assert closed
+    finally:
+        conn.close()
+
+
+def test_a_client_that_never_reads_its_answers_is_dropped(start):
+    """Requests sent back to back, answers never read: once they pile up past the deadline the
+    connection is dropped (asyncio's close() alone would wait for them to be read, for ever)."""
+    port, server = start("server.read_timeout=1")
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    sock.setblocking(False)
+    started, dropped = time.monotonic(), False
+    try:
+        while not dropped and time.monotonic() - started < 30:
+            try:
+                sock.send(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n" * 100)
+            except BlockingIOError:
+                time.sleep(0.05)
+            except ConnectionError:
+                dropped = True
+    finally:
+        sock.close()
+    assert dropped
+    assert post(port, perfect())[0] == 200
+
+
+def test_max_connections_are_all_served(start):
+    """max_connections counts the connection asking (uvicorn's limit_concurrency=N serves N-1)."""
+    port, _ = start("server.max_connections=3", "server.read_timeout=10")
+    held = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(2)]
+    try:
+        time.sleep(0.2)
+        assert post(port, perfect())[0] == 200
+    finally:
+        for sock in held:
+            sock.close()
+
+
+def test_a_standard_client_over_the_limit_reads_its_503(start):
+    """The refused connection is answered, half-closed and read for a moment: a client that sends
+    its whole request before it reads (requests) gets the 503, not a reset."""
+    import requests
+
+    port, _ = start("server.max_connections=1", "server.read_timeout=10")
+    with socket.create_connection(("127.0.0.1", port), timeout=10):
+        time.sleep(0.2)
+        answer = requests.post(f"http://127.0.0.1:{port}/results/", json.dumps(perfect()), timeout=10)
+    assert answer.status_code == 503 and "server.max_connections" in answer.json()["message"]
+    assert answer.headers["Retry-After"] == "1"
+
+
+def test_paths_with_or_without_the_trailing_slash_and_head(start):
+    port, _ = start()
+    assert post(port, perfect(), path="/results")[0] == 200
+    assert post(port, perfect(), path="/competitions/toy/results")[0] == 200
+    assert get(port, "/leaderboard.json/")[0] == 200
+    assert get(port, "/health")[1]["competitions"] == ["toy"]
+    status, answer = post(port, perfect(), path="/")
+    assert status == 404 and "POST /results/" in answer["message"]
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request("HEAD", "/")
+    head = conn.getresponse()
+    assert head.status == 200 and head.getheader("Content-Type") == "text/html; charset=utf-8"
+    assert int(head.getheader("Content-Length")) > 0 and head.read() == b""
+    conn.close()
+
+
+def test_a_failure_is_a_json_500_that_says_nothing_was_stored(start, monkeypatch):
+    port, server = start()
+
+    def full_disk(*args, **kwargs):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(server.store, "add", full_disk)
+    status, answer = post(port, perfect())
+    assert status == 500 and answer["message"] == "internal error, the submission was not stored: database or disk is full"
+    monkeypatch.undo()
+    assert server.store.count() == 0 and post(port, perfect())[0] == 200  # and it goes on serving
+
+
+def test_server_settings_are_the_config_server_section():
+    """ServerSettings has one field per key of config/default.yaml's server section, same defaults."""
+    section = load_config()["server"]
+    assert [f.name for f in dataclasses.fields(ServerSettings)] == list(section)
+    assert ServerSettings(**section) == ServerSettings()
 
 
 @pytest.mark.parametrize("key,value", [("read_timeout", 0), ("read_timeout", -1), ("max_connections", 0),

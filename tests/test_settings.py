@@ -161,12 +161,14 @@ def test_typed_settings_hold_the_documented_defaults_and_every_key():
     from search.feedback import FeedbackSettings
     from search.retrieval_settings import RetrievalSettings
     from training.losses import LossSettings
+    from competition.server import ServerSettings
     from webapp.service import WebSettings
 
     defaults = load_config()
     sections = {"data": DataSettings, "split": SplitSettings, "augment": AugmentSettings, "crop": CropSettings,
                 "input": InputSettings, "model": ModelSettings, "evaluate": EvaluateSettings,
-                "feedback": FeedbackSettings, "retrieval": RetrievalSettings, "loss": LossSettings, "web": WebSettings}
+                "feedback": FeedbackSettings, "retrieval": RetrievalSettings, "loss": LossSettings, "web": WebSettings,
+                "server": ServerSettings}
     for section, kind in sections.items():
         assert asdict(kind()) == defaults[section], section
         assert kind(**defaults[section]) == kind(), section
