@@ -4,6 +4,7 @@
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
+FM     := $(VENV)/bin/facematch
 DEMO   := --config config/demo.yaml
 PORT   ?= 3001
 STORE  ?= outputs/best_store
@@ -29,22 +30,22 @@ test: venv
 # $(3) what it trains. Both demos split the sample alike (config/demo.yaml's split: 2 queries a test person).
 define pipeline
 	@echo "== 1/5 split: a competition from data/sample (identity-disjoint, opaque names)"
-	$(PY) split.py --people data/sample/people --distractors data/sample/distractors --out data/competition --force $(DEMO)
+	$(FM) split --people data/sample/people --distractors data/sample/distractors --out data/competition --force $(DEMO)
 	@echo "== 2/5 crop: face crops of every photo (the configuration's detector chain and alignment), cached in data/cache/crops"
-	$(PY) faces.py data/competition $(1)
+	$(FM) faces data/competition $(1)
 	@echo "== 3/5 train: $(3), on the CPU"
-	$(PY) train.py $(1) data.train_dir=data/competition/train train.out_dir=$(2) train.figure=$(2)/training_curve.png
+	$(FM) train $(1) data.train_dir=data/competition/train train.out_dir=$(2) train.figure=$(2)/training_curve.png
 	@echo "== 4/5 evaluate: the test people (never seen in training), with the ground truth"
-	$(PY) evaluate.py --checkpoint $(2)/best.pt --competition data/competition $(1) evaluate.figure=$(2)/retrieval.png
+	$(FM) evaluate --checkpoint $(2)/best.pt --competition data/competition $(1) evaluate.figure=$(2)/retrieval.png
 	@echo "== 5/5 rank and submit: top-10 gallery names per query, to a local competition server on port $(PORT)"
 	@mkdir -p outputs; rm -f outputs/demo_server.db*; \
-	$(PY) server.py --competition data/competition --port $(PORT) --db outputs/demo_server.db > outputs/demo_server.log 2>&1 & \
+	$(FM) serve --competition data/competition --port $(PORT) --db outputs/demo_server.db > outputs/demo_server.log 2>&1 & \
 	pid=$$!; trap 'kill $$pid 2>/dev/null' EXIT; \
 	for i in $$(seq 100); do grep -q "server on" outputs/demo_server.log 2>/dev/null && break; \
 	  kill -0 $$pid 2>/dev/null || { cat outputs/demo_server.log; exit 1; }; sleep 0.1; done; \
-	$(PY) request_send.py --checkpoint $(2)/best.pt --test data/competition/test \
+	$(FM) submit --checkpoint $(2)/best.pt --test data/competition/test \
 	  --out outputs/submission.json $(1) submit.url=http://127.0.0.1:$(PORT)/results/ submit.groupname=demo
-	@echo "== done: leaderboard in outputs/demo_server.db; see it with: $(PY) server.py --competition data/competition --db outputs/demo_server.db"
+	@echo "== done: leaderboard in outputs/demo_server.db; see it with: $(FM) serve --competition data/competition --db outputs/demo_server.db"
 endef
 
 # demo: the best configuration (config/best.yaml: dlib's face network, fine-tuned on the sample's training people).
@@ -61,10 +62,10 @@ demo-scratch: venv
 serve: venv
 	@test -f $(STORE)/store.sqlite || { \
 	  test -f $(BEST) || { echo "== $(BEST): config/best.yaml's model, written once"; \
-	    $(PY) train.py --config config/best.yaml data.train_dir=data/sample/people || exit 1; }; \
+	    $(FM) train --config config/best.yaml data.train_dir=data/sample/people || exit 1; }; \
 	  echo "== building $(STORE): data/sample/people embedded by $(BEST)"; \
-	  $(PY) -m cli.gallery build --store $(STORE) --checkpoint $(BEST) data/sample/people || exit 1; }
-	$(PY) web.py --store $(STORE)
+	  $(FM) store build --store $(STORE) --checkpoint $(BEST) data/sample/people || exit 1; }
+	$(FM) web --store $(STORE)
 
 # bench: the speed benchmarks of issue 9, each rewriting its own section of bench/RESULTS.md (about
 # 70 min on 2 quiet cores; the ones that need ../shared/data skip with a message without it): the
@@ -72,8 +73,8 @@ serve: venv
 # bare forward pass (every backbone at 64 px, batch 1, 32, 128, torch.compile), end to end against
 # face_recognition, training steps for one process and two gloo processes, cropping per detector.
 # The long ones, by hand:
-#   $(PY) bench/embedding.py               native 224 px (over an hour on 2 busy cores)
-#   $(PY) bench/feedback.py                the relevance-feedback protocol on the development competition
+#   $(PY) bench/embedding_speed.py               native 224 px (over an hour on 2 busy cores)
+#   $(PY) bench/feedback_rounds.py         the relevance-feedback protocol on the development competition
 #   $(PY) bench/demo.py --runs 3           `make clean` (which deletes data/cache, also used by
 #                                          bench/table.py) then `make demo`, 3 times (~6 min)
 #   $(PY) bench/celeba.py losses|long      training runs on CelebA (hours)
@@ -83,10 +84,10 @@ serve: venv
 bench: venv
 	$(PY) bench/server_load.py
 	$(PY) bench/search_speed.py
-	$(PY) bench/embedding.py --size 64
+	$(PY) bench/embedding_speed.py --size 64
 	$(PY) bench/end_to_end.py
 	$(PY) bench/train_speed.py
-	$(PY) bench/detectors.py
+	$(PY) bench/detector_speed.py
 
 clean:
 	rm -rf data/competition data/cache checkpoints/demo checkpoints/demo-scratch outputs/submission.json outputs/demo_server.*

@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench.common import git_rev, machine, write_section  # noqa: E402
+from benchlib import git_rev, machine, write_section  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
@@ -35,7 +35,7 @@ def run(cmd: list[str]) -> None:
 
 def ensure_split() -> None:
     if not (ROOT / "data/celeba/ground_truth.json").exists():
-        run([PY, "split.py", "--people", "../shared/data/celeba", "--out", "data/celeba", "--config", "config/celeba.yaml"])
+        run([PY, "-m", "cli", "split", "--people", "../shared/data/celeba", "--out", "data/celeba", "--config", "config/celeba.yaml"])
 
 
 def best_row(log: Path) -> dict:
@@ -78,7 +78,7 @@ def long(extra: list[str]) -> None:
     started = time.time()
     run(cmd)
     hours = (time.time() - started) / 3600
-    ev = [PY, "evaluate.py", "--checkpoint", "checkpoints/celeba/best.pt", "--competition", "data/celeba",
+    ev = [PY, "-m", "cli", "evaluate", "--checkpoint", "checkpoints/celeba/best.pt", "--competition", "data/celeba",
           "--json", "checkpoints/celeba/test_metrics.json"]
     run(ev)
     m = json.loads((ROOT / "checkpoints/celeba/test_metrics.json").read_text())

@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench.common import git_rev, machine, write_section  # noqa: E402
+from benchlib import git_rev, machine, write_section  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGETS = {"demo": "config/best.yaml: dlib's face network, fine-tuned on the sample's training people",

@@ -43,7 +43,7 @@ import types
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-from bench.common import git_rev, machine, threads_before_imports, write_section  # noqa: E402
+from benchlib import git_rev, machine, threads_before_imports, write_section  # noqa: E402
 
 threads_before_imports()
 
@@ -263,7 +263,7 @@ def bench(args, paths: list[Path], counts: dict[str, int], work: Path, started: 
             res["crop"].append(1000 * cold["crop"] / len(paths))
             res["embed"].append(1000 * cold["embed"] / len(paths))
             if r == 0:
-                _, report = crop_paths(paths, model.meta["crop"], cfg["data"]["cache_dir"])
+                _, report = crop_paths(paths, model.crop_settings(), cfg["data"]["cache_dir"])
                 found[name] = report
             print(f"run {r + 1} {name}: cold {cold['rate']:.2f}/s (crop {cold['crop']:.1f} s, embed "
                   f"{cold['embed']:.1f} s), warm {warm['rate']:.1f}/s", flush=True)
@@ -277,7 +277,7 @@ def bench(args, paths: list[Path], counts: dict[str, int], work: Path, started: 
     rows = ["| pipeline | photos/s, fresh caches (runs) | **÷ face_recognition** (runs) | faster? | "
             "ms/photo: detect + crop | ms/photo: embed | photos/s, warm caches | warm ÷ face_recognition |",
             "|---|---|---|---|---|---|---|---|"]
-    chain = describe_chain(models["best"][0].meta["crop"])
+    chain = describe_chain(models["best"][0].crop_settings())
     for name, (what, _, _) in RECIPES.items():
         what = what.format(chain=chain)
         res = results[name]

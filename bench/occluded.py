@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-from bench.common import git_rev, machine, write_section  # noqa: E402
+from benchlib import git_rev, machine, write_section  # noqa: E402
 
 DEV = ROOT / "data" / "dev"
 OCCLUDED = ROOT / "data" / "dev_occluded"
@@ -111,11 +111,11 @@ def val_photos() -> list[Path]:
 
 def chains() -> dict[str, list[str]]:
     """The compared chains, and config/best.yaml's own (whatever it is now)."""
-    from detection import describe_chain
+    from detection import CropSettings, describe_chain
     from settings import load_config
 
     best = load_config([str(ROOT / "config" / "best.yaml")])["crop"]
-    steps = describe_chain(best)
+    steps = describe_chain(CropSettings(**best))
     own = [f"crop.{k}={json.dumps(v)}" for k, v in best.items()]
     return {**CHAINS, f"config/best.yaml: {steps}": own}
 
@@ -124,7 +124,7 @@ def detect(only: list[str]) -> None:
     """Faces found on the occluded (and clean) queries by each chain (or those whose label holds one of
     `only`, the others' results kept), with dlib's chip: which step found each face, and how many photos
     reached the network unaligned (a centre crop)."""
-    from detection import crop_paths
+    from detection import CropSettings, crop_paths
     from settings import load_config
 
     OUT.mkdir(parents=True, exist_ok=True)
@@ -138,7 +138,7 @@ def detect(only: list[str]) -> None:
                               ("test queries, occluded", sorted((OCCLUDED / "test" / "query").iterdir())),
                               ("test queries, clean", sorted((DEV / "test" / "query").iterdir()))):
             started = time.perf_counter()
-            _, report = crop_paths(photos, cfg["crop"], None, desc=f"{label}, {which}")
+            _, report = crop_paths(photos, CropSettings(**cfg["crop"]), None, desc=f"{label}, {which}")
             seconds = (time.perf_counter() - started) / len(photos)
             steps = {p: len(v) for p, v in report.by_path.items()}
             results[f"{label} | {which}"] = {"photos": len(photos), "steps": steps, "no_face": len(report.no_face),
@@ -152,6 +152,7 @@ def score(checkpoints: list[str], tag: str = "") -> None:
     copy), cutout and gamma (evaluate.degrade, on the crop) queries, with its own retrieval settings."""
     from competition import load_ground_truth
     from pipeline.protocol import score_embeddings
+    from search.retrieval_settings import RetrievalSettings
     from settings import load_for_inference
     from pipeline.embedding import embed_folder
     from settings import embed_settings
@@ -168,7 +169,8 @@ def score(checkpoints: list[str], tag: str = "") -> None:
             queries = embed_folder(folder / "test" / "query", model, device, degradation=degrade, **embed_settings(cfg))
             keep = [i for i, q in enumerate(queries.names) if q in gt["queries"]]
             correct = [{g_index[g] for g in gt["queries"][queries.names[i]]} for i in keep]
-            report, _ = score_embeddings(queries.embeddings[keep], gallery.embeddings, correct, cfg["retrieval"])
+            report, _ = score_embeddings(queries.embeddings[keep], gallery.embeddings, correct,
+                                         RetrievalSettings(**cfg["retrieval"]))
             scale = len(keep) / len(gt["queries"])  # a query left out counts as wrong
             out[kind] = {k: report[k] * (scale if k.startswith("top") else 1) for k in ("top1", "top5", "top10", "map@10", "map@r")}
             print(checkpoint, kind, {k: round(v, 3) for k, v in out[kind].items()}, flush=True)
@@ -204,6 +206,7 @@ def choose(checkpoint: str, only: str = "") -> None:
     against the others (clean), and every occluded copy against the others' clean photos, with the
     detection time per photo (clean photos, fresh crops), so a chain is chosen without the test people."""
     from pipeline.protocol import score_leave_one_out
+    from search.retrieval_settings import RetrievalSettings
     from settings import load_for_inference
     from pipeline.embedding import embed_paths
     from settings import embed_settings
@@ -229,8 +232,9 @@ def choose(checkpoint: str, only: str = "") -> None:
         hidden = embed_paths(covered, model, device, "validation, occluded", **embed_settings(cfg))
         if plain.names != [p.name for p in clean] or hidden.names != [p.name for p in covered]:
             raise SystemExit(f"{label}: a validation photo was left out; every chain here ends with guess")
-        row = {"clean": score_leave_one_out(plain.embeddings, labels, cfg["retrieval"]),
-               "occluded": score_leave_one_out(plain.embeddings, labels, cfg["retrieval"], hidden.embeddings),
+        retrieval = RetrievalSettings(**cfg["retrieval"])
+        row = {"clean": score_leave_one_out(plain.embeddings, labels, retrieval),
+               "occluded": score_leave_one_out(plain.embeddings, labels, retrieval, hidden.embeddings),
                "s_per_photo": seconds}
         results[label] = row
         shutil.rmtree(cache, ignore_errors=True)

@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-from bench.common import git_rev, libc, machine, proc_status, write_section  # noqa: E402
+from benchlib import git_rev, libc, machine, proc_status, write_section  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402

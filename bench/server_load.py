@@ -1,7 +1,7 @@
 """Load test of server.py on loopback, and a kill-and-restart durability check.
 
-    .venv/bin/python -m bench.server_load --processes 4 --per-process 50 --queries 1000 --repeats 3
-    .venv/bin/python -m bench.server_load --baseline 59b64b1     # and the server.py of that commit
+    .venv/bin/python bench/server_load.py --processes 4 --per-process 50 --queries 1000 --repeats 3
+    .venv/bin/python bench/server_load.py --baseline 59b64b1     # and the server.py of that commit
 
 Load: a synthetic competition of --queries queries (gallery 5 × as many names); --processes client
 processes each send --per-process submissions of --queries × 10 names, one after another, over a
@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import git_rev, machine, write_section  # noqa: E402
+from benchlib import git_rev, machine, write_section  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -50,7 +50,7 @@ def free_port() -> int:
 
 
 def extract(rev: str, folder: Path) -> Path:
-    """The tree of git revision `rev`, written to `folder` (git archive): its server.py can run there."""
+    """The tree of git revision `rev`, written to `folder` (git archive): its server can run there."""
     folder.mkdir(parents=True)
     archive = subprocess.run(["git", "archive", rev], cwd=ROOT, capture_output=True, check=True).stdout
     subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
@@ -58,7 +58,9 @@ def extract(rev: str, folder: Path) -> Path:
 
 
 def start_server(truth_dir: Path, db: Path, port: int, root: Path = ROOT) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, str(root / "server.py"), "--competition", str(truth_dir),
+    # `facematch serve` (cli/serve.py) here; a revision from before it had server.py at the top
+    command = [str(root / "server.py")] if (root / "server.py").exists() else ["-m", "cli.serve"]
+    proc = subprocess.Popen([sys.executable, *command, "--competition", str(truth_dir),
                              "--port", str(port), "--db", str(db)], cwd=root,
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     if "server on" not in proc.stdout.readline():
@@ -208,7 +210,7 @@ def report(args, size: int, runs: dict[str, list[dict]], kills: dict[str, list[d
     kill = f" --kill-after {args.kill_after:g}" if args.kill_after != 3.0 else ""
     return f"""## Competition server under load (loopback)
 
-Command: `.venv/bin/python -m bench.server_load --processes {args.processes} --per-process {args.per_process} --queries {args.queries} --repeats {args.repeats}{baseline}{kill}`
+Command: `.venv/bin/python bench/server_load.py --processes {args.processes} --per-process {args.per_process} --queries {args.queries} --repeats {args.repeats}{baseline}{kill}`
 (commit {git_rev()}). Machine: {machine()}; server and clients share its cores.
 Each submission: {args.queries} queries × 10 names ({size / 1e3:.0f} kB of JSON), a new connection each,
 {args.processes} client processes sending back to back. SQLite in WAL mode with synchronous=FULL:

@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-from bench.common import git_rev, machine, write_section  # noqa: E402
+from benchlib import git_rev, machine, write_section  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
 DEV = ROOT / "data" / "dev"
@@ -195,7 +195,7 @@ def prepare() -> None:
             link = people / f"{prefix}{person.name}"
             if person.is_dir() and not link.exists():
                 link.symlink_to(person.resolve(), target_is_directory=True)
-    sh([sys.executable, "split.py", "--people", str(people), "--out", str(DEV), "--name", "dev", "--force",
+    sh([sys.executable, "-m", "cli", "split", "--people", str(people), "--out", str(DEV), "--name", "dev", "--force",
         "split.test_fraction=0.25", "split.queries_per_person=1", "seed=0"])
 
 
@@ -205,12 +205,12 @@ def export(out: Path) -> None:
     neither ../shared nor a detector, small enough to travel to a GPU machine."""
     from PIL import Image
 
-    from detection import crop_paths, load_crop
+    from detection import CropSettings, crop_paths, load_crop
     from settings import load_config
 
     if not (DEV / "ground_truth.json").exists():
         raise SystemExit(f"{DEV} is not a development competition yet: run `bench/table.py prepare` first")
-    crop_cfg = load_config(None, MTCNN)["crop"]
+    crop_cfg = CropSettings(**load_config(None, MTCNN)["crop"])
     photos = sorted(p for p in DEV.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png") and p.is_file())
     crops, report = crop_paths(photos, crop_cfg, ROOT / "data" / "cache" / "crops", desc="exporting crops")
     for photo, crop in zip(photos, crops):
@@ -256,11 +256,12 @@ def score_checkpoint(name: str, reranks: list[list[str]], tta: str = "none", deg
     from network import batch_size_for, embed
     from settings import load_for_inference
     from pipeline.embedding import embed_folder
+    from search.retrieval_settings import RetrievalSettings
     from settings import embed_settings
 
     model, cfg, device = load_for_inference(CKPT / name / "best.pt", [], [
         "data.cache_dir=data/cache/crops", f"retrieval.tta={tta}"])
-    if model.meta["crop"]["detector"] == "center" and not (DEV / "PRECROPPED").exists():
+    if model.crop_settings().detector == "center" and not (DEV / "PRECROPPED").exists():
         raise SystemExit(f"{name} was trained on an export (its photos are crops already): score it with "
                          "--dev EXPORT, not on the raw photos of data/dev")
     gt = load_ground_truth(DEV)
@@ -271,11 +272,11 @@ def score_checkpoint(name: str, reranks: list[list[str]], tta: str = "none", deg
     per_photo = (time.perf_counter() - started) / len(sample)
     queries = embed_folder(DEV / "test" / "query", model, device, degradation=degrade, **embed_settings(cfg))
     return [score_report(gt, queries.names, queries.embeddings, gallery.names, gallery.embeddings,
-                         dict(cfg["retrieval"], rerank=list(rerank)), per_photo)
+                         RetrievalSettings(**dict(cfg["retrieval"], rerank=list(rerank))), per_photo)
             for rerank in reranks]
 
 
-def score_report(gt: dict, q_names: list[str], q_emb, g_names: list[str], g_emb, rcfg: dict, per_photo: float) -> dict:
+def score_report(gt: dict, q_names: list[str], q_emb, g_names: list[str], g_emb, retrieval, per_photo: float) -> dict:
     """The table's numbers for one ranking of named query and gallery embeddings against a ground truth."""
     from pipeline.protocol import score_embeddings
     from search.retrieval import retrieve
@@ -283,9 +284,9 @@ def score_report(gt: dict, q_names: list[str], q_emb, g_names: list[str], g_emb,
     g_index = {n: j for j, n in enumerate(g_names)}
     keep = [i for i, q in enumerate(q_names) if q in gt["queries"]]
     correct = [{g_index[g] for g in gt["queries"][q_names[i]] if g in g_index} for i in keep]
-    report, _ = score_embeddings(q_emb[keep], g_emb, correct, rcfg)
+    report, _ = score_embeddings(q_emb[keep], g_emb, correct, retrieval)
     started = time.perf_counter()
-    retrieve(q_emb[keep], g_emb, 10, rcfg)
+    retrieve(q_emb[keep], g_emb, 10, retrieval)
     report["ms_per_query"] = 1000 * (time.perf_counter() - started) / len(keep)
     report["s_per_photo"] = per_photo
     report["queries_missing"] = len(set(gt["queries"]) - set(q_names))
@@ -347,8 +348,10 @@ def score_face_recognition() -> dict:
         per_photo = (time.perf_counter() - started) / len(g_names)
         q_names, q_emb = describe(DEV / "test" / "query")
         np.savez(saved, g_names=g_names, g_emb=g_emb, q_names=q_names, q_emb=q_emb, per_photo=per_photo)
-    rcfg = dict(load_config()["retrieval"], metric="euclidean", rerank=[])
-    return score_report(load_ground_truth(DEV), q_names, q_emb, g_names, g_emb, rcfg, per_photo)
+    from search.retrieval_settings import RetrievalSettings
+
+    retrieval = RetrievalSettings(**dict(load_config()["retrieval"], metric="euclidean", rerank=[]))
+    return score_report(load_ground_truth(DEV), q_names, q_emb, g_names, g_emb, retrieval, per_photo)
 
 
 def key(name: str, rerank=(), tta="none", degrade="none") -> str:

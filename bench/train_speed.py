@@ -98,7 +98,7 @@ def main() -> None:
 
     import tempfile
 
-    from bench.common import git_rev, machine, write_section
+    from benchlib import git_rev, machine, write_section
 
     started, load_before = time.time(), os.getloadavg()
     results: dict[str, list[float]] = {}

@@ -16,7 +16,7 @@ import itertools
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-from bench.common import git_rev, machine, write_section  # noqa: E402
+from benchlib import git_rev, machine, write_section  # noqa: E402
 
 # (re-rankers, settings) to score; k-reciprocal's defaults (k1 20) come from re-identification,
 # where a person has many gallery photos, so the grid goes down to k1 3.
@@ -47,6 +47,7 @@ def main() -> None:
     from tqdm import tqdm
 
     from pipeline.protocol import score_labelled
+    from search.retrieval_settings import RetrievalSettings
     from settings import load_for_inference
     from pipeline.embedding import embed_paths
     from settings import embed_settings
@@ -71,7 +72,7 @@ def main() -> None:
             c = copy.deepcopy(cfg)
             c["seed"], c["split"]["queries_per_person"] = seed, 1
             c["retrieval"].update(rerank=rerank, **settings)
-            report = score_labelled(found.embeddings, labels, c)[0]
+            report = score_labelled(found.embeddings, labels, RetrievalSettings(**c["retrieval"]), None, 1, seed)[0]
             scores.append((report["top1"], report["map@10"], report["map@r"]))
         rows.append(("+".join(rerank) or "none", settings, *np.mean(scores, axis=0)))
         print(rows[-1][0], settings, " ".join(f"{v:.4f}" for v in rows[-1][2:]), flush=True)
@@ -82,7 +83,7 @@ def main() -> None:
         from competition import load_ground_truth
         from pipeline.embedding import embed_folder
         from settings import embed_settings
-        from bench.table import score_report
+        from table import score_report
 
         dev = Path(args.test)
         gt = load_ground_truth(dev)
@@ -90,7 +91,7 @@ def main() -> None:
         queries = embed_folder(dev / "test" / "query", model, device, **embed_settings(cfg))
         found_test = []
         for name, settings in ((base[0], base[1]), (best[0], best[1])):
-            rcfg = dict(cfg["retrieval"], rerank=[] if name == "none" else [name], **settings)
+            rcfg = RetrievalSettings(**dict(cfg["retrieval"], rerank=[] if name == "none" else [name], **settings))
             r = score_report(gt, queries.names, queries.embeddings, gallery.names, gallery.embeddings, rcfg, 0.0)
             found_test.append(f"{name} {settings or ''}: top-1 {r['top1']:.3f}, mAP@10 {r['map@10']:.3f}, "
                               f"MAP@R {r['map@r']:.3f}")

@@ -1,8 +1,8 @@
 """The competition server: scores submissions against ground truth, keeps every one in SQLite,
 and shows a leaderboard. Compatible with the original course server.
 
-    python server.py --competition data/competition                      # loopback, port 3001
-    python server.py --competition a/ground_truth.json --competition b/ --port 8000 --tokens teams.yaml
+    facematch serve --competition data/competition                      # loopback, port 3001
+    facematch serve --competition a/ground_truth.json --competition b/ --port 8000 --tokens teams.yaml
 
     POST /results/                     score against the default (first) competition
     POST /competitions/<name>/results/ score against a named competition

@@ -11,7 +11,7 @@ pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
 from fastapi.testclient import TestClient  # noqa: E402
 
-import web  # noqa: E402
+from cli import web  # noqa: E402
 from conftest import FACES, PEOPLE  # noqa: E402
 from test_web import tiny_store, web_cfg  # noqa: E402
 

@@ -121,7 +121,7 @@ def drive(page, url: str, photo: Path, person: str, screenshot: Path | None, tru
 
 def test_the_page_in_a_browser(tmp_path, tmp_path_factory):
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (Python) is not installed")
-    import web
+    from cli import web
     from test_web import tiny_store, web_cfg
 
     with sync_api.sync_playwright() as playwright:
@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
                              "searches for the person, not for the same file")
     parser.add_argument("overrides", nargs="*", help="key=value config overrides, e.g. web.k=8")
     args = parser.parse_args(argv)
-    import web
+    from cli import web
     from test_web import web_cfg
 
     out, photo = args.out.resolve(), args.photo.resolve()

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-import compare
+from cli import compare
 import train
 from conftest import FACES, PEOPLE, new_store
 from evaluation.calibration import (calibrate, far_at, pair_distances, tar_at, threshold_for_far,
@@ -152,7 +152,7 @@ def test_the_page_says_no_one_matches_a_stranger(tmp_path):
     pytest.importorskip("fastapi")
     from fastapi.testclient import TestClient
 
-    import web
+    from cli import web
 
     ckpt = tiny_checkpoint(tmp_path, strict_calibration())
     root = tmp_path / "store"

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-import split
-from competition.split import make_split
+from cli import split
+from competition.builder import make_split
 from conftest import FACES, PEOPLE, TINY_INPUT
 from dataset import AugmentSettings, FaceDataset, PKSampler, eval_transform, identity_split, list_identities, train_transform
 from detection import read_image

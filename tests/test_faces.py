@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 import detection.cache
-import faces
+from cli import faces
 from conftest import FACES, needs_shared, SHARED
 from detection import (ARCFACE_TEMPLATE, CropSettings, Detections, ImageReadError, crop_face, crop_key, crop_one, crop_paths,
                        dark_patches, describe_chain, detect, fill_dark_patches, load_crop, read_image, similarity_align,

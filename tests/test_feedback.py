@@ -1,5 +1,5 @@
 """Relevance feedback (search/feedback.py) on hand-made embeddings whose right answers are known,
-and the oracle simulation of bench/feedback.py on a seeded synthetic set."""
+and the oracle simulation of bench/feedback_rounds.py on a seeded synthetic set."""
 from __future__ import annotations
 
 
@@ -161,9 +161,15 @@ def test_the_default_method_is_registered():
 
 
 def _bench():
-    import bench.feedback
+    """bench/feedback_rounds.py, a script (bench/ is not installed), loaded from its file."""
+    import importlib.util
 
-    return bench.feedback
+    from conftest import ROOT
+
+    spec = importlib.util.spec_from_file_location("feedback_rounds", ROOT / "bench" / "feedback_rounds.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def test_oracle_simulation_svm_beats_nearest_on_degraded_queries(cfg):

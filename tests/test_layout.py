@@ -21,8 +21,8 @@ FLOORS = [
     ("pipeline",),                                           # photos to embeddings, the store, the protocol
     ("training", "competition", "webapp"),                   # what the pipeline serves
     ("settings",),                                           # the configuration, read at the top
-    ("train", "request_send", "faces", "split", "evaluate", "server", "web", "compare", "cli"),  # the commands
-    ("bench",),                                              # measurements over everything
+    ("train", "request_send"),                               # the design's scripts
+    ("cli",),                                                # the commands and the facematch entry point
 ]
 LIBRARY = {name for floor in FLOORS[:6] for name in floor}  # below the configuration: takes settings, not dicts
 
@@ -144,11 +144,22 @@ def test_no_long_function_outside_bench_and_tests():
     """About 60 lines at most, unless a comment on the def line says why (`# long: ...`)."""
     long = []
     for name, path in project_modules().items():
-        if name.split(".")[0] == "bench":  # measurement scripts: a report is one long function
-            continue
         lines = path.read_text().splitlines()
         for node in ast.walk(ast.parse("\n".join(lines), str(path))):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > 60:
                 if "# long:" not in lines[node.lineno - 1]:
                     long.append(f"{name}.{node.name} ({node.end_lineno - node.lineno + 1} lines)")
     assert not long, f"functions over 60 lines: {long}"
+
+
+def test_no_file_name_is_used_twice_and_bench_is_scripts():
+    """One name, one file (a package's __init__ and __main__ aside), so a name says where a thing lives."""
+    files = [p for d in [ROOT, *[p for p in ROOT.iterdir() if p.is_dir() and p.name not in (".venv", ".git", "data")]]
+             for p in (d.glob("*.py") if d == ROOT else d.rglob("*.py"))
+             if p.name not in ("__init__.py", "__main__.py") and ".venv" not in p.parts]
+    seen: dict[str, list[str]] = {}
+    for p in files:
+        seen.setdefault(p.name, []).append(str(p.relative_to(ROOT)))
+    assert len(files) > 50, "the walk found the project's files"
+    assert not {n: ps for n, ps in seen.items() if len(ps) > 1}, "file names used twice"
+    assert not (ROOT / "bench" / "__init__.py").exists(), "bench/ holds scripts (python bench/NAME.py), not a package"

@@ -186,11 +186,11 @@ def test_degradations_are_seeded_and_do_what_they_say():
 
 
 def test_degraded_evaluation_degrades_queries_only(tiny_cfg, tmp_path, monkeypatch):
-    import split
+    from cli import split
     import train
     from conftest import PEOPLE
     from competition import scoring
-    from evaluate import evaluate_checkpoint
+    from cli.evaluate import evaluate_checkpoint
 
     embedded = []  # (folder name, degradation, embeddings) of every folder evaluation embeds
     real = scoring.embed_folder

@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-import server as srv
+from cli import serve as srv
 from competition.server import ServerSettings, load_competitions, make_server
 from conftest import ROOT
 from utils import ConfigError
@@ -570,7 +570,7 @@ def test_server_killed_and_restarted_keeps_every_acknowledged_submission(tmp_pat
     def launch():
         # port 0: the server binds a free port itself and prints it (a port picked here and bound
         # there could be taken by someone else in between)
-        proc = subprocess.Popen([sys.executable, str(ROOT / "server.py"), "--competition", str(truth),
+        proc = subprocess.Popen([sys.executable, "-m", "cli.serve", "--competition", str(truth),
                                  "--port", "0", "--db", str(db)], cwd=ROOT,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         line = proc.stdout.readline()

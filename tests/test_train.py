@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-import evaluate
+from cli import evaluate
 import request_send
-import split
+from cli import split
 import train
 from conftest import PEOPLE
 from dataset import AugmentSettings, DataSettings

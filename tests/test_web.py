@@ -22,7 +22,7 @@ pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
 from fastapi.testclient import TestClient  # noqa: E402
 
-import web  # noqa: E402
+from cli import web  # noqa: E402
 from webapp.errors import UserError  # noqa: E402
 from webapp.uploads import check_upload, safe_name  # noqa: E402
 from network import save_checkpoint  # noqa: E402

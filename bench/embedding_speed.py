@@ -2,11 +2,11 @@
 limit, a bare forward pass of the same architecture on ready tensors, for every backbone at
 batch 1, 32 and 128, in the same run.
 
-    .venv/bin/python bench/embedding.py                    # native input sizes (224; dlib 150): slow on 2 cores
-    .venv/bin/python bench/embedding.py --size 112         # every CNN at 112 px (dlib_resnet stays at 150)
-    .venv/bin/python bench/embedding.py --size 64          # what bench/RESULTS.md shows: ~17 min on 2 busy cores
-    .venv/bin/python bench/embedding.py --quick --size 64  # batch 1 and 32, 2 runs, no torch.compile: ~6 min
-    .venv/bin/python bench/embedding.py --backbones dlib_resnet   # dlib's network alone, with dlib-bin beside it
+    .venv/bin/python bench/embedding_speed.py                    # native input sizes (224; dlib 150): slow on 2 cores
+    .venv/bin/python bench/embedding_speed.py --size 112         # every CNN at 112 px (dlib_resnet stays at 150)
+    .venv/bin/python bench/embedding_speed.py --size 64          # what bench/RESULTS.md shows: ~17 min on 2 busy cores
+    .venv/bin/python bench/embedding_speed.py --quick --size 64  # batch 1 and 32, 2 runs, no torch.compile: ~6 min
+    .venv/bin/python bench/embedding_speed.py --backbones dlib_resnet   # dlib's network alone, with dlib-bin beside it
 
 What is compared, per (backbone, batch), in one fresh subprocess each:
 - facematch: `embed(model, crops, batch_size)` of a `build_model` network (the config's pooling
@@ -52,7 +52,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-from bench.common import git_rev, libc, machine, proc_status, threads_before_imports, write_section  # noqa: E402
+from benchlib import git_rev, libc, machine, proc_status, threads_before_imports, write_section  # noqa: E402
 
 threads_before_imports()
 
@@ -371,7 +371,7 @@ def side_table(results: dict, a: str, b: str, what: str) -> str:
 
 
 def command_line(args) -> str:
-    parts = [".venv/bin/python bench/embedding.py"]
+    parts = [".venv/bin/python bench/embedding_speed.py"]
     if args.quick:
         parts.append("--quick")
     for key, default in {"size": None, "runs": None, "batches": None, "threads": 1, "compile_timeout": 300.0, "budget": 90.0,

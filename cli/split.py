@@ -1,6 +1,6 @@
 """Build a competition from labelled photos, deterministically from the seed.
 
-    python split.py --people data/sample/people --distractors data/sample/distractors \
+    facematch split --people data/sample/people --distractors data/sample/distractors \
                     --out data/competition split.test_fraction=0.5 seed=0
 
 Writes, under --out:
@@ -16,7 +16,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from competition.split import make_split, write_split
+from competition.builder import make_split, write_split
 from settings import run_command
 
 
@@ -43,7 +43,7 @@ def split_folders(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_command(__doc__, arguments, split_folders, argv)
+    return run_command(__doc__, arguments, split_folders, argv, prog="facematch split")
 
 
 if __name__ == "__main__":

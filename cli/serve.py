@@ -1,8 +1,8 @@
 """The competition server (competition/server.py): scores submissions against ground truth, keeps
 every one in SQLite, and shows a leaderboard. Compatible with the original course server.
 
-    python server.py --competition data/competition                      # loopback, port 3001
-    python server.py --competition a/ground_truth.json --competition b/ --port 8000 --tokens teams.yaml
+    facematch serve --competition data/competition                      # loopback, port 3001
+    facematch serve --competition a/ground_truth.json --competition b/ --port 8000 --tokens teams.yaml
 """
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_command(SERVER_DOC, arguments, serve, argv, errors=(GroundTruthError, sqlite3.Error))
+    return run_command(SERVER_DOC, arguments, serve, argv, prog="facematch serve", errors=(GroundTruthError, sqlite3.Error))
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """Crop the faces of every photo under the given folders into the crop cache and report which step of
 the detection chain found each face, several faces, no face and unreadable files (detection/).
 
-    python faces.py data/competition --config config/demo.yaml      # crop a folder, report
-    python faces.py photos/ crop.detector=mtcnn crop.align=similarity
+    facematch faces data/competition --config config/demo.yaml      # crop a folder, report
+    facematch faces photos/ crop.detector=mtcnn crop.align=similarity
 """
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def crop_folders(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_command(__doc__, arguments, crop_folders, argv, mixed="folders")
+    return run_command(__doc__, arguments, crop_folders, argv, prog="facematch faces", mixed="folders")
 
 
 if __name__ == "__main__":

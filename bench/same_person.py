@@ -3,8 +3,8 @@ checkpoint calibrated on its validation people hold its false-accept rate on peo
 against face_recognition at its own operating point (distance 0.6) and at FAR 1e-3; DIR@FPIR 1e-2 with and
 without re-ranking; the ROC figure.
 
-    .venv/bin/python bench/calibration.py                       # config/best.yaml's row of bench/table.py
-    .venv/bin/python bench/calibration.py --checkpoint PATH
+    .venv/bin/python bench/same_person.py                       # config/best.yaml's row of bench/table.py
+    .venv/bin/python bench/same_person.py --checkpoint PATH
 
 Pairs: every pair of the test people's photos (queries and gallery together; identities from data/dev's
 key.json), facematch's cosine distances and face_recognition's Euclidean ones on the same photos (its
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import git_rev, machine, write_section
+from benchlib import git_rev, machine, write_section
 
 ROOT = Path(__file__).resolve().parents[1]
 DEV = ROOT / "data" / "dev"
@@ -58,6 +58,7 @@ def main() -> None:
     from evaluation.calibration import pair_distances, threshold_for_far
     from evaluation.metrics import tar_at_far
     from pipeline.protocol import decision_report
+    from search.retrieval_settings import RetrievalSettings
     from network import read_checkpoint
     from settings import load_for_inference
     from pipeline.embedding import embed_folder
@@ -103,8 +104,8 @@ def main() -> None:
     correct = [{g_index[g] for g in gt["queries"][query.names[i]] if g in g_index} for i in keep]
     dirs = {}
     for label, rerank in (("none", []), ("aqe", ["aqe"])):
-        rcfg = dict(cfg["retrieval"], rerank=rerank)
-        dirs[label] = decision_report(query.embeddings[keep], gallery.embeddings, correct, rcfg)
+        retrieval = RetrievalSettings(**dict(cfg["retrieval"], rerank=rerank))
+        dirs[label] = decision_report(query.embeddings[keep], gallery.embeddings, correct, retrieval)
 
     fars = np.logspace(-5, 0, 60)
     plt.figure(figsize=(6, 4.5))
@@ -122,7 +123,7 @@ def main() -> None:
 
     md = f"""## Same-person decisions: calibration, verification and open-set identification (issue 19)
 
-Command: `.venv/bin/python bench/calibration.py` (commit {git_rev()}). Machine: {machine()}.
+Command: `.venv/bin/python bench/same_person.py` (commit {git_rev()}). Machine: {machine()}.
 Checkpoint: `{Path(args.checkpoint).relative_to(ROOT)}` (config/best.yaml's row of the fine-tuning table), calibrated
 on its {calib['people']} validation people ({calib['photos']} photos; {calib['genuine_pairs']:,} genuine and
 {calib['impostor_pairs']:,} impostor pairs; flip TTA as search embeds). Measured on the development competition's

@@ -1,8 +1,8 @@
 """Score a model on people it never saw: top-1/5/10 accuracy, mAP, recall@k, R-precision and
 nDCG@10 on a labelled query/gallery split, plus a retrieval figure.
 
-    python evaluate.py --checkpoint checkpoints/demo/best.pt --competition data/competition
-    python evaluate.py --checkpoint checkpoints/celeba/best.pt --labelled path/to/identity/folders
+    facematch evaluate --checkpoint checkpoints/demo/best.pt --competition data/competition
+    facematch evaluate --checkpoint checkpoints/celeba/best.pt --labelled path/to/identity/folders
 """
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ def evaluate(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_command(__doc__, arguments, evaluate, argv, config="the checkpoint's")
+    return run_command(__doc__, arguments, evaluate, argv, prog="facematch evaluate", config="the checkpoint's")
 
 
 if __name__ == "__main__":

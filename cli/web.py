@@ -1,7 +1,7 @@
 """The search page (webapp/): one gallery store behind a small web app (FastAPI + uvicorn), on loopback.
 
-    python web.py --store outputs/store                    # http://127.0.0.1:8000
-    python web.py --store outputs/store web.port=8080 feedback.method=svm
+    facematch web --store outputs/store                    # http://127.0.0.1:8000
+    facematch web --store outputs/store web.port=8080 feedback.method=svm
     make serve                                             # builds outputs/store from the demo first
 
 Upload a photo (or pick one from the gallery) and see the nearest gallery photos as a grid with
@@ -72,7 +72,7 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_command(__doc__, arguments, serve, argv, prog="python web.py")
+    return run_command(__doc__, arguments, serve, argv, prog="facematch web")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """Are two photos of the same person? The answer at a known false-accept rate, from the checkpoint's
 calibration (its validation people, never trained on: evaluation/calibration.py).
 
-    python compare.py A.jpg B.jpg --checkpoint checkpoints/best/best.pt
-    python compare.py A.jpg B.jpg --checkpoint checkpoints/best/best.pt --far 0.01
+    facematch compare A.jpg B.jpg --checkpoint checkpoints/best/best.pt
+    facematch compare A.jpg B.jpg --checkpoint checkpoints/best/best.pt --far 0.01
 
 Prints "same person" or "not the same person" with the distance, the threshold, the false-accept rate
 it was set for and what that rests on (the true-accept rate there and the impostor pairs behind it).
@@ -53,7 +53,7 @@ def compare(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_command(__doc__, arguments, compare, argv, config="the checkpoint's")
+    return run_command(__doc__, arguments, compare, argv, prog="facematch compare", config="the checkpoint's")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """Face detectors compared on CelebA and LFW: how often each finds a face, how fast it crops, and
 where the detectors disagree (issue 7).
 
-    .venv/bin/python bench/detectors.py                          # the full bench (about 15-25 min on 2 cores)
-    .venv/bin/python bench/detectors.py --limit 50 --runs 1      # a quick try
+    .venv/bin/python bench/detector_speed.py                          # the full bench (about 15-25 min on 2 cores)
+    .venv/bin/python bench/detector_speed.py --limit 50 --runs 1      # a quick try
 
 Needs ../shared/data/celeba and ../shared/data/lfw_train (identity folders; a missing one is
 skipped with a message). The crop settings are config/default.yaml's `crop:` section with the
@@ -25,7 +25,7 @@ detectors disagree, each detector's largest box and MTCNN's five landmarks).
 from __future__ import annotations
 
 import argparse
-import copy
+from dataclasses import replace
 import datetime
 import os
 import random
@@ -37,7 +37,7 @@ from itertools import combinations
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-from bench.common import git_rev, machine, threads_before_imports, write_section  # noqa: E402
+from benchlib import git_rev, machine, threads_before_imports, write_section  # noqa: E402
 
 threads_before_imports()
 
@@ -47,7 +47,7 @@ from tqdm import tqdm  # noqa: E402
 
 
 from dataset import list_images  # noqa: E402
-from detection import DETECTORS, ImageReadError, crop_face, crop_paths, detect, read_image, similarity_matrix  # noqa: E402
+from detection import DETECTORS, CropSettings, ImageReadError, crop_face, crop_paths, detect, read_image, similarity_matrix  # noqa: E402
 from settings import load_config  # noqa: E402
 
 DATASETS = {"CelebA": "../shared/data/celeba", "LFW": "../shared/data/lfw_train"}  # relative to the repo root
@@ -57,12 +57,8 @@ COLOURS = {"haar": "tab:blue", "mtcnn": "tab:orange", "yunet": "tab:green"}
 FIGURE = ROOT / "figures" / "detectors.png"
 
 
-def crop_cfg(base: dict, detector: str, align: str, fallback: list | None = None) -> dict:
-    cfg = copy.deepcopy(base)
-    cfg["detector"], cfg["align"] = detector, align
-    if fallback is not None:
-        cfg["fallback"] = fallback
-    return cfg
+def crop_cfg(base: CropSettings, detector: str, align: str, fallback: list | None = None) -> CropSettings:
+    return replace(base, detector=detector, align=align, fallback=base.fallback if fallback is None else fallback)
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -97,7 +93,7 @@ def list_photos(limit: int | None, seed: int) -> dict[str, list[Path]]:
 
 # ---------------------------------------------------------------- 1. detection on all photos
 
-def detection_pass(photos: list[tuple[str, Path]], base: dict) -> tuple[dict, dict, list[str]]:
+def detection_pass(photos: list[tuple[str, Path]], base: CropSettings) -> tuple[dict, dict, list[str]]:
     """One pass per detector over every photo (fallback []): {detector: [Detections or None]} (None:
     unreadable), {detector: seconds spent in detect()}, and the unreadable files."""
     found: dict[str, list] = {}
@@ -248,7 +244,7 @@ def draw_figure(photos, found, disagreements, seed: int) -> str | None:
 
 # ---------------------------------------------------------------- 2. speed on a sample
 
-def speed(sample: list[Path], base: dict, runs: int, with_landmarks: set[str]) -> tuple[list[tuple[str, str]], dict]:
+def speed(sample: list[Path], base: CropSettings, runs: int, with_landmarks: set[str]) -> tuple[list[tuple[str, str]], dict]:
     """Photos per second of each (detector, align), `runs` times each, configurations interleaved
     within a run so that a burst of load elsewhere hits them all alike."""
     configs = [(n, a) for n in NAMES for a in ("none", "similarity")
@@ -294,7 +290,7 @@ def speed_table(configs, rates) -> str:
 # ---------------------------------------------------------------- main
 
 def command_line(args) -> str:
-    parts = [".venv/bin/python bench/detectors.py"]
+    parts = [".venv/bin/python bench/detector_speed.py"]
     defaults = {"sample": 300, "runs": 3, "limit": None, "threads": 1}
     for key, default in defaults.items():
         if getattr(args, key) != default:
@@ -324,7 +320,7 @@ def main() -> None:
     started = time.time()
     load_start = os.getloadavg()[0]
     cfg = load_config()
-    base, seed = cfg["crop"], int(cfg["seed"])
+    base, seed = CropSettings(**cfg["crop"]), int(cfg["seed"])
 
     by_set = list_photos(args.limit, seed)
     if not by_set:
@@ -357,9 +353,9 @@ def main() -> None:
     counts = ", ".join(f"{s} {len(by_set[s])} photos of {len({p.parent for p in by_set[s]})} people ({DATASETS[s]})"
                        for s in sets)
     sample_counts = ", ".join(f"{sum(1 for p in sample if p in set(by_set[s]))} {s}" for s in sets)
-    settings = (f"margin {base['margin']}, size {base['size']}, min_size {base['min_size']}, min_confidence "
-                f"{base['min_confidence']}, haar {base['cascade']} scale_factor {base['scale_factor']} "
-                f"min_neighbors {base['min_neighbors']}")
+    settings = (f"margin {base.margin}, size {base.size}, min_size {base.min_size}, min_confidence "
+                f"{base.min_confidence}, haar {base.cascade} scale_factor {base.scale_factor} "
+                f"min_neighbors {base.min_neighbors}")
     figure = (f"![Photos where the detectors disagree: each detector's largest box, MTCNN's landmarks]"
               f"(../figures/detectors.png)\n\n`figures/detectors.png`: {drawn} where the detectors disagree "
               f"(seeded pick among them; half with far-apart boxes, half where one misses).") if drawn else \
@@ -380,7 +376,7 @@ falls back to the square crop for the others: all of haar's). Detect-only time: 
 {shares}
 
 **Photos per second** on a seeded sample of {len(sample)} photos ({sample_counts}), median of {args.runs}
-run{'s' if args.runs > 1 else ''} (runs in brackets), with the default fallback chain (`{base['fallback']}`).
+run{'s' if args.runs > 1 else ''} (runs in brackets), with the default fallback chain (`{base.fallback}`).
 Crop only: `crop_face` on photos decoded beforehand (detection, alignment, resize; no cache). End to
 end: `crop_paths` into a fresh, empty cache folder (reading the file, cropping, writing the PNG).
 Warm cache: the same `crop_paths` again over that cache (hashing the file, reading the cached PNG).

@@ -3,8 +3,8 @@ built by bench/table.py prepare), for every query, rounds of k results; an oracl
 shown photo relevant or not by identity, and the next round comes from each feedback method
 (search/feedback.py) with all marks so far. Clean and degraded (cutout + gamma) queries.
 
-    .venv/bin/python bench/feedback.py                        # dlib_alone, 15 rounds of 8, every method
-    .venv/bin/python bench/feedback.py --checkpoint checkpoints/table/mnv2_ms/best.pt --rounds 10
+    .venv/bin/python bench/feedback_rounds.py                        # dlib_alone, 15 rounds of 8, every method
+    .venv/bin/python bench/feedback_rounds.py --checkpoint checkpoints/table/mnv2_ms/best.pt --rounds 10
 
 Round 1 is the k nearest gallery photos for every method (nothing is marked yet). Recall@k of a
 round is 1 when that round shows at least one correct photo, averaged over queries (so a query whose
@@ -31,16 +31,15 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-from bench.common import git_rev, machine, write_section  # noqa: E402
 
-from search.feedback import FEEDBACK, next_round  # noqa: E402
+from search.feedback import FEEDBACK, FeedbackSettings, next_round  # noqa: E402
 
 CONDITIONS = {"clean": "none", "degraded": "both"}
 REPORT_ROUNDS = (1, 2, 4, 8, 15)
 
 
 def simulate(method: str, query: np.ndarray, gallery: np.ndarray, correct: set[int], rounds: int, k: int,
-             cfg: dict) -> tuple[np.ndarray, int | None, float]:
+             settings: FeedbackSettings) -> tuple[np.ndarray, int | None, float]:
     """One query's feedback session with an oracle: (hit per round, the round by which every correct
     row had been shown or None, seconds spent in the method's calls after round 1)."""
     shown: set[int] = set()
@@ -49,10 +48,10 @@ def simulate(method: str, query: np.ndarray, gallery: np.ndarray, correct: set[i
     all_shown, spent = None, 0.0
     for r in range(rounds):
         if r == 0:
-            rows = next_round("nearest", query, gallery, {}, set(), k, cfg)
+            rows = next_round("nearest", query, gallery, {}, set(), k, settings)
         else:
             started = time.perf_counter()
-            rows = next_round(method, query, gallery, marks, shown, k, cfg)
+            rows = next_round(method, query, gallery, marks, shown, k, settings)
             spent += time.perf_counter() - started
         shown.update(rows)
         marks.update({i: i in correct for i in rows})
@@ -63,13 +62,13 @@ def simulate(method: str, query: np.ndarray, gallery: np.ndarray, correct: set[i
 
 
 def run_condition(queries: np.ndarray, gallery: np.ndarray, correct: list[set[int]], methods: list[str],
-                  rounds: int, k: int, cfg: dict) -> dict:
+                  rounds: int, k: int, settings: FeedbackSettings) -> dict:
     """Every method over every query: {method: {'hits': (Q, rounds), 'all': [round or None], 'ms': per call}}."""
     out = {}
     for method in methods:
         hits, done, spent = [], [], 0.0
         for q, good in zip(queries, correct):
-            h, a, s = simulate(method, q, gallery, good, rounds, k, cfg)
+            h, a, s = simulate(method, q, gallery, good, rounds, k, settings)
             hits.append(h)
             done.append(a)
             spent += s
@@ -86,7 +85,8 @@ def rounds_median(done: list[int | None], rounds: int) -> str:
     return f">{rounds}" if m > rounds else str(m)
 
 
-def large_timing(n: int, dim: int, methods: list[str], k: int, rounds: int, cfg: dict) -> dict[str, float]:
+def large_timing(n: int, dim: int, methods: list[str], k: int, rounds: int,
+                 settings: FeedbackSettings) -> dict[str, float]:
     """Milliseconds for one late round (marks from rounds-1 rounds of k) on a synthetic gallery of n rows."""
     rng = np.random.default_rng(0)
     gallery = rng.standard_normal((n, dim), dtype=np.float32)
@@ -99,7 +99,7 @@ def large_timing(n: int, dim: int, methods: list[str], k: int, rounds: int, cfg:
         times = []
         for _ in range(3):
             started = time.perf_counter()
-            next_round(method, query, gallery, marks, shown, k, cfg)
+            next_round(method, query, gallery, marks, shown, k, settings)
             times.append(time.perf_counter() - started)
         out[method] = 1000 * statistics.median(times)
     return out
@@ -151,6 +151,8 @@ def table(results: dict, rounds: int, k: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from benchlib import git_rev, machine, write_section  # here: the simulation above is imported by a test
+
     from settings import load_config
 
     fcfg = load_config()["feedback"]
@@ -188,10 +190,11 @@ def main(argv: list[str] | None = None) -> int:
         missing = len(gt["queries"]) - len(keep)
         print(f"{condition}: {len(keep)} queries, {len(g_emb)} gallery photos", flush=True)
         results[condition] = run_condition(queries.embeddings[keep], g_emb, correct, args.methods,
-                                           args.rounds, args.k, fcfg)
-    large = large_timing(args.large, g_emb.shape[1], args.methods, args.k, args.rounds, fcfg) if args.large else {}
+                                           args.rounds, args.k, FeedbackSettings(**fcfg))
+    large = large_timing(args.large, g_emb.shape[1], args.methods, args.k, args.rounds,
+                         FeedbackSettings(**fcfg)) if args.large else {}
     load = "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
-    command = "python bench/feedback.py" + ("" if argv is None and len(sys.argv) == 1 else
+    command = "python bench/feedback_rounds.py" + ("" if argv is None and len(sys.argv) == 1 else
                                             " " + " ".join(argv if argv is not None else sys.argv[1:]))
     n_q = len(gt["queries"]) - missing
     title = (f"{Path(args.checkpoint).parent.name}, {n_q} queries, {len(g_emb)} gallery photos, "

@@ -1,1 +1,0 @@
-"""Benchmarks: each script measures one thing and writes its section of bench/RESULTS.md (python bench/NAME.py)."""
