@@ -88,7 +88,7 @@ def long(extra: list[str]) -> None:
 
 Commands (commit {git_rev()}), from `.venv/bin/python bench/celeba.py long {' '.join(extra)}`:
 ```
-python split.py --people ../shared/data/celeba --out data/celeba --config config/celeba.yaml
+facematch split --people ../shared/data/celeba --out data/celeba --config config/celeba.yaml
 {' '.join(['python'] + cmd[1:])}
 {' '.join(['python'] + ev[1:])}
 ```

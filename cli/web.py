@@ -47,7 +47,7 @@ def app_for(store: str | Path, cfg: dict):
 # ---------------------------------------------------------------- command line
 
 def arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--store", required=True, help="the gallery store's folder (python -m cli.gallery build)")
+    parser.add_argument("--store", required=True, help="the gallery store's folder (facematch store build)")
 
 
 def serve(args: argparse.Namespace) -> int:

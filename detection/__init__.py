@@ -4,7 +4,7 @@ detection chain and the content-keyed crop cache, with a report of what happened
     from detection import read_image, detect, crop_face, crop_paths, load_crop
 
 A detector is one function `(image, settings: CropSettings) -> Detections` plus one line in DETECTORS
-(detection/detectors.py); `python faces.py FOLDER` crops a folder and reports.
+(detection/detectors.py); `facematch faces FOLDER` crops a folder and reports.
 """
 import importlib
 

@@ -10,50 +10,21 @@ from pathlib import Path
 
 from conftest import ROOT
 
-CODE_DIRS = ("tests", "other_models")  # tests and the baselines' scripts: not installed
-# The floors, from the bottom: a module may import its own package's modules and what lies on a floor below
-# its own, never beside or above. A dotted name (cli.gallery) has the floor of its nearest listed name.
-FLOORS = [
-    ("utils",),                                              # small shared helpers
-    ("search", "evaluation", "detection", "backbones"),      # the pure parts: vectors, scores, faces, networks
-    ("dataset",),                                            # photos to tensors, identity splits
-    ("network",),                                            # the embedding network and its checkpoints
-    ("pipeline",),                                           # photos to embeddings, the store, the protocol
-    ("training", "competition", "webapp"),                   # what the pipeline serves
-    ("settings",),                                           # the configuration, read at the top
-    ("train", "request_send"),                               # the design's scripts
-    ("cli",),                                                # the commands and the facematch entry point
-]
+
+def _floors():
+    """docs/floors.py, which draws the README's diagram from the same floors and graph, loaded from its file."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("floors", ROOT / "docs" / "floors.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+floors = _floors()
+FLOORS, CODE_DIRS, floor_of, upward_imports = floors.FLOORS, floors.CODE_DIRS, floors.floor_of, floors.upward_imports
+project_modules, imports_of = floors.project_modules, floors.imports_of
 LIBRARY = {name for floor in FLOORS[:6] for name in floor}  # below the configuration: takes settings, not dicts
-
-
-def project_modules() -> dict[str, Path]:
-    """Dotted name -> file of every module of the installed code (top-level modules and packages)."""
-    found = {p.stem: p for p in ROOT.glob("*.py")}
-    for init in ROOT.glob("*/__init__.py"):
-        package = init.parent
-        found[package.name] = init
-        found.update({f"{package.name}.{p.stem}": p for p in package.glob("*.py") if p.name != "__init__.py"})
-    return found
-
-
-def imports_of(path: Path, name: str, known: set[str]) -> set[str]:
-    """The project modules `path` imports anywhere in it (module level or inside functions)."""
-    package = name.rsplit(".", 1)[0] if path.name != "__init__.py" else name
-    out = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        if isinstance(node, ast.Import):
-            names = [a.name for a in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:  # relative: from .x import y
-                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
-            names = [base] + [f"{base}.{a.name}" for a in node.names]
-        else:
-            continue
-        # Importing a.b runs a's __init__ first: a package counts as imported by its modules' importers.
-        out |= {n for n in names if n in known} | {n.rsplit(".", 1)[0] for n in names if "." in n and n in known}
-    return out - {name}
 
 
 def test_pyproject_installs_every_module_and_package():
@@ -85,23 +56,6 @@ def test_imports_run_one_way():
     assert "dataset" in graph and graph["train"], "the graph was built from the real modules"
 
 
-def floor_of(name: str) -> int:
-    """The floor of a dotted module name: its own entry in FLOORS, else its nearest enclosing package's."""
-    parts = name.split(".")
-    for n in range(len(parts), 0, -1):
-        for level, names in enumerate(FLOORS):
-            if ".".join(parts[:n]) in names:
-                return level
-    raise AssertionError(f"{name} is on no floor: add it to FLOORS in tests/test_layout.py (and the README's diagram)")
-
-
-def upward_imports(graph: dict[str, set[str]]) -> list[str]:
-    """Every import of a module outside the importer's package that is not on a lower floor."""
-    return [f"{name} (floor {floor_of(name)}) imports {dep} (floor {floor_of(dep)})"
-            for name, deps in sorted(graph.items()) for dep in sorted(deps)
-            if dep.split(".")[0] != name.split(".")[0] and floor_of(dep) >= floor_of(name)]
-
-
 def test_floors_run_one_way():
     modules = project_modules()
     graph = {name: imports_of(path, name, set(modules)) for name, path in modules.items()}
@@ -111,6 +65,7 @@ def test_floors_run_one_way():
     assert upward_imports({"search.retrieval": {"network"}}) == ["search.retrieval (floor 1) imports network (floor 3)"]
     assert upward_imports({"evaluation.protocol": {"competition"}, "competition.rules": {"evaluation.metrics"}}) == [
         "evaluation.protocol (floor 1) imports competition (floor 5)"]
+    assert (ROOT / "figures" / "floors.png").exists(), "the README's diagram: .venv/bin/python docs/floors.py draws it"
 
 
 CONFIG_NAMES = re.compile(r"(^|_)cfg$|^config$")
