@@ -17,7 +17,7 @@ import torch
 from albumentations.pytorch import ToTensorV2
 
 from detection import list_images, load_crop
-from utils import ConfigError, DataError, get_logger
+from utils import ConfigError, DataError, get_logger, lookup
 
 log = get_logger()
 
@@ -167,8 +167,7 @@ def degrade(image: np.ndarray, mode: str, seed: int) -> np.ndarray:
 
     Written with NumPy: two lines each, and exactly reproducible from one seed per photo.
     """
-    if mode not in DEGRADATIONS:
-        raise ValueError(f"evaluate.degrade '{mode}' is not one of {', '.join(DEGRADATIONS)}")
+    lookup(dict.fromkeys(DEGRADATIONS), mode, "evaluate.degrade")
     rng = np.random.default_rng(seed)
     out = image.copy()
     if mode in ("gamma", "both"):

@@ -408,10 +408,12 @@ class CropDataset(torch.utils.data.Dataset):
 
 def embed(model: EmbeddingNet, crops: list[np.ndarray | Path], batch_size: int = 64,
           device: torch.device | str | None = None, desc: str = "embedding", tta: str = "none",
-          num_workers: int = 0) -> np.ndarray:
+          num_workers: int = 0, mirror: bool = False) -> np.ndarray:
     """Embed face crops (RGB arrays or crop-cache files, read a batch at a time) with the model's
-    own evaluation preprocessing: an (N, D) float32 array of unit vectors. tta='flip' averages
-    the embeddings of each crop and its mirror image, then normalises again.
+    own evaluation preprocessing: an (N, D) float32 array of unit vectors; the one path from crops to
+    embeddings (pipeline.embedding, validation, calibration and distillation's targets all come here).
+    tta='flip' averages the embeddings of each crop and its mirror image, then normalises again;
+    mirror=True embeds the mirror images instead (distillation's second view).
 
     Decoding and transforms run in `num_workers` DataLoader workers; convolutions run
     channels-last (about 1.1–2× faster on this CPU, bench/RESULTS.md), and on CUDA under bf16
@@ -438,6 +440,8 @@ def embed(model: EmbeddingNet, crops: list[np.ndarray | Path], batch_size: int =
         for batch in tqdm(loader, desc=desc, unit="batch", leave=False,
                           disable=True if len(loader) < 5 else None):  # None: only on a terminal
             batch = batch.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+            if mirror:  # the evaluation transform has no geometry: flipping the tensor = flipping the crop
+                batch = batch.flip(-1)
             with torch.autocast(device.type, dtype=dtype, enabled=cuda):
                 emb = model(batch).float()
                 if tta == "flip":  # the evaluation transform has no geometry: flipping the tensor = flipping the crop

@@ -29,7 +29,7 @@ from typing import Callable
 from backbones.dlib_resnet import dlib_resnet
 from backbones.imagenet import efficientnet_lite0, mobilenet_v2, resnet18, resnet34, resnet50, vgg16
 from backbones.weights import Backbone, WeightsError
-from utils import ConfigError
+from utils import lookup
 
 
 BACKBONES: dict[str, Callable[[str | None], Backbone]] = {
@@ -48,10 +48,9 @@ def build_backbone(name: str, weights: str | None) -> Backbone:
     the CNNs, dlib's descriptor for dlib_resnet), 'imagenet' (alias of pretrained for the CNNs),
     'none' (random start, on purpose), None (the caller will load a checkpoint next: no pretrained
     file is read, except dlib's frozen .dat which is never in a checkpoint), or a path."""
-    if name not in BACKBONES:
-        raise ConfigError(f"model.arch '{name}' is not one of {', '.join(BACKBONES)}")
+    build = lookup(BACKBONES, name, "model.arch")
     if isinstance(weights, os.PathLike):
         weights = os.fspath(weights)
     if weights is not None and (not isinstance(weights, str) or not weights.strip()):
         raise WeightsError(f"model.weights {weights!r}: use pretrained, imagenet, none or the path to a file")
-    return BACKBONES[name](weights)
+    return build(weights)

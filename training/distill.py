@@ -16,30 +16,20 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
-from dataset import AugmentSettings, eval_transform, train_transform
+from dataset import AugmentSettings, train_transform
 from detection import crop_paths, load_crop
-from network import CropDataset, EmbeddingNet, model_from_checkpoint
+from network import EmbeddingNet, embed, model_from_checkpoint
 from utils import ConfigError, DataError, get_logger
 
 log = get_logger()
 
 
 def both_views(model: EmbeddingNet, crops: list, device, batch_size: int, what: str) -> torch.Tensor:
-    """(N, 2, D) unit embeddings of each crop (view 0) and of its mirror image (view 1), with the
-    model's own evaluation preprocessing."""
-    loader = torch.utils.data.DataLoader(CropDataset(crops, eval_transform(model.meta["input"])), batch_size=batch_size)
-    was_training = model.training
-    model.eval()
-    out = []
-    with torch.inference_mode():
-        for batch in tqdm(loader, desc=f"teacher, {what}", unit="batch", leave=False):
-            batch = batch.to(device)
-            # the evaluation transform has no geometry: flipping the tensor is flipping the crop
-            out.append(torch.stack([model(batch), model(batch.flip(-1))], 1).float().cpu())
-    model.train(was_training)
-    return F.normalize(torch.cat(out), dim=2) if out else torch.zeros(0, 2, model.embedding_size)
+    """(N, 2, D) unit embeddings of each crop (view 0) and of its mirror image (view 1), by network.embed
+    (the model's own evaluation preprocessing)."""
+    views = [embed(model, crops, batch_size, device, desc=f"teacher, {what}", mirror=mirror) for mirror in (False, True)]
+    return torch.as_tensor(np.stack(views, 1))
 
 
 def teacher_targets(teacher: str, student: EmbeddingNet, paths: list[Path], crops: list, device, *,
