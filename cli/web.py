@@ -41,7 +41,7 @@ def app_for(store: str | Path, cfg: dict):
     """The page's app over `store` with the config's web and feedback settings and retrieval.fpir (the store
     crops and embeds through the caches it was built with)."""
     return create_app(store, WebSettings(**cfg["web"]), FeedbackSettings(**cfg["feedback"]),
-                      float(cfg["retrieval"]["fpir"]))
+                      fpir=float(cfg["retrieval"]["fpir"]))
 
 
 # ---------------------------------------------------------------- command line

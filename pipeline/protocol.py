@@ -61,8 +61,8 @@ def relevance_of(ranked: np.ndarray, correct: list[set[int]]) -> tuple[np.ndarra
     return rel.reshape(len(keep), -1), np.array([len(correct[i]) for i in keep], dtype=np.int64)
 
 
-def score_labelled(embeddings: np.ndarray, labels: list, retrieval: RetrievalSettings = RetrievalSettings(),
-                   query_embeddings: np.ndarray | None = None, queries_per_person: int = 1, seed: int = 0) -> tuple[dict, list[int], list[int], np.ndarray, list[set[int]]]:
+def score_labelled(embeddings: np.ndarray, labels: list, retrieval: RetrievalSettings,
+                   query_embeddings: np.ndarray | None, queries_per_person: int, seed: int) -> tuple[dict, list[int], list[int], np.ndarray, list[set[int]]]:
     """Validation protocol on labelled embeddings: (metrics, query positions, gallery positions,
     ranking, each query's matching gallery indices). `query_embeddings` (one row per photo, e.g.
     of degraded photos) replaces the query rows when given; queries_per_person and seed pick the queries
@@ -141,7 +141,7 @@ def draw_figures(name: str, report: dict, q_crops: list, g_crops: list, ranked: 
 
 def evaluate_labelled(model, device, labelled: str | Path, name: str, *, data: DataSettings = DataSettings(),
                       retrieval: RetrievalSettings = RetrievalSettings(), evaluate: EvaluateSettings = EvaluateSettings(),
-                      queries_per_person: int = 1, seed: int = 0) -> dict:
+                      queries_per_person: int, seed: int) -> dict:
     """Score a model on identity folders (never trained on), split into queries and gallery, with figures."""
     degradation = evaluate.degrade
     people = list_identities(labelled, 1)

@@ -12,9 +12,9 @@ from pipeline.protocol import score_labelled, score_leave_one_out
 from search.retrieval_settings import RetrievalSettings
 
 
-def validate(model: EmbeddingNet, crops: list, labels: list[int], device, *, batch_size: int = 64,
-             retrieval: RetrievalSettings = RetrievalSettings(), degradation: str = "none", queries: str = "one",
-             queries_per_person: int = 1, seed: int = 0, features: torch.Tensor | None = None) -> dict:
+def validate(model: EmbeddingNet, crops: list, labels: list[int], device, *, batch_size: int,
+             retrieval: RetrievalSettings, degradation: str, queries: str, queries_per_person: int, seed: int,
+             features: torch.Tensor | None = None) -> dict:
     """Competition protocol on the held-out people (queries 'one': queries_per_person photos a person
     against the rest; 'all': every photo against all the others): top-1/5/10, mAP and the rest, from the
     crops, or from a frozen backbone's stored plain-view `features`; with a degradation, the same photos

@@ -33,7 +33,7 @@ def both_views(model: EmbeddingNet, crops: list, device, batch_size: int, what: 
 
 
 def teacher_targets(teacher: str, student: EmbeddingNet, paths: list[Path], crops: list, device, *,
-                    batch_size: int = 64, cache_dir: str | Path | None = None) -> torch.Tensor:
+                    batch_size: int, cache_dir: str | Path | None) -> torch.Tensor:
     """The teacher's (N, 2, D) targets for the training photos `paths` (the student's `crops` of
     them): 'self' is the student as it is now, before any step (its own space, as it is); else a
     checkpoint, which crops the photos with its own detector and alignment, its targets centred."""

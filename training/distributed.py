@@ -122,7 +122,7 @@ class Processes:
         return self.rank == 0
 
     @classmethod
-    def from_env(cls, device: str = "auto", backend: str = "auto", timeout: float = 7200) -> "Processes":
+    def from_env(cls, device: str, backend: str, timeout: float) -> "Processes":
         """This process's place among torchrun's (none: one process), the process group joined with `backend`
         (auto: nccl on CUDA, gloo on CPU), waiting `timeout` seconds for the others."""
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))

@@ -28,9 +28,8 @@ class _Views(torch.utils.data.Dataset):
         return self.augmented[(i, (self.seed * 1_000_003 + i) * self.views + v)][0]
 
 
-def frozen_features(model: EmbeddingNet, crops: list, views: int, device, what: str, *,
-                    augment: AugmentSettings = AugmentSettings(), batch_size: int = 64, num_workers: int = 0,
-                    seed: int = 0) -> torch.Tensor:
+def frozen_features(model: EmbeddingNet, crops: list, views: int, device, what: str, *, augment: AugmentSettings,
+                    batch_size: int, num_workers: int, seed: int) -> torch.Tensor:
     """The frozen backbone's outputs for `views` views of every crop, shaped (N, views, ...).
     A frozen backbone (dlib's descriptor) gives a view the same features at every step, so it runs
     once per view here instead of once per training step (dlib runs at a few photos/s on a CPU)."""

@@ -8,8 +8,8 @@ import torch
 from network import EmbeddingNet
 
 
-def make_optimizer(model: EmbeddingNet, loss_fn: torch.nn.Module, lr_backbone: float | str = "auto",
-                   lr_head: float = 1e-3, weight_decay: float = 1e-4) -> torch.optim.AdamW:
+def make_optimizer(model: EmbeddingNet, loss_fn: torch.nn.Module, lr_backbone: float | str, lr_head: float,
+                   weight_decay: float) -> torch.optim.AdamW:
     """AdamW with one learning rate for the backbone (auto: the backbone's own) and another for the head
     (and loss weights)."""
     head = model.head_parameters() + list(loss_fn.parameters())

@@ -31,12 +31,12 @@ routes = APIRouter(include_in_schema=False)  # the page's routes; the API's are 
 
 
 def create_app(store_root: str | Path, web: WebSettings = WebSettings(), feedback: FeedbackSettings = FeedbackSettings(),
-               fpir: float = 0.01, data: DataSettings | None = None) -> FastAPI:
+               *, fpir: float, data: DataSettings | None = None) -> FastAPI:
     """The search page's app over the store at `store_root`, with the page's bounds (web), the feedback
     methods' settings, the starting 'no one matches' rate and the caches (data). app.state.web is the
     Service; close it when done."""
     app = FastAPI(title="facematch", description="The search page's JSON API (webapp/api.py)", redoc_url=None)
-    app.state.web = Service(store_root, web, feedback, fpir, data)
+    app.state.web = Service(store_root, web, feedback, fpir=fpir, data=data)
     app.add_middleware(BodyLimit, limit=int(web.max_upload_bytes) * int(web.max_files) + 2 ** 20)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     app.include_router(routes)

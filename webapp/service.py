@@ -98,7 +98,7 @@ class Service:
     """The page's state: the store (opened on the worker thread), the sessions, the settings."""
 
     def __init__(self, store_root: str | Path, web: WebSettings = WebSettings(),
-                 feedback: FeedbackSettings = FeedbackSettings(), fpir: float = 0.01, data: DataSettings | None = None):
+                 feedback: FeedbackSettings = FeedbackSettings(), *, fpir: float, data: DataSettings | None = None):
         """The page over the store at `store_root`: its bounds (web), the feedback methods' settings, the
         starting rate of 'no one in the gallery matches' (retrieval.fpir), the crop and embedding caches (data;
         None: the store's own)."""
