@@ -25,6 +25,8 @@ from utils import DEFAULT_CONFIG, SCHEMA, ConfigError, FacematchError, get_devic
 log = get_logger()
 
 
+# ---------------------------------------------------------------- merging files and overrides, and the one check
+
 # Keys that take a keyword ('auto': the backbone's own value; 'all') or a value of the type given here.
 KEYWORD_KEYS = {"input.size": ("auto", 0), "input.mean": ("auto", []), "input.std": ("auto", []),
                 "model.freeze": ("all", 0), "train.lr_backbone": ("auto", 0.0)}
@@ -259,6 +261,8 @@ class _Registries(Mapping):
 
 REGISTRIES = _Registries()
 
+
+# ---------------------------------------------------------------- what the commands call
 
 def load_config(files: list[str | Path] | None = None, overrides: list[str] | None = None,
                 base: dict | None = None) -> dict:
