@@ -17,6 +17,7 @@ import torch
 from albumentations.pytorch import ToTensorV2
 
 from detection import list_images, load_crop
+from detection.covers import KINDS as COVER_KINDS
 from utils import ConfigError, DataError, get_logger, lookup
 
 log = get_logger()
@@ -157,7 +158,8 @@ def train_transform(s: AugmentSettings, inp: dict) -> A.Compose:
     return A.Compose(augment + list(eval_transform(inp).transforms))
 
 
-DEGRADATIONS = ("none", "cutout", "gamma", "both")
+CROP_DEGRADATIONS = ("none", "cutout", "gamma", "both")  # drawn on a crop (degrade below)
+DEGRADATIONS = CROP_DEGRADATIONS + COVER_KINDS  # evaluate.degrade: covers are drawn on the photo (pipeline/embedding.py)
 
 
 def degrade(image: np.ndarray, mode: str, seed: int) -> np.ndarray:
@@ -167,7 +169,7 @@ def degrade(image: np.ndarray, mode: str, seed: int) -> np.ndarray:
 
     Written with NumPy: two lines each, and exactly reproducible from one seed per photo.
     """
-    lookup(dict.fromkeys(DEGRADATIONS), mode, "evaluate.degrade")
+    lookup(dict.fromkeys(CROP_DEGRADATIONS), mode, "evaluate.degrade (on a crop)")
     rng = np.random.default_rng(seed)
     out = image.copy()
     if mode in ("gamma", "both"):

@@ -225,6 +225,11 @@ def _degradations():
     return DEGRADATIONS
 
 
+def _crop_degradations():
+    from dataset import CROP_DEGRADATIONS
+    return CROP_DEGRADATIONS
+
+
 def _distances():
     from search.exact import DISTANCES
     return DISTANCES
@@ -245,7 +250,8 @@ class _Registries(Mapping):
     against it (a command that never names a loss never imports the losses)."""
     _table: dict[str, Callable[[], Any]] = {
         "detection_steps": _steps, "alignments": _alignments, "backbones": _backbones, "poolings": _poolings,
-        "heads": _heads, "tta": _tta, "losses": _losses, "degradations": _degradations, "distances": _distances,
+        "heads": _heads, "tta": _tta, "losses": _losses, "degradations": _degradations, "crop_degradations": _crop_degradations,
+        "distances": _distances,
         "rerankers": _rerankers, "feedback_methods": _feedback_methods,
     }
 

@@ -1,7 +1,10 @@
 """Score a model on people it never saw: top-1/5/10 accuracy, mAP, recall@k, R-precision and
-nDCG@10 on a labelled query/gallery split, plus a retrieval figure.
+nDCG@10 on a labelled query/gallery split, plus a retrieval figure; with --covers, once per kind of cover
+drawn on the query photos (masks, glasses, hands, objects, squares, scarves, hair, caps) and their mean.
 
     facematch evaluate --checkpoint checkpoints/demo/best.pt --competition data/competition
+    facematch evaluate --checkpoint checkpoints/demo/best.pt --competition data/competition evaluate.degrade=mask
+    facematch evaluate --checkpoint checkpoints/demo/best.pt --competition data/competition --covers
     facematch evaluate --checkpoint checkpoints/celeba/best.pt --labelled path/to/identity/folders
 """
 from __future__ import annotations
@@ -9,38 +12,63 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from competition.scoring import score_competition
-from settings import embed_settings, load_for_inference
+from detection.covers import COVERS
 from pipeline.protocol import EvaluateSettings, evaluate_labelled, format_report
-from settings import run_command
+from settings import embed_settings, load_for_inference, run_command
 
+SHOWN = ("top1", "top5", "top10", "map@10", "map@r")  # the per-cover table's columns
 
 
 def arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, help="a checkpoint written by train.py")
     where = parser.add_mutually_exclusive_group(required=True)
-    where.add_argument("--competition", help="folder from split.py: test/query, test/gallery, ground_truth.json")
+    where.add_argument("--competition", help="folder from facematch split: test/query, test/gallery, ground_truth.json")
     where.add_argument("--labelled", help="identity folders <dir>/<person>/<photo>, split into query and gallery")
+    parser.add_argument("--covers", action="store_true", help="score clean queries and each kind of cover, and "
+                                                              "the covers' mean (evaluate.degrade is ignored)")
     parser.add_argument("--json", help="also write the metrics to this JSON file")
 
 
 def evaluate_checkpoint(checkpoint: str, cfg_files: list[str], overrides: list[str],
-                        competition: str | None = None, labelled: str | None = None) -> dict:
-    """Score a checkpoint on a competition folder (with its ground truth) or on identity folders."""
+                        competition: str | None = None, labelled: str | None = None, covers: bool = False) -> dict:
+    """Score a checkpoint on a competition folder (with its ground truth) or on identity folders; with
+    `covers`, {'clean': report, <kind>: report, ..., 'covers_mean': the kinds' mean of each metric}."""
     model, cfg, device = load_for_inference(checkpoint, cfg_files, overrides)
     evaluate = EvaluateSettings(**cfg["evaluate"])
-    if competition:
-        return score_competition(model, device, competition, Path(checkpoint).name, evaluate=evaluate,
-                                 **embed_settings(cfg))
-    return evaluate_labelled(model, device, labelled, Path(checkpoint).name, evaluate=evaluate,
-                             queries_per_person=cfg["split"]["queries_per_person"], **embed_settings(cfg))
+    name = Path(checkpoint).name
+
+    def score(settings: EvaluateSettings) -> dict:
+        if competition:
+            return score_competition(model, device, competition, name, evaluate=settings, **embed_settings(cfg))
+        return evaluate_labelled(model, device, labelled, name, evaluate=settings,
+                                 queries_per_person=cfg["split"]["queries_per_person"], **embed_settings(cfg))
+
+    if not covers:
+        return score(evaluate)
+    figure = Path(evaluate.figure)
+    reports = {kind: score(replace(evaluate, degrade=kind, figure=str(figure.with_stem(f"{figure.stem}_{kind}"))))
+               for kind in ("none", *COVERS)}
+    reports["clean"] = reports.pop("none")
+    reports["covers_mean"] = {k: sum(reports[kind][k] for kind in COVERS) / len(COVERS) for k in SHOWN}
+    return reports
+
+
+def cover_table(reports: dict) -> str:
+    """The per-cover scores as a Markdown table, clean first and the covers' mean last."""
+    rows = ["| queries | " + " | ".join(SHOWN) + " |", "|---|" + "---|" * len(SHOWN)]
+    for kind in ("clean", *COVERS, "covers_mean"):
+        rows.append(f"| {kind} | " + " | ".join(f"{reports[kind][k]:.3f}" for k in SHOWN) + " |")
+    return "\n".join(rows)
 
 
 def evaluate(args: argparse.Namespace) -> int:
-    report = evaluate_checkpoint(args.checkpoint, args.config, args.overrides, args.competition, args.labelled)
-    print(format_report(report))
+    report = evaluate_checkpoint(args.checkpoint, args.config, args.overrides, args.competition, args.labelled,
+                                 args.covers)
+    print(cover_table(report) if args.covers else format_report(report))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
     return 0

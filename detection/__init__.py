@@ -14,6 +14,7 @@ _HOME = {
     "detection.align": ["ALIGNMENTS", "ARCFACE_TEMPLATE", "similarity_align", "similarity_matrix", "square_crop"],
     "detection.cache": ["CROP_KEYS", "crop_key", "crop_one", "crop_paths", "key_settings", "load_crop"],
     "detection.chain": ["CENTER", "GUESS", "Crop", "chain_steps", "crop_face", "describe_chain"],
+    "detection.covers": ["COVERS", "EVALUATION", "TRAINING", "CoverRanges", "Face", "cover", "face_of", "template_face"],
     "detection.crop_settings": ["CropSettings", "MTCNN_STAGES"],
     "detection.detectors": ["DETECTORS", "Detections", "detect"],
     "detection.images": ["IMAGE_EXTENSIONS", "ImageReadError", "list_images", "read_image"],

@@ -13,9 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
-from dataset import DataSettings, degrade
-from detection import crop_paths, list_images, load_crop
+from dataset import COVER_KINDS, DataSettings, degrade
+from detection import CropReport, CropSettings, ImageReadError, crop_face, crop_paths, list_images, load_crop, read_image
+from detection.covers import EVALUATION, cover, face_of
 from network import EmbeddingNet, batch_size_for, checkpoint_fingerprint, embed
 from pipeline.embedding_cache import EmbeddingCache, file_sha1, photo_key
 from search.retrieval_settings import RetrievalSettings
@@ -47,13 +49,16 @@ def embed_paths(paths: list[Path], model: EmbeddingNet, device, what: str, *, da
     (evaluate.degrade), each crop is degraded first, seeded by the photo's name and `seed`
     (so every model sees the same degraded queries), and the cache is not used.
     """
-    crops, report = crop_paths(paths, model.crop_settings(), data.cache_dir, desc=f"cropping {what}",
-                               workers=int(data.num_workers))
+    if degradation in COVER_KINDS:  # drawn on the photo, before its face is looked for: as the world covers faces
+        crops, report = covered_crops(paths, model.crop_settings(), degradation, seed)
+    else:
+        crops, report = crop_paths(paths, model.crop_settings(), data.cache_dir, desc=f"cropping {what}",
+                                   workers=int(data.num_workers))
     log.info(f"{what}: {report.summary()}")
     kept = [(p, c) for p, c in zip(paths, crops) if c is not None]
     tta = retrieval.tta
     images = [c for _, c in kept]
-    if degradation != "none":
+    if degradation != "none" and degradation not in COVER_KINDS:
         images = [degrade(load_crop(c), degradation, photo_seed(p.name, seed)) for p, c in kept]
     cache_file = data.embedding_cache if degradation == "none" else ""
     keys, found, cache = [], {}, None
@@ -77,6 +82,39 @@ def embed_paths(paths: list[Path], model: EmbeddingNet, device, what: str, *, da
     return EmbeddedFolder([p.name for p, _ in kept], images, emb,
                           [str(p) for p, c in zip(paths, crops) if c is None], len(todo), len(kept) - len(todo),
                           [p for p, _ in kept])
+
+
+def covered_crops(paths: list[Path], settings: CropSettings, kind: str, seed: int,
+                  textures: int = 8) -> tuple[list[np.ndarray | None], CropReport]:
+    """Each photo covered (detection.covers: `kind` placed on the face YuNet finds in the clean photo, drawn from
+    the evaluation's distribution, seeded by the photo's name and `seed`), then cropped as `settings` say from
+    the covered photo; None where it is unreadable or no face is found. Objects are cut from the first
+    `textures` photos of the list (never the photo itself), so a run is the same whatever else is asked."""
+    pool = []
+    for p in paths[:textures]:
+        try:
+            pool.append((p, read_image(p)))
+        except ImageReadError:
+            continue
+    report, out = CropReport(primary=settings.detector, subject=settings.subject), []
+    for path in tqdm(paths, desc=f"covering ({kind}) and cropping", unit="img", leave=False,
+                     disable=True if len(paths) < 20 else None):  # None: only on a terminal
+        try:
+            image = read_image(path)
+        except ImageReadError as exc:
+            log.warning(f"skipping {exc}")
+            report.failed.append(str(path))
+            out.append(None)
+            continue
+        rng = np.random.default_rng(photo_seed(f"{kind}:{path.name}", seed))
+        covered = cover(image, kind, face_of(image), rng, EVALUATION, [t for q, t in pool if q != path])
+        crop = crop_face(covered, settings)
+        if crop is None:
+            report.no_face.append(str(path))
+        else:
+            report.add(crop.path, str(path), crop.faces, crop.aligned, settings.align, False)
+        out.append(None if crop is None else crop.image)
+    return out, report
 
 
 def photo_seed(name: str, seed: int) -> int:
