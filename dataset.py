@@ -7,6 +7,7 @@ import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no network at run time: skip its version check
 
@@ -125,6 +126,86 @@ def query_gallery_split(labels: list, queries_per_person: int, seed: int) -> tup
         queries += q
         gallery += g
     return sorted(queries), sorted(gallery)
+
+
+# ---------------------------------------------------------------- verification pairs (LFW's pairs.txt)
+
+class Pair(NamedTuple):
+    """Two photos, whether they show the same person, and the fold the pair belongs to."""
+    a: Path
+    b: Path
+    same: bool
+    fold: int
+
+
+def _lfw_photo(root: Path, name: str, number: str, where: str) -> Path:
+    for ext in (".jpg", ".jpeg", ".png"):
+        path = root / name / f"{name}_{int(number):04d}{ext}"
+        if path.is_file():
+            return path
+    raise DataError(f"{where}: no photo {name}_{int(number):04d} under {root / name}")
+
+
+def read_pairs(path: str | Path, root: str | Path) -> list[Pair]:
+    """The pairs of a file in LFW's pairs.txt format: a line 'folds pairs-per-fold', then per fold that many
+    same-person lines 'name n1 n2' and as many other-person lines 'name1 n1 name2 n2'; photos are
+    <root>/<name>/<name>_<n, 4 digits>.jpg. A line that is neither, or a photo that is missing, is a DataError
+    naming the file and line."""
+    path, root = Path(path), Path(root)
+    try:
+        lines = [line.split() for line in path.read_text().splitlines() if line.strip()]
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read the pairs file ({exc.strerror})") from None
+    try:
+        folds, per_fold = (int(v) for v in lines[0][:2])
+    except (IndexError, ValueError):
+        raise DataError(f"{path}:1: the first line must be 'folds pairs-per-fold' (as LFW's pairs.txt: 10 300)") from None
+    if len(lines) - 1 != folds * 2 * per_fold:
+        raise DataError(f"{path}: {len(lines) - 1} pair lines, but {folds} folds of 2 × {per_fold} make "
+                        f"{folds * 2 * per_fold}")
+    pairs = []
+    for i, fields in enumerate(lines[1:]):
+        where, fold = f"{path}:{i + 2}", i // (2 * per_fold)
+        if len(fields) == 3:
+            pairs.append(Pair(_lfw_photo(root, fields[0], fields[1], where),
+                              _lfw_photo(root, fields[0], fields[2], where), True, fold))
+        elif len(fields) == 4:
+            pairs.append(Pair(_lfw_photo(root, fields[0], fields[1], where),
+                              _lfw_photo(root, fields[2], fields[3], where), False, fold))
+        else:
+            raise DataError(f"{where}: a pair line is 'name n1 n2' or 'name1 n1 name2 n2', got {' '.join(fields)!r}")
+    return pairs
+
+
+def make_pairs(people: dict[str, list[Path]], folds: int = 10, per_fold: int = 300, seed: int = 0) -> str:
+    """A pairs file in LFW's format from identity folders of LFW-named photos (<name>_<n>.jpg): people dealt to
+    the folds (a person in one fold only, as in LFW's own), then in each fold per_fold same-person pairs (two
+    photos of one person) and per_fold other-person pairs, drawn with `seed`, no pair twice."""
+    rng = random.Random(seed)
+    names = sorted(people)
+    rng.shuffle(names)
+    lines = [f"{folds}\t{per_fold}"]
+    for fold in range(folds):
+        members = sorted(names[fold::folds])
+        twos = [n for n in members if len(people[n]) >= 2]
+        if not twos or len(members) < 2:
+            raise DataError(f"fold {fold + 1} of {folds} has too few people (give fewer folds or more people)")
+        number = {n: [p.stem.rsplit("_", 1)[1] for p in people[n]] for n in members}
+        same, other = set(), set()
+        for _ in range(50 * per_fold):
+            if len(same) < per_fold:
+                n = rng.choice(twos)
+                same.add((n, *sorted(rng.sample(number[n], 2))))
+            if len(other) < per_fold:
+                a, b = sorted(rng.sample(members, 2))
+                other.add((a, rng.choice(number[a]), b, rng.choice(number[b])))
+            if len(same) == len(other) == per_fold:
+                break
+        if len(same) < per_fold or len(other) < per_fold:
+            raise DataError(f"fold {fold + 1}: only {len(same)} same-person and {len(other)} other-person pairs "
+                            f"can be drawn (asked {per_fold}): give fewer pairs per fold")
+        lines += ["\t".join(p) for p in sorted(same)] + ["\t".join(p) for p in sorted(other)]
+    return "\n".join(lines) + "\n"
 
 
 # ---------------------------------------------------------------- transforms
