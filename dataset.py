@@ -18,6 +18,7 @@ import torch
 from albumentations.pytorch import ToTensorV2
 
 from detection import list_images, load_crop
+from detection.covers import COVERS, TRAINING, cover, face_in_crop
 from detection.covers import KINDS as COVER_KINDS
 from utils import ConfigError, DataError, get_logger, lookup
 
@@ -67,6 +68,8 @@ class AugmentSettings:
     dropout_size: list[float] = field(default_factory=lambda: [0.1, 0.25])
     erase_p: float = 0.0
     erase_side: list[float] = field(default_factory=lambda: [0.3, 0.45])
+    cover_p: float = 0.0
+    cover_kinds: list[str] = field(default_factory=lambda: list(COVERS))
 
 
 
@@ -220,6 +223,24 @@ def eval_transform(inp: dict) -> A.Compose:
     ])
 
 
+class Cover(A.ImageOnlyTransform):
+    """A cover as people wear them (detection/covers.py) drawn on a training crop, from training's own
+    distribution (covers.TRAINING, never evaluation's), placed from where a crop has its face's landmarks
+    (covers.face_in_crop); the kind drawn among `kinds`, each draw seeded by the augmentation's generator."""
+
+    def __init__(self, kinds: list[str] | tuple[str, ...] = tuple(COVERS), p: float = 0.5):
+        super().__init__(p=p)
+        self.kinds = list(kinds)
+
+    def get_params(self) -> dict:
+        return {"seed": int(self.random_generator.integers(2 ** 62))}
+
+    def apply(self, img: np.ndarray, seed: int = 0, **params) -> np.ndarray:
+        rng = np.random.default_rng(seed)
+        kind = self.kinds[int(rng.integers(len(self.kinds)))]
+        return cover(img, kind, face_in_crop(img.shape), rng, TRAINING)
+
+
 def train_transform(s: AugmentSettings, inp: dict) -> A.Compose:
     """Training augmentation (the `augment` settings) followed by exactly the evaluation transform."""
     augment = [
@@ -235,6 +256,7 @@ def train_transform(s: AugmentSettings, inp: dict) -> A.Compose:
                         hole_width_range=tuple(s.dropout_size), p=s.dropout_p),
         A.Erasing(scale=(s.erase_side[0] ** 2, s.erase_side[1] ** 2), ratio=(1.0, 1.0), fill=0,
                   p=s.erase_p),
+        Cover(s.cover_kinds, p=s.cover_p),
     ]
     return A.Compose(augment + list(eval_transform(inp).transforms))
 

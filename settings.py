@@ -225,6 +225,11 @@ def _degradations():
     return DEGRADATIONS
 
 
+def _cover_kinds():
+    from detection.covers import COVERS
+    return COVERS
+
+
 def _crop_degradations():
     from dataset import CROP_DEGRADATIONS
     return CROP_DEGRADATIONS
@@ -251,6 +256,7 @@ class _Registries(Mapping):
     _table: dict[str, Callable[[], Any]] = {
         "detection_steps": _steps, "alignments": _alignments, "backbones": _backbones, "poolings": _poolings,
         "heads": _heads, "tta": _tta, "losses": _losses, "degradations": _degradations, "crop_degradations": _crop_degradations,
+        "cover_kinds": _cover_kinds,
         "distances": _distances,
         "rerankers": _rerankers, "feedback_methods": _feedback_methods,
     }

@@ -317,6 +317,15 @@ def template_face(box: np.ndarray) -> Face:
                 np.asarray(box, np.float32))
 
 
+def face_in_crop(shape: tuple[int, ...], margin: float = 0.17) -> Face:
+    """The face of a square face crop (an aligned chip or a square with a margin): the template's landmarks in the
+    crop's central box, `margin` of the side left on every side (dlib's chips and crop.margin 0.25 put the face
+    about there)."""
+    side = float(min(shape[:2]))
+    return template_face(np.array([margin * side, margin * side, (1 - 2 * margin) * side, (1 - 2 * margin) * side],
+                                  np.float32))
+
+
 def cover(image: np.ndarray, kind: str, face: Face, rng: np.random.Generator, ranges: CoverRanges = EVALUATION,
           textures: list[np.ndarray] | tuple = ()) -> np.ndarray:
     """A copy of `image` with a cover of `kind` (one of KINDS; mixed draws one) on `face`, drawn from `ranges`

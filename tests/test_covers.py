@@ -130,3 +130,30 @@ def test_evaluate_covers_scores_every_kind_and_their_mean(tiny_cfg, tmp_path, ca
     assert reports["covers_mean"]["top1"] == pytest.approx(mean)
     assert (tmp_path / "grid_mask.png").exists() and (tmp_path / "grid_cap.png").exists()
     assert Path(tmp_path / "grid_none.png").exists()  # the clean run's figure
+
+
+def test_training_covers_crops_from_its_own_distribution_seeded_per_draw():
+    import random
+
+    from dataset import AugmentSettings, Cover, train_transform
+
+    crop = read_image(FACES / "one_face.jpg")[:150, :150].copy()
+    transform = Cover(["mask", "glasses"], p=1.0)
+    outs = []
+    for seed in (1, 1, 2):
+        transform.set_random_state(np.random.default_rng(seed), random.Random(seed))
+        outs.append(transform(image=crop)["image"])
+    assert np.array_equal(outs[0], outs[1]) and not np.array_equal(outs[0], outs[2])  # a draw's seed decides
+    assert not np.array_equal(outs[0], crop)
+    off = train_transform(AugmentSettings(hflip_p=0, color_p=0, gamma_p=0, affine_p=0, blur_p=0, dropout_p=0),
+                          {"size": 32, "mean": [0.0] * 3, "std": [1.0] * 3, "max_pixel_value": 255.0})
+    assert any(isinstance(t, Cover) and t.p == 0.0 for t in off.transforms)  # augment.cover_p 0: no cover by default
+
+
+def test_a_run_trains_with_covers_on_its_crops(tiny_cfg):
+    import train
+    from settings import load_config
+
+    state = train.train(load_config(overrides=["augment.cover_p=1", "augment.cover_kinds=[mask,hand]",
+                                               "train.epochs=1"], base=tiny_cfg))
+    assert state["epoch"] == 1 and np.isfinite(state["history"][-1]["train_loss"])
