@@ -108,7 +108,7 @@ def identity_split(people: list[str], fraction: float, seed: int) -> tuple[list[
 
 def pick_queries(items: list, queries_per_person: int, rng: random.Random) -> tuple[list, list]:
     """One person's (queries, gallery): the items shuffled by `rng`, the first queries_per_person of
-    them queries, always leaving one for the gallery. The one rule of the competitions split.py builds and of
+    them queries, always leaving one for the gallery. The one rule of the competitions `facematch split` builds and of
     validation on labelled people, so both pick alike from the same random stream."""
     items = list(items)
     rng.shuffle(items)

@@ -301,7 +301,7 @@ def check_monitor(cfg: dict) -> None:
 
 
 def check_merged(cfg: dict) -> None:
-    """Check a config already merged (server.py's flags) as load_config checks one."""
+    """Check a config already merged (`facematch serve`'s flags) as load_config checks one."""
     check_config(cfg, REGISTRIES)
 
 
@@ -356,7 +356,7 @@ def run_command(doc: str, arguments: Callable[[argparse.ArgumentParser], None],
     `body(args)` does the work with args.config and args.overrides; with config="config/default.yaml"
     args.cfg is load_config(args.config, args.overrides) (other commands start from a checkpoint's
     config and load it themselves). `mixed` names a positional list that holds the overrides too
-    (faces.py's folders), which are moved to args.overrides."""
+    (`facematch faces`'s folders), which are moved to args.overrides."""
     parser = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     arguments(parser)
     parser.add_argument("--config", action="append", default=[], help=f"config file(s) on top of {config}")

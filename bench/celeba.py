@@ -4,7 +4,7 @@
     .venv/bin/python bench/celeba.py long          # the long run, then evaluate.py on the test people
 
 Needs ../shared/data/celeba (and ../shared/data/lfw_train for `long`). The competition folder
-data/celeba is built with split.py first (config/celeba.yaml: a quarter of the people held out).
+data/celeba is built with `facematch split` first (config/celeba.yaml: a quarter of the people held out).
 """
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
     .venv/bin/python bench/demo.py --runs 3                  # both demos, 3 runs each
     .venv/bin/python bench/demo.py --runs 3 --targets demo   # one of them
 
-Each run is `make clean` then the target, timed step by step; the scores are those evaluate.py and the
+Each run is `make clean` then the target, timed step by step; the scores are those `facematch evaluate` and the
 local competition server print. Where runs differ (a network from random weights is not bit-identical
 from run to run or CPU to CPU) the section shows the range seen, not one value.
 """

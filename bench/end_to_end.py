@@ -9,7 +9,7 @@ Photos: a seeded sample of --sample photos, half from ../shared/data/lfw_train a
 
 facematch: `retrieval.embed_paths` (read, detect, align, crop, write the crop cache, embed, write the
 embedding cache) with a model loaded from a checkpoint by `network.load_for_inference`, as
-evaluate.py and request_send.py load theirs; the checkpoint is built beforehand with `build_model`
+`facematch evaluate` and request_send.py load theirs; the checkpoint is built beforehand with `build_model`
 and `save_checkpoint` (not timed). Every run starts from an empty crop cache and an empty
 embedding cache (so everything is computed), then runs again over them (warm caches).
 - best_before: config/best.yaml's chain before the speed work (MTCNN first, the largest face).

@@ -19,7 +19,7 @@ status, never a traceback, and leaves the store untouched.
 Sessions: a random cookie id maps to the session's state in memory (query embedding and crop,
 marks, rows shown, round, method); the web.max_sessions most recently used are kept. All store
 work runs on one worker thread (SQLite's connection lives there), one request at a time.
-The competition server (server.py) is separate and stays torch-free.
+The competition server (`facematch serve`) is separate and stays torch-free.
 """
 from __future__ import annotations
 

@@ -24,7 +24,7 @@ class GroundTruthError(FacematchError, ValueError):
 
 
 def load_ground_truth(path: str | Path) -> dict:
-    """Read a ground-truth file written by split.py: {'name', 'queries': {q: [gallery…]}, 'gallery': [...]}.
+    """Read a ground-truth file written by `facematch split`: {'name', 'queries': {q: [gallery…]}, 'gallery': [...]}.
 
     A folder is taken to hold ground_truth.json.
     """

@@ -171,7 +171,7 @@ def load_tokens(path: str | Path) -> dict[str, str]:
 @dataclass(frozen=True)
 class ServerSettings:
     """The server: section of the config, typed (config/default.yaml documents each key, with these
-    defaults); server.py builds it with ServerSettings(**cfg["server"])."""
+    defaults); `facematch serve` (cli/serve.py) builds it with ServerSettings(**cfg["server"])."""
     host: str = "127.0.0.1"
     port: int = 3001
     db: str = "outputs/server.db"

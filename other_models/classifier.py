@@ -7,7 +7,7 @@
 A baseline is the main pipeline's EmbeddingNet (backbone → pooling → head → L2-normalised
 embedding) trained by train.py's loop with a classification loss whose class weights live in the
 loss, not the model: the checkpoint is an ordinary facematch checkpoint, its embedding is the
-penultimate feature, and evaluate.py, request_send.py and `train.py --resume` take it as it is.
+penultimate feature, and `facematch evaluate`, request_send.py and `train.py --resume` take it as it is.
 
 Configuration: config/default.yaml, then config/classifier.yaml, then the variant's settings, then
 every --config file, then the key=value overrides. train.out_dir defaults to checkpoints/<variant>

@@ -1,5 +1,5 @@
 """The search page in a real browser: Playwright drives Debian's chromium headless against
-web.py served by uvicorn on loopback (upload, results, mark two, refine, a new round, type a
+The search page (`facematch web`) served by uvicorn on loopback (upload, results, mark two, refine, a new round, type a
 name, mark, search by the name). .ci/run installs chromium; where the browser cannot start the
 test skips saying why (test_web.py runs the same flow at HTTP level either way).
 
@@ -26,7 +26,7 @@ CHROMIUM = os.environ.get("FACEMATCH_CHROMIUM") or shutil.which("chromium") or "
 
 
 class Served:
-    """web.py's app under uvicorn on a free loopback port, in a thread."""
+    """The page's app under uvicorn on a free loopback port, in a thread."""
 
     def __init__(self, app):
         import uvicorn

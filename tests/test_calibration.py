@@ -1,6 +1,6 @@
 """Same-person decisions: the calibration and its thresholds by hand, the verification and open-set
 metrics by hand, a training run that calibrates its checkpoint, and the decisions where users see them
-(the store's search command, compare.py, the page), with a stranger who must match no one."""
+(the store's search command, `facematch compare`, the page), with a stranger who must match no one."""
 from __future__ import annotations
 
 import html

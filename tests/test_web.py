@@ -1,4 +1,4 @@
-"""The search page (web.py) over a tiny store, through FastAPI's TestClient: upload checks, a
+"""The search page (`facematch web`) over a tiny store, through FastAPI's TestClient: upload checks, a
 store untouched by refused uploads, the whole flow (search, mark, refine, add, remove, names),
 and learned names' prototypes in the store."""
 from __future__ import annotations
