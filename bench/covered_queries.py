@@ -1,0 +1,78 @@
+"""Covered queries on the development competition (data/dev, bench/table.py prepare): `facematch evaluate
+--covers` for each checkpoint (clean queries, each kind of cover drawn on the query photo before its face is
+looked for, and the kinds' mean), beside dlib's network as it is, scored in the same run.
+
+    .venv/bin/python bench/covered_queries.py        # dlib_ft_best (config/best.yaml) and dlib_frozen_best_chain
+    .venv/bin/python bench/covered_queries.py --rows dlib_ft_best
+
+Each row's report is kept in outputs/covers/<row>.json and reused while it is newer than the checkpoint.
+Writes the section "covered" of bench/RESULTS.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DEV = ROOT / "data" / "dev"
+CKPT = ROOT / "checkpoints" / "table"
+OUT = ROOT / "outputs" / "covers"
+REFERENCE = "dlib_frozen_best_chain"  # dlib's network as it is, config/best.yaml's chain
+
+
+def report_of(row: str) -> dict:
+    """The row's `facematch evaluate --covers` report, computed unless a newer one is kept."""
+    out, ckpt = OUT / f"{row}.json", CKPT / row / "best.pt"
+    if not out.exists() or out.stat().st_mtime < ckpt.stat().st_mtime:
+        OUT.mkdir(parents=True, exist_ok=True)
+        subprocess.run([sys.executable, "-m", "cli", "evaluate", "--checkpoint", str(ckpt), "--competition", str(DEV),
+                        "--covers", "--json", str(out), f"evaluate.figure={OUT / row / 'retrieval.png'}",
+                        "data.cache_dir=data/cache/crops"], cwd=ROOT, check=True)
+    return json.loads(out.read_text())
+
+
+def main(argv: list[str] | None = None) -> int:
+    from benchlib import git_rev, machine, write_section
+
+    from cli.evaluate import cover_table
+    from detection.covers import COVERS
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", nargs="+", default=["dlib_ft_best", REFERENCE], help="checkpoints/table/<row>")
+    parser.add_argument("--no-write", action="store_true", help="print only; leave bench/RESULTS.md alone")
+    args = parser.parse_args(argv)
+    if not (DEV / "ground_truth.json").exists():
+        print("needs data/dev (bench/table.py prepare): nothing to bench")
+        return 0
+    rows = list(dict.fromkeys([*args.rows, REFERENCE]))
+    started = time.time()
+    reports = {row: report_of(row) for row in rows}
+    ref = reports[REFERENCE]
+    lines = [f"Command: `.venv/bin/python bench/covered_queries.py --rows {' '.join(args.rows)}` (commit {git_rev()}, "
+             f"{time.strftime('%Y-%m-%d')}; {machine()}; load average {os.getloadavg()[0]:.1f} at the end; reports "
+             f"kept in outputs/covers/). Each query photo of data/dev's test split (410 queries, 1,730 gallery photos, "
+             "people no checkpoint trained on) is covered once per kind, drawn from the evaluation's distribution "
+             "and seeded by its name, before its face is looked for; the gallery stays clean. Ratio: top-1 over "
+             f"{REFERENCE}'s (dlib's network as it is) in the same run.", ""]
+    for row in rows:
+        rep = reports[row]
+        ratio = rep["covers_mean"]["top1"] / max(ref["covers_mean"]["top1"], 1e-9)
+        worst = min(COVERS, key=lambda kind: rep[kind]["top1"])
+        lines += [f"**{row}**: covered top-1 {rep['covers_mean']['top1']:.3f} on average over the kinds "
+                  f"({ratio:.2f}× {REFERENCE}), clean {rep['clean']['top1']:.3f}; hardest: {worst} "
+                  f"{rep[worst]['top1']:.3f}", "", cover_table(rep), ""]
+    lines.append(f"{(time.time() - started) / 60:.0f} min for what was not kept.")
+    text = "\n".join(lines)
+    print(text)
+    if not args.no_write:
+        write_section("covered", "## Covered queries as people wear them: the start (issue 27)\n\n" + text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
