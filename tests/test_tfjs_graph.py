@@ -174,6 +174,38 @@ def test_pools_reshape_and_pad_keep_tfs_nhwc_meaning(tmp_path):
     assert np.array_equal(flat, expected)
 
 
+def fused_ops(n: dict, *ops: str) -> dict:
+    n["attr"]["fused_ops"] = {"list": {"s": [base64.b64encode(op.encode()).decode() for op in ops]}}
+    return n
+
+
+def test_fused_ops_prelu_explicit_padding_and_matmul_follow_tf(tmp_path):
+    rng = np.random.default_rng(1)
+    c = {"k": rng.normal(size=(3, 3, 2, 3)), "b": rng.normal(size=3), "alpha": rng.uniform(0, 0.5, size=3),
+         "off": rng.normal(size=3), "w": rng.normal(size=(5, 12)), "wb": rng.normal(size=5),
+         "shape": np.array([-1, 12])}
+    c = {k: v.astype(np.int32 if k == "shape" else np.float32) for k, v in c.items()}
+    conv = node("conv", "_FusedConv2D", ["x", "k", "b", "alpha"], strides=[1, 2, 2, 1], padding="EXPLICIT",
+                explicit_paddings=[0, 0, 2, 0, 1, 1, 0, 0])
+    dense = node("dense", "_FusedMatMul", ["flat", "w", "wb"], transpose_b=True)
+    nodes = [node("x", "Placeholder"), fused_ops(conv, "BiasAdd", "Prelu"), node("add", "AddV2", ["conv", "off"]),
+             node("sub", "Sub", ["add", "conv"]), node("six", "Relu6", ["sub"]), node("same", "Identity", ["six"]),
+             node("flat", "Reshape", ["same", "shape"]), fused_ops(dense, "BiasAdd", "Relu"),
+             node("p", "Softmax", ["dense"])]
+    x = rng.normal(size=(2, 4, 3, 2)).astype(np.float32) * 3
+    path = write_graph(tmp_path, nodes, c)
+    with torch.no_grad():
+        conv_out, p = (read_tfjs_graph(path, out)(nchw(x)).numpy() for out in ("conv", "p"))
+    y = np.pad(x, ((0, 0), (2, 0), (1, 1), (0, 0)))
+    y = conv_nhwc(y, c["k"], 2, (0, 0)) + c["b"]  # 6x5 padded, stride 2: 2x2
+    y = np.where(y > 0, y, y * c["alpha"])
+    assert np.abs(conv_out - y.transpose(0, 3, 1, 2)).max() < 1e-4
+    flat = np.clip(y + c["off"] - y, 0, 6).reshape(2, 12)  # NHWC order, as TF flattens
+    logits = np.maximum(flat @ c["w"].T + c["wb"], 0)
+    expected = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    assert p.shape == (2, 5) and np.abs(p - expected).max() < 1e-5
+
+
 def test_an_unknown_op_a_missing_node_and_a_short_file_are_named(tmp_path):
     nodes = [node("x", "Placeholder"), node("odd", "FancyOp", ["x"])]
     path = write_graph(tmp_path, nodes, {"w": np.ones(2, np.float32)})
