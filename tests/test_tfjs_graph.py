@@ -271,5 +271,24 @@ def test_faceres_is_a_trainable_backbone_that_embeddingnet_builds():
         assert not torch.allclose(random_start(x), bb.module.eval()(x), atol=1e-2)
 
 
+def test_a_fine_tuned_faceres_checkpoint_rebuilds_with_its_own_weights(tmp_path):
+    installed("faceres")
+    from network import model_from_checkpoint, save_checkpoint
+    from settings import load_config
+
+    cfg = load_config(["config/faceres.yaml"])
+    model = net("faceres", 1024, head="none", weights="pretrained", cfg=cfg).eval()
+    with torch.no_grad():
+        next(model.backbone.parameters()).add_(0.01)  # as a fine-tuning step would
+    save_checkpoint(tmp_path / "ft.pt", {"model": model.state_dict(), "config": cfg, "meta": model.meta,
+                                         "model_info": model.describe()})
+    rebuilt, _ = model_from_checkpoint(tmp_path / "ft.pt")
+    x = nchw(face_input()[None])
+    with torch.no_grad():
+        assert torch.equal(rebuilt(x), model(x))
+        assert not torch.allclose(rebuilt(x), net("faceres", 1024, head="none", weights="pretrained", cfg=cfg)
+                                  .eval()(x), atol=1e-6)
+
+
 if __name__ == "__main__":  # the face input's bytes, for make_fixture.mjs  # the face input's bytes, for make_fixture.mjs
     open(sys.argv[1], "wb").write(face_input().tobytes())
