@@ -254,6 +254,7 @@ def axes(step: Step, x: torch.Tensor, wanted) -> list[int]:
 
 
 def mean(step: Step, args: list) -> torch.Tensor:
+    """Mean over NHWC axes (a global pooling: [1, 2])."""
     x = args[0]
     return x.mean(dim=axes(step, x, args[1]), keepdim=step.settings["keep_dims"])
 
@@ -273,10 +274,12 @@ def pad(step: Step, args: list) -> torch.Tensor:
 
 
 def softmax(step: Step, args: list) -> torch.Tensor:
+    """Softmax over the last NHWC axis (channels)."""
     return F.softmax(args[0], dim=axes(step, args[0], -1)[0])
 
 
 def squeeze(step: Step, args: list) -> torch.Tensor:
+    """Squeeze the NHWC axes squeeze_dims names, or every axis of size 1."""
     x = args[0]
     dims = axes(step, x, step.settings["squeeze"]) if step.settings["squeeze"] else \
         [d for d in range(x.dim()) if x.shape[d] == 1]
@@ -291,6 +294,7 @@ def elementwise(fn: Callable) -> Callable[[Step, list], torch.Tensor]:
 
 
 def unary(fn: Callable) -> Callable[[Step, list], torch.Tensor]:
+    """An op of one tensor, the same in either layout."""
     return lambda step, args: fn(args[0])
 
 
@@ -433,13 +437,15 @@ class TfjsGraph(nn.Module):
                 free[i].append(ref)
         return free
 
-    def constant(self, name: str):
+    def constant(self, name: str) -> torch.Tensor | list:
+        """A constant's value: its Parameter or buffer, or the plain list of an integer one."""
         if name in self.static:
             return self.static[name]
         part, key = self.where[name]
         return getattr(self.parts[part], key)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The output node's value for (B, C, H, W) inputs (a 4-D output NCHW)."""
         values: dict[str, object] = {}
         for step, free in zip(self.steps, self.free_after):
             if step.op == "Placeholder":
