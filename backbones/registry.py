@@ -16,10 +16,11 @@ random start. BatchNorm's `num_batches_tracked` counters may be absent from a fi
                    (pixel - mean * max_pixel_value) / (std * max_pixel_value)
   max_pixel_value  float: 255.0 normally; 1.0 with mean 0 and std 1 hands raw 0..255 pixels on
   crop             dict of crop settings the backbone requires ({} when any face crop will do;
-                   {"align": "dlib", "size": 150} for dlib_resnet, trained on dlib's face chips)
+                   {"align": "dlib", "size": 150} for dlib_resnet, trained on dlib's face chips;
+                   {} for faceres, though it was trained on loose square crops)
   fixed_size       bool (optional): input.size must be input_size (a network that knows one scale)
   lr_backbone      float (optional): train.lr_backbone when it is auto (default 1e-4): small for a
-                   network whose knowledge larger steps destroy (dlib_resnet: 1e-6)
+                   network whose knowledge larger steps destroy (dlib_resnet, faceres: 1e-6)
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ import os
 from typing import Callable
 
 from backbones.dlib_resnet import dlib_resnet
+from backbones.faceres import faceres, faceres_deep
 from backbones.imagenet import efficientnet_lite0, mobilenet_v2, resnet18, resnet34, resnet50, vgg16
 from backbones.weights import Backbone, WeightsError
 from utils import lookup
@@ -40,6 +42,8 @@ BACKBONES: dict[str, Callable[[str | None], Backbone]] = {
     "efficientnet_lite0": efficientnet_lite0,
     "vgg16": vgg16,
     "dlib_resnet": dlib_resnet,
+    "faceres": faceres,
+    "faceres-deep": faceres_deep,
 }
 
 
