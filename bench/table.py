@@ -140,6 +140,11 @@ FT_ROWS: dict[str, tuple[dict, list[str]]] = {
                       "fine-tuned, whole network, lr 1e-6, black squares and strong gamma, 6 epochs of 93 batches "
                       "(2.3 times the budget)", "loss": "triplet (batch-hard)"},
                      ["--config", "config/best.yaml", "train.epochs=6", "train.batches_per_epoch=0"]),  # after BUDGET
+    "faceres_as_is": ({"crop": "YuNet → Haar → centre, a loose square (1.2× the box), 224 px",
+                       "backbone": "HSE FaceRes (faceres: a MobileNet trained for identity on VGGFace2, read from its "
+                       "TF.js graph) as it is", "loss": "none (pretrained)"},
+                      ["--config", "config/faceres.yaml", "train.epochs=0", "retrieval.tta=flip",
+                       "retrieval.rerank=[aqe]"]),
     "dlib_ft_best_erase60": ({"crop": "config/best.yaml's chain + dlib chip",
                               "backbone": "config/best.yaml, dark patches not filled, with larger black squares (40–60% of the side, as a square "
                               "over 30% of a photo covers its chip)", "loss": "triplet (batch-hard)"},
