@@ -4,7 +4,7 @@ holds out (data/dev, bench/table.py prepare), then `facematch evaluate --pairs â
 ten-fold accuracy mean Â± std and TAR@FAR, clean and with the second photo of every pair covered by each kind.
 
     .venv/bin/python bench/lfw_pairs.py                                   # dlib_ft_best and dlib_frozen_best_chain
-    .venv/bin/python bench/lfw_pairs.py --rows dlib_ft_best --per-fold 100
+    .venv/bin/python bench/lfw_pairs.py --rows dlib_ft_best --per-fold 60
 
 Writes data/dev_pairs.txt (once) and the section "pairs" of bench/RESULTS.md.
 """
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", nargs="+", default=["dlib_ft_best", "dlib_frozen_best_chain"],
                         help="checkpoints/table/<row>/best.pt to score")
-    parser.add_argument("--per-fold", type=int, default=150, help="same-person (and other-person) pairs per fold")
+    parser.add_argument("--per-fold", type=int, default=60, help="same-person (and other-person) pairs per fold")
     parser.add_argument("--no-write", action="store_true", help="print only; leave bench/RESULTS.md alone")
     args = parser.parse_args(argv)
     if not (DEV / "key.json").exists() or not LFW.is_dir():
