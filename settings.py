@@ -98,13 +98,9 @@ def parse_override(text: str) -> dict:
     return tree
 
 
-def merge_config(files: list[str | Path] | None = None, overrides: list[str] | None = None,
-                base: dict | None = None, registries: dict[str, Any] | None = None) -> dict:
-    """Load config/default.yaml (or `base`), then each file and each key=value override on top, and check
-    every value against config/schema.yaml. Unknown keys are errors, so a typo never silently leaves a
-    default in place. `registries` names the code's registries for the schema's `registry` rules; the
-    caller gives them (load_config gives REGISTRIES); without them those rules wait for the registry's own
-    look-up (utils.lookup)."""
+def _merged(files: list[str | Path] | None, overrides: list[str] | None, base: dict | None) -> dict:
+    """config/default.yaml (or `base`), then each file and each key=value override on top. Unknown keys are
+    errors, so a typo never silently leaves a default in place."""
     if base is None:
         cfg = read_defaults()
     else:
@@ -122,7 +118,6 @@ def merge_config(files: list[str | Path] | None = None, overrides: list[str] | N
         _merge(cfg, data, str(path))
     for text in overrides or []:
         _merge(cfg, parse_override(text), f"override '{text}'")
-    check_config(cfg, registries)
     return cfg
 
 
@@ -142,7 +137,7 @@ def _schema_and_defaults() -> tuple[dict, dict]:
         return yaml.safe_load(fh), _flatten(yaml.safe_load(dh))
 
 
-def _rule_error(rule: dict, value: Any, default: Any, registries: dict[str, Any] | None) -> str | None:
+def _rule_error(rule: dict, value: Any, default: Any) -> str | None:
     """What is wrong with `value` under `rule` (None: nothing); the documented default always passes a
     registry rule."""
     if "length" in rule and len(value) != rule["length"]:
@@ -150,12 +145,11 @@ def _rule_error(rule: dict, value: Any, default: Any, registries: dict[str, Any]
     if "each" in rule:
         known = default if isinstance(default, list) else []
         for item in value:
-            if item not in known and (why := _rule_error(rule["each"], item, None, registries)):
+            if item not in known and (why := _rule_error(rule["each"], item, None)):
                 return f"a list whose every item is {why}"
     if "choices" in rule and value not in rule["choices"]:
         return "one of " + ", ".join(map(str, rule["choices"]))
-    if "registry" in rule and registries is not None and value != default \
-            and value not in (names := list(registries[rule["registry"]])):
+    if "registry" in rule and value != default and value not in (names := REGISTRIES[rule["registry"]]):
         return "one of " + ", ".join(names)
     if rule.get("whole") and not (isinstance(value, int) and not isinstance(value, bool)):
         return "a whole number"
@@ -169,18 +163,20 @@ def _rule_error(rule: dict, value: Any, default: Any, registries: dict[str, Any]
     return None
 
 
-def check_config(cfg: dict, registries: dict[str, Any] | None = None) -> None:
-    """Check every value against config/schema.yaml: one error naming the key, the value and what it may be
-    (`registries`: the code's registries by the schema's names, for its `registry` rules)."""
+def check_config(cfg: dict) -> None:
+    """Check every value against config/schema.yaml (its `registry` rules against the code's registries, named
+    in REGISTRIES) and train.monitor against the metrics: one error naming the key, the value and what it may be.
+    load_config calls it; a command that merges flags of its own into a config (facematch serve) calls it too."""
     schema, defaults = _schema_and_defaults()
     for key, value in _flatten(cfg).items():
         if key in KEYWORD_KEYS and value == KEYWORD_KEYS[key][0]:
             continue
         for pattern, rule in schema.items():
             if pattern == key or ("*" in pattern and fnmatch.fnmatchcase(key, pattern)):
-                why = _rule_error(rule, value, defaults.get(key), registries)
+                why = _rule_error(rule, value, defaults.get(key))
                 if why:
                     raise ConfigError(f"config key '{key}' is {value!r}; it must be {why}")
+    check_monitor(cfg)
 
 
 # ---------------------------------------------------------------- the registries the schema names
@@ -280,8 +276,8 @@ def load_config(files: list[str | Path] | None = None, overrides: list[str] | No
                 base: dict | None = None) -> dict:
     """config/default.yaml (or `base`), then the files and overrides, checked against config/schema.yaml
     with the code's registries: one error naming the key, the value and what it may be."""
-    cfg = merge_config(files, overrides, base, REGISTRIES)
-    check_monitor(cfg)
+    cfg = _merged(files, overrides, base)
+    check_config(cfg)
     return cfg
 
 
@@ -298,11 +294,6 @@ def check_monitor(cfg: dict) -> None:
     if base != name and t["val_degrade"] == "none":
         raise ConfigError(f"train.monitor '{name}' needs degraded validation queries: set train.val_degrade "
                           "(cutout, gamma or both)")
-
-
-def check_merged(cfg: dict) -> None:
-    """Check a config already merged (`facematch serve`'s flags) as load_config checks one."""
-    check_config(cfg, REGISTRIES)
 
 
 def embed_settings(cfg: dict) -> dict:

@@ -14,7 +14,7 @@ import sys
 from competition.rules import GroundTruthError
 from competition.server import __doc__ as SERVER_DOC
 from competition.server import ServerSettings, load_competitions, make_server
-from settings import check_merged, run_command
+from settings import check_config, run_command
 from utils import get_logger
 
 log = get_logger("facematch.server")
@@ -34,7 +34,7 @@ def serve(args: argparse.Namespace) -> int:
     for key in ("host", "port", "db", "tokens"):
         if getattr(args, key) is not None:
             cfg["server"][key] = getattr(args, key)
-    check_merged(cfg)  # the flags obey config/schema.yaml as the overrides do
+    check_config(cfg)  # the flags obey config/schema.yaml as the overrides do
     server = make_server(ServerSettings(**cfg["server"]), load_competitions(args.competition))
 
     def stop(signum, frame):
