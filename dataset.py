@@ -263,6 +263,15 @@ def train_transform(s: AugmentSettings, inp: dict) -> A.Compose:
 
 CROP_DEGRADATIONS = ("none", "cutout", "gamma", "both")  # drawn on a crop (degrade below)
 DEGRADATIONS = CROP_DEGRADATIONS + COVER_KINDS  # evaluate.degrade: covers are drawn on the photo (pipeline/embedding.py)
+VAL_DEGRADATIONS = CROP_DEGRADATIONS + ("covers",)  # train.val_degrade: covers, one per crop (covered_crop below)
+
+
+def covered_crop(image: np.ndarray, seed: int, kinds: list[str] | tuple[str, ...] = tuple(COVERS)) -> np.ndarray:
+    """A validation crop with a cover drawn on it (one of `kinds`, from training's distribution, never the
+    evaluation's, placed where a crop has its face): what train.val_degrade=covers scores, seeded per photo."""
+    rng = np.random.default_rng(seed)
+    kind = list(kinds)[int(rng.integers(len(kinds)))]
+    return cover(image, kind, face_in_crop(image.shape), rng, TRAINING)
 
 
 def degrade(image: np.ndarray, mode: str, seed: int) -> np.ndarray:

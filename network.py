@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +36,8 @@ class ModelSettings:
     gem_p: float = 3.0
     head: str = "linear"
     embedding_size: int = 512
+    members: list[str] = field(default_factory=list)
+    member_weights: list[float] | str = "auto"
 
 
 @dataclass(frozen=True)
@@ -231,6 +233,44 @@ class EmbeddingNet(nn.Module):
                 "head": self.head_name, "fingerprint": self.fingerprint}
 
 
+class FusedNet(nn.Module):
+    """Several embedding networks as one model (model.members): each sees a photo through its own crop (detector
+    chain, alignment, input), and the photo's embedding is their unit vectors side by side, each scaled by the
+    square root of its weight (the weights sum to 1). The fused vector is a unit vector again and its cosine is
+    the weighted sum of the members' cosines, so search, re-ranking and calibration work on it unchanged.
+    Photos reach it through pipeline.embedding; a crop tensor has no meaning for it (forward refuses one)."""
+
+    def __init__(self, members: list[EmbeddingNet], weights: list[float]):
+        super().__init__()
+        if len(members) < 2:
+            raise ConfigError(f"model.members: a fusion needs two or more networks, got {len(members)}")
+        if len(weights) != len(members) or min(weights) < 0 or sum(weights) <= 0:
+            raise ConfigError(f"model.member_weights: one weight of 0 or more per member ({len(members)}), "
+                              f"not all 0, got {list(weights)}")
+        self.members = nn.ModuleList(members)
+        self.weights = [float(w) / float(sum(weights)) for w in weights]
+        self.embedding_size = sum(m.embedding_size for m in members)
+        self.arch = "+".join(m.arch for m in members)
+        self.meta = {"members": [m.meta for m in members], "weights": self.weights}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise TypeError("a fused model embeds photos (pipeline.embedding.embed_paths): each member crops them its "
+                        "own way, so one crop tensor cannot be fused")
+
+    def fuse(self, parts: list[np.ndarray]) -> np.ndarray:
+        """The members' unit embeddings of the same photos (one array each, in member order) as fused unit vectors."""
+        return np.concatenate([np.sqrt(w) * p for w, p in zip(self.weights, parts)], axis=1).astype(np.float32)
+
+    def crop_settings(self) -> CropSettings:
+        """The first member's crop settings: the crop shown for a photo (the search page, figures)."""
+        return self.members[0].crop_settings()
+
+    def describe(self) -> dict:
+        """What the fusion is: its members and their weights."""
+        return {"arch": self.arch, "embedding_size": self.embedding_size, "weights": self.weights,
+                "members": [m.describe() for m in self.members]}
+
+
 def frozen_parts(trunk, arch: str, freeze: int | str) -> list[nn.Module]:
     """The backbone parts model.freeze keeps as they are: 'all', or the first N of its levels
     (from the input end; 0: none). A backbone without levels is one part."""
@@ -296,6 +336,9 @@ def load_model_state(model: EmbeddingNet, ckpt: dict, path: str | Path = "checkp
     embedding size, pooling, or the frozen weights outside the state dict)."""
     saved = ckpt.get("model_info") or {**upgrade_config(ckpt["config"])["model"], "fingerprint": ""}
     mine = model.describe()
+    if "members" in ckpt:
+        raise CheckpointError(f"{path} holds a fusion of several networks ({saved.get('arch')}), but this model is one "
+                              f"{mine['arch']}: use the checkpoint as it is, or one of its members' checkpoints")
     keys = ("arch", "embedding_size", "pooling", "head")
     if tuple(str(saved.get(k)) for k in keys) != tuple(str(mine[k]) for k in keys):
         raise CheckpointError(
@@ -324,13 +367,45 @@ def model_from_checkpoint(path: str | Path, device: torch.device | str = "cpu",
     was trained with; returns (model, its config on today's keys). `ckpt`: the file, already read."""
     ckpt = read_checkpoint(path) if ckpt is None else ckpt
     cfg = upgrade_config(ckpt["config"])
+    if "members" in ckpt:
+        return fused_from_checkpoint(ckpt, path).to(device).eval(), cfg
     model = EmbeddingNet(*settings_of(cfg))
     load_model_state(model, ckpt, path)
     if "meta" in ckpt:
-        model.meta = copy.deepcopy(ckpt["meta"])
-        model.meta["crop"] = {k: v for k, v in CropSettings.from_saved(ckpt["meta"]["crop"]).to_dict().items()
-                              if k in CROP_KEYS}
+        model.meta = saved_meta(ckpt["meta"])
     return model.to(device).eval(), cfg
+
+
+def saved_meta(meta: dict) -> dict:
+    """A checkpoint's meta with its crop settings on today's fields."""
+    meta = copy.deepcopy(meta)
+    meta["crop"] = {k: v for k, v in CropSettings.from_saved(meta["crop"]).to_dict().items() if k in CROP_KEYS}
+    return meta
+
+
+def fused_checkpoint(model: FusedNet, saved: dict, members_saved: list[dict]) -> dict:
+    """A fused model's checkpoint: every member's weights in one state dict, each member's saved config (its model,
+    input and crop sections: what rebuilds it) and model_info, the fusion's meta (the members' preprocessing, the
+    weights, the calibration) and the config it was made with (`saved`)."""
+    return {"config": saved, "model": model.state_dict(), "model_info": model.describe(), "meta": model.meta,
+            "members": [{"config": c, "model_info": m.describe()} for c, m in zip(members_saved, model.members)]}
+
+
+def fused_from_checkpoint(ckpt: dict, path: str | Path) -> FusedNet:
+    """The fusion a checkpoint holds (fused_checkpoint), each member rebuilt from its own config, with its meta."""
+    members = []
+    for saved, meta in zip(ckpt["members"], ckpt["meta"]["members"]):
+        member = EmbeddingNet(*settings_of(upgrade_config(saved["config"])))
+        member.meta = saved_meta(meta)
+        members.append(member)
+    model = FusedNet(members, ckpt["meta"]["weights"])
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path}: its weights do not fit its members: {str(exc).splitlines()[0]}") from None
+    if "calibration" in ckpt["meta"]:
+        model.meta["calibration"] = copy.deepcopy(ckpt["meta"]["calibration"])
+    return model
 
 
 def checkpoint_fingerprint(model: EmbeddingNet) -> str:

@@ -29,7 +29,7 @@ log = get_logger()
 
 # Keys that take a keyword ('auto': the backbone's own value; 'all') or a value of the type given here.
 KEYWORD_KEYS = {"input.size": ("auto", 0), "input.mean": ("auto", []), "input.std": ("auto", []),
-                "model.freeze": ("all", 0), "train.lr_backbone": ("auto", 0.0)}
+                "model.freeze": ("all", 0), "train.lr_backbone": ("auto", 0.0), "model.member_weights": ("auto", [])}
 NAME_OR_LIST_KEYS = {"data.train_dir"}  # a folder, or a list of folders
 
 
@@ -231,6 +231,11 @@ def _crop_degradations():
     return CROP_DEGRADATIONS
 
 
+def _val_degradations():
+    from dataset import VAL_DEGRADATIONS
+    return VAL_DEGRADATIONS
+
+
 def _distances():
     from search.exact import DISTANCES
     return DISTANCES
@@ -252,6 +257,7 @@ class _Registries(Mapping):
     _table: dict[str, Callable[[], Any]] = {
         "detection_steps": _steps, "alignments": _alignments, "backbones": _backbones, "poolings": _poolings,
         "heads": _heads, "tta": _tta, "losses": _losses, "degradations": _degradations, "crop_degradations": _crop_degradations,
+        "val_degradations": _val_degradations,
         "cover_kinds": _cover_kinds,
         "distances": _distances,
         "rerankers": _rerankers, "feedback_methods": _feedback_methods,
@@ -319,6 +325,7 @@ def load_for_inference(checkpoint: str | Path, cfg_files: list[str] | None = Non
     """The checkpoint's model, its config with the caller's config files and overrides on top, and the
     device: the network and its preprocessing (model, input and crop settings) stay as trained, so
     queries and gallery are seen exactly as validation saw them (a change to them is named and ignored)."""
+    from detection import CROP_KEYS
     from network import model_from_checkpoint
 
     user = load_config(cfg_files, overrides)
@@ -332,7 +339,7 @@ def load_for_inference(checkpoint: str | Path, cfg_files: list[str] | None = Non
                 log.warning(f"{section}.{key}={cfg[section][key]!r} ignored: {checkpoint} was trained with "
                             f"{trained[section][key]!r}")
                 cfg[section][key] = trained[section][key]
-    cfg["crop"].update(model.meta["crop"])
+    cfg["crop"].update({k: v for k, v in model.crop_settings().to_dict().items() if k in CROP_KEYS})
     return model, cfg, device
 
 

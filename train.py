@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import NamedTuple
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -46,6 +47,7 @@ from training.data import crop_people, split_people
 from training.distill import DistillDataset, teacher_targets
 from training.distributed import Processes
 from training.frozen import FeatureDataset, FromFeatures, frozen_features
+from training.fusion import make_fusion
 from training.losses import LossSettings, build_loss
 from training.optim import make_optimizer, warmup_cosine
 from pipeline.validation import validate
@@ -117,7 +119,8 @@ def validation(cfg: dict) -> dict:
     t = cfg["train"]
     return {"batch_size": t["batch_size_eval"], "retrieval": RetrievalSettings(**cfg["retrieval"]),
             "degradation": t["val_degrade"], "queries": t["val_queries"],
-            "queries_per_person": cfg["split"]["queries_per_person"], "seed": cfg["seed"]}
+            "queries_per_person": cfg["split"]["queries_per_person"], "seed": cfg["seed"],
+            "cover_kinds": cfg["augment"]["cover_kinds"]}
 
 
 def load_model(cfg: dict, resume: str | Path | None, procs: Processes) -> tuple[EmbeddingNet, str, dict | None]:
@@ -387,6 +390,10 @@ def train(cfg: dict, resume: str | Path | None = None) -> dict:
 
     Under torchrun (WORLD_SIZE > 1) this process joins the process group (gloo on CPU, nccl on
     CUDA; destroyed when the process exits); only rank 0 logs."""
+    if cfg["model"]["members"]:  # several trained networks fused into one model: nothing of its own to train
+        if resume:
+            raise CheckpointError(f"{resume}: a fusion (model.members) is made, not resumed: run without --resume")
+        return fuse(cfg, member_checkpoints(cfg))
     procs = Processes.from_env(cfg["device"], cfg["train"]["dist_backend"], cfg["train"]["dist_timeout"])
     level = log.level
     if not procs.main:
@@ -395,6 +402,60 @@ def train(cfg: dict, resume: str | Path | None = None) -> dict:
         return asdict(_train(cfg, resume, procs))
     finally:
         log.setLevel(level)
+
+
+def member_checkpoints(cfg: dict) -> list[Path]:
+    """Each fusion member's checkpoint (model.members): a .pt as it is; a config file's
+    <train.out_dir>/<its name>/best.pt, trained first when it is missing, on this run's data, seed and device."""
+    paths = []
+    for member in cfg["model"]["members"]:
+        if str(member).endswith(".pt"):
+            if not Path(member).is_file():
+                raise CheckpointError(f"model.members: {member}: no such checkpoint")
+            paths.append(Path(member))
+            continue
+        out = Path(cfg["train"]["out_dir"]) / Path(member).stem
+        if not (out / "best.pt").is_file():
+            member_cfg = load_config([member], [f"seed={cfg['seed']}", f"train.out_dir={out}",
+                                                f"train.figure={out / 'training_curve.png'}"])
+            if member_cfg["model"]["members"]:
+                raise DataError(f"model.members: {member} is itself a fusion; members are single networks")
+            member_cfg["data"], member_cfg["device"] = dict(cfg["data"]), cfg["device"]
+            log.info(f"fusion: training member {member} into {out}")
+            train(member_cfg)
+        else:
+            log.info(f"fusion: member {member} already trained ({out / 'best.pt'})")
+        paths.append(out / "best.pt")
+    return paths
+
+
+def fuse(cfg: dict, checkpoints: list[Path]) -> dict:
+    """The members' `checkpoints` fused as cfg says (model.member_weights) on this run's validation people, written
+    to <train.out_dir>/best.pt; returns {'epoch': 0, 'best': its mean top-1, 'monitor': 'mean_top1', 'weights'}."""
+    from network import fused_checkpoint, model_from_checkpoint
+
+    device = get_device(cfg["device"])
+    loaded = [model_from_checkpoint(path, device) for path in checkpoints]
+    data = DataSettings(**cfg["data"])
+    _, val_people = split_people(data, cfg["seed"])
+    paths = [p for photos in val_people.values() for p in photos]
+    labels = [name for name, photos in val_people.items() for _ in photos]
+    model, rows = make_fusion([m for m, _ in loaded], paths, labels, device, data=data,
+                              retrieval=RetrievalSettings(**cfg["retrieval"]), kinds=list(cfg["augment"]["cover_kinds"]),
+                              member_weights=cfg["model"]["member_weights"], seed=cfg["seed"])
+    first = loaded[0][1]
+    saved = {**first, "model": {**first["model"], "members": [str(p) for p in checkpoints],
+                                "member_weights": model.weights},
+             **{k: cfg[k] for k in ("data", "seed", "train", "retrieval", "augment")}}
+    ckpt = fused_checkpoint(model, saved, [{k: c[k] for k in ("model", "input", "crop")} for _, c in loaded])
+    ckpt["people"] = {"val": sorted(val_people)}
+    ckpt["fusion"] = {"rows": rows, "kinds": list(cfg["augment"]["cover_kinds"])}
+    out = Path(cfg["train"]["out_dir"]) / "best.pt"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(out, ckpt)
+    chosen = next(r for r in rows if np.allclose(r["weights"], model.weights))
+    log.info(f"fusion of {len(checkpoints)} networks written to {out}")
+    return {"epoch": 0, "best": chosen["mean_top1"], "monitor": "mean_top1", "weights": model.weights}
 
 
 def _train(cfg: dict, resume: str | Path | None, procs: Processes) -> RunState:
@@ -438,6 +499,8 @@ def calibrate_checkpoint(path: str | Path, cfg_files: list[str], overrides: list
 
     ckpt = read_checkpoint(path)
     model, cfg = model_from_checkpoint(path, ckpt=ckpt)
+    if "members" in ckpt:
+        raise CheckpointError(f"{path} is a fusion: it is calibrated when it is made (train.py with model.members)")
     cfg = load_config(cfg_files, overrides, base=cfg)
     _, val_people = split_people(DataSettings(**cfg["data"]), cfg["seed"], cfg["loss"]["name"])
     recorded = ckpt.get("people", {}).get("val")

@@ -17,8 +17,8 @@ from tqdm import tqdm
 
 from dataset import COVER_KINDS, DataSettings, degrade
 from detection import CropReport, CropSettings, ImageReadError, crop_face, crop_paths, list_images, load_crop, read_image
-from detection.covers import EVALUATION, cover, face_of
-from network import EmbeddingNet, batch_size_for, checkpoint_fingerprint, embed
+from detection.covers import EVALUATION, CoverRanges, cover, face_of
+from network import EmbeddingNet, FusedNet, batch_size_for, checkpoint_fingerprint, embed
 from pipeline.embedding_cache import EmbeddingCache, file_sha1, photo_key
 from search.retrieval_settings import RetrievalSettings
 from utils import DataError, get_logger
@@ -38,19 +38,24 @@ class EmbeddedFolder:
     paths: list[Path] = field(default_factory=list)  # the photos behind names, in the same order
 
 
-def embed_paths(paths: list[Path], model: EmbeddingNet, device, what: str, *, data: DataSettings = DataSettings(),
-                retrieval: RetrievalSettings = RetrievalSettings(), degradation: str = "none",
-                seed: int = 0) -> EmbeddedFolder:
+def embed_paths(paths: list[Path], model: EmbeddingNet | FusedNet, device, what: str, *,
+                data: DataSettings = DataSettings(), retrieval: RetrievalSettings = RetrievalSettings(),
+                degradation: str = "none", seed: int = 0, covers: CoverRanges = EVALUATION) -> EmbeddedFolder:
     """Crop (through the crop cache, data.cache_dir) and embed photos, both as the model was trained
     (model.meta), with retrieval.tta and retrieval.batch_size.
 
     Embeddings are kept in data.embedding_cache under the photo's content and the model's
     fingerprint, so an unchanged photo is embedded once per model. With a degradation
     (evaluate.degrade), each crop is degraded first, seeded by the photo's name and `seed`
-    (so every model sees the same degraded queries), and the cache is not used.
+    (so every model sees the same degraded queries), and the cache is not used; a cover kind is drawn
+    from `covers` (the evaluation's distribution unless a choice on validation people asks for training's).
+    A fused model (network.FusedNet) embeds the photos with each member, each through its own crops.
     """
+    if isinstance(model, FusedNet):
+        return embed_fused(paths, model, device, what, data=data, retrieval=retrieval, degradation=degradation,
+                           seed=seed, covers=covers)
     if degradation in COVER_KINDS:  # drawn on the photo, before its face is looked for: as the world covers faces
-        crops, report = covered_crops(paths, model.crop_settings(), degradation, seed)
+        crops, report = covered_crops(paths, model.crop_settings(), degradation, seed, ranges=covers)
     else:
         crops, report = crop_paths(paths, model.crop_settings(), data.cache_dir, desc=f"cropping {what}",
                                    workers=int(data.num_workers))
@@ -84,10 +89,24 @@ def embed_paths(paths: list[Path], model: EmbeddingNet, device, what: str, *, da
                           [p for p, _ in kept])
 
 
-def covered_crops(paths: list[Path], settings: CropSettings, kind: str, seed: int,
-                  textures: int = 8) -> tuple[list[np.ndarray | None], CropReport]:
+def embed_fused(paths: list[Path], model: FusedNet, device, what: str, **settings) -> EmbeddedFolder:
+    """Photos embedded by every member of a fusion (embed_paths with the same settings, each member's own crops
+    and caches), fused; a photo is kept where every member found its face. Crops shown are the first member's."""
+    parts = [embed_paths(paths, member, device, f"{what} ({member.arch})", **settings) for member in model.members]
+    kept = set.intersection(*(set(p.paths) for p in parts))
+    order = [p for p in parts[0].paths if p in kept]
+    rows = [{p: i for i, p in enumerate(part.paths)} for part in parts]
+    emb = model.fuse([part.embeddings[[row[p] for p in order]] for part, row in zip(parts, rows)])
+    first = rows[0]
+    return EmbeddedFolder([p.name for p in order], [parts[0].crops[first[p]] for p in order], emb,
+                          [str(p) for p in paths if p not in kept], max(p.embedded for p in parts),
+                          min(p.from_cache for p in parts), order)
+
+
+def covered_crops(paths: list[Path], settings: CropSettings, kind: str, seed: int, textures: int = 8,
+                  ranges: CoverRanges = EVALUATION) -> tuple[list[np.ndarray | None], CropReport]:
     """Each photo covered (detection.covers: `kind` placed on the face YuNet finds in the clean photo, drawn from
-    the evaluation's distribution, seeded by the photo's name and `seed`), then cropped as `settings` say from
+    `ranges` (the evaluation's distribution by default), seeded by the photo's name and `seed`), then cropped as `settings` say from
     the covered photo; None where it is unreadable or no face is found. Objects are cut from the first
     `textures` photos of the list (never the photo itself), so a run is the same whatever else is asked."""
     pool = []
@@ -107,7 +126,7 @@ def covered_crops(paths: list[Path], settings: CropSettings, kind: str, seed: in
             out.append(None)
             continue
         rng = np.random.default_rng(photo_seed(f"{kind}:{path.name}", seed))
-        covered = cover(image, kind, face_of(image), rng, EVALUATION, [t for q, t in pool if q != path])
+        covered = cover(image, kind, face_of(image), rng, ranges, [t for q, t in pool if q != path])
         crop = crop_face(covered, settings)
         if crop is None:
             report.no_face.append(str(path))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from dataset import degrade
+from dataset import covered_crop, degrade
 from detection import load_crop
 from evaluation.metrics import METRICS
 from network import EmbeddingNet, embed
@@ -14,11 +14,12 @@ from search.retrieval_settings import RetrievalSettings
 
 def validate(model: EmbeddingNet, crops: list, labels: list[int], device, *, batch_size: int,
              retrieval: RetrievalSettings, degradation: str, queries: str, queries_per_person: int, seed: int,
-             features: torch.Tensor | None = None) -> dict:
+             features: torch.Tensor | None = None, cover_kinds: list[str] | tuple[str, ...] = ("square",)) -> dict:
     """Competition protocol on the held-out people (queries 'one': queries_per_person photos a person
     against the rest; 'all': every photo against all the others): top-1/5/10, mAP and the rest, from the
     crops, or from a frozen backbone's stored plain-view `features`; with a degradation, the same photos
-    degraded as queries against the clean ones too (degraded_<metric>, mean_<metric>)."""
+    degraded as queries against the clean ones too (degraded_<metric>, mean_<metric>): 'covers' draws one of
+    `cover_kinds` on each (dataset.covered_crop)."""
     if features is None:
         emb = embed(model, crops, batch_size, device, desc="validating")
     else:
@@ -37,7 +38,8 @@ def validate(model: EmbeddingNet, crops: list, labels: list[int], device, *, bat
     report = score()
     if degradation != "none" and features is None:
         # The same photos as queries, degraded as evaluate.degrade does (seeded per photo), against the clean ones.
-        worse = [degrade(load_crop(c), degradation, seed * 1_000_003 + i) for i, c in enumerate(crops)]
+        worse = [covered_crop(load_crop(c), seed * 1_000_003 + i, cover_kinds) if degradation == "covers" else
+                 degrade(load_crop(c), degradation, seed * 1_000_003 + i) for i, c in enumerate(crops)]
         degraded = score(embed(model, worse, batch_size, device, desc="validating, degraded"))
         for key in METRICS:
             if key in report and key in degraded:

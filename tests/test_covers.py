@@ -157,3 +157,12 @@ def test_a_run_trains_with_covers_on_its_crops(tiny_cfg):
     state = train.train(load_config(overrides=["augment.cover_p=1", "augment.cover_kinds=[mask,hand]",
                                                "train.epochs=1"], base=tiny_cfg))
     assert state["epoch"] == 1 and np.isfinite(state["history"][-1]["train_loss"])
+
+
+def test_a_covered_validation_crop_is_drawn_from_training_covers_and_seeded():
+    from dataset import covered_crop
+
+    crop = np.full((112, 112, 3), 128, np.uint8)
+    a, b, c = covered_crop(crop, 3, ["mask"]), covered_crop(crop, 3, ["mask"]), covered_crop(crop, 4, ["mask"])
+    assert np.array_equal(a, b) and not np.array_equal(a, c) and not np.array_equal(a, crop)
+    assert (a[80:100, 40:70] != 128).any()  # a mask covers the mouth's place in a chip

@@ -363,8 +363,9 @@ def test_a_fine_tuning_step_changes_dlibs_weights(tiny_cfg):
     assert changed == {"level5", "fc"}, changed  # model.freeze=5 keeps the stem and levels 1-4
 
 
-def test_validation_with_degraded_queries_can_choose_the_checkpoint(tiny_cfg):
-    cfg = load_config(overrides=["train.val_degrade=both", "train.monitor=mean_map@r", "train.val_queries=all",
+@pytest.mark.parametrize("degrade", ["both", "covers"])
+def test_validation_with_degraded_queries_can_choose_the_checkpoint(tiny_cfg, degrade):
+    cfg = load_config(overrides=[f"train.val_degrade={degrade}", "train.monitor=mean_map@r", "train.val_queries=all",
                                  "train.epochs=1"], base=tiny_cfg)
     state = train.train(cfg)
     row = state["history"][-1]

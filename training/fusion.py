@@ -1,0 +1,116 @@
+"""Several networks fused into one model (model.members, network.FusedNet): the weights chosen on the validation
+people by the mean top-1 over clean queries and every cover kind (drawn from training's own distribution, never
+evaluation's), one calibration on the fused distance. train.py gathers the members (training those named by a config
+file first) and writes the one checkpoint that every entry point takes as it takes any other.
+
+    model, rows = make_fusion(members, val_photos, val_labels, "cpu", data=..., retrieval=..., kinds=[...],
+                              member_weights="auto", seed=0)
+"""
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+
+from detection.covers import TRAINING
+from evaluation.calibration import calibrate, summary as calibration_summary
+from network import FusedNet
+from pipeline.embedding import embed_paths
+from pipeline.protocol import format_report, score_leave_one_out
+from search.retrieval_settings import RetrievalSettings
+from dataset import DataSettings
+from utils import ConfigError, DataError, get_logger
+
+log = get_logger()
+STEP = 0.1  # model.member_weights auto: the weights tried are the multiples of this that sum to 1
+
+
+def weight_grid(members: int, step: float = STEP) -> list[tuple[float, ...]]:
+    """Every weighting of `members` networks in multiples of `step` that sums to 1, each member's weight above 0
+    (a member weighted 0 is not a fusion: it is listed so that its absence can be measured, not chosen)."""
+    n = round(1 / step)
+    return [tuple(c / n for c in combo) for combo in itertools.product(range(1, n), repeat=members)
+            if sum(combo) == n]
+
+
+def embeddings_by_condition(members: list, paths: list[Path], device, kinds: list[str], *, data: DataSettings,
+                            retrieval: RetrievalSettings, seed: int) -> tuple[list[Path], dict[str, list[np.ndarray]]]:
+    """Each member's embeddings of the photos, clean and under each cover kind (training's distribution), on the
+    photos every member kept in every condition: (those photos, {condition: [one array per member]})."""
+    found: dict[str, list] = {}
+    for condition in ["clean", *kinds]:
+        found[condition] = [embed_paths(paths, m, device, f"validation, {condition}", data=data, retrieval=retrieval,
+                                        degradation="none" if condition == "clean" else condition, seed=seed,
+                                        covers=TRAINING) for m in members]
+    kept = set.intersection(*(set(f.paths) for parts in found.values() for f in parts))
+    order = [p for p in paths if p in kept]
+    out = {}
+    for condition, parts in found.items():
+        out[condition] = []
+        for part in parts:
+            row = {p: i for i, p in enumerate(part.paths)}
+            out[condition].append(part.embeddings[[row[p] for p in order]])
+    return order, out
+
+
+def fused(parts: list[np.ndarray], weights: tuple[float, ...]) -> np.ndarray:
+    """FusedNet.fuse for weights summing to 1, without a model."""
+    return np.concatenate([np.sqrt(w) * p for w, p in zip(weights, parts)], axis=1).astype(np.float32)
+
+
+def choose_weights(embeddings: dict[str, list[np.ndarray]], labels: list[str], candidates: list[tuple[float, ...]],
+                   retrieval: RetrievalSettings) -> tuple[tuple[float, ...], list[dict]]:
+    """The weighting whose fused embeddings rank best on the validation people: every photo against the clean
+    others (score_leave_one_out), clean and under each cover kind as the query; the mean top-1 over those
+    conditions decides (mean MAP@R breaks ties). Returns (the weights, one row per candidate and single member)."""
+    members = len(embeddings["clean"])
+    singles = [tuple(1.0 if i == j else 0.0 for i in range(members)) for j in range(members)]
+    rows = []
+    for weights in [*singles, *candidates]:
+        clean = fused(embeddings["clean"], weights)
+        row = {"weights": weights}
+        for condition, parts in embeddings.items():
+            query = None if condition == "clean" else fused(parts, weights)
+            rep = score_leave_one_out(clean, labels, retrieval, query)
+            row[condition] = {"top1": rep["top1"], "map@r": rep["map@r"]}
+        row["mean_top1"] = float(np.mean([row[c]["top1"] for c in embeddings]))
+        row["mean_map@r"] = float(np.mean([row[c]["map@r"] for c in embeddings]))
+        rows.append(row)
+    best = max(rows[members:], key=lambda r: (round(r["mean_top1"], 6), r["mean_map@r"]))
+    return best["weights"], rows
+
+
+def make_fusion(models: list, paths: list[Path], labels: list[str], device, *, data: DataSettings,
+                retrieval: RetrievalSettings, kinds: list[str], member_weights: list[float] | str,
+                seed: int) -> tuple[FusedNet, list[dict]]:
+    """The fusion of `models` (single networks), its weights chosen on the validation people's photos `paths`
+    (`labels`: their people) unless `member_weights` gives them, calibrated on their fused clean embeddings:
+    (the fused model, one row per weighting scored: choose_weights's)."""
+    if len(models) < 2:
+        raise ConfigError(f"model.members: a fusion needs two or more networks, got {len(models)}")
+    if any(isinstance(m, FusedNet) for m in models):
+        raise ConfigError("model.members: a member is itself a fusion; members are single networks")
+    if len(set(labels)) < 2:
+        raise DataError(f"fewer than 2 validation people (data.val_fraction {data.val_fraction}) to choose the "
+                        f"fusion's weights and calibrate it on")
+    owner = dict(zip(paths, labels))
+    order, embeddings = embeddings_by_condition(models, paths, device, kinds, data=data, retrieval=retrieval, seed=seed)
+    labels = [owner[p] for p in order]
+    if member_weights == "auto":
+        candidates = weight_grid(len(models))
+    elif len(member_weights) != len(models):
+        raise ConfigError(f"model.member_weights: one weight per member ({len(models)}), got {member_weights}")
+    else:
+        candidates = [tuple(float(w) / sum(member_weights) for w in member_weights)]
+    weights, rows = choose_weights(embeddings, labels, candidates, retrieval)
+    for row in rows:
+        log.info(f"fusion weights {', '.join(f'{w:.2f}' for w in row['weights'])}: mean top-1 {row['mean_top1']:.3f} "
+                 f"over clean and {len(kinds)} cover kinds (clean {row['clean']['top1']:.3f})")
+    model = FusedNet(models, list(weights))
+    clean = model.fuse(embeddings["clean"])
+    model.meta["calibration"] = calibrate(clean, labels)
+    log.info(calibration_summary(model.meta["calibration"]))
+    log.info(f"fusion: weights {weights} chosen on {len(set(labels))} validation people; clean "
+             f"{format_report(score_leave_one_out(clean, labels, retrieval))}")
+    return model, rows
