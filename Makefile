@@ -9,6 +9,7 @@ DEMO   := --config config/demo.yaml
 PORT   ?= 3001
 STORE  ?= outputs/best_store
 BEST   := checkpoints/best/best.pt
+comma  := ,
 
 .PHONY: demo demo-scratch test venv weights clean serve bench
 
@@ -58,9 +59,10 @@ define pipeline
 	@echo "== done: leaderboard in outputs/demo_server.db; see it with: $(FM) serve --competition data/competition --db outputs/demo_server.db"
 endef
 
-# demo: the best configuration (config/best.yaml: dlib's face network, fine-tuned on the sample's training people).
+# demo: the best configuration (config/best.yaml: dlib's face network fine-tuned on the sample's training people, fused
+# with HSE FaceRes as it is).
 demo: venv
-	$(call pipeline,--config config/best.yaml,checkpoints/demo,config/best.yaml: dlib's face network fine-tuned on the training people)
+	$(call pipeline,--config config/best.yaml,checkpoints/demo,config/best.yaml: dlib's face network fine-tuned on the training people$(comma) fused with HSE FaceRes)
 
 # demo-scratch: the design's network from random weights (config/demo.yaml: ResNet18, 64 px, 40 epochs), to watch
 # a network learn from nothing.

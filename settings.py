@@ -320,6 +320,25 @@ def build_model(cfg: dict):
     return model, model.weights_source
 
 
+def crop_settings_of(cfg: dict) -> list:
+    """How a config's model crops photos: its crop section, or each member's (model.members: a config file's crop
+    section, a checkpoint's saved crop settings)."""
+    from detection import CropSettings
+    from network import read_checkpoint
+
+    crops = []
+    for member in cfg["model"]["members"] or [None]:
+        if member is None:
+            crops.append(CropSettings(**cfg["crop"]))
+        elif str(member).endswith(".pt"):
+            ckpt = read_checkpoint(member)
+            metas = ckpt["meta"]["members"] if "members" in ckpt else [ckpt["meta"]]
+            crops += [CropSettings.from_saved(meta["crop"]) for meta in metas]
+        else:
+            crops.append(CropSettings(**load_config([member])["crop"]))
+    return crops
+
+
 def load_for_inference(checkpoint: str | Path, cfg_files: list[str] | None = None,
                        overrides: list[str] | None = None):
     """The checkpoint's model, its config with the caller's config files and overrides on top, and the

@@ -406,7 +406,8 @@ def train(cfg: dict, resume: str | Path | None = None) -> dict:
 
 def member_checkpoints(cfg: dict) -> list[Path]:
     """Each fusion member's checkpoint (model.members): a .pt as it is; a config file's
-    <train.out_dir>/<its name>/best.pt, trained first when it is missing, on this run's data, seed and device."""
+    <train.out_dir>/<its name>/best.pt, trained first (every run: a member is part of what this run trains), on this
+    run's data, seed and device."""
     paths = []
     for member in cfg["model"]["members"]:
         if str(member).endswith(".pt"):
@@ -415,16 +416,13 @@ def member_checkpoints(cfg: dict) -> list[Path]:
             paths.append(Path(member))
             continue
         out = Path(cfg["train"]["out_dir"]) / Path(member).stem
-        if not (out / "best.pt").is_file():
-            member_cfg = load_config([member], [f"seed={cfg['seed']}", f"train.out_dir={out}",
-                                                f"train.figure={out / 'training_curve.png'}"])
-            if member_cfg["model"]["members"]:
-                raise DataError(f"model.members: {member} is itself a fusion; members are single networks")
-            member_cfg["data"], member_cfg["device"] = dict(cfg["data"]), cfg["device"]
-            log.info(f"fusion: training member {member} into {out}")
-            train(member_cfg)
-        else:
-            log.info(f"fusion: member {member} already trained ({out / 'best.pt'})")
+        member_cfg = load_config([member], [f"seed={cfg['seed']}", f"train.out_dir={out}",
+                                            f"train.figure={out / 'training_curve.png'}"])
+        if member_cfg["model"]["members"]:
+            raise DataError(f"model.members: {member} is itself a fusion; members are single networks")
+        member_cfg["data"], member_cfg["device"] = dict(cfg["data"]), cfg["device"]
+        log.info(f"fusion: training member {member} into {out}")
+        train(member_cfg)
         paths.append(out / "best.pt")
     return paths
 
@@ -444,8 +442,8 @@ def fuse(cfg: dict, checkpoints: list[Path]) -> dict:
                               retrieval=RetrievalSettings(**cfg["retrieval"]), kinds=list(cfg["augment"]["cover_kinds"]),
                               member_weights=cfg["model"]["member_weights"], seed=cfg["seed"])
     first = loaded[0][1]
-    saved = {**first, "model": {**first["model"], "members": [str(p) for p in checkpoints],
-                                "member_weights": model.weights},
+    saved = {**first, "model": {**first["model"], "members": cfg["model"]["members"],
+                                "member_weights": cfg["model"]["member_weights"]},
              **{k: cfg[k] for k in ("data", "seed", "train", "retrieval", "augment")}}
     ckpt = fused_checkpoint(model, saved, [{k: c[k] for k in ("model", "input", "crop")} for _, c in loaded])
     ckpt["people"] = {"val": sorted(val_people)}

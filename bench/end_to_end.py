@@ -7,14 +7,15 @@ face_recognition's on the same photos, in the same run.
 Photos: a seeded sample of --sample photos, half from ../shared/data/lfw_train and half from
 ../shared/data/celeba (a missing one is skipped with a message; with neither there is nothing to do).
 
-facematch: `retrieval.embed_paths` (read, detect, align, crop, write the crop cache, embed, write the
+facematch: `pipeline.embedding.embed_paths` (read, detect, align, crop, write the crop cache, embed, write the
 embedding cache) with a model loaded from a checkpoint by `network.load_for_inference`, as
 `facematch evaluate` and request_send.py load theirs; the checkpoint is built beforehand with `build_model`
 and `save_checkpoint` (not timed). Every run starts from an empty crop cache and an empty
 embedding cache (so everything is computed), then runs again over them (warm caches).
-- best_before: config/best.yaml's chain before the speed work (MTCNN first, the largest face).
-- best: config/best.yaml as it is (its detector chain, dlib's 5-point chip at 150 px, dlib's network in
-  PyTorch, flip TTA: two forward passes a photo); the network's weights do not change its speed.
+- best: config/best.yaml as it is, a fusion of two networks: config/best_dlib.yaml's (its detector chain, dlib's
+  5-point chip at 150 px, dlib's network in PyTorch) and HSE FaceRes on a loose 224-px square, flip TTA for both (four
+  forward passes a photo); the networks' weights do not change its speed.
+- best_dlib: config/best_dlib.yaml alone (config/best.yaml until the fusion of issue 27).
 - dlib recipe: config/dlib.yaml with model.head=none (mtcnn, fallback haar then centre; dlib's 5-point
   chip at 150 px; dlib's 128-d descriptor, no TTA).
 - small CNN recipe: mtcnn + similarity alignment (112 px crops, fallback haar then centre),
@@ -50,10 +51,10 @@ threads_before_imports()
 import cv2  # noqa: E402
 
 
-from search import retrieval  # noqa: E402
+from pipeline import embedding  # noqa: E402
 from dataset import list_images  # noqa: E402
 from detection import crop_paths, describe_chain  # noqa: E402
-from network import save_checkpoint  # noqa: E402
+from network import FusedNet, fused_checkpoint, save_checkpoint  # noqa: E402
 from settings import build_model, embed_settings, load_for_inference  # noqa: E402
 from utils import get_logger, package_file  # noqa: E402
 from settings import load_config
@@ -61,12 +62,10 @@ from settings import load_config
 DATASETS = {"LFW": "../shared/data/lfw_train", "CelebA": "../shared/data/celeba"}  # relative to the repo root
 MTCNN = ["crop.detector=mtcnn", "crop.align=similarity", "crop.fallback=[haar,center]", "crop.size=112"]
 RECIPES = {  # name: (what the table says, config files, overrides)
-    "best": ("facematch, config/best.yaml: {chain} + dlib chip (150 px) + dlib_resnet, flip TTA",
-             [str(ROOT / "config" / "best.yaml")], []),
-    "best_before": ("facematch, config/best.yaml before the speed work: mtcnn → yunet 0.3 → haar → guess, largest face "
-                    "+ dlib chip (150 px) + dlib_resnet, flip TTA", [str(ROOT / "config" / "best.yaml")],
-                    ["crop.detector=mtcnn", "crop.fallback=[yunet,haar,guess]", "crop.yunet_confidence=0.3",
-                     "crop.yunet_low_confidence=1", "crop.subject=largest"]),
+    "best": ("facematch, config/best.yaml: dlib's network on its chip ({chain}, 150 px) fused with HSE FaceRes on a "
+             "loose square (224 px), flip TTA for both", [str(ROOT / "config" / "best.yaml")], []),
+    "best_dlib": ("facematch, config/best_dlib.yaml (config/best.yaml until the fusion): {chain} + dlib chip (150 px) + "
+                  "dlib_resnet, flip TTA", [str(ROOT / "config" / "best_dlib.yaml")], []),
     "dlib": ("facematch, dlib recipe until issue 17: mtcnn → haar → centre + dlib chip (150 px) + dlib_resnet, no TTA",
              [str(ROOT / "config" / "dlib.yaml")], ["model.head=none", "crop.fallback=[haar,center]"]),
     "mnv2": ("facematch, small CNN: mtcnn + similarity (112 px crop) + mobilenet_v2 at 96 px", [],
@@ -82,7 +81,7 @@ class Stopwatch:
 
     def __init__(self):
         self.crop = self.embed = 0.0
-        self._crop, self._embed = retrieval.crop_paths, retrieval.embed
+        self._crop, self._embed = embedding.crop_paths, embedding.embed
 
         def crop(*a, **k):
             started = time.perf_counter()
@@ -98,7 +97,7 @@ class Stopwatch:
             finally:
                 self.embed += time.perf_counter() - started
 
-        retrieval.crop_paths, retrieval.embed = crop, embed
+        embedding.crop_paths, embedding.embed = crop, embed
 
     def reset(self) -> None:
         self.crop = self.embed = 0.0
@@ -107,13 +106,22 @@ class Stopwatch:
 # ---------------------------------------------------------------- the contenders
 
 def facematch_model(name: str, folder: Path):
-    """The recipe's network, saved as a checkpoint and loaded back as inference loads one."""
+    """The recipe's network (a fusion: each member's, fused with the config's weights), saved as a checkpoint and
+    loaded back as inference loads one."""
     _, files, overrides = RECIPES[name]
     cfg = load_config(files, overrides)
-    model, _ = build_model(cfg)
     path = folder / f"{name}.pt"
-    save_checkpoint(path, {"model": model.state_dict(), "config": cfg, "meta": model.meta,
-                           "model_info": model.describe(), "epoch": 0})
+    if cfg["model"]["members"]:
+        configs = [load_config([member]) for member in cfg["model"]["members"]]
+        members = [build_model(c)[0] for c in configs]
+        weights = cfg["model"]["member_weights"]
+        model = FusedNet(members, [1.0] * len(members) if weights == "auto" else weights)
+        save_checkpoint(path, fused_checkpoint(model, {**configs[0], "model": {**configs[0]["model"], **cfg["model"]}},
+                                               [{k: c[k] for k in ("model", "input", "crop")} for c in configs]))
+    else:
+        model, _ = build_model(cfg)
+        save_checkpoint(path, {"model": model.state_dict(), "config": cfg, "meta": model.meta,
+                               "model_info": model.describe(), "epoch": 0})
     return load_for_inference(path, files, overrides)
 
 
@@ -122,7 +130,7 @@ def facematch_pass(paths, model, cfg, device, cache: Path, watch: Stopwatch) -> 
     cfg["data"]["embedding_cache"] = str(cache / "embeddings.sqlite")
     watch.reset()
     started = time.perf_counter()
-    out = retrieval.embed_paths(paths, model, device, "bench", **embed_settings(cfg))
+    out = embedding.embed_paths(paths, model, device, "bench", **embed_settings(cfg))
     seconds = time.perf_counter() - started
     return {"rate": len(paths) / seconds, "seconds": seconds, "crop": watch.crop, "embed": watch.embed,
             "embedded": out.embedded, "from_cache": out.from_cache, "kept": len(out.names)}
@@ -262,7 +270,7 @@ def bench(args, paths: list[Path], counts: dict[str, int], work: Path, started: 
             res["warm"].append(warm["rate"])
             res["crop"].append(1000 * cold["crop"] / len(paths))
             res["embed"].append(1000 * cold["embed"] / len(paths))
-            if r == 0:
+            if r == 0:  # a fusion's faces: its first member's chain
                 _, report = crop_paths(paths, model.crop_settings(), cfg["data"]["cache_dir"])
                 found[name] = report
             print(f"run {r + 1} {name}: cold {cold['rate']:.2f}/s (crop {cold['crop']:.1f} s, embed "
@@ -305,7 +313,7 @@ Machine: {machine()}; {args.threads or 'the default number of'} thread{'s' if ar
 dlib single-threaded (built without BLAS) (load average {load_start[0]:.1f} at the start, {load_end[0]:.1f} at the end).
 Photos: a seeded sample of {n} ({', '.join(f'{c} {s}' for s, c in counts.items())}), read from disk.
 
-facematch: `retrieval.embed_paths` with a model loaded by `load_for_inference` from a checkpoint made
+facematch: `pipeline.embedding.embed_paths` with a model loaded by `load_for_inference` from a checkpoint made
 beforehand, starting from an empty crop cache and an empty embedding cache (read, detect, align, crop,
 PNG into the crop cache, embed, sqlite embedding cache), then again over the now warm caches.
 face_recognition: `load_image_file` + `face_locations` (HOG) + `face_encodings` of the largest face per photo.

@@ -114,10 +114,10 @@ def chains() -> dict[str, list[str]]:
     from detection import CropSettings, describe_chain
     from settings import load_config
 
-    best = load_config([str(ROOT / "config" / "best.yaml")])["crop"]
+    best = load_config([str(ROOT / "config" / "best_dlib.yaml")])["crop"]
     steps = describe_chain(CropSettings(**best))
     own = [f"crop.{k}={json.dumps(v)}" for k, v in best.items()]
-    return {**CHAINS, f"config/best.yaml: {steps}": own}
+    return {**CHAINS, f"config/best_dlib.yaml: {steps}": own}
 
 
 def detect(only: list[str]) -> None:
@@ -132,7 +132,7 @@ def detect(only: list[str]) -> None:
     for label, overrides in chains().items():
         if only and not any(o in label for o in only):
             continue
-        cfg = load_config([str(ROOT / "config" / "best.yaml")], overrides)
+        cfg = load_config([str(ROOT / "config" / "best_dlib.yaml")], overrides)
         for which, photos in (("validation, occluded", sorted((OCCLUDED / "val").rglob("*.jpg"))),
                               ("validation, clean", val_photos()),
                               ("test queries, occluded", sorted((OCCLUDED / "test" / "query").iterdir())),
@@ -223,7 +223,7 @@ def choose(checkpoint: str, only: str = "") -> None:
             continue
         cache = tempfile.mkdtemp(prefix="facematch-choose-")  # fresh crops and no embedding cache: timed honestly
         model, cfg, device = load_for_inference(checkpoint, [], [f"data.cache_dir={cache}", "data.embedding_cache="])
-        chain = load_config([str(ROOT / "config" / "best.yaml")], overrides)["crop"]
+        chain = load_config([str(ROOT / "config" / "best_dlib.yaml")], overrides)["crop"]
         keys = [o.split("=", 1)[0].removeprefix("crop.") for o in overrides]
         model.meta["crop"] = {**model.meta["crop"], **{k: chain[k] for k in keys}}  # the network's crops, re-chained
         started = time.perf_counter()

@@ -94,7 +94,7 @@ LONG_ROWS: dict[str, tuple[dict, list[str]]] = {
 # chip, flip TTA, aqe), MTCNN → Haar → centre crops (its chain before issue 17), trained with the same budget, each checkpoint chosen on the validation people
 # by the mean of clean and degraded MAP@R (the untouched network is epoch 0's candidate), each scored with flip
 # TTA and aqe on clean and degraded test queries.
-BEST = ["--config", "config/best.yaml", "crop.detector=mtcnn", "crop.fallback=[haar,center]",  # the chain until issue 17
+BEST = ["--config", "config/best_dlib.yaml", "crop.detector=mtcnn", "crop.fallback=[haar,center]",  # the chain until issue 17
         "crop.subject=largest",
         "train.lr_head=0.001", "train.val_queries=all", "train.val_degrade=both",
         "train.monitor=mean_map@r", "train.epochs=4", "augment.erase_p=0", "augment.gamma_p=0.3",
@@ -122,34 +122,48 @@ FT_ROWS: dict[str, tuple[dict, list[str]]] = {
                             "backbone": "config/best.yaml before the speed work (MTCNN first, the largest face): dlib_resnet "
                             "fine-tuned, whole network, lr 1e-6, black squares and strong gamma, 6 epochs of 93 batches "
                             "(2.3 times the budget)", "loss": "triplet (batch-hard)"},
-                           ["--config", "config/best.yaml", "crop.detector=mtcnn", "crop.fallback=[yunet,haar,guess]",
+                           ["--config", "config/best_dlib.yaml", "crop.detector=mtcnn", "crop.fallback=[yunet,haar,guess]",
                             "crop.yunet_confidence=0.3", "crop.yunet_low_confidence=1", "crop.subject=largest",
                             "train.epochs=6", "train.batches_per_epoch=0"]),
     "dlib_frozen_best_chain": ({"crop": "YuNet first + dlib chip",
                                 "backbone": "dlib_resnet (dlib's weights), as it is, YuNet first, the central face",
                                 "loss": "none (pretrained)"},
-                               ["--config", "config/best.yaml", "crop.fill_dark_patches=false", "train.epochs=0"]),
+                               ["--config", "config/best_dlib.yaml", "crop.fill_dark_patches=false", "train.epochs=0"]),
     "dlib_ft_best_nofill": ({"crop": "YuNet first + dlib chip",
                              "backbone": "config/best.yaml, YuNet first, the central face, dark patches not filled: "
                              "dlib_resnet fine-tuned, whole network, lr 1e-6, black squares and strong gamma, 6 epochs "
                              "of 93 batches (2.3 times the budget)", "loss": "triplet (batch-hard)"},
-                            ["--config", "config/best.yaml", "crop.fill_dark_patches=false", "train.epochs=6",
+                            ["--config", "config/best_dlib.yaml", "crop.fill_dark_patches=false", "train.epochs=6",
                              "train.batches_per_epoch=0"]),
     "dlib_ft_best": ({"crop": "config/best.yaml's chain + dlib chip", "backbone": "config/best.yaml now (YuNet first, the central face, "
                       "dark patches filled before faces are looked for): dlib_resnet "
                       "fine-tuned, whole network, lr 1e-6, black squares and strong gamma, 6 epochs of 93 batches "
                       "(2.3 times the budget)", "loss": "triplet (batch-hard)"},
-                     ["--config", "config/best.yaml", "train.epochs=6", "train.batches_per_epoch=0"]),  # after BUDGET
+                     ["--config", "config/best_dlib.yaml", "train.epochs=6", "train.batches_per_epoch=0"]),  # after BUDGET
     "faceres_as_is": ({"crop": "YuNet → Haar → centre, a loose square (1.2× the box), 224 px",
                        "backbone": "HSE FaceRes (faceres: a MobileNet trained for identity on VGGFace2, read from its "
                        "TF.js graph) as it is", "loss": "none (pretrained)"},
                       ["--config", "config/faceres.yaml", "train.epochs=0", "retrieval.tta=flip",
                        "retrieval.rerank=[aqe]"]),
+    "faceres_best_chain": ({"crop": "config/best_dlib.yaml's chain (YuNet 0.6, else 0.3 → MTCNN → Haar → centre, the "
+                            "central face, dark patches filled), a loose square (1.2× the box), 224 px",
+                            "backbone": "HSE FaceRes as it is", "loss": "none (pretrained)"},
+                           ["--config", "config/faceres.yaml", "train.epochs=0", "retrieval.tta=flip",
+                            "retrieval.rerank=[aqe]", "crop.yunet_low_confidence=0.3", "crop.subject=central",
+                            "crop.fill_dark_patches=true", "crop.fallback=[mtcnn,haar,center]"]),
     "dlib_ft_best_erase60": ({"crop": "config/best.yaml's chain + dlib chip",
                               "backbone": "config/best.yaml, dark patches not filled, with larger black squares (40–60% of the side, as a square "
                               "over 30% of a photo covers its chip)", "loss": "triplet (batch-hard)"},
-                             ["--config", "config/best.yaml", "crop.fill_dark_patches=false", "augment.erase_side=[0.4,0.6]", "train.epochs=6",
+                             ["--config", "config/best_dlib.yaml", "crop.fill_dark_patches=false", "augment.erase_side=[0.4,0.6]", "train.epochs=6",
                               "train.batches_per_epoch=0"]),
+    "dlib_ft_covers_self": ({"crop": "config/best.yaml's chain + dlib chip",
+                             "backbone": "config/best.yaml with covers as people wear them (training's own covers on 60% "
+                             "of the chips, the black square one kind among eight) instead of black squares, chosen on "
+                             "covered validation chips", "loss": "triplet (batch-hard) + self-distillation (a covered "
+                             "chip pulled to the untouched network's embedding of its clean twin)"},
+                            ["--config", "config/best_dlib.yaml", "augment.erase_p=0", "augment.cover_p=0.6",
+                             "train.val_degrade=covers", "loss.distill_weight=1", "loss.teacher=self", "train.epochs=6",
+                             "train.batches_per_epoch=0"]),
 }
 # Other backbones taught by the face network (issue 16): loss.name=distill, the teacher dlib_frozen's checkpoint
 # (its embeddings of every clean training photo and its mirror), on the teacher's own crops (the dlib chip),

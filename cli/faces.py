@@ -10,9 +10,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from detection import CropSettings, crop_paths, describe_chain, list_images
+from detection import crop_paths, describe_chain, list_images
 from utils import DataError
-from settings import run_command
+from settings import crop_settings_of, run_command
 
 
 def arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,10 +30,10 @@ def crop_folders(args: argparse.Namespace) -> int:
         if not found:
             raise DataError(f"{folder}: no images")
         paths += found
-    crop = CropSettings(**cfg["crop"])
-    _, report = crop_paths(paths, crop, cfg["data"]["cache_dir"])
-    print(f"cropped {', '.join(map(str, folders))} into {cfg['data']['cache_dir']} "
-          f"({describe_chain(crop)}; align {crop.align}): {report.summary()}")
+    for crop in crop_settings_of(cfg):  # a fusion's members each crop their own way
+        _, report = crop_paths(paths, crop, cfg["data"]["cache_dir"])
+        print(f"cropped {', '.join(map(str, folders))} into {cfg['data']['cache_dir']} "
+              f"({describe_chain(crop)}; align {crop.align}, {crop.size} px): {report.summary()}")
     return 0
 
 

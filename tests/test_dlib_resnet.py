@@ -130,21 +130,21 @@ def test_model_freeze_keeps_the_first_levels_as_they_are():
     from network import EmbeddingNet
     from settings import load_config
 
-    cfg = load_config(["config/best.yaml"], ["model.freeze=5"])
+    cfg = load_config(["config/best_dlib.yaml"], ["model.freeze=5"])
     model = net("dlib_resnet", 128, head="none", weights="pretrained", cfg=cfg)
     trainable = {n.split(".")[0] for n, p in model.backbone.named_parameters() if p.requires_grad}
     assert trainable == {"level5", "fc"}
     model.train()
     assert not model.backbone.stem.training and model.backbone.fc.training
     with pytest.raises(ConfigError, match="model.freeze must be all or a whole number from 0 to 7"):
-        net("dlib_resnet", 128, head="none", weights=None, cfg=load_config(["config/best.yaml"], ["model.freeze=8"]))
+        net("dlib_resnet", 128, head="none", weights=None, cfg=load_config(["config/best_dlib.yaml"], ["model.freeze=8"]))
 
 
 def test_a_checkpoint_from_when_the_descriptor_was_frozen_outside_the_state_dict_still_loads(tmp_path):
     from network import model_from_checkpoint, save_checkpoint
     from settings import load_config
 
-    cfg = load_config(["config/best.yaml"])
+    cfg = load_config(["config/best_dlib.yaml"])
     legacy = {"model": {}, "config": cfg, "meta": {"input": {"size": 150, "mean": [0.0] * 3, "std": [1.0] * 3,
                                                              "max_pixel_value": 1.0},
                                                    "crop": {k: cfg["crop"][k] for k in cfg["crop"]}},

@@ -121,3 +121,16 @@ def test_a_member_named_by_its_config_is_trained_first(tiny_cfg, tmp_path):
     cfg["model"]["members"] = [str(member)]
     paths = member_checkpoints(cfg)
     assert paths == [tmp_path / "run" / "small" / "best.pt"] and paths[0].is_file()
+
+
+def test_a_fusion_crops_as_each_member_does(fused_ckpt, tiny_cfg, tmp_path, capsys):
+    from cli import main
+    from settings import crop_settings_of
+
+    path, members, _ = fused_ckpt
+    crops = crop_settings_of({**tiny_cfg, "model": {**tiny_cfg["model"], "members": [str(path)]}})
+    assert [(c.size, c.margin) for c in crops] == [(40, tiny_cfg["crop"]["margin"]), (30, 0.1)]
+    assert crop_settings_of(tiny_cfg) == [crops[0]]
+    assert main(["faces", str(PEOPLE), f"data.cache_dir={tmp_path / 'crops'}", f"model.members=[{members[0]},{members[1]}]"]) == 0
+    out = capsys.readouterr().out
+    assert "40 px" in out and "30 px" in out

@@ -348,7 +348,7 @@ def test_self_distillation_with_cutout_trains_and_resumes_towards_the_same_targe
 
 
 def test_a_fine_tuning_step_changes_dlibs_weights(tiny_cfg):
-    cfg = load_config(["config/best.yaml"], [
+    cfg = load_config(["config/best_dlib.yaml"], [
         "train.epochs=1", "train.batches_per_epoch=1", "train.P=3", "train.K=2", "train.lr_backbone=1e-4",
         "model.freeze=5", "data.val_fraction=0.4", "loss.distill_weight=1", "loss.teacher=self", "augment.erase_p=1", f"train.out_dir={tiny_cfg['train']['out_dir']}",
         f"train.figure={tiny_cfg['train']['figure']}", f"data.cache_dir={tiny_cfg['data']['cache_dir']}",

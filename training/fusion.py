@@ -94,15 +94,15 @@ def make_fusion(models: list, paths: list[Path], labels: list[str], device, *, d
     if len(set(labels)) < 2:
         raise DataError(f"fewer than 2 validation people (data.val_fraction {data.val_fraction}) to choose the "
                         f"fusion's weights and calibrate it on")
-    owner = dict(zip(paths, labels))
-    order, embeddings = embeddings_by_condition(models, paths, device, kinds, data=data, retrieval=retrieval, seed=seed)
-    labels = [owner[p] for p in order]
     if member_weights == "auto":
         candidates = weight_grid(len(models))
     elif len(member_weights) != len(models):
         raise ConfigError(f"model.member_weights: one weight per member ({len(models)}), got {member_weights}")
-    else:
-        candidates = [tuple(float(w) / sum(member_weights) for w in member_weights)]
+    else:  # given: scored on the clean photos only (the calibration needs them), no covers to choose by
+        candidates, kinds = [tuple(float(w) / sum(member_weights) for w in member_weights)], []
+    owner = dict(zip(paths, labels))
+    order, embeddings = embeddings_by_condition(models, paths, device, kinds, data=data, retrieval=retrieval, seed=seed)
+    labels = [owner[p] for p in order]
     weights, rows = choose_weights(embeddings, labels, candidates, retrieval)
     for row in rows:
         log.info(f"fusion weights {', '.join(f'{w:.2f}' for w in row['weights'])}: mean top-1 {row['mean_top1']:.3f} "

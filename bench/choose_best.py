@@ -1,0 +1,132 @@
+"""config/best.yaml chosen on validation people over clean and every kind of cover (issue 27): each candidate
+checkpoint alone and every pair fused (training/fusion.py: weights in steps of 0.1), scored on data/dev's validation
+people (what train.py holds out of data/dev/train: val_fraction 0.1, seed 0), every photo against the clean others,
+clean and under each cover kind drawn from *training's* covers on the photo before its face is looked for. The
+choice is the highest mean top-1 over clean and the eight kinds; the test people are never looked at here
+(bench/covered_queries.py scores the choice on them, with the evaluation's covers).
+
+    .venv/bin/python bench/choose_best.py dlib_ft_best faceres_as_is [ROW ...]   # checkpoints/table/<row>/best.pt
+    .venv/bin/python bench/choose_best.py dlib_ft_best dlib_ft_best:fill_dark_patches=false   # a crop setting changed
+
+Each row's embeddings are kept in outputs/choose/<row>.npz (reused while newer than the checkpoint). Writes the
+section "choice" of bench/RESULTS.md.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+from benchlib import git_rev, machine, write_section  # noqa: E402
+
+DEV = ROOT / "data" / "dev"
+CKPT = ROOT / "checkpoints" / "table"
+OUT = ROOT / "outputs" / "choose"
+
+
+def val_people() -> tuple[list[Path], list[str]]:
+    """data/dev's validation people as train.py holds them out (val_fraction 0.1, seed 0): photos and owners."""
+    from dataset import DataSettings
+    from training.data import split_people
+
+    _, val = split_people(DataSettings(train_dir=str(DEV / "train"), val_fraction=0.1, min_photos=2), 0)
+    return [p for photos in val.values() for p in photos], [n for n, photos in val.items() for _ in photos]
+
+
+def embeddings_of(row: str, paths: list[Path], kinds: list[str]) -> tuple[list[str], dict[str, np.ndarray]]:
+    """The row's validation embeddings, clean and per kind (training's covers): (photo paths kept, {condition: array})."""
+    import torch
+
+    from dataset import DataSettings
+    from network import model_from_checkpoint
+    from search.retrieval_settings import RetrievalSettings
+    from training.fusion import embeddings_by_condition
+
+    name, _, change = row.partition(":")  # ROW:key=value,...: the row's checkpoint with its crop settings changed
+    out, ckpt = OUT / f"{row.replace(':', '__').replace('=', '-').replace(',', '_')}.npz", CKPT / name / "best.pt"
+    if out.exists() and out.stat().st_mtime > ckpt.stat().st_mtime:
+        kept = np.load(out)
+        if all(c in kept for c in ["clean", *kinds]):
+            return list(kept["paths"]), {c: kept[c] for c in ["clean", *kinds]}
+    torch.set_num_threads(max(1, (os.cpu_count() or 1)))
+    model, cfg = model_from_checkpoint(ckpt)
+    for item in filter(None, change.split(",")):
+        key, _, value = item.partition("=")
+        if key not in model.meta["crop"]:
+            raise SystemExit(f"{row}: {key} is not a crop setting")
+        model.meta["crop"][key] = json.loads(value)
+    order, found = embeddings_by_condition([model], paths, "cpu", kinds,
+                                           data=DataSettings(cache_dir="data/cache/crops",
+                                                             embedding_cache="data/cache/embeddings.sqlite"),
+                                           retrieval=RetrievalSettings(**cfg["retrieval"]), seed=0)
+    OUT.mkdir(parents=True, exist_ok=True)
+    np.savez(out, paths=np.array([str(p) for p in order]), **{c: parts[0] for c, parts in found.items()})
+    return [str(p) for p in order], {c: parts[0] for c, parts in found.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from detection.covers import COVERS
+    from search.retrieval_settings import RetrievalSettings
+    from training.fusion import choose_weights, weight_grid
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("rows", nargs="+", help="checkpoints/table/<row>/best.pt")
+    parser.add_argument("--no-write", action="store_true", help="print only; leave bench/RESULTS.md alone")
+    args = parser.parse_args(argv)
+    if not (DEV / "train").is_dir():
+        print("needs data/dev (bench/table.py prepare): nothing to choose")
+        return 0
+    started = time.time()
+    kinds = list(COVERS)
+    paths, labels = val_people()
+    owner = {str(p): n for p, n in zip(paths, labels)}
+    found = {row: embeddings_of(row, paths, kinds) for row in args.rows}
+    common = set.intersection(*(set(kept) for kept, _ in found.values()))
+    order = [str(p) for p in paths if str(p) in common]
+    labels = [owner[p] for p in order]
+    aligned = {}
+    for row, (kept, emb) in found.items():
+        index = {p: i for i, p in enumerate(kept)}
+        aligned[row] = {c: e[[index[p] for p in order]] for c, e in emb.items()}
+    retrieval = RetrievalSettings()
+    results = []  # (label, weights, row of choose_weights)
+    for row in args.rows:
+        _, rows = choose_weights({c: [aligned[row][c], aligned[row][c]] for c in ["clean", *kinds]}, labels,
+                                 [(0.5, 0.5)], retrieval)
+        results.append((row, "", rows[0]))
+    for a, b in itertools.combinations(args.rows, 2):
+        weights, rows = choose_weights({c: [aligned[a][c], aligned[b][c]] for c in ["clean", *kinds]}, labels,
+                                       weight_grid(2), retrieval)
+        best = next(r for r in rows[2:] if r["weights"] == weights)
+        results.append((f"{a} + {b}", f"{weights[0]:.1f} / {weights[1]:.1f}", best))
+    results.sort(key=lambda r: -r[2]["mean_top1"])
+    head = ["candidate", "weights", "mean top-1", "clean", *kinds]
+    lines = [f"Command: `.venv/bin/python bench/choose_best.py {' '.join(args.rows)}` (commit {git_rev()}, "
+             f"{time.strftime('%Y-%m-%d')}; {machine()}; load average {os.getloadavg()[0]:.1f} at the end; embeddings "
+             f"kept in outputs/choose/). {len(order)} photos of {len(set(labels))} validation people of data/dev "
+             "(held out of training by every row; the test people are not looked at), each against the clean others, "
+             "clean and covered by each kind drawn from **training's** covers (detection/covers.py TRAINING) on the "
+             "photo before its face is looked for. Pairs are fused as model.members fuses them (weights in steps of "
+             "0.1, the best shown). Ratio: mean top-1 over the first row alone.", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    reference = next(r for label, _, r in results if label == args.rows[0])["mean_top1"]
+    for label, weights, r in results:
+        lines.append(f"| {label} | {weights} | {r['mean_top1']:.3f} ({r['mean_top1'] / reference:.2f}×) | "
+                     + " | ".join(f"{r[c]['top1']:.3f}" for c in ["clean", *kinds]) + " |")
+    lines += ["", f"Chosen: **{results[0][0]}** ({results[0][1] or 'alone'}). "
+              f"{(time.time() - started) / 60:.0f} min for what was not kept."]
+    text = "\n".join(lines)
+    print(text)
+    if not args.no_write:
+        write_section("choice", "## config/best.yaml chosen on validation people over every cover (issue 27)\n\n" + text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
