@@ -8,7 +8,7 @@ choice is the highest mean top-1 over clean and the eight kinds; the test people
     .venv/bin/python bench/choose_best.py dlib_ft_best faceres_as_is [ROW ...]   # checkpoints/table/<row>/best.pt
     .venv/bin/python bench/choose_best.py dlib_ft_best dlib_ft_best:fill_dark_patches=false   # a crop setting changed
 
-Each row's embeddings are kept in outputs/choose/<row>.npz (reused while newer than the checkpoint). Writes the
+Each row's embeddings are kept in outputs/choose/<row>/<condition>.npz (reused while newer than the checkpoint). Writes the
 section "choice" of bench/RESULTS.md.
 """
 from __future__ import annotations
@@ -39,35 +39,56 @@ def val_people() -> tuple[list[Path], list[str]]:
     return [p for photos in val.values() for p in photos], [n for n, photos in val.items() for _ in photos]
 
 
-def embeddings_of(row: str, paths: list[Path], kinds: list[str]) -> tuple[list[str], dict[str, np.ndarray]]:
-    """The row's validation embeddings, clean and per kind (training's covers): (photo paths kept, {condition: array})."""
-    import torch
-
+def embeddings_of(row: str, paths: list[Path], kinds: list[str],
+                  covers: str = "training") -> tuple[list[str], dict[str, np.ndarray]]:
+    """The row's validation embeddings, clean and per kind (`covers`: training's, or the evaluation's for a first
+    look): (photo paths kept, {condition: array}), each condition kept in outputs/choose/<row>/<condition>.npz
+    (outputs/choose_evaluation/ for the evaluation's covers) as soon as it is computed."""
     from dataset import DataSettings
     from network import model_from_checkpoint
     from search.retrieval_settings import RetrievalSettings
+    from detection.covers import EVALUATION, TRAINING
     from training.fusion import embeddings_by_condition
 
     name, _, change = row.partition(":")  # ROW:key=value,...: the row's checkpoint with its crop settings changed
-    out, ckpt = OUT / f"{row.replace(':', '__').replace('=', '-').replace(',', '_')}.npz", CKPT / name / "best.pt"
-    if out.exists() and out.stat().st_mtime > ckpt.stat().st_mtime:
-        kept = np.load(out)
-        if all(c in kept for c in ["clean", *kinds]):
-            return list(kept["paths"]), {c: kept[c] for c in ["clean", *kinds]}
-    torch.set_num_threads(max(1, (os.cpu_count() or 1)))
-    model, cfg = model_from_checkpoint(ckpt)
-    for item in filter(None, change.split(",")):
-        key, _, value = item.partition("=")
-        if key not in model.meta["crop"]:
-            raise SystemExit(f"{row}: {key} is not a crop setting")
-        model.meta["crop"][key] = json.loads(value)
-    order, found = embeddings_by_condition([model], paths, "cpu", kinds,
-                                           data=DataSettings(cache_dir="data/cache/crops",
-                                                             embedding_cache="data/cache/embeddings.sqlite"),
-                                           retrieval=RetrievalSettings(**cfg["retrieval"]), seed=0)
-    OUT.mkdir(parents=True, exist_ok=True)
-    np.savez(out, paths=np.array([str(p) for p in order]), **{c: parts[0] for c, parts in found.items()})
-    return [str(p) for p in order], {c: parts[0] for c, parts in found.items()}
+    out_dir = OUT if covers == "training" else OUT.with_name("choose_evaluation")
+    folder, ckpt = out_dir / row.replace(":", "__").replace("=", "-").replace(",", "_"), CKPT / name / "best.pt"
+    model = cfg = None
+    found: dict[str, tuple[list[str], np.ndarray]] = {}
+    whole = folder.with_suffix(".npz")  # every condition of a row in one file, as the first version kept them
+    if whole.exists() and whole.stat().st_mtime > ckpt.stat().st_mtime:
+        kept = np.load(whole)
+        found = {c: (list(kept["paths"]), kept[c]) for c in ["clean", *kinds] if c in kept}
+    for condition in ["clean", *kinds]:
+        out = folder / f"{condition}.npz"
+        if condition in found:
+            continue
+        if out.exists() and out.stat().st_mtime > ckpt.stat().st_mtime:
+            kept = np.load(out)
+            found[condition] = (list(kept["paths"]), kept["embeddings"])
+            continue
+        if model is None:
+            model, cfg = model_from_checkpoint(ckpt)
+            for item in filter(None, change.split(",")):
+                key, _, value = item.partition("=")
+                if key not in model.meta["crop"]:
+                    raise SystemExit(f"{row}: {key} is not a crop setting")
+                model.meta["crop"][key] = json.loads(value)
+        order, emb = embeddings_by_condition([model], paths, "cpu", [] if condition == "clean" else [condition],
+                                             data=DataSettings(cache_dir="data/cache/crops",
+                                                               embedding_cache="data/cache/embeddings.sqlite"),
+                                             retrieval=RetrievalSettings(**cfg["retrieval"]), seed=0,
+                                             covers=TRAINING if covers == "training" else EVALUATION)
+        folder.mkdir(parents=True, exist_ok=True)
+        np.savez(out, paths=np.array([str(p) for p in order]), embeddings=emb[condition][0])
+        found[condition] = ([str(p) for p in order], emb[condition][0])
+    kept = set.intersection(*(set(k) for k, _ in found.values()))
+    order = [str(p) for p in paths if str(p) in kept]
+    aligned = {}
+    for condition, (names, emb) in found.items():
+        index = {p: i for i, p in enumerate(names)}
+        aligned[condition] = emb[[index[p] for p in order]]
+    return order, aligned
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,6 +98,9 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("rows", nargs="+", help="checkpoints/table/<row>/best.pt")
+    parser.add_argument("--covers", choices=["training", "evaluation"], default="training",
+                        help="whose covers: training's (what a choice is made on) or the evaluation's (a first look "
+                             "only, written to its own section: never a choice)")
     parser.add_argument("--no-write", action="store_true", help="print only; leave bench/RESULTS.md alone")
     args = parser.parse_args(argv)
     if not (DEV / "train").is_dir():
@@ -86,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     kinds = list(COVERS)
     paths, labels = val_people()
     owner = {str(p): n for p, n in zip(paths, labels)}
-    found = {row: embeddings_of(row, paths, kinds) for row in args.rows}
+    found = {row: embeddings_of(row, paths, kinds, args.covers) for row in args.rows}
     common = set.intersection(*(set(kept) for kept, _ in found.values()))
     order = [str(p) for p in paths if str(p) in common]
     labels = [owner[p] for p in order]
@@ -107,12 +131,15 @@ def main(argv: list[str] | None = None) -> int:
         results.append((f"{a} + {b}", f"{weights[0]:.1f} / {weights[1]:.1f}", best))
     results.sort(key=lambda r: -r[2]["mean_top1"])
     head = ["candidate", "weights", "mean top-1", "clean", *kinds]
-    lines = [f"Command: `.venv/bin/python bench/choose_best.py {' '.join(args.rows)}` (commit {git_rev()}, "
+    flag = "" if args.covers == "training" else " --covers evaluation"
+    whose = ("**training's** covers (detection/covers.py TRAINING)" if args.covers == "training" else
+             "**the evaluation's** covers (detection/covers.py EVALUATION: a first look, never a choice; the choice is "
+             "made with training's)")
+    lines = [f"Command: `.venv/bin/python bench/choose_best.py{flag} {' '.join(args.rows)}` (commit {git_rev()}, "
              f"{time.strftime('%Y-%m-%d')}; {machine()}; load average {os.getloadavg()[0]:.1f} at the end; embeddings "
              f"kept in outputs/choose/). {len(order)} photos of {len(set(labels))} validation people of data/dev "
              "(held out of training by every row; the test people are not looked at), each against the clean others, "
-             "clean and covered by each kind drawn from **training's** covers (detection/covers.py TRAINING) on the "
-             "photo before its face is looked for. Pairs are fused as model.members fuses them (weights in steps of "
+             f"clean and covered by each kind drawn from {whose} on the photo before its face is looked for. Pairs are fused as model.members fuses them (weights in steps of "
              "0.1, the best shown). Ratio: mean top-1 over the first row alone.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     reference = next(r for label, _, r in results if label == args.rows[0])["mean_top1"]
@@ -123,8 +150,11 @@ def main(argv: list[str] | None = None) -> int:
               f"{(time.time() - started) / 60:.0f} min for what was not kept."]
     text = "\n".join(lines)
     print(text)
-    if not args.no_write:
+    if not args.no_write and args.covers == "training":
         write_section("choice", "## config/best.yaml chosen on validation people over every cover (issue 27)\n\n" + text)
+    elif not args.no_write:
+        write_section("first-look", "## Fusion, a first look on validation people with the evaluation's covers (issue 27)"
+                                    "\n\n" + text.replace("Chosen: ", "Best here (not a choice): "))
     return 0
 
 

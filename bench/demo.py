@@ -20,7 +20,7 @@ from pathlib import Path
 from benchlib import git_rev, machine, write_section  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-TARGETS = {"demo": "config/best.yaml: dlib's face network, fine-tuned on the sample's training people",
+TARGETS = {"demo": "config/best.yaml: dlib's face network fine-tuned on the sample's training people, fused with HSE FaceRes",
            "demo-scratch": "config/demo.yaml: ResNet18 from random weights, 40 epochs at 64 px"}
 
 
