@@ -91,13 +91,13 @@ def crop_frame(box: np.ndarray, margin: float) -> tuple[float, float, float]:
 def to_crop(points: np.ndarray, box: np.ndarray, margin: float) -> np.ndarray:
     """Pixel points as fractions of the crop around `box` (0..1 across it)."""
     x0, y0, side = crop_frame(box, margin)
-    return (np.asarray(points, np.float32) - [x0, y0]) / side
+    return ((np.asarray(points, np.float32) - np.array([x0, y0], np.float32)) / side).astype(np.float32)
 
 
 def from_crop(points: np.ndarray, box: np.ndarray, margin: float) -> np.ndarray:
     """Points given as fractions of the crop around `box`, back in the photo's pixels."""
     x0, y0, side = crop_frame(box, margin)
-    return np.asarray(points, np.float32) * side + [x0, y0]
+    return (np.asarray(points, np.float32) * side + np.array([x0, y0], np.float32)).astype(np.float32)
 
 
 def crop_input(image: np.ndarray, box: np.ndarray, size: int, margin: float) -> np.ndarray:
