@@ -22,7 +22,6 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from dataset import identity_split, list_identities
 from detection import landmark_net
 from detection.align import dlib_landmarks, guessed_box
 from detection.covers import TRAINING, Face, cover
@@ -40,6 +39,8 @@ YUNET_FLIP = [1, 0, 2, 4, 3]  # YuNet's points in a mirror image: the eyes and t
 def training_photos(root: str | Path, val_fraction: float = 0.1, seed: int = 0) -> list[Path]:
     """Every photo under root/<person>/ except those of the validation people train.py holds out (identity_split of
     the people with two or more photos, `val_fraction`, `seed`)."""
+    from dataset import identity_split, list_identities  # albumentations, only where photos are listed
+
     root = Path(root)
     people = list_identities(root, 1)
     _, val = identity_split(list(list_identities(root, 2)), val_fraction, seed)
@@ -156,14 +157,14 @@ def _batch(items: list) -> tuple[torch.Tensor, torch.Tensor]:
 def train_landmarks(images: list[np.ndarray], labels: dict, out: str | Path | None = None, *, epochs: int = 4,
                     batch_size: int = 64, lr: float = 1e-3, size: int = 112, margin: float = 0.25,
                     clean_share: float = 0.25, seed: int = 0, steps: int = 0, workers: int = 0,
-                    imagenet: bool = True) -> dict:
+                    imagenet: bool = True, device: str = "cpu") -> dict:
     """Train the landmark network on the labelled photos (Adam, cosine decay, L1 on the points as fractions of the
     crop) for `epochs` (or `steps` batches in all, when given); save it to `out` when given. Returns {'losses': each
     batch's loss, 'module', 'seconds'}."""
     torch.manual_seed(seed)
-    module = landmark_net.build(imagenet=imagenet).train()
+    module = landmark_net.build(imagenet=imagenet).to(device).train()
     data = CoveredFaces(images, labels, size, margin, clean_share, seed)
-    per_epoch = int(np.ceil(len(data) / batch_size))
+    per_epoch = len(data) // batch_size if len(data) > batch_size else 1  # drop_last: whole batches only
     total = steps or epochs * per_epoch
     optimiser = torch.optim.Adam(module.parameters(), lr=lr)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, lr, total_steps=total, pct_start=0.05)
@@ -172,8 +173,10 @@ def train_landmarks(images: list[np.ndarray], labels: dict, out: str | Path | No
     while step < total:
         loader = torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=True, num_workers=workers,
                                              collate_fn=_batch, drop_last=len(data) > batch_size,
-                                             generator=torch.Generator().manual_seed(seed + data.epoch))
+                                             generator=torch.Generator().manual_seed(seed + data.epoch),
+                                             persistent_workers=False, pin_memory=device != "cpu")
         for x, y in loader:
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             loss = torch.nn.functional.smooth_l1_loss(module(x), y, beta=0.01)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
@@ -188,7 +191,7 @@ def train_landmarks(images: list[np.ndarray], labels: dict, out: str | Path | No
         data.epoch += 1
     bar.close()
     seconds = time.time() - started
-    module.eval()
+    module.cpu().eval()
     if out is not None:
         landmark_net.save(out, module, size, margin, photos=len(images), epochs=data.epoch, steps=total,
                           seconds=round(seconds), clean_share=clean_share)
