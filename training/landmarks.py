@@ -157,12 +157,17 @@ def _batch(items: list) -> tuple[torch.Tensor, torch.Tensor]:
 def train_landmarks(images: list[np.ndarray], labels: dict, out: str | Path | None = None, *, epochs: int = 4,
                     batch_size: int = 64, lr: float = 1e-3, size: int = 112, margin: float = 0.25,
                     clean_share: float = 0.25, seed: int = 0, steps: int = 0, workers: int = 0,
-                    imagenet: bool = True, device: str = "cpu") -> dict:
+                    imagenet: bool = True, device: str = "cpu", init: str | Path | None = None) -> dict:
     """Train the landmark network on the labelled photos (Adam, cosine decay, L1 on the points as fractions of the
-    crop) for `epochs` (or `steps` batches in all, when given); save it to `out` when given. Returns {'losses': each
-    batch's loss, 'module', 'seconds'}."""
+    crop) for `epochs` (or `steps` batches in all, when given), from ImageNet's trunk or a saved network (`init`, whose
+    size and margin it keeps); save it to `out` when given. Returns {'losses': each batch's loss, 'module', 'seconds'}."""
     torch.manual_seed(seed)
-    module = landmark_net.build(imagenet=imagenet).to(device).train()
+    if init is not None:
+        start = landmark_net.load(init)
+        module, size, margin = start.module, start.size, start.margin
+    else:
+        module = landmark_net.build(imagenet=imagenet)
+    module = module.to(device).train()
     data = CoveredFaces(images, labels, size, margin, clean_share, seed)
     per_epoch = len(data) // batch_size if len(data) > batch_size else 1  # drop_last: whole batches only
     total = steps or epochs * per_epoch
@@ -194,7 +199,7 @@ def train_landmarks(images: list[np.ndarray], labels: dict, out: str | Path | No
     module.cpu().eval()
     if out is not None:
         landmark_net.save(out, module, size, margin, photos=len(images), epochs=data.epoch, steps=total,
-                          seconds=round(seconds), clean_share=clean_share)
+                          seconds=round(seconds), clean_share=clean_share, init=str(init or ""))
     return {"losses": losses, "module": module, "seconds": seconds}
 
 
@@ -213,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=0, help="DataLoader processes drawing the covers")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--init", help="go on training this saved landmark network (its size and margin)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     root = Path(args.photos)
@@ -223,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     images = [read_image(root / name) for name in tqdm(labels["paths"], desc="reading", unit="img")]
     result = train_landmarks(images, labels, args.out, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                              size=args.size, margin=args.margin, clean_share=args.clean_share, seed=args.seed,
-                             workers=args.workers)
+                             workers=args.workers, init=args.init)
     log.info(f"{args.out}: trained in {result['seconds'] / 60:.1f} min, last loss "
              f"{np.mean(result['losses'][-20:]):.4f}")
     return 0
