@@ -13,10 +13,12 @@ import importlib
 _HOME = {
     "detection.align": ["ALIGNMENTS", "ARCFACE_TEMPLATE", "similarity_align", "similarity_matrix", "square_crop"],
     "detection.cache": ["CROP_KEYS", "crop_key", "crop_one", "crop_paths", "key_settings", "load_crop"],
-    "detection.chain": ["CENTER", "GUESS", "Crop", "chain_steps", "crop_face", "describe_chain"],
+    "detection.chain": ["CENTER", "GUESS", "LANDMARKS", "Crop", "Found", "chain_steps", "crop_face", "cut_face",
+                        "describe_chain", "find_face"],
     "detection.covers": ["COVERS", "EVALUATION", "TRAINING", "CoverRanges", "Face", "cover", "face_of", "template_face"],
     "detection.crop_settings": ["CropSettings", "MTCNN_STAGES"],
     "detection.detectors": ["DETECTORS", "Detections", "detect"],
+    "detection.landmark_net": ["LandmarkNet", "LandmarkNetError"],
     "detection.images": ["IMAGE_EXTENSIONS", "ImageReadError", "list_images", "read_image"],
     "detection.occluders": ["dark_patches", "fill_dark_patches"],
     "detection.report": ["CropReport"],

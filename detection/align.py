@@ -53,15 +53,27 @@ def similarity_align(image: np.ndarray, landmarks: np.ndarray, size: int) -> np.
                           flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
-def dlib_align(image: np.ndarray, box: np.ndarray, size: int, seen: np.ndarray | None = None) -> np.ndarray:
+def dlib_align(image: np.ndarray, box: np.ndarray, size: int, seen: np.ndarray | None = None,
+               points: np.ndarray | None = None) -> np.ndarray:
     """dlib's own alignment (the one its face descriptor was trained on): its 5-point shape
-    predictor inside the box (placed on `seen`, a copy with occluders filled in, when given), then
-    `get_face_chip` of the photo itself with dlib's default 25% padding."""
+    predictor inside the box (placed on `seen`, a copy with occluders filled in, when given), or the
+    five `points` given in its order (a landmark network's), then `get_face_chip` of the photo itself
+    with dlib's default 25% padding."""
     import dlib
 
     image = np.ascontiguousarray(image)
-    shape = dlib_landmarks(image if seen is None else seen, box)
+    shape = dlib_landmarks(image if seen is None else seen, box) if points is None else dlib_shape(points, box)
     return np.asarray(dlib.get_face_chip(image, shape, size=size, padding=0.25))
+
+
+def dlib_shape(points: np.ndarray, box: np.ndarray):
+    """Five points (pixels, in the order of dlib's 5-point predictor) as the dlib.full_object_detection its
+    predictor would return in `box`."""
+    import dlib
+
+    x, y, w, h = (int(round(float(v))) for v in box)
+    parts = [dlib.point(int(round(float(px))), int(round(float(py)))) for px, py in np.asarray(points)]
+    return dlib.full_object_detection(dlib.rectangle(x, y, x + w, y + h), parts)
 
 
 def guessed_box(image: np.ndarray, side: float) -> np.ndarray:

@@ -13,6 +13,7 @@ from PIL import Image, PngImagePlugin, UnidentifiedImageError
 from tqdm import tqdm
 
 from detection.chain import GUESS, Crop, chain_steps, crop_face
+from detection import landmark_net
 from detection.crop_settings import MTCNN_STAGES, CropSettings
 from detection.images import ImageReadError, read_image
 from detection.report import CropReport
@@ -22,7 +23,7 @@ CROP_VERSION = 2  # bump when the cropping code changes what a setting produces:
 CROP_KEYS = ("detector", "fallback", "align", "margin", "size", "min_size", "min_confidence",
              "cascade", "scale_factor", "min_neighbors", "yunet_confidence", "mtcnn_thresholds",
              "guess_side", "subject", "yunet_low_confidence",
-             "fill_dark_patches")  # every crop setting that changes a crop
+             "fill_dark_patches", "landmarks", "landmark_net")  # every crop setting that changes a crop
 
 
 def key_settings(settings: CropSettings) -> dict:
@@ -43,6 +44,10 @@ def key_settings(settings: CropSettings) -> dict:
         del params["subject"]
     if not params["fill_dark_patches"]:
         del params["fill_dark_patches"]
+    if params["landmarks"] == "dlib" or settings.align == "none":  # dlib's own predictor, or no points used
+        del params["landmarks"], params["landmark_net"]
+    else:  # the network's content, not its path: a retrained network never reuses old crops
+        params["landmark_net"] = landmark_net.file_sha256(settings.landmark_net)
     return params
 
 

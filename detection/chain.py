@@ -6,15 +6,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from detection.align import ALIGNMENTS, dlib_align, dlib_landmarks, eyes_align, guessed_box, similarity_align, square_crop
+from detection.align import (ALIGNMENTS, dlib_align, dlib_landmarks, dlib_shape, eyes_align, guessed_box,
+                             similarity_align, square_crop)
 from detection.crop_settings import CropSettings
 from detection.detectors import DETECTORS, detect
 from detection.occluders import fill_dark_patches
-from utils import lookup
+from utils import ConfigError, lookup
 
 CENTER = "center"
 GUESS = "guess"  # a chain step: dlib's landmarks in a box guessed at the photo's centre, aligned
 STEPS = (*DETECTORS, GUESS, CENTER)  # what crop.detector and crop.fallback may name
+LANDMARKS = ("dlib", "net")  # what places the points dlib's chip is aligned by (crop.landmarks)
 
 
 @dataclass
@@ -28,12 +30,16 @@ class Crop:
 
 
 def chain_steps(settings: CropSettings) -> list[str]:
-    """The detection chain: settings.detector, then settings.fallback, each step once (an unknown step
-    or alignment is a ConfigError naming the key, before any work)."""
+    """The detection chain: settings.detector, then settings.fallback, each step once (an unknown step,
+    alignment or landmark source is a ConfigError naming the key, before any work)."""
     steps = list(dict.fromkeys([settings.detector, *settings.fallback]))
     for step in steps:
         lookup(dict.fromkeys(STEPS), step, "crop.detector/crop.fallback")
     lookup(dict.fromkeys(ALIGNMENTS), settings.align, "crop.align")
+    lookup(dict.fromkeys(LANDMARKS), settings.landmarks, "crop.landmarks")
+    if settings.landmarks == "net" and not settings.landmark_net:
+        raise ConfigError("crop.landmarks=net needs crop.landmark_net: the file of a trained landmark network "
+                          "(python -m training.landmarks --out FILE)")
     return steps
 
 
@@ -42,39 +48,77 @@ def describe_chain(settings: CropSettings) -> str:
     sure, low = settings.yunet_confidence, settings.yunet_low_confidence
     names = {"yunet": f"yunet {sure}" + (f", else {low}" if low < sure else "")}
     return " → ".join(names.get(s, s) for s in chain_steps(settings)) + f", {settings.subject} face" + \
-        (", dark patches filled" if settings.fill_dark_patches else "")
+        (", dark patches filled" if settings.fill_dark_patches else "") + \
+        (", the landmark network's points" if settings.landmarks == "net" else "")
+
+
+@dataclass
+class Found:
+    """Where the chain found a face: the step, its box (None for the centred square), how many faces that step saw,
+    and the detector's five landmarks (None where it gives none)."""
+    step: str
+    box: np.ndarray | None
+    faces: int
+    landmarks: np.ndarray | None = None
+
+
+def find_face(seen: np.ndarray, settings: CropSettings = CropSettings()) -> Found | None:
+    """The face found along the chain in `seen` (the photo, or its copy with dark patches filled): of several, the
+    one settings.subject names; None when no step finds a face (a chain without 'center')."""
+    for step in chain_steps(settings):
+        if step == CENTER:
+            return Found(CENTER, None, 0)
+        if step == GUESS:
+            return Found(GUESS, guessed_box(seen, float(settings.guess_side)), 0)
+        found = detect(seen, settings, step)
+        if not len(found):
+            continue
+        if settings.subject == "central":
+            found = found.central_first(*seen.shape[:2])
+        return Found(step, found.boxes[0], len(found), None if found.landmarks is None else found.landmarks[0])
+    return None
+
+
+def landmark_points(seen: np.ndarray, box: np.ndarray, settings: CropSettings) -> np.ndarray | None:
+    """The five points dlib's chip is aligned by when settings.landmarks names another source than dlib's own
+    predictor (net: the landmark network of settings.landmark_net); None for dlib's predictor."""
+    if settings.landmarks == "dlib":
+        return None
+    from detection import landmark_net
+
+    return landmark_net.predict(landmark_net.loaded(settings.landmark_net), seen, box)
+
+
+def cut_face(image: np.ndarray, found: Found, settings: CropSettings, seen: np.ndarray | None = None,
+             points: np.ndarray | None = None) -> Crop:
+    """The crop of a found face, aligned as settings.align asks; dlib's chip by `points` (dlib's order) when given,
+    else by settings.landmarks' points, placed on `seen`."""
+    size, margin, align = int(settings.size), float(settings.margin), settings.align
+    seen = image if seen is None else seen
+    if found.step == CENTER:
+        return Crop(square_crop(image, None, margin, size), CENTER, 0, False)
+    box, step, faces = found.box, found.step, found.faces
+    if align == "dlib":
+        points = landmark_points(seen, box, settings) if points is None else points
+        return Crop(dlib_align(image, box, size, seen, points), step, faces, True)
+    if align == "similarity":
+        marks = found.landmarks
+        if step == GUESS:  # no detector's landmarks: dlib's eyes (or the network's) inside the guessed box
+            given = landmark_points(seen, box, settings) if points is None else points
+            marks = dlib_landmarks(seen, box) if given is None else dlib_shape(given, box)
+        try:
+            if step == GUESS:
+                return Crop(eyes_align(image, marks, size), step, faces, True)
+            if marks is not None:
+                return Crop(similarity_align(image, marks, size), step, faces, True)
+        except ValueError:
+            pass  # degenerate landmarks: the square crop below
+    return Crop(square_crop(image, box, margin, size), step, faces, False)
 
 
 def crop_face(image: np.ndarray, settings: CropSettings = CropSettings()) -> Crop | None:
     """Crop the face found along the chain (of several, the one settings.subject names), aligned as
     settings.align asks; None when no step finds a face (a chain without 'center')."""
-    size, margin, align = int(settings.size), float(settings.margin), settings.align
     seen = fill_dark_patches(image) if settings.fill_dark_patches else image  # where faces are looked for
-    for step in chain_steps(settings):
-        if step == CENTER:
-            return Crop(square_crop(image, None, margin, size), CENTER, 0, False)
-        if step == GUESS:  # no detector found a face: dlib's landmarks inside a guessed box, aligned
-            box = guessed_box(image, float(settings.guess_side))
-            if align == "dlib":
-                return Crop(dlib_align(image, box, size, seen), GUESS, 0, True)
-            if align == "similarity":
-                try:
-                    return Crop(eyes_align(image, dlib_landmarks(seen, box), size), GUESS, 0, True)
-                except ValueError:
-                    pass
-            return Crop(square_crop(image, box, margin, size), GUESS, 0, False)
-        found = detect(seen, settings, step)
-        if not len(found):
-            continue
-        if settings.subject == "central":
-            found = found.central_first(*image.shape[:2])
-        box = found.boxes[0]
-        if align == "dlib":
-            return Crop(dlib_align(image, box, size, seen), step, len(found), True)
-        if align == "similarity" and found.landmarks is not None:
-            try:
-                return Crop(similarity_align(image, found.landmarks[0], size), step, len(found), True)
-            except ValueError:
-                pass  # degenerate landmarks: the square crop below
-        return Crop(square_crop(image, box, margin, size), step, len(found), False)
-    return None
+    found = find_face(seen, settings)
+    return None if found is None else cut_face(image, found, settings, seen)

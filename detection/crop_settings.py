@@ -15,6 +15,8 @@ class CropSettings:
     detector: str = "haar"
     fallback: list[str] = field(default_factory=lambda: ["center"])
     align: str = "none"
+    landmarks: str = "dlib"
+    landmark_net: str = ""
     subject: str = "largest"
     fill_dark_patches: bool = False
     margin: float = 0.25

