@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from detection.covers import TRAINING
+from detection.covers import TRAINING, CoverRanges
 from evaluation.calibration import calibrate, summary as calibration_summary
 from network import FusedNet
 from pipeline.embedding import embed_paths
@@ -35,14 +35,16 @@ def weight_grid(members: int, step: float = STEP) -> list[tuple[float, ...]]:
 
 
 def embeddings_by_condition(members: list, paths: list[Path], device, kinds: list[str], *, data: DataSettings,
-                            retrieval: RetrievalSettings, seed: int) -> tuple[list[Path], dict[str, list[np.ndarray]]]:
-    """Each member's embeddings of the photos, clean and under each cover kind (training's distribution), on the
-    photos every member kept in every condition: (those photos, {condition: [one array per member]})."""
+                            retrieval: RetrievalSettings, seed: int,
+                            covers: CoverRanges = TRAINING) -> tuple[list[Path], dict[str, list[np.ndarray]]]:
+    """Each member's embeddings of the photos, clean and under each cover kind (drawn from `covers`: training's
+    distribution, what choices are made on), on the photos every member kept in every condition: (those photos,
+    {condition: [one array per member]})."""
     found: dict[str, list] = {}
     for condition in ["clean", *kinds]:
         found[condition] = [embed_paths(paths, m, device, f"validation, {condition}", data=data, retrieval=retrieval,
                                         degradation="none" if condition == "clean" else condition, seed=seed,
-                                        covers=TRAINING) for m in members]
+                                        covers=covers) for m in members]
     kept = set.intersection(*(set(f.paths) for parts in found.values() for f in parts))
     order = [p for p in paths if p in kept]
     out = {}
