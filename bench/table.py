@@ -151,6 +151,11 @@ FT_ROWS: dict[str, tuple[dict, list[str]]] = {
                            ["--config", "config/faceres.yaml", "train.epochs=0", "retrieval.tta=flip",
                             "retrieval.rerank=[aqe]", "crop.yunet_low_confidence=0.3", "crop.subject=central",
                             "crop.fill_dark_patches=true", "crop.fallback=[mtcnn,haar,center]"]),
+    "best_fused": ({"crop": "each member's own (dlib chip; FaceRes's loose square), config/best_dlib.yaml's chain",
+                    "backbone": "config/best.yaml: dlib_ft_best and faceres_best_chain fused, 0.4 / 0.6",
+                    "loss": "none (a fusion of trained networks)"},
+                   ["--config", "config/best.yaml", f"model.members=[{CKPT / 'dlib_ft_best' / 'best.pt'},"
+                    f"{CKPT / 'faceres_best_chain' / 'best.pt'}]"]),
     "dlib_ft_best_erase60": ({"crop": "config/best.yaml's chain + dlib chip",
                               "backbone": "config/best.yaml, dark patches not filled, with larger black squares (40–60% of the side, as a square "
                               "over 30% of a photo covers its chip)", "loss": "triplet (batch-hard)"},
