@@ -233,6 +233,12 @@ class EmbeddingNet(nn.Module):
                 "head": self.head_name, "fingerprint": self.fingerprint}
 
 
+def fuse_embeddings(parts: list[np.ndarray], weights: list[float] | tuple[float, ...]) -> np.ndarray:
+    """Unit embeddings of the same photos, one array per network, side by side, each scaled by the square root of its
+    weight (weights summing to 1): unit vectors whose cosine is the weighted sum of the networks' cosines."""
+    return np.concatenate([np.sqrt(w) * p for w, p in zip(weights, parts)], axis=1).astype(np.float32)
+
+
 class FusedNet(nn.Module):
     """Several embedding networks as one model (model.members): each sees a photo through its own crop (detector
     chain, alignment, input), and the photo's embedding is their unit vectors side by side, each scaled by the
@@ -259,7 +265,7 @@ class FusedNet(nn.Module):
 
     def fuse(self, parts: list[np.ndarray]) -> np.ndarray:
         """The members' unit embeddings of the same photos (one array each, in member order) as fused unit vectors."""
-        return np.concatenate([np.sqrt(w) * p for w, p in zip(self.weights, parts)], axis=1).astype(np.float32)
+        return fuse_embeddings(parts, self.weights)
 
     def crop_settings(self) -> CropSettings:
         """The first member's crop settings: the crop shown for a photo (the search page, figures)."""

@@ -52,7 +52,7 @@ from training.losses import LossSettings, build_loss
 from training.optim import make_optimizer, warmup_cosine
 from pipeline.validation import validate
 from search.retrieval_settings import RetrievalSettings
-from utils import DataError, atomic_write, get_device, get_logger, seed_everything
+from utils import ConfigError, DataError, atomic_write, get_device, get_logger, seed_everything
 from settings import build_model, load_config, run_command
 
 log = get_logger()
@@ -419,7 +419,7 @@ def member_checkpoints(cfg: dict) -> list[Path]:
         member_cfg = load_config([member], [f"seed={cfg['seed']}", f"train.out_dir={out}",
                                             f"train.figure={out / 'training_curve.png'}"])
         if member_cfg["model"]["members"]:
-            raise DataError(f"model.members: {member} is itself a fusion; members are single networks")
+            raise ConfigError(f"model.members: {member} is itself a fusion; members are single networks")
         member_cfg["data"], member_cfg["device"] = dict(cfg["data"]), cfg["device"]
         log.info(f"fusion: training member {member} into {out}")
         train(member_cfg)

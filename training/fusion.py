@@ -15,7 +15,7 @@ import numpy as np
 
 from detection.covers import TRAINING, CoverRanges
 from evaluation.calibration import calibrate, summary as calibration_summary
-from network import FusedNet
+from network import FusedNet, fuse_embeddings
 from pipeline.embedding import embed_paths
 from pipeline.protocol import format_report, score_leave_one_out
 from search.retrieval_settings import RetrievalSettings
@@ -56,11 +56,6 @@ def embeddings_by_condition(members: list, paths: list[Path], device, kinds: lis
     return order, out
 
 
-def fused(parts: list[np.ndarray], weights: tuple[float, ...]) -> np.ndarray:
-    """FusedNet.fuse for weights summing to 1, without a model."""
-    return np.concatenate([np.sqrt(w) * p for w, p in zip(weights, parts)], axis=1).astype(np.float32)
-
-
 def choose_weights(embeddings: dict[str, list[np.ndarray]], labels: list[str], candidates: list[tuple[float, ...]],
                    retrieval: RetrievalSettings) -> tuple[tuple[float, ...], list[dict]]:
     """The weighting whose fused embeddings rank best on the validation people: every photo against the clean
@@ -70,10 +65,10 @@ def choose_weights(embeddings: dict[str, list[np.ndarray]], labels: list[str], c
     singles = [tuple(1.0 if i == j else 0.0 for i in range(members)) for j in range(members)]
     rows = []
     for weights in [*singles, *candidates]:
-        clean = fused(embeddings["clean"], weights)
+        clean = fuse_embeddings(embeddings["clean"], weights)
         row = {"weights": weights}
         for condition, parts in embeddings.items():
-            query = None if condition == "clean" else fused(parts, weights)
+            query = None if condition == "clean" else fuse_embeddings(parts, weights)
             rep = score_leave_one_out(clean, labels, retrieval, query)
             row[condition] = {"top1": rep["top1"], "map@r": rep["map@r"]}
         row["mean_top1"] = float(np.mean([row[c]["top1"] for c in embeddings]))
