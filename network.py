@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -297,9 +298,49 @@ def settings_of(saved: dict) -> tuple[ModelSettings, InputSettings, CropSettings
 
 # ---------------------------------------------------------------- checkpoints
 
+def landmark_net_sections(state: dict) -> list[dict]:
+    """Every crop section of a checkpoint whose points come from a landmark network file (crop.landmarks: net):
+    its meta's, its members' metas and configs, and its own config's."""
+    meta, config = state.get("meta") or {}, state.get("config") or {}
+    sections = [meta.get("crop"), config.get("crop"), *(m.get("crop") for m in meta.get("members", [])),
+                *((m.get("config") or {}).get("crop") for m in state.get("members", []))]
+    return [s for s in sections if isinstance(s, dict) and s.get("landmarks") == "net" and s.get("landmark_net")]
+
+
+def landmark_net_cache() -> Path:
+    """Where the landmark networks carried by checkpoints are written out to be read ($XDG_CACHE_HOME/facematch)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "facematch" / "landmark_nets"
+
+
 def save_checkpoint(path: str | Path, state: dict) -> None:
-    """Write a checkpoint atomically: a crash mid-write leaves the previous file intact."""
+    """Write a checkpoint atomically: a crash mid-write leaves the previous file intact. A model whose crops are
+    aligned by a landmark network carries that network's file, so the checkpoint alone crops as it was trained to."""
+    carried = dict(state.get("landmark_nets") or {})
+    for section in landmark_net_sections(state):
+        name = section["landmark_net"]
+        if name not in carried:
+            try:
+                carried[name] = Path(name).read_bytes()
+            except OSError as exc:
+                raise CheckpointError(f"{path}: cannot carry crop.landmark_net {name} ({exc.strerror})") from None
+    if carried:
+        state = {**state, "landmark_nets": carried}
     atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+
+def unpack_landmark_nets(ckpt: dict) -> dict:
+    """A checkpoint whose crop sections name the landmark networks it carries, written out (once, by content) to
+    landmark_net_cache(), so its crops need no file from the machine it was trained on."""
+    carried = ckpt.get("landmark_nets") or {}
+    for section in landmark_net_sections(ckpt):
+        data = carried.get(section["landmark_net"])
+        if data is None:
+            continue  # written before checkpoints carried it: the file is looked for where it was
+        out = landmark_net_cache() / f"{hashlib.sha256(data).hexdigest()}.pt"
+        if not out.exists():
+            atomic_write(out, lambda tmp: Path(tmp).write_bytes(data))
+        section["landmark_net"] = str(out)
+    return ckpt
 
 
 def read_checkpoint(path: str | Path, map_location="cpu") -> dict:
@@ -312,7 +353,7 @@ def read_checkpoint(path: str | Path, map_location="cpu") -> dict:
         raise CheckpointError(f"{path}: cannot read checkpoint ({exc.__class__.__name__}: {exc})") from None
     if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
         raise CheckpointError(f"{path}: not a facematch checkpoint (no 'model' and 'config' entries)")
-    return ckpt
+    return unpack_landmark_nets(ckpt)
 
 
 def upgrade_config(trained: dict) -> dict:

@@ -139,3 +139,40 @@ def test_the_config_knows_the_keys():
     assert load_config(overrides=["crop.landmarks=net", "crop.landmark_net=x.pt"])["crop"]["landmarks"] == "net"
     with pytest.raises(ConfigError, match="crop.landmarks"):
         load_config(overrides=["crop.landmarks=mtcnn"])
+
+
+def test_a_checkpoint_carries_its_landmark_network(tiny_cfg, tmp_path, monkeypatch):
+    from network import model_from_checkpoint, save_checkpoint
+    from settings import build_model, load_config
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    fixed_net(tmp_path / "net.pt")
+    cfg = load_config(overrides=["crop.align=dlib", "crop.landmarks=net", f"crop.landmark_net={tmp_path / 'net.pt'}",
+                                 "crop.size=48", "input.size=48"], base=tiny_cfg)
+    model, _ = build_model(cfg)
+    ckpt = tmp_path / "a.pt"
+    save_checkpoint(ckpt, {"model": model.state_dict(), "config": cfg, "meta": model.meta,
+                           "model_info": model.describe(), "epoch": 0})
+    expected = landmark_net.file_sha256(tmp_path / "net.pt")
+    (tmp_path / "net.pt").unlink()  # the machine it was trained on is gone
+    loaded, saved = model_from_checkpoint(ckpt)
+    settings = loaded.crop_settings()
+    assert settings.landmarks == "net" and settings.landmark_net != str(tmp_path / "net.pt")
+    assert landmark_net.file_sha256(settings.landmark_net) == expected  # the very network, written out once
+    assert saved["crop"]["landmark_net"] == settings.landmark_net
+    image = read_image(FACES / "one_face.jpg")
+    assert crop_face(image, settings) is not None
+    save_checkpoint(tmp_path / "b.pt", {"model": model.state_dict(), "config": saved, "meta": loaded.meta})
+    assert landmark_net.file_sha256(model_from_checkpoint(tmp_path / "b.pt")[0].crop_settings().landmark_net) == expected
+
+
+def test_a_checkpoint_naming_a_missing_landmark_network_is_refused_on_save(tiny_cfg, tmp_path):
+    from network import CheckpointError, save_checkpoint
+    from settings import build_model, load_config
+
+    cfg = load_config(overrides=["crop.align=dlib", "crop.landmarks=net", f"crop.landmark_net={tmp_path / 'no.pt'}",
+                                 "crop.size=48", "input.size=48"], base=tiny_cfg)
+    model, _ = build_model(cfg)
+    with pytest.raises(CheckpointError, match="no.pt"):
+        save_checkpoint(tmp_path / "a.pt", {"model": model.state_dict(), "config": cfg, "meta": model.meta})
+    assert not (tmp_path / "a.pt").exists()
