@@ -169,6 +169,14 @@ FT_ROWS: dict[str, tuple[dict, list[str]]] = {
                             ["--config", "config/best_dlib.yaml", "augment.erase_p=0", "augment.cover_p=0.6",
                              "train.val_degrade=covers", "loss.distill_weight=1", "loss.teacher=self", "train.epochs=6",
                              "train.batches_per_epoch=0"]),
+    "faceres_ft_covers": ({"crop": "config/best_dlib.yaml's chain, a loose square (1.2× the box), 224 px",
+                           "backbone": "HSE FaceRes fine-tuned from block 6 on (stem and blocks 1-5 frozen), lr 1e-5, "
+                           "covers as people wear them (training's own) on half the crops, 3 epochs of 40 batches, "
+                           "chosen on covered validation crops", "loss": "triplet (batch-hard)"},
+                          ["--config", "config/faceres.yaml", "model.freeze=3", "train.lr_backbone=0.00001",
+                           "augment.cover_p=0.5", "train.val_degrade=covers", "train.val_queries=all",
+                           "train.monitor=mean_map@r", "train.epochs=3", "train.batches_per_epoch=40",
+                           "train.warmup_epochs=0.25", "retrieval.tta=flip", "retrieval.rerank=[aqe]"]),
 }
 # Other backbones taught by the face network (issue 16): loss.name=distill, the teacher dlib_frozen's checkpoint
 # (its embeddings of every clean training photo and its mirror), on the teacher's own crops (the dlib chip),

@@ -2,6 +2,9 @@
 `guess` (dlib's landmarks in a box guessed at the centre) and `center` (the centred square) always do."""
 from __future__ import annotations
 
+import hashlib
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -116,9 +119,30 @@ def cut_face(image: np.ndarray, found: Found, settings: CropSettings, seen: np.n
     return Crop(square_crop(image, box, margin, size), step, faces, False)
 
 
+NOT_DETECTION = ("align", "margin", "size", "landmarks", "landmark_net", "on_error")  # what only cuts the face out
+FOUND_KEPT = 8192  # photos whose found face is remembered: a fusion's members crop the same photos one after another
+_found: OrderedDict = OrderedDict()
+_found_lock = threading.Lock()
+
+
+def _found_key(image: np.ndarray, settings: CropSettings) -> tuple:
+    detection = {k: v for k, v in settings.to_dict().items() if k not in NOT_DETECTION}
+    return hashlib.sha1(memoryview(np.ascontiguousarray(image)).cast("B")).hexdigest(), image.shape, repr(detection)
+
+
 def crop_face(image: np.ndarray, settings: CropSettings = CropSettings()) -> Crop | None:
     """Crop the face found along the chain (of several, the one settings.subject names), aligned as
-    settings.align asks; None when no step finds a face (a chain without 'center')."""
-    seen = fill_dark_patches(image) if settings.fill_dark_patches else image  # where faces are looked for
-    found = find_face(seen, settings)
+    settings.align asks; None when no step finds a face (a chain without 'center'). Where a face was found in the
+    same pixels by the same chain a moment ago (another member of a fusion), it is not looked for again."""
+    key = _found_key(image, settings)
+    with _found_lock:
+        found = _found.get(key, False)
+    needs_seen = settings.fill_dark_patches and settings.align != "none"
+    seen = fill_dark_patches(image) if settings.fill_dark_patches and (found is False or needs_seen) else image
+    if found is False:
+        found = find_face(seen, settings)  # looked for on `seen`: the photo, or its copy with dark patches filled
+        with _found_lock:
+            _found[key] = found
+            while len(_found) > FOUND_KEPT:
+                _found.popitem(last=False)
     return None if found is None else cut_face(image, found, settings, seen)

@@ -460,3 +460,26 @@ def test_a_checkpoint_written_before_the_new_face_rules_crops_as_it_did():
                                    if k not in ("yunet_low_confidence", "subject", "fill_dark_patches")})
     assert (old.subject, old.fill_dark_patches, old.yunet_low_confidence) == ("largest", False, 0.6)
     assert CropSettings.from_saved(now).to_dict() == now  # a checkpoint that has them keeps them
+
+
+def test_a_face_found_in_the_same_pixels_by_the_same_chain_is_not_looked_for_again(monkeypatch):
+    import detection.chain as chain
+
+    image = read_image(FACES / "one_face.jpg")
+    calls = []
+    real = chain.find_face
+    monkeypatch.setattr(chain, "find_face", lambda seen, settings: calls.append(1) or real(seen, settings))
+    monkeypatch.setattr(chain, "_found", type(chain._found)())
+    dlib_chip = CropSettings(detector="yunet", fallback=["center"], align="dlib", size=150, fill_dark_patches=True)
+    square = replace(dlib_chip, align="none", margin=0.1, size=224)  # a fusion's second member: same chain, own cut
+    chip = crop_face(image, dlib_chip)
+    loose = crop_face(image, square)
+    assert len(calls) == 1 and chip.image.shape == (150, 150, 3) and loose.image.shape == (224, 224, 3)
+    monkeypatch.setattr(chain, "_found", type(chain._found)())
+    assert np.array_equal(crop_face(image, square).image, loose.image)  # the same crop as when looked for afresh
+    assert len(calls) == 2
+    crop_face(image, replace(square, yunet_confidence=0.9))  # another chain looks again
+    other = image.copy()
+    other[:20] = 0
+    crop_face(other, square)  # so do other pixels
+    assert len(calls) == 4
