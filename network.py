@@ -17,11 +17,10 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from backbones import WeightsError, build_backbone, legacy_frozen_state
 from detection import CROP_KEYS, CropSettings, load_crop
-from utils import ConfigError, FacematchError, atomic_write, get_logger, lookup, read_defaults
+from utils import ConfigError, FacematchError, atomic_write, get_logger, lookup, progress, read_defaults
 
 log = get_logger()
 
@@ -559,8 +558,7 @@ def embed(model: EmbeddingNet, crops: list[np.ndarray | Path], batch_size: int =
         model.to(memory_format=torch.channels_last)
     out = []
     with torch.inference_mode():
-        for batch in tqdm(loader, desc=desc, unit="batch", leave=False,
-                          disable=True if len(loader) < 5 else None):  # None: only on a terminal
+        for batch in progress(loader, desc=desc, unit="batch", disable=len(loader) < 5):
             batch = batch.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
             if mirror:  # the evaluation transform has no geometry: flipping the tensor = flipping the crop
                 batch = batch.flip(-1)

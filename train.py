@@ -33,7 +33,6 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from dataset import AugmentSettings, DataSettings, FaceDataset, PKSampler, train_transform
 from evaluation.calibration import calibrate
@@ -52,7 +51,7 @@ from training.losses import LossSettings, build_loss
 from training.optim import make_optimizer, warmup_cosine
 from pipeline.validation import validate
 from search.retrieval_settings import RetrievalSettings
-from utils import ConfigError, DataError, atomic_write, get_device, get_logger, seed_everything
+from utils import ConfigError, DataError, atomic_write, get_device, get_logger, progress, seed_everything
 from settings import build_model, load_config, run_command
 
 log = get_logger()
@@ -333,8 +332,7 @@ def train_epoch(run: Run, net: torch.nn.Module, epoch: int) -> float:
     loss_params = [p for p in run.loss_fn.parameters() if p.requires_grad]
     clipped = list(run.model.parameters()) + list(run.loss_fn.parameters())
     total, count = 0.0, 0
-    bar = tqdm(run.loader, desc=f"epoch {epoch}/{t['epochs']}", unit="batch", leave=False,
-               disable=None if procs.main else True)
+    bar = progress(run.loader, desc=f"epoch {epoch}/{t['epochs']}", unit="batch", disable=not procs.main)
     for images, labels, *targets in bar:
         images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
         targets = targets[0].to(device, non_blocking=True) if targets else None

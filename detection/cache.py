@@ -10,14 +10,13 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, PngImagePlugin, UnidentifiedImageError
-from tqdm import tqdm
 
 from detection.chain import GUESS, Crop, chain_steps, crop_face
 from detection import landmark_net
 from detection.crop_settings import MTCNN_STAGES, CropSettings
 from detection.images import ImageReadError, read_image
 from detection.report import CropReport
-from utils import atomic_write
+from utils import atomic_write, progress
 
 CROP_VERSION = 2  # bump when the cropping code changes what a setting produces: old cache entries go stale
 CROP_KEYS = ("detector", "fallback", "align", "margin", "size", "min_size", "min_confidence",
@@ -136,8 +135,8 @@ def crop_paths(paths: list[str | Path], settings: CropSettings, cache_dir: str |
     jobs = _CropJobs(list(paths), settings, cache_dir)
     results = iter(jobs[i] for i in range(len(jobs))) if not workers else iter(torch.utils.data.DataLoader(
         jobs, batch_size=1, num_workers=workers, collate_fn=_one))
-    for path, result in tqdm(zip(paths, results), total=len(paths), desc=desc, unit="img", leave=False,
-                             disable=True if len(paths) < 20 else None):  # None: only on a terminal
+    for path, result in progress(zip(paths, results), total=len(paths), desc=desc, unit="img",
+                                 disable=len(paths) < 20):
         try:
             if isinstance(result, ImageReadError):
                 raise result

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from dataset import COVER_KINDS, DataSettings, degrade
 from detection import CropReport, CropSettings, ImageReadError, crop_face, crop_paths, list_images, load_crop, read_image
@@ -21,7 +20,7 @@ from detection.covers import EVALUATION, CoverRanges, cover, face_of
 from network import EmbeddingNet, FusedNet, batch_size_for, checkpoint_fingerprint, embed
 from pipeline.embedding_cache import EmbeddingCache, file_sha1, photo_key
 from search.retrieval_settings import RetrievalSettings
-from utils import DataError, get_logger
+from utils import DataError, get_logger, progress
 
 log = get_logger()
 
@@ -116,8 +115,7 @@ def covered_crops(paths: list[Path], settings: CropSettings, kind: str, seed: in
         except ImageReadError:
             continue
     report, out = CropReport(primary=settings.detector, subject=settings.subject), []
-    for path in tqdm(paths, desc=f"covering ({kind}) and cropping", unit="img", leave=False,
-                     disable=True if len(paths) < 20 else None):  # None: only on a terminal
+    for path in progress(paths, desc=f"covering ({kind}) and cropping", unit="img", disable=len(paths) < 20):
         try:
             image = read_image(path)
         except ImageReadError as exc:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import torch
-from tqdm import tqdm
 
 from dataset import AugmentSettings, FaceDataset, eval_transform, train_transform
 from network import EmbeddingNet
+from utils import progress
 
 
 class _Views(torch.utils.data.Dataset):
@@ -37,7 +37,7 @@ def frozen_features(model: EmbeddingNet, crops: list, views: int, device, what: 
                                          batch_size=batch_size, num_workers=num_workers)
     with torch.inference_mode():
         out = [model.features(batch.to(device)).float().cpu()
-               for batch in tqdm(loader, desc=f"backbone features, {what}", unit="batch", leave=False)]
+               for batch in progress(loader, desc=f"backbone features, {what}", unit="batch")]
     features = torch.cat(out) if out else torch.zeros(0)
     return features.reshape(len(crops), views, *features.shape[1:])
 

@@ -20,7 +20,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from detection import landmark_net
 from detection.align import dlib_landmarks, guessed_box
@@ -28,7 +27,7 @@ from detection.covers import TRAINING, Face, cover
 from detection.crop_settings import CropSettings
 from detection.detectors import detect
 from detection.images import ImageReadError, read_image
-from utils import DataError, get_logger
+from utils import DataError, get_logger, progress
 
 log = get_logger()
 LABELS_DIR = Path("outputs") / "landmarks"
@@ -81,7 +80,7 @@ def label_photos(paths: list[Path], root: Path, agree: float = 0.2, cache_dir: P
         with np.load(cache) as f:
             return {k: f[k] for k in f.files}
     kept: dict[str, list] = {"paths": [], "boxes": [], "yunet": [], "points": []}
-    for name in tqdm(rel, desc="labelling (yunet + dlib)", unit="img"):
+    for name in progress(rel, desc="labelling (yunet + dlib)", unit="img"):
         try:
             label = label_photo(read_image(root / name), agree)
         except ImageReadError as exc:
@@ -174,7 +173,7 @@ def train_landmarks(images: list[np.ndarray], labels: dict, out: str | Path | No
     optimiser = torch.optim.Adam(module.parameters(), lr=lr)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, lr, total_steps=total, pct_start=0.05)
     losses, started, step = [], time.time(), 0
-    bar = tqdm(total=total, desc="training the landmark network", unit="batch")
+    bar = progress(total=total, desc="training the landmark network", unit="batch")
     while step < total:
         loader = torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=True, num_workers=workers,
                                              collate_fn=_batch, drop_last=len(data) > batch_size,
@@ -226,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     labels = label_photos(paths, root, args.agree)
     log.info(f"{len(labels['paths'])} of {int(labels['seen'])} photos labelled (YuNet and dlib agree); "
              f"the validation people's photos left out")
-    images = [read_image(root / name) for name in tqdm(labels["paths"], desc="reading", unit="img")]
+    images = [read_image(root / name) for name in progress(labels["paths"], desc="reading", unit="img")]
     result = train_landmarks(images, labels, args.out, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                              size=args.size, margin=args.margin, clean_share=args.clean_share, seed=args.seed,
                              workers=args.workers, init=args.init)
