@@ -70,14 +70,20 @@ demo-scratch: venv
 	$(call pipeline,$(DEMO),checkpoints/demo-scratch,config/demo.yaml: ResNet18 from random weights)
 
 # serve: the search page over data/sample/people, embedded by config/best.yaml's model (built once:
-# its checkpoint, then the store), unless STORE names a store built before.
+# its checkpoint, then the store), unless STORE names a store built before. `make serve PORT=8080` for another port
+# (the demo's own PORT, 3001, is the competition server's; the page's default is 8000). A taken port is refused
+# before anything is built.
+SERVE_PORT = $(if $(filter command line environment,$(origin PORT)),$(PORT),8000)
 serve: venv
-	@test -f $(STORE)/store.sqlite || { \
+	@$(FM) web --check-port --port $(SERVE_PORT)
+	@test -f $(STORE)/store.sqlite || { started=$$(date +%s); \
+	  echo "== first run: config/best.yaml's model is trained on data/sample/people and the page's store built from it (a few minutes on 2 cores; later runs start at once)"; \
 	  test -f $(BEST) || { echo "== $(BEST): config/best.yaml's model, written once"; \
 	    $(FM) train --config config/best.yaml data.train_dir=data/sample/people || exit 1; }; \
 	  echo "== building $(STORE): data/sample/people embedded by $(BEST)"; \
-	  $(FM) store build --store $(STORE) --checkpoint $(BEST) data/sample/people || exit 1; }
-	$(FM) web --store $(STORE)
+	  $(FM) store build --store $(STORE) --checkpoint $(BEST) data/sample/people || exit 1; \
+	  echo "== first run done in $$(( $$(date +%s) - started )) s"; }
+	$(FM) web --store $(STORE) --port $(SERVE_PORT)
 
 # bench: the speed benchmarks of issue 9, each rewriting its own section of bench/RESULTS.md (about
 # 70 min on 2 quiet cores; the ones that need ../shared/data skip with a message without it): the

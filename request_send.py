@@ -15,6 +15,7 @@ import json
 import sys
 from pathlib import Path
 
+import utils  # noqa: F401  first: without .venv's packages it says "run `make venv` first", not a traceback
 import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry

@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import NamedTuple
 
+import utils  # noqa: F401  first: without .venv's packages it says "run `make venv` first", not a traceback
 import numpy as np
 import torch
 

@@ -13,8 +13,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import yaml
+try:
+    import numpy as np
+    import yaml
+except ModuleNotFoundError as _missing:  # a Python without facematch's packages: say what to do, not a traceback
+    raise SystemExit(f"facematch: {_missing.name} is not installed for {sys.executable}: run `make venv` first, then "
+                     "`.venv/bin/facematch COMMAND` or `.venv/bin/python SCRIPT` (or `source .venv/bin/activate`)") from None
 
 ROOT = Path(__file__).resolve().parent
 _UMASK = os.umask(0)

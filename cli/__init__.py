@@ -18,6 +18,8 @@ from __future__ import annotations
 import sys
 from typing import Callable
 
+import utils  # noqa: F401  first: without .venv's packages it says "run `make venv` first", not a traceback
+
 
 def _split(argv: list[str]) -> int:
     from cli import split

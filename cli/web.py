@@ -1,8 +1,9 @@
 """The search page (webapp/): one gallery store behind a small web app (FastAPI + uvicorn), on loopback.
 
     facematch web --store outputs/store                    # http://127.0.0.1:8000
-    facematch web --store outputs/store web.port=8080 feedback.method=svm
-    make serve                                             # builds outputs/store from the demo first
+    facematch web --store outputs/store --port 8080 feedback.method=svm    # a taken port is refused first
+    facematch web --check-port --port 8080                 # is it free? (make serve asks before building)
+    make serve PORT=8080                                   # builds outputs/best_store from the sample first
 
 Upload a photo (or pick one from the gallery) and see the nearest gallery photos as a grid with
 their distances and the crop that was searched; mark results relevant or irrelevant and press
@@ -25,12 +26,13 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import socket
 import sys
 from pathlib import Path
 
 from search.feedback import FeedbackSettings
 from settings import run_command
-from utils import get_logger
+from utils import ConfigError, get_logger
 from webapp.app import create_app
 from webapp.service import WebSettings
 
@@ -47,7 +49,24 @@ def app_for(store: str | Path, cfg: dict):
 # ---------------------------------------------------------------- command line
 
 def arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--store", required=True, help="the gallery store's folder (facematch store build)")
+    parser.add_argument("--store", help="the gallery store's folder (facematch store build)")
+    parser.add_argument("--port", type=int, help="port (web.port, default 8000)")
+    parser.add_argument("--check-port", action="store_true",
+                        help="only check that the port is free, and say so (make serve asks before building anything)")
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """The page's socket, bound now: a port that is taken is refused before the store is opened or the model
+    loaded, naming the port and how to choose another."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"web.port={port}: cannot listen on {host}:{port} ({exc.strerror}): another program has "
+                          f"it; choose another port (make serve PORT={port + 1}, or facematch web --port {port + 1})") from None
+    return sock
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -55,18 +74,25 @@ def serve(args: argparse.Namespace) -> int:
     from PIL import Image
 
     cfg = args.cfg
+    host, port = cfg["web"]["host"], int(args.port if args.port is not None else cfg["web"]["port"])
+    sock = listening_socket(host, port)
+    if args.check_port:
+        sock.close()
+        log.info(f"{host}:{port} is free")
+        return 0
+    if not args.store:
+        args.parser.error("--store is required")
     Image.MAX_IMAGE_PIXELS = int(cfg["web"]["max_pixels"])  # the pipeline's own reads refuse bombs too
     app = app_for(args.store, cfg)
     web = app.state.web
     web.worker.submit(lambda: web.store().model()).result()  # load the model now: a bad checkpoint fails here
-    host, port = cfg["web"]["host"], int(cfg["web"]["port"])
     try:
         if not ipaddress.ip_address(host).is_loopback:
             log.warning(f"web.host={host}: the page (which can add and remove photos) is open to other machines")
     except ValueError:
         pass
     log.info(f"search page on http://{host}:{port}/ for {args.store} ({web.worker.submit(lambda: len(web.store())).result()} photos)")
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
     web.close()
     return 0
 
