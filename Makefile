@@ -11,7 +11,7 @@ STORE  ?= outputs/best_store
 BEST   := checkpoints/best/best.pt
 comma  := ,
 
-.PHONY: demo demo-scratch test venv weights clean serve bench
+.PHONY: demo demo-scratch test test-fast venv weights clean serve bench
 
 HUMAN_MODELS := $(VENV)/share/facematch/human-models
 
@@ -34,8 +34,13 @@ $(VENV)/.installed: requirements.txt requirements-nodeps.txt pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	@touch $@
 
+# test: every test (what CI runs), with skip reasons and the ten slowest (pyproject.toml); test-fast: the inner loop,
+# without the tests marked slow or browser (not a replacement for make test).
 test: venv
 	$(PY) -m pytest -q
+
+test-fast: venv
+	$(PY) -m pytest -q -m "not slow and not browser"
 
 # The whole pipeline on the embedded sample, for one configuration: $(1) its --config, $(2) the checkpoint folder,
 # $(3) what it trains. Both demos split the sample alike (config/demo.yaml's split: 2 queries a test person).

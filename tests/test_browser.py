@@ -22,6 +22,8 @@ import pytest
 
 from conftest import FACES  # noqa: E402
 
+pytestmark = pytest.mark.browser
+
 CHROMIUM = os.environ.get("FACEMATCH_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 
 

@@ -30,6 +30,7 @@ from search.feedback import FEEDBACK, FeedbackSettings, next_round
 from evaluation.calibration import match_words
 from pipeline.store import NotFoundError, StoreError
 from utils import get_logger, lookup
+from webapp import fields
 from webapp.errors import NoFace, NotFound, ServerFailure, TooLarge, UserError
 from webapp.uploads import check_upload, safe_name
 
@@ -48,6 +49,7 @@ class WebSettings:
     max_pixels: int = 40_000_000
     max_files: int = 20
     max_sessions: int = 100
+    max_marks: int = 1000
     gallery_page: int = 48
 
 
@@ -190,6 +192,7 @@ class Service:
         try:
             for filename, data in uploads:
                 try:
+                    filename = fields.text(filename or "", "the upload's file name")
                     _, suffix, note = check_upload(data, filename, int(self.web.max_upload_bytes),
                                                    int(self.web.max_pixels))
                     name = safe_name(filename, suffix)
@@ -237,6 +240,7 @@ class Service:
         self.start(s, f.vector, f"the uploaded photo {f.shown} ({f.note})", _png(f.crop), f.how, set())
 
     def pick(self, s: Session, name: str) -> None:
+        name = fields.text(name, "name")
         store = self.store()
         photo = store.photo(name)
         _, names, vectors = store.vectors()
@@ -246,19 +250,19 @@ class Service:
     def refine(self, s: Session, marks: dict[str, bool | None], method: str | None = None) -> None:
         """The next round by `method` (default: the session's), from all marks so far."""
 
-        method = method or s.method
-        self.apply_marks(s, marks)
+        method = fields.text(method, "method") if method else s.method  # everything checked before anything changes
+        merged = self.merged_marks(s, marks)
         if s.query is None:
             raise UserError("nothing to refine yet: upload a photo, pick one from the gallery or search by a name first")
         if method not in self.methods:
             raise UserError(f"method '{method}' is not one of {', '.join(self.methods)}")
-        s.method = method
         _, names, vectors = self.store().vectors()
         row = {n: i for i, n in enumerate(names)}
-        marked = {row[n]: v for n, v in s.marks.items() if n in row}
+        marked = {row[n]: v for n, v in merged.items() if n in row}
         shown = {row[n] for n in list(s.shown) + list(s.exclude) if n in row}
         rows = next_round(method, s.query, vectors, marked, shown, int(self.web.k), self.feedback) if len(names) else []
         dist = 1.0 - vectors[rows] @ s.query if rows else []
+        s.marks, s.method = merged, method
         s.results = [(names[r], float(d)) for r, d in zip(rows, dist)]
         s.shown += [n for n, _ in s.results]
         s.round += 1
@@ -269,15 +273,15 @@ class Service:
     def mark(self, s: Session, name: str, value: str) -> dict:
         """One mark, as the page's script sends it; the counts so far."""
         if value not in ("relevant", "irrelevant", "none"):
-            raise UserError(f"mark '{value}' is not relevant, irrelevant or none")
+            raise UserError(f"mark '{fields.text(value, 'mark', 20)}' is not relevant, irrelevant or none")
         self.apply_marks(s, {name: MARKS.get(value)})
         relevant = sum(s.marks.values())
         return {"name": name, "mark": value, "relevant": relevant, "irrelevant": len(s.marks) - relevant}
 
     def learn(self, s: Session, person: str, marks: dict[str, bool | None]) -> None:
         store = self.store()
+        person = fields.person(person)
         self.apply_marks(s, marks)
-        person = " ".join(person.split())
         if not person:
             raise UserError("type the person's name first, then mark their photos relevant and press 'learn name'")
         present = set(store.vectors()[1])
@@ -291,7 +295,7 @@ class Service:
 
     def search_name(self, s: Session, person: str) -> None:
         store = self.store()
-        person = " ".join(person.split())
+        person = fields.person(person)
         if not person:
             raise UserError("type a learned name to search for it")
         dist, names = store.search_name(person, int(self.web.k))  # unknown: NotFoundError, a 404
@@ -320,6 +324,7 @@ class Service:
         s.notes.append(text)
 
     def remove(self, s: Session, name: str) -> None:
+        name = fields.text(name, "name")
         self.store().remove([name])
         s.results = [(n, d) for n, d in s.results if n != name]
         s.marks.pop(name, None)
@@ -328,24 +333,33 @@ class Service:
     def set_fpir(self, s: Session, fpir: str) -> None:
         """The rate the page's 'no one in the gallery matches' is held to."""
         try:
-            value = float(fpir)
+            value = float(fields.text(fpir, "rate", 32))
         except ValueError:
             value = -1.0
         if not 0 < value < 1:
             raise UserError(f"false-positive identification rate '{fpir}' is not a number between 0 and 1")
         s.fpir = value
 
-    def apply_marks(self, s: Session, marks: dict[str, bool | None]) -> None:
-        for name, value in marks.items():
+    def merged_marks(self, s: Session, marks: dict[str, bool | None]) -> dict[str, bool]:
+        """The session's marks with `marks` applied (each name checked; at most web.max_marks in all), the session
+        itself untouched."""
+        merged = dict(s.marks)
+        for name, value in fields.marks(marks, int(self.web.max_marks)).items():
             if value is None:
-                s.marks.pop(name, None)
+                merged.pop(name, None)
             else:
-                s.marks[name] = value
+                merged[name] = value
+        if len(merged) > int(self.web.max_marks):
+            raise TooLarge(f"marks: {len(merged):,} in this search, at most {self.web.max_marks} (web.max_marks)")
+        return merged
+
+    def apply_marks(self, s: Session, marks: dict[str, bool | None]) -> None:
+        s.marks = self.merged_marks(s, marks)
 
     # ------------------------------------------------------------ files
     def photo_path(self, s: Session, name: str, what: str) -> Path:
         """The stored photo ('file') or its crop ('crop')."""
-        path = self.store().photo(name)[what]
+        path = self.store().photo(fields.text(name, "name"))[what]
         if not path.is_file():
             raise NotFound(f"{name}: its {what} file is missing from the store ({path})")
         return path
