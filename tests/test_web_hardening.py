@@ -56,3 +56,22 @@ def test_marks_have_size_limits(client):  # noqa: F811
     r = client.post("/mark", data={"name": "p5.jpg", "value": "relevant"})
     assert r.status_code == 413
     assert len(client.post("/api/refine", json={}).json()["marks"]) == 5
+
+
+def test_reading_makes_no_session_and_one_client_cannot_clear_the_others(client):  # noqa: F811
+    svc = client.app.state.web
+    mine = client.post("/api/search", files=photo(FACES / "one_face.jpg")).json()["session"]
+    from fastapi.testclient import TestClient
+
+    curl = TestClient(client.app)
+    for _ in range(30):  # cookie-less reads, as `curl /api/info` in a loop
+        assert curl.get("/api/info").status_code == 200 and curl.get("/").status_code == 200
+        assert not curl.cookies
+    assert list(svc.sessions) == [mine]
+    svc.web = type(svc.web)(max_sessions=10, max_sessions_per_client=3)
+    other = TestClient(client.app, client=("10.0.0.9", 5000))  # another address searching again and again
+    for _ in range(12):
+        other.cookies.clear()
+        assert other.post("/api/search", files=photo(FACES / "one_face.jpg")).status_code == 200
+    assert mine in svc.sessions and len(svc.sessions) == 4  # its 3 newest and mine
+    assert client.post("/api/refine", json={}).json()["round"] == 2  # my search goes on

@@ -16,7 +16,7 @@ from fastapi import APIRouter, File, Request, UploadFile
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from webapp.dependencies import POST, read, service, session_id, with_cookie
+from webapp.dependencies import POST, read, run, service, session_id, with_cookie
 from webapp.errors import TooLarge
 
 api = APIRouter(prefix="/api", tags=["search"])
@@ -44,18 +44,17 @@ class Person(BaseModel):
 async def answer(request: Request, action, *args):
     """Run the action for this session, then answer the session's state (and its id)."""
     svc = service(request)
-    sid = session_id(request)
     if action is not None:
-        await svc.call(sid, action, *args)
-    body = await svc.call(sid, svc.state)
-    return with_cookie(request, JSONResponse(dict(body, session=sid)))
+        await run(request, action, *args)
+    body = await run(request, svc.state)
+    return with_cookie(request, JSONResponse(dict(body, session=session_id(request))))
 
 
 @api.get("/info")
 async def info(request: Request):
     """The store: photos, checkpoint, index, learned names, feedback methods, whether it is calibrated."""
     svc = service(request)
-    return with_cookie(request, JSONResponse(await svc.call(session_id(request), svc.info)))
+    return with_cookie(request, JSONResponse(await run(request, svc.info, keep=False)))
 
 
 @api.post("/search", **POST)

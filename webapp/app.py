@@ -20,7 +20,7 @@ from dataset import DataSettings
 from search.feedback import FeedbackSettings
 from utils import FacematchError, get_logger
 from webapp.api import api
-from webapp.dependencies import POST, marks, read, service, session_id, with_cookie
+from webapp.dependencies import POST, marks, read, run, service, with_cookie
 from webapp.errors import BodyTooLarge, TooLarge, UserError
 from webapp.service import Service, WebSettings
 
@@ -53,14 +53,14 @@ def create_app(store_root: str | Path, web: WebSettings = WebSettings(), feedbac
 async def show_page(request: Request, status: int = 200, error: str = "", gallery_page: int = 0) -> Response:
     """The page for this browser's session, with `error` shown when given."""
     svc = service(request)
-    view = await svc.call(session_id(request), svc.view, gallery_page)
+    view = await run(request, svc.view, gallery_page, keep=False)
     return with_cookie(request, TEMPLATES.TemplateResponse(request, "page.html", {**view, "error": error},
                                                            status_code=status))
 
 
 async def act(request: Request, action, *args) -> Response:
     """Run a service action for this browser's session, then back to the page (303)."""
-    await service(request).call(session_id(request), action, *args)
+    await run(request, action, *args)
     return with_cookie(request, RedirectResponse("/", status_code=303))
 
 
@@ -116,7 +116,7 @@ async def pick(request: Request, name: str = Form("")) -> Response:
 @routes.post("/mark", **POST)
 async def mark(request: Request, name: str = Form(""), value: str = Form("none")) -> Response:
     svc = service(request)
-    return with_cookie(request, JSONResponse(await svc.call(session_id(request), svc.mark, name, value)))
+    return with_cookie(request, JSONResponse(await run(request, svc.mark, name, value)))
 
 
 @routes.post("/refine", **POST)
@@ -156,21 +156,21 @@ async def name_search(request: Request, person: str = Form("")) -> Response:
 @routes.get("/photo")
 async def photo(request: Request, name: str) -> Response:
     svc = service(request)
-    path = await svc.call(session_id(request), svc.photo_path, name, "file")
+    path = await run(request, svc.photo_path, name, "file", keep=False)
     return with_cookie(request, FileResponse(path, headers={"Cache-Control": "private, max-age=3600"}))
 
 
 @routes.get("/crop")
 async def crop(request: Request, name: str) -> Response:
     svc = service(request)
-    path = await svc.call(session_id(request), svc.photo_path, name, "crop")
+    path = await run(request, svc.photo_path, name, "crop", keep=False)
     return with_cookie(request, FileResponse(path, headers={"Cache-Control": "private, max-age=3600"}))
 
 
 @routes.get("/query.png")
 async def query_png(request: Request) -> Response:
     svc = service(request)
-    png = await svc.call(session_id(request), svc.query_crop)
+    png = await run(request, svc.query_crop, keep=False)
     return with_cookie(request, Response(png, media_type="image/png", headers={"Cache-Control": "no-store"}))
 
 

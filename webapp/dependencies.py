@@ -27,8 +27,17 @@ def session_id(request: Request) -> str:
 
 
 def with_cookie(request: Request, response: Response) -> Response:
-    response.set_cookie(COOKIE, session_id(request), httponly=True, samesite="strict")
+    """The response, with the session's cookie where a session is kept (a request that only reads makes none)."""
+    if service(request).kept(session_id(request)):
+        response.set_cookie(COOKIE, session_id(request), httponly=True, samesite="strict")
     return response
+
+
+async def run(request: Request, action, *args, keep: bool = True):
+    """`action(session, *args)` for this request's session on the store's worker; keep=False for a request that
+    only reads, which makes no session."""
+    client = request.client.host if request.client else ""
+    return await service(request).call(session_id(request), action, *args, client=client, keep=keep)
 
 
 def same_origin(request: Request) -> None:

@@ -49,6 +49,7 @@ class WebSettings:
     max_pixels: int = 40_000_000
     max_files: int = 20
     max_sessions: int = 100
+    max_sessions_per_client: int = 20
     max_marks: int = 1000
     gallery_page: int = 48
 
@@ -70,6 +71,7 @@ class Session:
     learned: dict[str, set[str]] = field(default_factory=dict)  # name -> photos learned as it this session
     notes: list[str] = field(default_factory=list)      # messages for the next page, shown once
     used: float = field(default_factory=time.time)
+    client: str = ""                      # the address that began it
 
 
 @dataclass
@@ -131,18 +133,21 @@ class Service:
         """The browser's session id: its cookie's when the session is kept, else a new random one."""
         return cookie if cookie in self.sessions else secrets.token_urlsafe(18)
 
-    async def call(self, sid: str, action: Callable[..., Any], *args) -> Any:
-        """`action(session, *args)` on the worker thread; its result, or its error."""
-        return await asyncio.get_running_loop().run_in_executor(self.worker, self._call, sid, action, args)
+    async def call(self, sid: str, action: Callable[..., Any], *args, client: str = "", keep: bool = True) -> Any:
+        """`action(session, *args)` on the worker thread; its result, or its error. A request that only reads
+        (keep=False) never creates a session: it sees a blank one that is not kept."""
+        return await asyncio.get_running_loop().run_in_executor(self.worker, self._call, sid, action, args, client,
+                                                                keep)
 
-    def _call(self, sid: str, action: Callable[..., Any], args: tuple) -> Any:
+    def _call(self, sid: str, action: Callable[..., Any], args: tuple, client: str = "", keep: bool = True) -> Any:
         session = self.sessions.get(sid)
         if session is None:
-            session = self.sessions[sid] = Session(self.method, float(self.fpir))
-            while len(self.sessions) > int(self.web.max_sessions):
-                self.sessions.popitem(last=False)
-        self.sessions.move_to_end(sid)
-        session.used = time.time()
+            session = Session(self.method, float(self.fpir), client=client)
+            if keep:
+                self.keep(sid, session)
+        else:
+            self.sessions.move_to_end(sid)
+            session.used = time.time()
         try:
             return action(session, *args)
         except NotFoundError as exc:
@@ -155,6 +160,19 @@ class Service:
             log.exception(f"web: {exc.__class__.__name__} while serving a request")
             raise ServerFailure(f"the server failed on this request ({exc.__class__.__name__}); its log has "
                                 f"the details") from None
+
+    def keep(self, sid: str, session: Session) -> None:
+        """Keep a new session: past web.max_sessions_per_client for its address that address's least recently
+        used goes, past web.max_sessions the least recently used of all, so one client cannot clear the others'."""
+        mine = [k for k, v in self.sessions.items() if v.client == session.client]
+        for old in mine[:max(0, len(mine) + 1 - int(self.web.max_sessions_per_client))]:
+            del self.sessions[old]
+        self.sessions[sid] = session
+        while len(self.sessions) > int(self.web.max_sessions):
+            self.sessions.popitem(last=False)
+
+    def kept(self, sid: str) -> bool:
+        return sid in self.sessions
 
     # ------------------------------------------------------------ the pipeline for one photo
     def crop_and_embed(self, path: Path, shown: str) -> tuple[np.ndarray, np.ndarray, str, str]:
