@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import os
 import socket
 import sys
 from pathlib import Path
@@ -74,6 +75,7 @@ def serve(args: argparse.Namespace) -> int:
     from PIL import Image
 
     cfg = args.cfg
+    cfg["web"]["token"] = cfg["web"]["token"] or os.environ.get("FACEMATCH_WEB_TOKEN", "")
     host, port = cfg["web"]["host"], int(args.port if args.port is not None else cfg["web"]["port"])
     sock = listening_socket(host, port)
     if args.check_port:

@@ -20,7 +20,7 @@ from test_web import tiny_store, web_cfg  # noqa: E402
 def client(tmp_path_factory, tmp_path):
     root = Path(shutil.copytree(tiny_store(tmp_path_factory), tmp_path / "store"))
     app = web.app_for(root, web_cfg())
-    with TestClient(app) as c:
+    with TestClient(app, headers={"origin": "http://testserver"}) as c:
         yield c
     app.state.web.close()
 
@@ -46,7 +46,7 @@ def test_search_refine_learn_add_remove_as_json(client):
     by_name = client.post("/api/names/search", json={"person": "Alice"}).json()
     assert by_name["searched"] == "the learned name 'Alice'" and by_name["round"] == 1
     # Another program continues this session by its id, without the cookie.
-    other = TestClient(client.app)
+    other = TestClient(client.app, headers={"origin": "http://testserver"})
     again = other.post("/api/refine", json={}, headers={"X-Facematch-Session": first["session"]})
     assert again.status_code == 200 and again.json()["round"] == 2
     new = sorted((PEOPLE / sorted(p.name for p in PEOPLE.iterdir())[4]).iterdir())[:2]

@@ -130,7 +130,7 @@ def test_the_page_in_a_browser(tmp_path, tmp_path_factory):
         browser = launch(playwright)  # first: a browser that cannot start skips before any work
         try:
             root = Path(shutil.copytree(tiny_store(tmp_path_factory), tmp_path / "store"))
-            app = web.app_for(root, web_cfg())
+            app = web.app_for(root, web_cfg("web.allowed_hosts=[127.0.0.1]"))
             served = Served(app)
             try:
                 page = browser.new_page(viewport={"width": 1100, "height": 900})

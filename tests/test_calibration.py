@@ -157,9 +157,9 @@ def test_the_page_says_no_one_matches_a_stranger(tmp_path):
     ckpt = tiny_checkpoint(tmp_path, strict_calibration())
     root = tmp_path / "store"
     new_store(root, ckpt).add([PEOPLE / p for p in PERSONS[:3]])
-    app = web.app_for(root, load_config(overrides=["web.k=4"]))
+    app = web.app_for(root, load_config(overrides=["web.k=4", "web.allowed_hosts=[testserver]"]))
     try:
-        with TestClient(app) as client:
+        with TestClient(app, headers={"origin": "http://testserver"}) as client:
             photo = sorted((PEOPLE / PERSONS[4]).iterdir())[0]
             r = client.post("/search", files={"photo": (photo.name, photo.read_bytes(), "image/jpeg")})
             page = html.unescape(r.text)

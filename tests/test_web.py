@@ -74,14 +74,14 @@ def store_root(built, tmp_path):
     return Path(shutil.copytree(built, tmp_path / "store"))
 
 
-def web_cfg(*overrides, base=("web.k=4", "web.gallery_page=8")):
+def web_cfg(*overrides, base=("web.k=4", "web.gallery_page=8", "web.allowed_hosts=[testserver]")):
     return load_config(overrides=[*base, *overrides])
 
 
 @pytest.fixture
 def client(store_root):
     app = web.app_for(store_root, web_cfg())
-    with TestClient(app) as c:
+    with TestClient(app, headers={"origin": "http://testserver"}) as c:
         yield c
     app.state.web.close()
 
@@ -267,7 +267,7 @@ def test_search_mark_refine_add_remove_and_names(client, store_root):
 
 def test_sessions_are_separate(store_root):
     app = web.app_for(store_root, web_cfg())
-    with TestClient(app) as a, TestClient(app) as b:
+    with TestClient(app, headers={"origin": "http://testserver"}) as a, TestClient(app, headers={"origin": "http://testserver"}) as b:
         ra = upload(a, FACES / "one_face.jpg")
         assert "Round 1" in text(ra) and "Round" not in text(b.get("/"))
         a.post("/mark", data={"name": cards(text(ra))[0], "value": "relevant"})

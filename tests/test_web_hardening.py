@@ -63,15 +63,81 @@ def test_reading_makes_no_session_and_one_client_cannot_clear_the_others(client)
     mine = client.post("/api/search", files=photo(FACES / "one_face.jpg")).json()["session"]
     from fastapi.testclient import TestClient
 
-    curl = TestClient(client.app)
+    curl = TestClient(client.app)  # no Origin: reads need none
     for _ in range(30):  # cookie-less reads, as `curl /api/info` in a loop
         assert curl.get("/api/info").status_code == 200 and curl.get("/").status_code == 200
         assert not curl.cookies
     assert list(svc.sessions) == [mine]
     svc.web = type(svc.web)(max_sessions=10, max_sessions_per_client=3)
-    other = TestClient(client.app, client=("10.0.0.9", 5000))  # another address searching again and again
+    other = TestClient(client.app, client=("10.0.0.9", 5000), headers={"origin": "http://testserver"})  # another address searching again and again
     for _ in range(12):
         other.cookies.clear()
         assert other.post("/api/search", files=photo(FACES / "one_face.jpg")).status_code == 200
     assert mine in svc.sessions and len(svc.sessions) == 4  # its 3 newest and mine
     assert client.post("/api/refine", json={}).json()["round"] == 2  # my search goes on
+
+
+def test_a_change_needs_proof_it_comes_from_the_page(client):  # noqa: F811
+    from fastapi.testclient import TestClient
+
+    curl = TestClient(client.app)  # plain curl: no Origin, no Sec-Fetch-Site
+    r = curl.delete("/api/photos/x.jpg")
+    assert r.status_code == 403 and "Origin: http://testserver" in r.json()["error"]
+    assert curl.post("/remove", data={"name": "x.jpg"}).status_code == 403
+    assert curl.delete("/api/photos/x.jpg", headers={"sec-fetch-site": "cross-site"}).status_code == 403
+    assert curl.delete("/api/photos/x.jpg", headers={"sec-fetch-site": "same-origin"}).status_code == 404
+    assert curl.delete("/api/photos/x.jpg", headers={"origin": "http://testserver"}).status_code == 404
+    # DNS rebinding: evil.example resolves to this machine, and the page calls itself evil.example
+    r = curl.delete("/api/photos/x.jpg", headers={"host": "evil.example:8000", "origin": "http://evil.example:8000"})
+    assert r.status_code == 400
+    assert curl.get("/api/info", headers={"host": "evil.example:8000"}).status_code == 400
+    assert client.get("/api/info").json()["photos"] == 16
+
+
+def test_every_answer_keeps_other_sites_from_framing_it_and_docs_work_offline(client):  # noqa: F811
+    for path in ("/", "/api/info", "/docs"):
+        r = client.get(path)
+        assert r.status_code == 200 and r.headers["x-frame-options"] == "DENY"
+        assert r.headers["x-content-type-options"] == "nosniff"
+        assert "frame-ancestors 'none'" in r.headers["content-security-policy"]
+    docs = client.get("/docs").text
+    assert "/static/swagger/swagger-ui-bundle.js" in docs and "cdn.jsdelivr" not in docs
+    assert client.get("/static/swagger/swagger-ui-bundle.js").status_code == 200
+    assert client.get("/static/swagger/swagger-ui.css").status_code == 200
+
+
+def test_a_token_guards_changes_and_the_page_beyond_loopback(tmp_path_factory, tmp_path):
+    import shutil
+    from pathlib import Path
+
+    from fastapi.testclient import TestClient
+
+    from cli import web
+    from test_web import tiny_store, web_cfg
+    from utils import ConfigError
+
+    root = Path(shutil.copytree(tiny_store(tmp_path_factory), tmp_path / "store"))
+    with pytest.raises(ConfigError, match="web.token"):
+        web.app_for(root, web_cfg("web.host=0.0.0.0"))
+    with pytest.raises(ConfigError, match="web.allowed_hosts"):
+        web.app_for(root, web_cfg("web.host=0.0.0.0", "web.token=s3cret", base=()))
+    app = web.app_for(root, web_cfg("web.host=0.0.0.0", "web.token=s3cret"))
+    try:
+        with TestClient(app, headers={"origin": "http://testserver"}) as page:
+            r = page.delete("/api/photos/x.jpg")
+            assert r.status_code == 403 and "needs its token" in r.json()["error"]
+            assert page.delete("/api/photos/x.jpg", headers={"authorization": "Bearer wrong"}).status_code == 403
+            assert page.delete("/api/photos/x.jpg", headers={"authorization": "Bearer s3cret"}).status_code == 404
+            assert page.get("/login?token=wrong", follow_redirects=False).status_code == 403
+            assert page.get("/login?token=s3cret", follow_redirects=False).status_code == 303
+            assert page.delete("/api/photos/x.jpg").status_code == 404  # the browser's cookie carries it now
+    finally:
+        app.state.web.close()
+
+
+def test_a_body_past_the_limit_is_a_json_413_on_the_api(client):  # noqa: F811
+    limit = client.app.state.web.web
+    size = int(limit.max_upload_bytes) * int(limit.max_files) + 2 ** 21
+    r = client.post("/api/search", content=b"", headers={"content-length": str(size), "content-type": "image/jpeg"})
+    assert r.status_code == 413 and r.headers["content-type"] == "application/json"
+    assert f"{size:,} bytes" in r.json()["error"]

@@ -7,21 +7,25 @@ it is refused); /mark answers JSON for the page's script. A form from another or
 """
 from __future__ import annotations
 
+import hmac
 from pathlib import Path
 
 from fastapi import APIRouter, Depends, FastAPI, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from dataset import DataSettings
 from search.feedback import FeedbackSettings
 from utils import FacematchError, get_logger
 from webapp.api import api
 from webapp.dependencies import POST, marks, read, run, service, with_cookie
-from webapp.errors import BodyTooLarge, TooLarge, UserError
+from webapp.errors import BodyTooLarge, Forbidden, TooLarge, UserError
+from webapp.guards import TOKEN_COOKIE, allowed_hosts, check_serving, security_headers
 from webapp.service import Service, WebSettings
 
 log = get_logger()
@@ -35,9 +39,16 @@ def create_app(store_root: str | Path, web: WebSettings = WebSettings(), feedbac
     """The search page's app over the store at `store_root`, with the page's bounds (web), the feedback
     methods' settings, the starting 'no one matches' rate and the caches (data). app.state.web is the
     Service; close it when done."""
-    app = FastAPI(title="facematch", description="The search page's JSON API (webapp/api.py)", redoc_url=None)
+    import swagger_ui_bundle
+
+    check_serving(web.host, str(web.token or ""), list(web.allowed_hosts))
+    app = FastAPI(title="facematch", description="The search page's JSON API (webapp/api.py)", redoc_url=None,
+                  docs_url=None)
     app.state.web = Service(store_root, web, feedback, fpir=fpir, data=data)
     app.add_middleware(BodyLimit, limit=int(web.max_upload_bytes) * int(web.max_files) + 2 ** 20)
+    app.add_middleware(SecurityHeaders)
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts(web.host, list(web.allowed_hosts)))
+    app.mount("/static/swagger", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="swagger")
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     app.include_router(routes)
     app.include_router(api)
@@ -96,6 +107,27 @@ def too_large(web: WebSettings) -> str:
 
 
 # ---------------------------------------------------------------- routes
+
+@routes.get("/docs", response_class=HTMLResponse)
+async def docs() -> Response:
+    """Swagger UI over /openapi.json, from files served here (swagger-ui-bundle), so it works offline."""
+    return get_swagger_ui_html(openapi_url="/openapi.json", title="facematch API",
+                               swagger_js_url="/static/swagger/swagger-ui-bundle.js",
+                               swagger_css_url="/static/swagger/swagger-ui.css",
+                               swagger_favicon_url="/static/swagger/favicon-32x32.png")
+
+
+@routes.get("/login")
+async def login(request: Request, token: str = "") -> Response:
+    """Beyond loopback: open /login?token=TOKEN once, and the browser keeps the token (an HttpOnly cookie)."""
+    expected = str(request.app.state.web.web.token or "")
+    response = RedirectResponse("/", status_code=303)
+    if expected:
+        if not hmac.compare_digest(token.encode(), expected.encode()):
+            raise Forbidden("wrong token")
+        response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="strict")
+    return response
+
 
 @routes.get("/", response_class=HTMLResponse)
 async def index(request: Request, page: int = 0) -> Response:
@@ -174,7 +206,26 @@ async def query_png(request: Request) -> Response:
     return with_cookie(request, Response(png, media_type="image/png", headers={"Cache-Control": "no-store"}))
 
 
-# ---------------------------------------------------------------- the body limit
+# ---------------------------------------------------------------- the headers and the body limit
+
+class SecurityHeaders:
+    """ASGI middleware: every answer carries webapp.guards.security_headers (no framing, no sniffing, the policy)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        extra = [(k.lower().encode(), v.encode()) for k, v in security_headers(scope["path"]).items()]
+
+        async def send_with_headers(message):
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), *extra]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
 
 class BodyLimit:
     """ASGI middleware: a request body past `limit` bytes stops being read (BodyTooLarge), even
@@ -188,9 +239,11 @@ class BodyLimit:
             return await self.app(scope, receive, send)
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            text = TEMPLATES.get_template("error.html").render(
-                error=f"the upload is too large: {int(declared) / 1e6:.1f} MB, more than {self.limit / 1e6:.1f} MB "
-                      f"in all (web.max_upload_bytes × web.max_files).")
+            message = (f"the request is too large: {int(declared):,} bytes, more than {self.limit:,} in all "
+                       f"(web.max_upload_bytes × web.max_files)")
+            if scope["path"].startswith("/api/"):
+                return await JSONResponse({"error": message, "status": 413}, status_code=413)(scope, receive, send)
+            text = TEMPLATES.get_template("error.html").render(error=message + ".")
             return await HTMLResponse(text, status_code=413)(scope, receive, send)
         seen = 0
 

@@ -2,12 +2,11 @@
 the same-origin check, the marks of a form and reading an uploaded file (FastAPI dependencies and helpers)."""
 from __future__ import annotations
 
-from urllib.parse import urlsplit
-
 from fastapi import Depends, Request, UploadFile
 from fastapi.responses import Response
 
-from webapp.errors import Forbidden, UserError
+from webapp.errors import UserError
+from webapp.guards import same_origin
 from webapp.service import MARKS, Service
 
 COOKIE = "facematch_session"
@@ -38,13 +37,6 @@ async def run(request: Request, action, *args, keep: bool = True):
     only reads, which makes no session."""
     client = request.client.host if request.client else ""
     return await service(request).call(session_id(request), action, *args, client=client, keep=keep)
-
-
-def same_origin(request: Request) -> None:
-    """A form posted from another site is refused (the page adds and removes photos)."""
-    origin = request.headers.get("origin")
-    if origin and urlsplit(origin).netloc != request.headers.get("host"):
-        raise Forbidden(f"a form from {origin} is not accepted here")
 
 
 async def marks(request: Request) -> dict[str, bool | None]:

@@ -52,6 +52,8 @@ class WebSettings:
     max_sessions_per_client: int = 20
     max_marks: int = 1000
     gallery_page: int = 48
+    allowed_hosts: list[str] = field(default_factory=list)
+    token: str = ""
 
 
 @dataclass
