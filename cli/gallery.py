@@ -4,6 +4,7 @@ remove photos, say what it holds, search it with photos.
     facematch store build  --store stores/lfw --checkpoint checkpoints/demo/best.pt data/sample/people
     facematch store add    --store stores/lfw new_photo.jpg more_photos/
     facematch store remove --store stores/lfw 0a1b2c.jpg
+    facematch store forget --store stores/lfw "Ann Smith"          # a learned name
     facematch store info   --store stores/lfw
     facematch store search --store stores/lfw query.jpg
 """
@@ -22,8 +23,11 @@ from settings import load_config, load_for_inference, run_command
 
 
 def arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("command", choices=["build", "add", "remove", "info", "search"])
-    parser.add_argument("items", nargs="*", help="photos or folders (build, add, search), names (remove), key=value overrides")
+    parser.add_argument("command", choices=["build", "add", "remove", "forget", "info", "search"])
+    parser.add_argument("items", nargs="*", help="photos or folders (build, add, search), photo names (remove), "
+                                                 "learned names (forget), key=value overrides")
+    parser.add_argument("--allow-no-face", action="store_true",
+                        help="build, add: keep photos where no detector finds a face (a guessed or centre crop)")
     parser.add_argument("--store", required=True, help="the store's folder")
     parser.add_argument("--checkpoint", help="build: the checkpoint whose embeddings the store holds")
     parser.add_argument("-k", type=int, default=10, help="search: results per query photo")
@@ -39,12 +43,17 @@ def store_command(args: argparse.Namespace) -> int:
         model, cfg, _ = load_for_inference(args.checkpoint, args.config, args.overrides)
         store = GalleryStore.create(args.store, args.checkpoint, model, RetrievalSettings(**cfg["retrieval"]),
                                     DataSettings(**cfg["data"]))
-        report = store.add(items) if items else AddReport()
+        report = store.add(items, allow_no_face=args.allow_no_face) if items else AddReport()
         print(f"built {args.store}: {report.summary()}")
     elif args.command == "add":
-        print(f"{args.store}: {GalleryStore.open(args.store).add(items).summary()}")
+        print(f"{args.store}: {GalleryStore.open(args.store).add(items, allow_no_face=args.allow_no_face).summary()}")
     elif args.command == "remove":
         print(f"{args.store}: removed {GalleryStore.open(args.store).remove(items)}")
+    elif args.command == "forget":
+        store = GalleryStore.open(args.store)
+        for name in items:
+            store.forget_name(name)
+        print(f"{args.store}: forgot {len(items)} learned name{'s' * (len(items) != 1)}")
     elif args.command == "info":
         print(json.dumps(GalleryStore.open(args.store).info(), indent=1))
     else:

@@ -26,6 +26,8 @@ from search.retrieval_settings import RetrievalSettings
 from utils import FacematchError, atomic_write, connect, get_logger
 
 log = get_logger()
+NO_FACE = ("center", "guess")  # chain steps that always give a crop, face or not
+SWEEP_AFTER = 600  # seconds: a file no row names, older than this, is a crashed add's (a running add takes less)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -62,12 +64,16 @@ class AddReport:
     added: list[str] = field(default_factory=list)
     duplicates: list[str] = field(default_factory=list)   # the same content is already stored
     skipped: list[str] = field(default_factory=list)      # unreadable, or no face on a chain without center
+    no_face: list[str] = field(default_factory=list)      # no detector found a face (a guess or the centre): left out
     crop_summary: str = ""
 
     def summary(self) -> str:
         text = f"{len(self.added)} added, {len(self.duplicates)} already stored, {len(self.skipped)} skipped"
         if self.skipped:
             text += " (" + ", ".join(self.skipped[:5]) + (" …" if len(self.skipped) > 5 else "") + ")"
+        if self.no_face:
+            text += (f", {len(self.no_face)} left out with no face found (" + ", ".join(self.no_face[:5]) +
+                     (" …" if len(self.no_face) > 5 else "") + "; add them with --allow-no-face)")
         return text
 
 
@@ -117,7 +123,22 @@ class GalleryStore:
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{root}/store.sqlite cannot be read: {exc}") from None
         store.data = data or DataSettings(**store.meta.get("data", {}))
+        store.sweep()
         return store
+
+    def sweep(self, older_than: float = SWEEP_AFTER) -> int:
+        """Delete the files in photos/ and crops/ that no row names and that are older than `older_than` seconds
+        (left by an add killed between writing them and its transaction); returns how many."""
+        named = {p for row in self.conn.execute("SELECT file, crop FROM photos") for p in row}
+        now, swept = time.time(), 0
+        for folder in ("photos", "crops"):
+            for path in (self.root / folder).glob("*") if (self.root / folder).is_dir() else []:
+                if f"{folder}/{path.name}" not in named and now - path.stat().st_mtime > older_than:
+                    path.unlink(missing_ok=True)
+                    swept += 1
+        if swept:
+            log.info(f"{self.root}: {swept} files no photo names (an add that was killed) swept away")
+        return swept
 
     def model(self, checkpoint: str | Path | None = None):
         """The model that embeds for this store, read from its checkpoint once; another model is refused."""
@@ -160,7 +181,7 @@ class GalleryStore:
         """One stored photo: its files and how its face was found."""
         row = self.conn.execute("SELECT id, name, file, crop, how, added FROM photos WHERE name=?", (name,)).fetchone()
         if row is None:
-            raise NotFoundError(f"{self.root}: no photo named '{name}'")
+            raise NotFoundError(f"no photo named '{name}' in this store")
         return {"id": row[0], "name": row[1], "file": self.root / row[2], "crop": self.root / row[3],
                 "how": row[4], "added": row[5]}
 
@@ -205,9 +226,12 @@ class GalleryStore:
         return dist, self.names_of(ids)
 
     # ------------------------------------------------------------ changes
-    def add(self, paths: list[str | Path], checkpoint: str | Path | None = None) -> AddReport:
+    def add(self, paths: list[str | Path], checkpoint: str | Path | None = None, allow_no_face: bool = False) -> AddReport:
         """Crop, embed and store photos (files, or folders searched recursively) in one transaction;
-        the same content is stored once. Nothing is stored when anything fails."""
+        the same content is stored once. A photo where no detector found a face (the chain fell back to a guess or
+        the centre) is left out and reported, unless `allow_no_face`. Nothing is stored when anything fails.
+        Files are written before the transaction that names them; a crash between leaves files no row names,
+        which the next open sweeps away."""
         report = AddReport()
         known = {r[0] for r in self.conn.execute("SELECT sha1 FROM photos")}
         taken = {r[0] for r in self.conn.execute("SELECT name FROM photos")}
@@ -220,6 +244,9 @@ class GalleryStore:
         rows, copied = [], []
         try:
             for f, crop, vector in zip(emb.paths, emb.crops, emb.embeddings):
+                if not allow_no_face and _how(crop) in NO_FACE:
+                    report.no_face.append(str(f))
+                    continue
                 sha = sha_of[f]
                 unique = f.name if f.name not in taken else f"{sha[:8]}_{f.name}"
                 taken.add(unique)
@@ -260,7 +287,7 @@ class GalleryStore:
         rows = [self.conn.execute("SELECT id, file, crop FROM photos WHERE name=?", (n,)).fetchone() for n in names]
         unknown = [n for n, r in zip(names, rows) if r is None]
         if unknown:
-            raise NotFoundError(f"{self.root}: no photo named {', '.join(repr(u) for u in unknown[:5])}")
+            raise NotFoundError(f"no photo named {', '.join(repr(u) for u in unknown[:5])} in this store")
         with self.conn:
             self.conn.executemany("DELETE FROM photos WHERE id=?", [(r[0],) for r in rows])
             self._bump(self.conn)
@@ -288,7 +315,7 @@ class GalleryStore:
         rows = [self.conn.execute("SELECT vector FROM photos WHERE name=?", (p,)).fetchone() for p in photos]
         unknown = [p for p, r in zip(photos, rows) if r is None]
         if unknown:
-            raise NotFoundError(f"{self.root}: no photo named {', '.join(repr(u) for u in unknown[:5])}")
+            raise NotFoundError(f"no photo named {', '.join(repr(u) for u in unknown[:5])} in this store")
         total = np.sum([np.frombuffer(r[0], dtype="<f4") for r in rows], axis=0, dtype=np.float64)
         with self.conn:
             old = self.conn.execute("SELECT vector, marks FROM names WHERE name=?", (name,)).fetchone()
@@ -303,7 +330,7 @@ class GalleryStore:
         """The learned name's prototype: the normalised mean of its marked embeddings, float32 (D,)."""
         row = self.conn.execute("SELECT vector FROM names WHERE name=?", (_clean_name(name, self.root),)).fetchone()
         if row is None:
-            raise NotFoundError(f"{self.root}: no learned name '{name}' (learned: "
+            raise NotFoundError(f"no learned name '{name}' (learned: "
                              f"{', '.join(self.learned_names()) or 'none yet'})")
         vector = np.frombuffer(row[0], dtype="<f8")
         return (vector / max(float(np.linalg.norm(vector)), 1e-12)).astype(np.float32)
@@ -342,7 +369,7 @@ class GalleryStore:
     def info(self) -> dict:
         """What the store holds and what made it."""
         ids, _, _ = self.vectors()
-        return {"store": str(self.root), "photos": len(ids), "checkpoint": self.meta["checkpoint"],
+        return {"store": self.root.name, "photos": len(ids), "checkpoint": Path(self.meta["checkpoint"]).name,
                 "fingerprint": self.meta["fingerprint"], "index": self.meta["index"], "dim": self.meta["dim"],
                 "tta": self.meta["tta"], "crop": self.meta["preprocessing"]["crop"]["detector"] + " + "
                 + self.meta["preprocessing"]["crop"]["align"], "names learned": self.conn.execute(

@@ -118,7 +118,7 @@ def tiny_checkpoint(work, calibration: dict | None):
 def test_a_strangers_photo_matches_no_one_in_the_store(tmp_path, capsys):
     ckpt = tiny_checkpoint(tmp_path, strict_calibration())
     root = tmp_path / "store"
-    assert store_module.main(["build", "--store", str(root), "--checkpoint", str(ckpt),
+    assert store_module.main(["build", "--store", str(root), "--checkpoint", str(ckpt), "--allow-no-face",
                               *[str(PEOPLE / p) for p in PERSONS[:3]]]) == 0
     stranger = sorted((PEOPLE / PERSONS[4]).iterdir())[0]
     stored = sorted((PEOPLE / PERSONS[0]).iterdir())[0]
@@ -156,7 +156,7 @@ def test_the_page_says_no_one_matches_a_stranger(tmp_path):
 
     ckpt = tiny_checkpoint(tmp_path, strict_calibration())
     root = tmp_path / "store"
-    new_store(root, ckpt).add([PEOPLE / p for p in PERSONS[:3]])
+    new_store(root, ckpt).add([PEOPLE / p for p in PERSONS[:3]], allow_no_face=True)
     app = web.app_for(root, load_config(overrides=["web.k=4", "web.allowed_hosts=[testserver]"]))
     try:
         with TestClient(app, headers={"origin": "http://testserver"}) as client:

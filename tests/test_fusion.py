@@ -74,7 +74,7 @@ def test_a_fused_checkpoint_goes_where_any_checkpoint_goes(fused_ckpt, tmp_path,
     assert main(["compare", "--checkpoint", str(path), *map(str, photos)]) == 0
     assert "distance" in capsys.readouterr().out
     store = new_store(tmp_path / "store", path)
-    store.add([PEOPLE])
+    store.add([PEOPLE], allow_no_face=True)
     ids, names, vectors = store.vectors()
     assert vectors.shape == (len(list(PEOPLE.glob("*/*.jpg"))), 24)
     dist, found = store.search(vectors[:1], 1)

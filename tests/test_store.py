@@ -42,7 +42,7 @@ def test_build_search_add_remove_and_reopen(tmp_path, tiny_cfg, photos, index):
     ckpt = checkpoint(tmp_path, tiny_cfg)
     root = tmp_path / "store"
     assert store_module.main(["build", "--store", str(root), "--checkpoint", str(ckpt), str(photos),
-                              f"retrieval.index={index}"]) == 0
+                              f"retrieval.index={index}", "--allow-no-face"]) == 0
     store = GalleryStore.open(root)
     assert len(store) == 12 and store.info()["index"] == index
     ids, names, vectors = store.vectors()
@@ -53,7 +53,7 @@ def test_build_search_add_remove_and_reopen(tmp_path, tiny_cfg, photos, index):
     # add: new photos only; the same content again is not stored twice.
     extra = tmp_path / "extra"
     shutil.copytree(sorted(PEOPLE.iterdir())[3], extra)
-    report = store.add([extra, photos / sorted(p.name for p in photos.iterdir())[0]])
+    report = store.add([extra, photos / sorted(p.name for p in photos.iterdir())[0]], allow_no_face=True)
     assert len(report.added) == 4 and len(report.duplicates) == 4 and len(store) == 16
     _, new_names, new_vectors = store.vectors()
     added = [n for n in new_names if n not in names]
@@ -79,7 +79,7 @@ def test_build_search_add_remove_and_reopen(tmp_path, tiny_cfg, photos, index):
 
 def test_another_checkpoint_is_refused(tmp_path, tiny_cfg, photos):
     root = tmp_path / "store"
-    new_store(root, checkpoint(tmp_path, tiny_cfg)).add([photos])
+    new_store(root, checkpoint(tmp_path, tiny_cfg)).add([photos], allow_no_face=True)
     other = checkpoint(tmp_path, tiny_cfg, seed=1, name="b.pt")
     store = GalleryStore.open(root)
     before = store.vectors()
@@ -97,7 +97,7 @@ def test_another_checkpoint_is_refused(tmp_path, tiny_cfg, photos):
 def test_a_failed_add_changes_nothing(tmp_path, tiny_cfg, photos, monkeypatch):
     root = tmp_path / "store"
     store = new_store(root, checkpoint(tmp_path, tiny_cfg))
-    store.add([photos])
+    store.add([photos], allow_no_face=True)
     files = sorted(p.name for p in (root / "photos").iterdir())
     version = store.info()["version"]
 
@@ -120,7 +120,8 @@ def test_a_stale_index_on_disk_is_rebuilt_and_the_search_command_prints_the_near
 
     ckpt = checkpoint(tmp_path, tiny_cfg)
     root = tmp_path / "store"
-    assert store_module.main(["build", "--store", str(root), "--checkpoint", str(ckpt), str(photos)]) == 0
+    assert store_module.main(["build", "--store", str(root), "--checkpoint", str(ckpt), str(photos),
+                              "--allow-no-face"]) == 0
     store = GalleryStore.open(root)
     ids, names, vectors = store.vectors()
     version = store.info()["version"]
@@ -143,3 +144,36 @@ def test_a_stale_index_on_disk_is_rebuilt_and_the_search_command_prints_the_near
     results = re.findall(r"(\S+) \(([0-9.]+)\)", line.split(": ", 1)[1])
     assert len(results) == 3 and results[0][0] in names and float(results[0][1]) < 1e-3  # itself, first
     assert [float(d) for _, d in results] == sorted(float(d) for _, d in results)
+
+
+def test_files_left_by_a_killed_add_are_swept_at_open(tmp_path, tiny_cfg, photos):
+    import os
+    import time
+
+    root = tmp_path / "store"
+    store = new_store(root, checkpoint(tmp_path, tiny_cfg))
+    store.add([photos], allow_no_face=True)
+    kept = sorted(p.name for p in (root / "photos").iterdir())
+    old, fresh = root / "photos" / "dead.jpg", root / "crops" / "dead.png"  # as `kill -9` between copy and commit
+    old.write_bytes(b"x")
+    fresh.write_bytes(b"x")
+    os.utime(old, (time.time() - 3600, time.time() - 3600))
+    again = GalleryStore.open(root)
+    assert not old.exists() and fresh.exists()  # a file that young may be a running add's
+    assert sorted(p.name for p in (root / "photos").iterdir()) == kept and len(again) == len(kept)
+    assert all(again.photo(n)["file"].is_file() for n in again.vectors()[1])
+
+
+def test_a_photo_with_no_face_is_left_out_and_reported_unless_asked(tmp_path, tiny_cfg, photos, capsys):
+    from PIL import Image
+
+    blank = tmp_path / "blank.png"
+    Image.new("RGB", (64, 64), (90, 90, 90)).save(blank)
+    root = tmp_path / "store"
+    assert store_module.main(["build", "--store", str(root), "--checkpoint", str(checkpoint(tmp_path, tiny_cfg)),
+                              str(blank)]) == 0
+    assert "0 added" in capsys.readouterr().out and len(GalleryStore.open(root)) == 0
+    assert store_module.main(["add", "--store", str(root), str(blank)]) == 0
+    assert "1 left out with no face found" in capsys.readouterr().out
+    assert store_module.main(["add", "--store", str(root), "--allow-no-face", str(blank)]) == 0
+    assert "1 added" in capsys.readouterr().out and len(GalleryStore.open(root)) == 1

@@ -47,7 +47,7 @@ def build_store(root: Path, work: Path, people: list[str]) -> Path:
                            "model_info": model.describe(), "epoch": 0})
     store = new_store(root, ckpt)
     if people:
-        store.add([PEOPLE / p for p in people])
+        store.add([PEOPLE / p for p in people], allow_no_face=True)
     store.conn.close()
     return root
 

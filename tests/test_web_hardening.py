@@ -141,3 +141,79 @@ def test_a_body_past_the_limit_is_a_json_413_on_the_api(client):  # noqa: F811
     r = client.post("/api/search", content=b"", headers={"content-length": str(size), "content-type": "image/jpeg"})
     assert r.status_code == 413 and r.headers["content-type"] == "application/json"
     assert f"{size:,} bytes" in r.json()["error"]
+
+
+def png(width: int, height: int, color=(128, 128, 128)) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (width, height), color).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_a_photo_with_no_face_is_refused_from_the_gallery_unless_asked(client):  # noqa: F811
+    blank = {"photos": ("blank.png", png(1, 1), "image/png")}
+    r = client.post("/api/photos", files=blank)
+    assert r.status_code == 422 and "no face found in blank.png" in r.json()["error"]
+    assert client.get("/api/info").json()["photos"] == 16
+    r = client.post("/api/photos", files=blank, data={"allow_no_face": "true"})
+    assert r.status_code == 200 and "stored as asked" in r.json()["notes"][0]
+    assert client.get("/api/info").json()["photos"] == 17
+
+
+def test_a_learned_name_can_be_forgotten_from_the_api_the_page_and_the_command(client, tmp_path):  # noqa: F811
+    from cli import gallery
+
+    first = client.post("/api/search", files=photo(FACES / "one_face.jpg")).json()
+    marks = {first["results"][0]["name"]: True}
+    for person in ("Ann", "Bob", "Cid"):
+        assert client.post("/api/names/learn", json={"person": person, "marks": marks}).status_code == 200
+        marks = {first["results"][1 + len(person) % 2]["name"]: True}
+    r = client.delete("/api/names/Ann")
+    assert r.status_code == 200 and "forgot the learned name 'Ann'" in r.json()["notes"][0]
+    assert client.delete("/api/names/Ann").status_code == 404
+    assert client.post("/name/forget", data={"person": "Bob"}).status_code == 200  # the page's form, back to the page
+    assert client.get("/api/info").json()["learned"] == ["Cid"]
+    root = client.app.state.web.root
+    client.app.state.web.close()  # the command opens the store itself
+    assert gallery.main(["forget", "--store", str(root), "Cid"]) == 0
+    assert gallery.main(["forget", "--store", str(root), "Cid"]) == 2
+
+
+def test_answers_leak_no_path_and_say_sizes_and_counts_right(client):  # noqa: F811
+    svc = client.app.state.web
+    info = client.get("/api/info").json()
+    assert "/" not in info["checkpoint"] and "/" not in info["store"]
+    r = client.post("/api/pick", json={"name": "nobody.jpg"})
+    assert r.status_code == 404 and str(svc.root) not in r.json()["error"]
+    limit = int(svc.web.max_upload_bytes)
+    r = client.post("/api/search", files={"photo": ("big.png", b"\0" * (limit + 5000), "image/png")})
+    assert r.status_code == 413 and f"more than {limit:,} bytes" in r.json()["error"]
+    r = client.post("/api/search", files={"photo": ("Zoë_日本語.png", png(120, 120), "image/png")})
+    assert "Zoë_日本語.png" in r.json().get("searched", r.json().get("error", ""))
+    from webapp.uploads import safe_name
+
+    assert safe_name("Zoë_日本語.jpg", ".jpg") == "Zoë_日本語.jpg" and safe_name("../../etc/x.jpg", ".jpg") == "x.jpg"
+    assert safe_name("a\\b\\c d.png", ".png") == "c_d.png"
+
+
+def test_a_pixel_bomb_names_the_settings_limit(client):  # noqa: F811
+    from PIL import Image
+
+    svc = client.app.state.web
+    svc.web = type(svc.web)(max_pixels=10_000, allowed_hosts=["testserver"])
+    Image.MAX_IMAGE_PIXELS = 10_000  # as `facematch web` sets it
+    try:
+        r = client.post("/api/search", files={"photo": ("bomb.png", png(400, 400), "image/png")})
+    finally:
+        Image.MAX_IMAGE_PIXELS = 89_478_485
+    assert r.status_code == 413 and "more than 10,000 pixels" in r.json()["error"] and "80" not in r.json()["error"]
+
+
+def test_later_rounds_do_not_repeat_the_first_rounds_decision(client):  # noqa: F811
+    first = client.post("/api/search", files=photo(FACES / "one_face.jpg")).json()
+    second = client.post("/api/refine", json={}).json()
+    assert second["round"] == 2 and second["decision"] is None
+    assert all(x["distance"] >= 0 and str(x["distance"]) != "-0.0" for x in first["results"] + second["results"])

@@ -12,7 +12,7 @@ every answer carries.
 """
 from __future__ import annotations
 
-from fastapi import APIRouter, File, Request, UploadFile
+from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
@@ -88,13 +88,21 @@ async def learn(request: Request, body: Learn):
     return await answer(request, service(request).learn, body.person, body.marks)
 
 
+@api.delete("/names/{person}", **POST)
+async def forget(request: Request, person: str):
+    """Forget a learned name."""
+    return await answer(request, service(request).forget, person)
+
+
 @api.post("/photos", **POST)
-async def add(request: Request, photos: list[UploadFile] = File(..., description="photos to add")):
-    """Add photos to the gallery (checked first: nothing is added when one is refused)."""
+async def add(request: Request, photos: list[UploadFile] = File(..., description="photos to add"),
+              allow_no_face: bool = Form(False, description="add a photo where no detector finds a face")):
+    """Add photos to the gallery (checked first: nothing is added when one is refused, a photo with no face
+    included unless allow_no_face)."""
     chosen = [p for p in photos if p.filename]
     if len(chosen) > int(service(request).web.max_files):
         raise TooLarge(f"{len(chosen)} files: at most {service(request).web.max_files} at once (web.max_files)")
-    return await answer(request, service(request).add, [await read(p, request) for p in chosen])
+    return await answer(request, service(request).add, [await read(p, request) for p in chosen], allow_no_face)
 
 
 @api.delete("/photos/{name}", **POST)

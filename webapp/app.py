@@ -158,11 +158,11 @@ async def refine(request: Request, method: str = Form(""), marked: dict = Depend
 
 
 @routes.post("/add", **POST)
-async def add(request: Request, photos: list[UploadFile] = File([])) -> Response:
+async def add(request: Request, photos: list[UploadFile] = File([]), allow_no_face: str = Form("")) -> Response:
     chosen = [p for p in photos if p.filename]
     if len(chosen) > int(service(request).web.max_files):
         raise TooLarge(f"{len(chosen)} files: at most {service(request).web.max_files} at once (web.max_files)")
-    return await act(request, service(request).add, [await read(p, request) for p in chosen])
+    return await act(request, service(request).add, [await read(p, request) for p in chosen], bool(allow_no_face))
 
 
 @routes.post("/fpir", **POST)
@@ -178,6 +178,11 @@ async def remove(request: Request, name: str = Form("")) -> Response:
 @routes.post("/name/learn", **POST)
 async def learn(request: Request, person: str = Form(""), marked: dict = Depends(marks)) -> Response:
     return await act(request, service(request).learn, person, marked)
+
+
+@routes.post("/name/forget", **POST)
+async def forget(request: Request, person: str = Form("")) -> Response:
+    return await act(request, service(request).forget, person)
 
 
 @routes.post("/name/search", **POST)

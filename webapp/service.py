@@ -28,7 +28,7 @@ from evaluation.calibration import decide
 from search.exact import unit
 from search.feedback import FEEDBACK, FeedbackSettings, next_round
 from evaluation.calibration import match_words
-from pipeline.store import NotFoundError, StoreError
+from pipeline.store import NO_FACE, NotFoundError, StoreError
 from utils import get_logger, lookup
 from webapp import fields
 from webapp.errors import NoFace, NotFound, ServerFailure, TooLarge, UserError
@@ -311,7 +311,7 @@ class Service:
         total = store.learn_name(person, new)
         s.learned.setdefault(person, set()).update(new)
         s.notes.append(f"learned '{person}' from {len(new)} more photo{'s' * (len(new) > 1)}: "
-                       f"its prototype is the mean of {total} marked photos")
+                       f"its prototype is the mean of {total} marked photo{'s' * (total != 1)}")
 
     def search_name(self, s: Session, person: str) -> None:
         store = self.store()
@@ -319,29 +319,43 @@ class Service:
         if not person:
             raise UserError("type a learned name to search for it")
         dist, names = store.search_name(person, int(self.web.k))  # unknown: NotFoundError, a 404
+        marked = store.name_marks(person)
         self.start(s, store.name_prototype(person), f"the learned name '{person}'", None,
-                   f"its prototype: the normalised mean of {store.name_marks(person)} marked photos", set(),
+                   f"its prototype: the normalised mean of {marked} marked photo{'s' * (marked != 1)}", set(),
                    [(n, float(d)) for n, d in zip(names, dist)])
 
-    def add(self, s: Session, uploads: list[tuple[str, bytes]]) -> None:
+    def add(self, s: Session, uploads: list[tuple[str, bytes]], allow_no_face: bool = False) -> None:
+        """Add photos to the gallery: each checked, and one where no detector finds a face refused (unless
+        `allow_no_face`): nothing is added when one is refused."""
         if not uploads:
             raise UserError("choose one or more photos to add first")
         if len(uploads) > int(self.web.max_files):
             raise TooLarge(f"{len(uploads)} files: at most {self.web.max_files} at once (web.max_files)")
         folder, files = self.checked_files(uploads, "nothing was added to the gallery")
         try:
-            report = self.store().add([f.path for f in files])
+            faceless = [f.shown for f in files if f.step in NO_FACE]
+            if faceless and not allow_no_face:
+                raise NoFace(f"no face found in {', '.join(faceless)} (the detectors found none; the crop would be "
+                             "a guess): nothing was added to the gallery; tick 'add even without a face' to add it")
+            report = self.store().add([f.path for f in files], allow_no_face=True)
         finally:
             shutil.rmtree(folder, ignore_errors=True)
-        centre = [f.shown for f in files if f.step == "center"]
+        centre = [f.shown for f in files if f.step in NO_FACE]
         text = f"gallery: {len(report.added)} added" + (f" ({', '.join(report.added)})" if report.added else "")
         if report.duplicates:
             text += f", {len(report.duplicates)} already in the gallery (the same photo is stored once)"
         if report.skipped:
             text += f", {len(report.skipped)} skipped"
         if centre:
-            text += f"; no face found in {', '.join(centre)}: the centred square was stored instead"
+            text += f"; no face found in {', '.join(centre)}: stored as asked, with a guessed crop"
         s.notes.append(text)
+
+    def forget(self, s: Session, person: str) -> None:
+        """Forget a learned name (its prototype), for everyone."""
+        person = fields.person(person)
+        self.store().forget_name(person)  # unknown: NotFoundError, a 404
+        s.learned.pop(person, None)
+        s.notes.append(f"forgot the learned name '{person}'")
 
     def remove(self, s: Session, name: str) -> None:
         name = fields.text(name, "name")
@@ -395,12 +409,12 @@ class Service:
         and decisions, the marks so far (the JSON API's answer to every search action)."""
         store = self.store()
         limit = store.threshold(s.fpir)
-        results = [{"name": n, "distance": round(d, 6), "same_person": None if limit is None else decide(d, limit)}
-                   for n, d in s.results]
+        results = [{"name": n, "distance": max(0.0, round(d, 6)), "same_person": None if limit is None else decide(d, limit)}
+                   for n, d in s.results]  # cosine distance: never below 0, however it rounds
         best = min((d for _, d in s.results), default=float("inf"))
         notes, s.notes = s.notes, []
         return {"searched": s.label or None, "how": s.how or None, "round": s.round, "method": s.method,
-                "results": results, "decision": match_words(best, limit) if s.results else None,
+                "results": results, "decision": match_words(best, limit) if s.results and s.round == 1 else None,
                 "threshold": limit, "marks": dict(s.marks), "notes": notes}
 
     def info(self, s: Session) -> dict:

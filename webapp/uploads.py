@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import re
+import unicodedata
 import warnings
 from pathlib import Path
 
@@ -22,9 +23,8 @@ def check_upload(data: bytes, filename: str, max_bytes: int, max_pixels: int) ->
     shown = filename or "the upload"
     if not data:
         raise UserError(f"{shown}: the file is empty")
-    if len(data) > max_bytes:
-        raise TooLarge(f"{shown}: {len(data) / 1e6:.1f} MB, over the limit of {max_bytes / 1e6:.1f} MB "
-                       f"(web.max_upload_bytes)")
+    if len(data) > max_bytes:  # read up to one byte past the limit: its true size is not known
+        raise TooLarge(f"{shown}: more than {max_bytes:,} bytes, the limit (web.max_upload_bytes)")
     fmt, frames = None, 1
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -41,8 +41,9 @@ def check_upload(data: bytes, filename: str, max_bytes: int, max_pixels: int) ->
                 im.load()  # decode the whole (first) frame: a truncated file fails here
         except UserError:
             raise
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise TooLarge(f"{shown}: too many pixels, refused as a possible decompression bomb ({exc})") from None
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise TooLarge(f"{shown}: more than {max_pixels:,} pixels, the limit (web.max_pixels): refused as a "
+                           f"possible decompression bomb") from None
         except UnidentifiedImageError:
             raise Unsupported(f"{shown}: not an image (it cannot be decoded as {', '.join(FORMATS)}, "
                               f"whatever its name says)") from None
@@ -53,6 +54,8 @@ def check_upload(data: bytes, filename: str, max_bytes: int, max_pixels: int) ->
 
 
 def safe_name(filename: str, suffix: str) -> str:
-    """A plain file name for an upload: its stem's letters, digits, '-', '_' and '.', the real suffix."""
-    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(filename or "").stem).strip("._")[:80]
+    """A plain file name for an upload: its stem's letters (any script's, NFC), digits, '-', '_' and '.', the real
+    suffix; no path, no other character."""
+    stem = unicodedata.normalize("NFC", Path((filename or "").replace("\\", "/")).stem)
+    stem = re.sub(r"[^\w.-]+", "_", stem).strip("._")[:80]
     return (stem or "upload") + suffix
