@@ -23,6 +23,16 @@ DEV = ROOT / "data" / "dev"
 CKPT = ROOT / "checkpoints" / "table"
 OUT = ROOT / "outputs" / "covers"
 REFERENCE = "dlib_frozen_best_chain"  # dlib's network as it is, config/best.yaml's chain
+# What the rows say, kept with the script so that a rerun writes it again (rows not in a run are left out).
+NOTES = {
+    "dlib_ft_covers_self": "dlib_ft_covers_self, which validation people with *training's* covers ranked above "
+    "dlib_ft_best (0.824 against 0.815, section \"choice\"), is below it on the test people with the *evaluation's* "
+    "covers: a network trained on one distribution of covers defends against that one. config/best_dlib.yaml keeps "
+    "dlib_ft_best's recipe.",
+    "best_fused": "best_fused is config/best.yaml: dlib_ft_best and faceres_best_chain fused at 0.4 / 0.6, the weights "
+    "chosen on validation people with training's covers (section \"choice\"); these test people were looked at once, "
+    "after the choice.",
+}
 
 
 def report_of(row: str) -> dict:
@@ -67,10 +77,12 @@ def main(argv: list[str] | None = None) -> int:
                   f"({ratio:.2f}× {REFERENCE}), clean {rep['clean']['top1']:.3f}; hardest: {worst} "
                   f"{rep[worst]['top1']:.3f}", "", cover_table(rep), ""]
     lines.append(f"{(time.time() - started) / 60:.0f} min for what was not kept.")
+    for row in rows:
+        lines += ["", NOTES[row]] if row in NOTES else []
     text = "\n".join(lines)
     print(text)
     if not args.no_write:
-        write_section("covered", "## Covered queries as people wear them: the start (issue 27)\n\n" + text)
+        write_section("covered", "## Covered queries as people wear them: the test people (issue 27)\n\n" + text)
     return 0
 
 
