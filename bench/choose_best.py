@@ -52,7 +52,8 @@ def embeddings_of(row: str, paths: list[Path], kinds: list[str],
 
     name, _, change = row.partition(":")  # ROW:key=value,...: the row's checkpoint with its crop settings changed
     out_dir = OUT if covers == "training" else OUT.with_name("choose_evaluation")
-    folder, ckpt = out_dir / row.replace(":", "__").replace("=", "-").replace(",", "_"), CKPT / name / "best.pt"
+    safe = row.replace(":", "__").replace("=", "-").replace(",", "_").replace("/", "_").replace('"', "")
+    folder, ckpt = out_dir / safe, CKPT / name / "best.pt"
     model = cfg = None
     found: dict[str, tuple[list[str], np.ndarray]] = {}
     whole = folder.with_suffix(".npz")  # every condition of a row in one file, as the first version kept them
@@ -102,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="whose covers: training's (what a choice is made on) or the evaluation's (a first look "
                              "only, written to its own section: never a choice)")
     parser.add_argument("--no-write", action="store_true", help="print only; leave bench/RESULTS.md alone")
+    parser.add_argument("--section", nargs=2, metavar=("NAME", "TITLE"),
+                        help="write to this section of bench/RESULTS.md instead (a choice of one part, e.g. landmarks)")
     args = parser.parse_args(argv)
     if not (DEV / "train").is_dir():
         print("needs data/dev (bench/table.py prepare): nothing to choose")
@@ -150,7 +153,10 @@ def main(argv: list[str] | None = None) -> int:
               f"{(time.time() - started) / 60:.0f} min for what was not kept."]
     text = "\n".join(lines)
     print(text)
-    if not args.no_write and args.covers == "training":
+    if not args.no_write and args.section:
+        write_section(args.section[0], f"## {args.section[1]}\n\n" + text.replace(
+            "bench/choose_best.py", "bench/choose_best.py --section " + " ".join(f"'{a}'" for a in args.section), 1))
+    elif not args.no_write and args.covers == "training":
         write_section("choice", "## config/best.yaml chosen on validation people over every cover (issue 27)\n\n" + text)
     elif not args.no_write:
         write_section("first-look", "## Fusion, a first look on validation people with the evaluation's covers (issue 27)"

@@ -12,7 +12,8 @@ after part of its body loses its answer (the transport closes on EOF). This prot
   seconds of the connection opening or of the previous answer; else a 408 (or, for a connection
   that sent nothing, a plain close), and the route reading the body sees a disconnect, so nothing
   is stored;
-- at most max_connections connections: the next one is answered 503 at once, before it sends a byte;
+- at most max_connections connections, and at most max_per_client from one address: the next one is answered 503
+  at once, before it sends a byte (so one address trickling bytes into many sockets cannot keep the others out);
 - EOF in the middle of a body ends the body (the route answers 400), the answer still goes out;
 - a client that does not read its answers: dropped (abort) once they pile up past the deadline.
 """
@@ -43,6 +44,7 @@ class BoundedH11Protocol(H11Protocol):
     bounded_protocol() sets read_timeout and max_connections on a subclass."""
     read_timeout: float = 10.0
     max_connections: int = 64
+    max_per_client: int = 8
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -53,24 +55,27 @@ class BoundedH11Protocol(H11Protocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         """Refuse the connection at once (503) when max_connections are open; else start its deadline."""
         super().connection_made(transport)
+        address = self.client[0] if self.client else None
+        mine = sum(1 for c in self.connections if c.client and c.client[0] == address)
         if len(self.connections) > self.max_connections:
-            self._refuse()
+            self._refuse(f"the server is serving its limit of {self.max_connections} connections "
+                         "(server.max_connections); try again shortly")
+        elif address is not None and mine > self.max_per_client:
+            self._refuse(f"{address} has {self.max_per_client} connections open, the most one address may "
+                         "(server.max_connections_per_client); finish one first")
         else:
             self._arm()
 
-    def _refuse(self) -> None:
+    def _refuse(self, why: str) -> None:
         """Answer 503, half-close, drop what the client sends for a moment, close. Closing at once on
         unread bytes would reset the connection and the client might never read the 503."""
         self.refused = True
         self.connections.discard(self)
-        self.transport.write(_raw_answer(
-            503, "Service Unavailable", f"the server is serving its limit of {self.max_connections} connections "
-            "(server.max_connections); try again shortly", "Retry-After: 1\r\n"))
+        self.transport.write(_raw_answer(503, "Service Unavailable", why, "Retry-After: 1\r\n"))
         if self.transport.can_write_eof():
             self.transport.write_eof()
         self.loop.call_later(REFUSED_LINGER, self.transport.close)
-        log.warning(f"refused a connection from {self.client[0] if self.client else '?'}: {self.max_connections} "
-                    "connections are open (server.max_connections)")
+        log.warning(f"refused a connection from {self.client[0] if self.client else '?'}: {why}")
 
     def _arm(self) -> None:
         """(Re)start the deadline for the next request to arrive whole."""
@@ -130,7 +135,8 @@ class BoundedH11Protocol(H11Protocol):
         super().connection_lost(exc)
 
 
-def bounded_protocol(read_timeout: float, max_connections: int) -> type[BoundedH11Protocol]:
+def bounded_protocol(read_timeout: float, max_connections: int, max_per_client: int = 8) -> type[BoundedH11Protocol]:
     """A BoundedH11Protocol subclass with these bounds, for uvicorn.Config(http=...)."""
     return type("BoundedH11Protocol", (BoundedH11Protocol,),
-                {"read_timeout": float(read_timeout), "max_connections": int(max_connections)})
+                {"read_timeout": float(read_timeout), "max_connections": int(max_connections),
+                 "max_per_client": int(max_per_client)})

@@ -8,6 +8,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from competition.teams import TeamNameError, team_name
 from evaluation.metrics import retrieval_report
 
 from utils import FacematchError
@@ -71,11 +72,10 @@ def validate_payload(payload, gallery: set[str] | None = None, k: int = 10, exac
     """
     if not isinstance(payload, dict):
         raise PayloadError("the body must be a JSON object with 'groupname' and 'images'")
-    team = payload.get("groupname")
-    if not isinstance(team, str) or not team.strip():
-        raise PayloadError("field 'groupname' is missing or not a non-empty string")
-    if len(team) > 100:
-        raise PayloadError("field 'groupname' is longer than 100 characters")
+    try:
+        team = team_name(payload.get("groupname"))
+    except TeamNameError as exc:
+        raise PayloadError(str(exc)) from None
     images = payload.get("images")
     if not isinstance(images, dict):
         raise PayloadError("field 'images' is missing or not a mapping of query name to gallery names")
@@ -108,7 +108,7 @@ def validate_payload(payload, gallery: set[str] | None = None, k: int = 10, exac
     if short:
         warnings.append(f"{_queries(short)} had fewer than {k} gallery names; "
                         f"{'it was' if short == 1 else 'they were'} scored on what was sent")
-    return Payload(team.strip(), images, warnings)
+    return Payload(team, images, warnings)
 
 
 def score_submission(images: dict[str, list[str]], ground_truth: dict, k: int = 10) -> dict:

@@ -24,12 +24,14 @@ import hashlib
 import hmac
 import html
 import json
+import os
+import secrets
 import socket
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Awaitable, Callable
+from typing import Awaitable, Callable, NamedTuple
 
 import uvicorn
 import yaml
@@ -42,6 +44,7 @@ from starlette.requests import ClientDisconnect
 from competition.http_bounds import bounded_protocol
 from competition.rules import (SCORES, PayloadError, load_ground_truth, score_submission,
                                validate_payload)
+from competition.teams import TeamNameError, known_as, team_key, team_name
 from utils import ConfigError, PerThread, connect, get_logger
 
 log = get_logger("facematch.server")
@@ -65,10 +68,17 @@ CREATE TABLE IF NOT EXISTS submissions (
     {_COLUMNS},
     queries        INTEGER,             -- ground-truth queries scored
     missing        INTEGER,             -- of those, absent from the submission
-    payload        BLOB NOT NULL
+    payload        BLOB NOT NULL,       -- the body; of a rejected attempt, its first KEPT_REJECTED bytes
+    payload_bytes  INTEGER,             -- the body's whole length
+    client         TEXT                 -- the address it came from
 );
 CREATE INDEX IF NOT EXISTS submissions_by_team ON submissions (competition, team, status, received);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);  -- the split's seed
 """
+PRIVATE = tuple(f"private_{k}" for k in SCORES)  # the scores on the private queries (the final standing)
+KEPT_REJECTED = 1024  # bytes of a rejected body kept: enough to see what was sent, never a flood's worth
+ADDED_COLUMNS = {"payload_bytes": "INTEGER", "client": "TEXT",  # columns a database from before them lacks
+                 **{k: "REAL" for k in PRIVATE}}
 
 # Best = highest top-1, then top-5, top-10 and mAP (SCORES' order); the earlier submission wins a tie.
 LEADERBOARD = f"""
@@ -101,58 +111,157 @@ class Store:
         self.path = str(path)
         # a commit is on disk before we answer (full sync); transactions are opened explicitly (autocommit)
         self.conn = PerThread(lambda: connect(self.path, SCHEMA, full_sync=True, autocommit=True))
-        self.conn()  # a bad path fails at start, not on the first submission
+        conn = self.conn()  # a bad path fails at start, not on the first submission
+        have = {row[1] for row in conn.execute("PRAGMA table_info(submissions)")}
+        for column, kind in ADDED_COLUMNS.items():
+            if column not in have:
+                conn.execute(f"ALTER TABLE submissions ADD COLUMN {column} {kind}")
 
     def add(self, competition: str, team: str | None, status: str, http_status: int, payload: bytes,
-            error: str | None = None, scores: dict | None = None, limits: tuple[int, float, int] | None = None) -> int:
-        """Insert one submission in its own transaction; with `limits` (rate, window, cap), first
-        check the team's rate limit and cap inside the same transaction, so concurrent submissions
-        cannot slip past them. Returns the new row's id."""
+            error: str | None = None, scores: dict | None = None, limits: "Limits | None" = None,
+            client: str = "") -> tuple[int, str | None]:
+        """Insert one submission in its own transaction; with `limits`, first check them (the team's, or for an
+        attempt that names none its address's) inside the same transaction, so concurrent submissions cannot slip
+        past them, and give a scored team its leaderboard name (teams.known_as: one row per team, look-alikes
+        refused). A rejected attempt keeps only its first KEPT_REJECTED bytes (its length and SHA-256 whole).
+        Returns (the new row's id, the team as stored)."""
         conn = self.conn()
         s = scores or {}
         conn.execute("BEGIN IMMEDIATE")
         try:
+            if status == "scored" and team is not None:
+                teams = [r[0] for r in conn.execute(
+                    "SELECT DISTINCT team FROM submissions WHERE competition=? AND status='scored'", (competition,))]
+                try:
+                    team = known_as(team, teams)
+                except TeamNameError as exc:
+                    raise Reject(400, str(exc), team=None) from None
             if limits is not None:
-                self._check_limits(conn, competition, team, *limits)
+                self._check_limits(conn, competition, team, client, limits, scored=status == "scored")
+            kept = payload if status == "scored" else payload[:KEPT_REJECTED]
             columns = ("competition", "team", "received", "status", "http_status", "error", "payload_sha256",
-                       *SCORES, "queries", "missing", "payload")
+                       *SCORES, *PRIVATE, "queries", "missing", "payload", "payload_bytes", "client")
             cur = conn.execute(
                 f"INSERT INTO submissions ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
-                (competition, team, time.time(), status, http_status, error, hashlib.sha256(payload).hexdigest(),
-                 *(s.get(k) for k in SCORES), s.get("queries"), s.get("missing"), payload))
+                (competition, _storable(team), time.time(), status, http_status, _storable(error),
+                 hashlib.sha256(payload).hexdigest(), *(s.get(k) for k in SCORES), *(s.get(k) for k in PRIVATE),
+                 s.get("queries"), s.get("missing"), kept, len(payload), client))
             conn.execute("COMMIT")
-            return cur.lastrowid
+            return cur.lastrowid, team
         except BaseException:
             conn.execute("ROLLBACK")
             raise
 
     @staticmethod
-    def _check_limits(conn, competition: str, team: str, rate: int, window: float, cap: int) -> None:
-        if rate:
+    def _check_limits(conn, competition: str, team: str | None, client: str, limits: "Limits",
+                      scored: bool = True) -> None:
+        """The rate limit counts every attempt (rejected ones too) of the team, or of the address when the attempt
+        names no team; the daily limit and the cap count a team's scored submissions."""
+        who, value = ("team", team) if team is not None else ("client", client)
+        if limits.rate:
             recent, = conn.execute(
-                "SELECT COUNT(*) FROM submissions WHERE competition=? AND team=? AND received>? AND http_status!=429",
-                (competition, team, time.time() - window)).fetchone()
-            if recent >= rate:
-                raise Reject(429, f"team '{team}' sent {recent} submissions in the last {window:g} s; "
-                                  f"the limit is {rate}: try again later", team=team)
-        if cap:
+                f"SELECT COUNT(*) FROM submissions WHERE competition=? AND {who}=? AND received>? AND http_status!=429",
+                (competition, value, time.time() - limits.window)).fetchone()
+            if recent >= limits.rate:
+                raise Reject(429, f"{'team' if team is not None else 'address'} '{value}' sent {recent} submissions "
+                                  f"in the last {limits.window:g} s; the limit is {limits.rate}: try again later",
+                             team=team)
+        if not scored or team is None:
+            return
+        if limits.daily:
+            midnight = time.time() // 86400 * 86400
+            today, = conn.execute("SELECT COUNT(*) FROM submissions WHERE competition=? AND team=? AND "
+                                  "status='scored' AND received>=?", (competition, team, midnight)).fetchone()
+            if today >= limits.daily:
+                left = midnight + 86400 - time.time()
+                raise Reject(429, f"team '{team}' has used its {limits.daily} submissions of today (UTC, "
+                                  f"server.daily_limit); the next day starts in {left // 3600:.0f} h "
+                                  f"{left % 3600 // 60:.0f} min", team=team)
+        if limits.cap:
             done, = conn.execute("SELECT COUNT(*) FROM submissions WHERE competition=? AND team=? AND status='scored'",
                                  (competition, team)).fetchone()
-            if done >= cap:
-                raise Reject(429, f"team '{team}' has used all {cap} submissions of competition '{competition}'",
-                             team=team)
+            if done >= limits.cap:
+                raise Reject(429, f"team '{team}' has used all {limits.cap} submissions of competition "
+                                  f"'{competition}'", team=team)
 
     def leaderboard(self, competition: str) -> list[dict]:
-        """Best and latest score per team, best team first."""
+        """Best and latest score per team (on the public queries), best team first."""
         rows = self.conn().execute(LEADERBOARD, (competition,)).fetchall()
         keys = ("id", *SCORES, "time")
         n = len(keys)
         return [{"team": r[0], "submissions": r[1], "best": dict(zip(keys, r[2:2 + n])),
                  "latest": dict(zip(keys, r[2 + n:2 + 2 * n]))} for r in rows]
 
+    def final_standing(self, competition: str) -> list[dict]:
+        """The final standing: each team's best submission on the public queries (the one it would choose),
+        scored on the private queries it never saw a score of, best team first."""
+        board = self.leaderboard(competition)
+        out = []
+        for team in board:
+            row = self.conn().execute(f"SELECT {', '.join(PRIVATE)} FROM submissions WHERE id=?",
+                                      (team["best"]["id"],)).fetchone()
+            out.append({"team": team["team"], "submission": team["best"]["id"], "public": team["best"],
+                        "private": dict(zip(SCORES, row))})
+        return sorted(out, key=lambda t: tuple(-(t["private"][k] or 0) for k in SCORES))
+
+    def seed(self) -> str:
+        """The seed that splits every competition's queries into public and private ones: made once, kept here
+        (the organiser's; no answer shows it)."""
+        conn = self.conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            row = conn.execute("SELECT value FROM meta WHERE key='split_seed'").fetchone()
+            if row is None:
+                row = (secrets.token_hex(16),)
+                conn.execute("INSERT INTO meta (key, value) VALUES ('split_seed', ?)", row)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return row[0]
+
     def count(self, **where) -> int:
         clause = " AND ".join(f"{k}=?" for k in where) or "1"
         return self.conn().execute(f"SELECT COUNT(*) FROM submissions WHERE {clause}", tuple(where.values())).fetchone()[0]
+
+
+class Limits(NamedTuple):
+    """A team's (or an address's) limits: attempts per window, scored submissions per UTC day and in all."""
+    rate: int = 0
+    window: float = 60
+    daily: int = 0
+    cap: int = 0
+
+
+def _storable(text: str | None) -> str | None:
+    """Text SQLite can hold: a lone surrogate (valid JSON, no character) written as its escape."""
+    return None if text is None else text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def public_queries(truth: dict, fraction: float, seed: str) -> list[str]:
+    """The queries whose scores are answered and shown (the public part): all of them at fraction 1; else about
+    `fraction` of them, drawn by the organiser's seed (at least one, and at least one left private)."""
+    queries = list(truth["queries"])
+    if fraction >= 1 or len(queries) < 2:
+        return queries
+    ranked = sorted(queries, key=lambda q: hashlib.sha256(f"{seed}:{q}".encode()).hexdigest())
+    n = min(len(queries) - 1, max(1, round(fraction * len(queries))))
+    return sorted(ranked[:n], key=queries.index)
+
+
+def issue_tokens(teams: list[str], path: str | Path) -> dict[str, str]:
+    """A new random token for each team, written as a tokens file (`team: token` lines, readable by its owner
+    only) for server.tokens; a team name that cannot be a leaderboard row is refused first."""
+    names = [team_name(t) for t in teams if t.strip()]
+    keys = [team_key(n) for n in names]
+    if len(set(keys)) != len(keys):
+        raise ConfigError("two of the teams are one name but for case or spacing: name each team once")
+    tokens = {name: secrets.token_urlsafe(24) for name in names}
+    text = yaml.safe_dump(tokens, allow_unicode=True, sort_keys=False)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    return tokens
 
 
 def load_tokens(path: str | Path) -> dict[str, str]:
@@ -178,11 +287,18 @@ class ServerSettings:
     tokens: str = ""
     rate_limit: int = 0
     rate_window: float = 60
+    daily_limit: int = 20
     max_submissions: int = 0
+    public_fraction: float = 1.0
     max_body_bytes: int = 10_000_000
     read_timeout: float = 10
     max_connections: int = 64
+    max_connections_per_client: int = 8
     k: int = 10
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(int(self.rate_limit), float(self.rate_window), int(self.daily_limit), int(self.max_submissions))
 
     def __post_init__(self) -> None:
         """Refuse bounds that would leave the server unbounded or closed, naming server.<key>."""
@@ -211,6 +327,9 @@ class Served:
         self.default = next(iter(self.competitions))
         self.galleries = {name: set(gt["gallery"]) for name, gt in self.competitions.items()}
         self.queries = {name: set(gt["queries"]) for name, gt in self.competitions.items()}
+        fraction = float(self.settings.public_fraction)
+        seed = self.store.seed() if fraction < 1 else ""
+        self.public = {name: public_queries(gt, fraction, seed) for name, gt in self.competitions.items()}
 
     def named(self, name: str | None) -> str:
         """The competition a path names, or the default one (None); a 404 for an unknown name."""
@@ -277,7 +396,8 @@ def leaderboard_page(request: Request) -> Response:
             for i, t in enumerate(state.store.leaderboard(comp), 1))
         default = " (default: POST /results/)" if comp == state.default else ""
         sections.append(
-            f"<h2>{html.escape(comp)}{default}</h2><p>{len(state.queries[comp])} queries, "
+            f"<h2>{html.escape(comp)}{default}</h2><p>{len(state.queries[comp])} queries "
+            f"({len(state.public[comp])} public: the scores below; the final standing is on the others), "
             f"{len(state.galleries[comp])} gallery photos. POST /competitions/{html.escape(comp)}/results/</p>"
             f"<table><tr><th rowspan=2>#</th><th rowspan=2>team</th><th colspan={len(SCORES)}>best</th>"
             f"<th colspan={len(SCORES)}>latest</th><th rowspan=2>submissions</th><th rowspan=2>last submission</th></tr>"
@@ -297,10 +417,10 @@ async def submit(request: Request) -> Response:
     comp = state.named(request.path_params.get("name"))
     request.state.body = await read_body(request, state.settings.max_body_bytes)
     return await run_in_threadpool(score_and_store, state, comp, request.headers.get("Authorization", ""),
-                                   request.state.body)
+                                   request.state.body, request.client.host if request.client else "")
 
 
-def score_and_store(state: Served, comp: str, authorization: str, body: bytes) -> Response:
+def score_and_store(state: Served, comp: str, authorization: str, body: bytes, client: str = "") -> Response:
     """Authenticate, parse, validate and score a body, and commit it (with the team's limits checked
     in the same transaction); the answer to send."""
     settings = state.settings
@@ -311,15 +431,26 @@ def score_and_store(state: Served, comp: str, authorization: str, body: bytes) -
                                                      queries=state.queries[comp])
     except PayloadError as exc:
         raise Reject(400, str(exc), team=team or _groupname(payload)) from None
-    if team is not None and claimed != team:
+    if team is not None and team_key(claimed) != team_key(team):
         raise Reject(401, f"the token is for team '{team}', not '{claimed}'", store=False)
-    scores = score_submission(images, state.competitions[comp], settings.k)
-    sub_id = state.store.add(comp, claimed, "scored", 200, body, scores=scores,
-                             limits=(settings.rate_limit, settings.rate_window, settings.max_submissions))
+    truth = state.competitions[comp]
+    public = state.public[comp]
+    scores = score_submission(images, {**truth, "queries": {q: truth["queries"][q] for q in public}}, settings.k)
+    if len(public) < len(truth["queries"]):
+        private = {q: g for q, g in truth["queries"].items() if q not in public}
+        scores.update({f"private_{k}": v for k, v in score_submission(images, {**truth, "queries": private},
+                                                                       settings.k).items() if k in SCORES})
+    else:
+        scores.update({f"private_{k}": scores[k] for k in SCORES})
+    sub_id, claimed = state.store.add(comp, team or claimed, "scored", 200, body, scores=scores,
+                                      limits=settings.limits, client=client)
     answer = {"id": sub_id, "competition": comp, "groupname": claimed, "results": {k: scores[k] for k in SCORES},
               "queries": scores["queries"], "missing": scores["missing"], "warnings": warnings}
     if scores["missing"]:
         answer["message"] = f"{scores['missing']} of {scores['queries']} queries were missing and count as wrong"
+    if len(public) < len(truth["queries"]):
+        answer["scored_on"] = (f"the {len(public)} public queries of {len(truth['queries'])}; the final standing "
+                               "is scored on the others")
     log.info(f"{comp}: '{claimed}' scored top1={scores['top1']:.3f} map={scores['map']:.3f} (id {sub_id})")
     return json_answer(200, answer)
 
@@ -387,9 +518,15 @@ async def rejected(request: Request, r: Reject) -> Response:
         comp = state.default if name is None else name
         comp = comp if comp in state.competitions else None
         if r.store and comp is not None:
+            body, client = getattr(request.state, "body", b""), request.client.host if request.client else ""
+            limits = None if r.status == 429 else Limits(state.settings.limits.rate, state.settings.limits.window)
             try:
-                answer["id"] = await run_in_threadpool(state.store.add, comp, r.team, "rejected", r.status,
-                                                       getattr(request.state, "body", b""), error=r.message)
+                answer["id"], _ = await run_in_threadpool(state.store.add, comp, r.team, "rejected", r.status, body,
+                                                          error=r.message, limits=limits, client=client)
+            except Reject as over:  # the address (or team) is past its rate: the attempt is kept without its body
+                r, answer = over, {"error": over.status, "message": over.message}
+                answer["id"], _ = await run_in_threadpool(state.store.add, comp, over.team, "rejected", 429, b"",
+                                                          error=over.message, client=client)
             except Exception:
                 log.exception("could not store a rejected attempt")
         log.info(f"{comp}: rejected ({r.status}) {r.message}")
@@ -458,7 +595,8 @@ class CompetitionServer:
         self.app, self.settings = app, settings
         self.socket = socket.create_server((settings.host, int(settings.port)), backlog=1024)
         config = uvicorn.Config(
-            app, http=bounded_protocol(settings.read_timeout, settings.max_connections), loop="asyncio",
+            app, http=bounded_protocol(settings.read_timeout, settings.max_connections,
+                                       settings.max_connections_per_client), loop="asyncio",
             # uvicorn's own cap counts the requests in progress (and the asking one): a backstop
             # for work that outlives its connection; http_bounds refuses connections at once
             limit_concurrency=settings.max_connections + 1, timeout_keep_alive=settings.read_timeout,
@@ -523,8 +661,11 @@ def _parse_json(body: bytes, team: str | None):
 
 
 def _groupname(payload) -> str | None:
-    team = payload.get("groupname") if isinstance(payload, dict) else None
-    return team.strip()[:100] if isinstance(team, str) and team.strip() else None
+    """The team a rejected body names, where it names one properly (else None: the attempt counts for its address)."""
+    try:
+        return team_name(payload.get("groupname")) if isinstance(payload, dict) else None
+    except TeamNameError:
+        return None
 
 
 def load_competitions(paths: list[str]) -> dict[str, dict]:

@@ -301,7 +301,7 @@ def test_rate_limit_and_cap(start):
 
 
 def test_fifty_concurrent_submissions_are_all_stored_once(start):
-    port, server = start()
+    port, server = start("server.max_connections_per_client=64", "server.daily_limit=0")
 
     def one(i):
         body = dict(perfect(), groupname=f"team{i % 7}")
@@ -334,7 +334,7 @@ def closed_within(sock, seconds):
 def test_idle_connections_neither_delay_others_nor_stay_open(start):
     import requests
 
-    port, server = start("server.read_timeout=1", "server.max_connections=64")
+    port, server = start("server.read_timeout=1", "server.max_connections=64", "server.max_connections_per_client=64")
     idle = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(50)]
     try:
         started = time.monotonic()
