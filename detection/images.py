@@ -10,6 +10,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from utils import DataError, FacematchError
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff"}
+MAX_SIDE = 2048  # a photo is read at most this wide and high: detectors look at 640 px, crops are 150-224 px
 
 
 class ImageReadError(FacematchError, ValueError):
@@ -21,10 +22,16 @@ def read_image(path: str | Path, data: bytes | None = None) -> np.ndarray:
 
     GIF (first frame), PNG with alpha, palette and grayscale images all come back as RGB. `data`: the
     file's bytes where the caller has read them already (the crop cache hashes them), so it is read once.
+    A photo larger than MAX_SIDE on a side comes back shrunk to fit (a JPEG decoded at a reduced scale), so a
+    36-megapixel upload costs what a face needs, not what its pixels do.
     """
     try:
         with Image.open(path if data is None else io.BytesIO(data)) as im:
             im.seek(0)
+            if max(im.size) > MAX_SIDE:
+                im.draft("RGB", (MAX_SIDE, MAX_SIDE))  # JPEG: decoded at 1/2, 1/4 or 1/8 scale; others: no-op
+                factor = max(im.size) // MAX_SIDE
+                im = im.reduce(factor + (max(im.size) > factor * MAX_SIDE)) if max(im.size) > MAX_SIDE else im
             im = ImageOps.exif_transpose(im)
             if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
                 im = im.convert("RGBA")

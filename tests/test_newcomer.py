@@ -34,3 +34,19 @@ def test_a_taken_port_is_refused_before_the_store_is_opened(tmp_path, capsys):
     assert not (tmp_path / "no_store").exists()
     assert web.main(["--check-port", "--port", str(port)]) == 0  # freed: said free
     assert f"127.0.0.1:{port} is free" in capsys.readouterr().err
+
+
+def test_every_number_in_the_readme_is_one_bench_results_holds():
+    """A figure typed into the README by hand drifts from the measurement: each decimal number there must be one
+    bench/RESULTS.md holds (as written, or rounded from its longer form)."""
+    import re
+
+    number = re.compile(r"(?<![\w.])\d+\.\d+(?![\w.])")
+    results = (ROOT / "bench" / "RESULTS.md").read_text()
+    held = set()
+    for text in number.findall(results):
+        value, places = float(text), len(text.split(".")[1])
+        held |= {f"{value:.{d}f}" for d in range(1, places + 1)} | {text}
+    readme = (ROOT / "README.md").read_text()
+    missing = sorted({n for n in number.findall(readme) if n not in held})
+    assert not missing, f"README numbers bench/RESULTS.md does not hold: {missing}"

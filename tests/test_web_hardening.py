@@ -217,3 +217,52 @@ def test_later_rounds_do_not_repeat_the_first_rounds_decision(client):  # noqa: 
     second = client.post("/api/refine", json={}).json()
     assert second["round"] == 2 and second["decision"] is None
     assert all(x["distance"] >= 0 and str(x["distance"]) != "-0.0" for x in first["results"] + second["results"])
+
+
+def test_a_slow_upload_holds_neither_the_page_nor_more_than_its_queue(client):  # noqa: F811
+    import threading
+
+    from fastapi.testclient import TestClient
+
+    svc = client.app.state.web
+    svc.web = type(svc.web)(max_queued=1, allowed_hosts=["testserver"])
+    svc.slots = threading.BoundedSemaphore(1)
+    release, started = threading.Event(), threading.Event()
+    real = svc.checked_files
+
+    def slow(*args):
+        started.set()
+        release.wait(20)
+        return real(*args)
+
+    svc.checked_files = slow
+    other = TestClient(client.app, headers={"origin": "http://testserver"})
+    answers = []
+    worker = threading.Thread(target=lambda: answers.append(
+        other.post("/api/search", files=photo(FACES / "one_face.jpg")).status_code))
+    worker.start()
+    try:
+        assert started.wait(20)
+        assert client.get("/api/info").status_code == 200  # the store's worker is free
+        assert client.post("/api/refine", json={}).status_code == 400  # a session action too ("nothing to refine")
+        busy = client.post("/api/search", files=photo(FACES / "one_face.jpg"))
+        assert busy.status_code == 503 and busy.headers["retry-after"] and "web.max_queued" in busy.json()["error"]
+    finally:
+        release.set()
+        worker.join(30)
+    assert answers == [200]
+    assert client.post("/api/search", files=photo(FACES / "one_face.jpg")).status_code == 200
+
+
+def test_a_huge_photo_is_read_at_the_size_a_face_needs():
+    import io
+
+    from PIL import Image
+
+    from detection.images import MAX_SIDE, read_image
+
+    for fmt in ("PNG", "JPEG"):
+        buf = io.BytesIO()
+        Image.new("RGB", (6000, 3000), (250, 250, 250)).save(buf, format=fmt)
+        image = read_image(f"big.{fmt.lower()}", buf.getvalue())
+        assert max(image.shape[:2]) <= MAX_SIDE and image.shape[1] == 2 * image.shape[0]

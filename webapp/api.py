@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from webapp.dependencies import POST, read, run, service, session_id, with_cookie
-from webapp.errors import TooLarge
+from webapp.errors import TooLarge, UserError
 
 api = APIRouter(prefix="/api", tags=["search"])
 
@@ -60,7 +60,9 @@ async def info(request: Request):
 @api.post("/search", **POST)
 async def search(request: Request, photo: UploadFile = File(..., description="a photo of a face")):
     """Search by an uploaded photo: round 1, the nearest gallery photos."""
-    return await answer(request, service(request).search_upload, *await read(photo, request))
+    svc = service(request)
+    prepared = await svc.prepare([await read(photo, request)], "nothing was searched")
+    return await answer(request, svc.search_checked, *prepared)
 
 
 @api.post("/pick", **POST)
@@ -102,7 +104,11 @@ async def add(request: Request, photos: list[UploadFile] = File(..., description
     chosen = [p for p in photos if p.filename]
     if len(chosen) > int(service(request).web.max_files):
         raise TooLarge(f"{len(chosen)} files: at most {service(request).web.max_files} at once (web.max_files)")
-    return await answer(request, service(request).add, [await read(p, request) for p in chosen], allow_no_face)
+    svc = service(request)
+    if not chosen:
+        raise UserError("choose one or more photos to add first")
+    prepared = await svc.prepare([await read(p, request) for p in chosen], "nothing was added to the gallery")
+    return await answer(request, svc.add_checked, *prepared, allow_no_face)
 
 
 @api.delete("/photos/{name}", **POST)

@@ -89,8 +89,10 @@ async def refused(request: Request, exc: Exception) -> Response:
             status, message = 413, too_large(request.app.state.web.web)
     else:
         status, message = 400, str(exc)
+    headers = {"Retry-After": "2"} if status == 503 else None
     if request.url.path.startswith("/api/"):
-        return with_cookie(request, JSONResponse({"error": message, "status": status}, status_code=status))
+        return with_cookie(request, JSONResponse({"error": message, "status": status}, status_code=status,
+                                                 headers=headers))
     try:
         return await show_page(request, status, message)
     except Exception as failure:  # noqa: BLE001 - the page itself failing: say so, still no traceback
@@ -137,7 +139,9 @@ async def index(request: Request, page: int = 0) -> Response:
 
 @routes.post("/search", **POST)
 async def search(request: Request, photo: UploadFile | None = File(None)) -> Response:
-    return await act(request, service(request).search_upload, *await read(photo, request))
+    svc = service(request)
+    prepared = await svc.prepare([await read(photo, request)], "nothing was searched")
+    return await act(request, svc.search_checked, *prepared)
 
 
 @routes.post("/pick", **POST)
@@ -162,7 +166,11 @@ async def add(request: Request, photos: list[UploadFile] = File([]), allow_no_fa
     chosen = [p for p in photos if p.filename]
     if len(chosen) > int(service(request).web.max_files):
         raise TooLarge(f"{len(chosen)} files: at most {service(request).web.max_files} at once (web.max_files)")
-    return await act(request, service(request).add, [await read(p, request) for p in chosen], bool(allow_no_face))
+    svc = service(request)
+    if not chosen:
+        raise UserError("choose one or more photos to add first")
+    prepared = await svc.prepare([await read(p, request) for p in chosen], "nothing was added to the gallery")
+    return await act(request, svc.add_checked, *prepared, bool(allow_no_face))
 
 
 @routes.post("/fpir", **POST)

@@ -35,6 +35,11 @@ class NoFace(UserError):
     status = 422
 
 
+class Busy(UserError):
+    """Too much work waiting: come back in a moment (503, with Retry-After)."""
+    status = 503
+
+
 class ServerFailure(UserError):
     """Anything unexpected while serving a request: said on the page as a failure, its details in the log."""
     status = 500

@@ -14,6 +14,7 @@ import io
 import secrets
 import shutil
 import tempfile
+import threading
 import time
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
@@ -31,7 +32,7 @@ from evaluation.calibration import match_words
 from pipeline.store import NO_FACE, NotFoundError, StoreError
 from utils import get_logger, lookup
 from webapp import fields
-from webapp.errors import NoFace, NotFound, ServerFailure, TooLarge, UserError
+from webapp.errors import Busy, NoFace, NotFound, ServerFailure, TooLarge, UserError
 from webapp.uploads import check_upload, safe_name
 
 log = get_logger()
@@ -51,6 +52,7 @@ class WebSettings:
     max_sessions: int = 100
     max_sessions_per_client: int = 20
     max_marks: int = 1000
+    max_queued: int = 4
     gallery_page: int = 48
     allowed_hosts: list[str] = field(default_factory=list)
     token: str = ""
@@ -113,6 +115,10 @@ class Service:
         lookup(FEEDBACK, feedback.method, "feedback.method")  # an unknown method fails at start, not on a search
         self.method = feedback.method
         self.worker = ThreadPoolExecutor(1, thread_name_prefix="facematch-store")
+        # uploads are decoded, cropped and embedded here, so that a slow one never holds the store's worker (the
+        # page, /api/info, other searches); at most web.max_queued wait, the next is told to come back (503)
+        self.heavy = ThreadPoolExecutor(1, thread_name_prefix="facematch-embed")
+        self.slots = threading.BoundedSemaphore(int(web.max_queued))
         self.sessions: OrderedDict[str, Session] = OrderedDict()
         self.scratch = Path(tempfile.mkdtemp(prefix="facematch-web-"))
         self._store = None
@@ -127,6 +133,7 @@ class Service:
         return self._store
 
     def close(self) -> None:
+        self.heavy.shutdown(wait=True)
         self.worker.shutdown(wait=True)
         shutil.rmtree(self.scratch, ignore_errors=True)
 
@@ -140,6 +147,32 @@ class Service:
         (keep=False) never creates a session: it sees a blank one that is not kept."""
         return await asyncio.get_running_loop().run_in_executor(self.worker, self._call, sid, action, args, client,
                                                                 keep)
+
+    async def prepare(self, uploads: list[tuple[str, bytes]], outcome: str) -> tuple[Path, list[Checked]]:
+        """Check, crop and embed uploads on the upload worker (checked_files), never on the store's; a Busy (503)
+        when web.max_queued uploads are already waiting."""
+        if not self.slots.acquire(blocking=False):
+            raise Busy(f"{self.web.max_queued} uploads are being worked on (web.max_queued): {outcome}; try again "
+                       "in a moment")
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self.heavy, self._guarded, self.checked_files,
+                                                                    uploads, outcome)
+        finally:
+            self.slots.release()
+
+    @staticmethod
+    def _guarded(work: Callable[..., Any], *args) -> Any:
+        """work(*args), its unexpected failures a ServerFailure (the details in the log), never a traceback."""
+        try:
+            return work(*args)
+        except UserError:
+            raise
+        except StoreError as exc:
+            raise UserError(str(exc)) from None
+        except Exception as exc:
+            log.exception(f"web: {exc.__class__.__name__} while preparing an upload")
+            raise ServerFailure(f"the server failed on this upload ({exc.__class__.__name__}); its log has the "
+                                "details") from None
 
     def _call(self, sid: str, action: Callable[..., Any], args: tuple, client: str = "", keep: bool = True) -> Any:
         session = self.sessions.get(sid)
@@ -254,7 +287,10 @@ class Service:
             s.notes.append("the gallery is empty: add photos to it below")
 
     def search_upload(self, s: Session, filename: str, data: bytes) -> None:
-        folder, files = self.checked_files([(filename, data)], "nothing was searched")
+        self.search_checked(s, *self.checked_files([(filename, data)], "nothing was searched"))
+
+    def search_checked(self, s: Session, folder: Path, files: list[Checked]) -> None:
+        """Search by an upload already checked, cropped and embedded (Service.prepare)."""
         shutil.rmtree(folder, ignore_errors=True)
         f = files[0]
         self.start(s, f.vector, f"the uploaded photo {f.shown} ({f.note})", _png(f.crop), f.how, set())
@@ -331,7 +367,10 @@ class Service:
             raise UserError("choose one or more photos to add first")
         if len(uploads) > int(self.web.max_files):
             raise TooLarge(f"{len(uploads)} files: at most {self.web.max_files} at once (web.max_files)")
-        folder, files = self.checked_files(uploads, "nothing was added to the gallery")
+        self.add_checked(s, *self.checked_files(uploads, "nothing was added to the gallery"), allow_no_face)
+
+    def add_checked(self, s: Session, folder: Path, files: list[Checked], allow_no_face: bool = False) -> None:
+        """Add uploads already checked, cropped and embedded (Service.prepare) to the gallery."""
         try:
             faceless = [f.shown for f in files if f.step in NO_FACE]
             if faceless and not allow_no_face:
