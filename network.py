@@ -19,7 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from backbones import WeightsError, build_backbone, legacy_frozen_state
-from detection import CROP_KEYS, CropSettings, load_crop
+from detection import CROP_KEYS, CropSettings, landmark_net, load_crop
 from utils import ConfigError, FacematchError, atomic_write, get_logger, lookup, progress, read_defaults
 
 log = get_logger()
@@ -319,7 +319,7 @@ def save_checkpoint(path: str | Path, state: dict) -> None:
         name = section["landmark_net"]
         if name not in carried:
             try:
-                carried[name] = Path(name).read_bytes()
+                carried[name] = landmark_net.resolve(name).read_bytes()
             except OSError as exc:
                 raise CheckpointError(f"{path}: cannot carry crop.landmark_net {name} ({exc.strerror})") from None
     if carried:

@@ -46,6 +46,24 @@ def report_of(row: str) -> dict:
     return json.loads(out.read_text())
 
 
+def faces_found(row: str) -> dict[str, tuple[int, int]]:
+    """For each kind: (queries whose face a detector found on the covered photo, queries), with the row's chain
+    and the evaluation's covers seeded as `facematch evaluate --covers` seeds them (a guessed box is no find)."""
+    from detection.chain import CENTER, GUESS
+    from detection.covers import COVERS
+    from detection.images import list_images
+    from network import model_from_checkpoint
+    from pipeline.embedding import covered_crops
+
+    settings = model_from_checkpoint(CKPT / row / "best.pt")[0].crop_settings()
+    paths = list_images(DEV / "test" / "query")
+    found = {}
+    for kind in COVERS:
+        _, report = covered_crops(paths, settings, kind, seed=0)
+        found[kind] = (sum(len(v) for p, v in report.by_path.items() if p not in (GUESS, CENTER)), len(paths))
+    return found
+
+
 def main(argv: list[str] | None = None) -> int:
     from benchlib import git_rev, machine, write_section
 
@@ -76,6 +94,10 @@ def main(argv: list[str] | None = None) -> int:
         lines += [f"**{row}**: covered top-1 {rep['covers_mean']['top1']:.3f} on average over the kinds "
                   f"({ratio:.2f}× {REFERENCE}), clean {rep['clean']['top1']:.3f}; hardest: {worst} "
                   f"{rep[worst]['top1']:.3f}", "", cover_table(rep), ""]
+    found = faces_found(args.rows[0])
+    lines += [f"Faces found on the covered query photos by {args.rows[0]}'s chain (a detector's box; a box guessed "
+              "at the centre is not a find):", "", "| cover | " + " | ".join(found) + " |", "|---|" + "---|" * len(found),
+              "| found | " + " | ".join(f"{n} of {t} ({n / t:.1%})" for n, t in found.values()) + " |", ""]
     lines.append(f"{(time.time() - started) / 60:.0f} min for what was not kept.")
     for row in rows:
         lines += ["", NOTES[row]] if row in NOTES else []

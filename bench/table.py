@@ -170,11 +170,11 @@ FT_ROWS: dict[str, tuple[dict, list[str]]] = {
                              "train.val_degrade=covers", "loss.distill_weight=1", "loss.teacher=self", "train.epochs=6",
                              "train.batches_per_epoch=0"]),
     "dlib_ft_best_lmnet": ({"crop": "config/best.yaml's chain + dlib chip aligned by the landmark network's points",
-                            "backbone": "config/best_dlib.yaml with crop.landmarks=net (checkpoints/landmarks/net2.pt: "
+                            "backbone": "config/best_dlib.yaml with crop.landmarks=net (the shipped network, detection/landmark_net.pt: "
                             "training/landmarks.py, trained on the training people's photos with covers)",
                             "loss": "triplet (batch-hard)"},
                            ["--config", "config/best_dlib.yaml", "crop.landmarks=net",
-                            "crop.landmark_net=checkpoints/landmarks/net2.pt", "train.epochs=6",
+                            "crop.landmark_net=shipped", "train.epochs=6",
                             "train.batches_per_epoch=0"]),
     "faceres_ft_covers": ({"crop": "config/best_dlib.yaml's chain, a loose square (1.2× the box), 224 px",
                            "backbone": "HSE FaceRes fine-tuned from block 6 on (stem and blocks 1-5 frozen), lr 1e-5, "

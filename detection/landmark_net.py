@@ -140,12 +140,20 @@ def save(path: str | Path, module, size: int, margin: float, **info) -> None:
     atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
 
+SHIPPED = Path(__file__).with_name("landmark_net.pt")  # the network this repository ships (float16 weights)
+
+
+def resolve(path: str | Path) -> Path:
+    """A crop.landmark_net value as a file: 'shipped' is the network this repository ships (SHIPPED)."""
+    return SHIPPED if str(path) == "shipped" else Path(path)
+
+
 def load(path: str | Path) -> LandmarkNet:
     """A saved landmark network, ready to predict; a LandmarkNetError naming the file when it is missing or is
     not a facematch landmark network (of this version)."""
     import torch
 
-    path = Path(path)
+    path = resolve(path)
     if not path.is_file():
         raise LandmarkNetError(f"crop.landmark_net: no landmark network file {path} (train one with "
                                "`python -m training.landmarks --out FILE`)")
@@ -173,7 +181,7 @@ def _loaded(path: str, stamp: tuple) -> LandmarkNet:
 
 def loaded(path: str | Path) -> LandmarkNet:
     """load(path), kept while the file is unchanged (the detection chain asks once per photo)."""
-    return _loaded(str(path), _stamp(path))
+    return _loaded(str(resolve(path)), _stamp(resolve(path)))
 
 
 @functools.lru_cache(maxsize=16)
@@ -196,4 +204,4 @@ def _stamp(path: str | Path) -> tuple:
 def file_sha256(path: str | Path) -> str:
     """The weights file's sha256 (what the crop cache's key holds, so a retrained network never reuses old crops);
     read once while the file is unchanged."""
-    return _sha256(str(path), _stamp(path))
+    return _sha256(str(resolve(path)), _stamp(resolve(path)))

@@ -176,3 +176,17 @@ def test_a_checkpoint_naming_a_missing_landmark_network_is_refused_on_save(tiny_
     with pytest.raises(CheckpointError, match="no.pt"):
         save_checkpoint(tmp_path / "a.pt", {"model": model.state_dict(), "config": cfg, "meta": model.meta})
     assert not (tmp_path / "a.pt").exists()
+
+
+def test_the_shipped_network_loads_by_name_and_places_eyes_above_the_nose():
+    net = landmark_net.load("shipped")
+    assert net.size == 112 and landmark_net.SHIPPED.is_file()
+    image = read_image(FACES / "one_face.jpg")
+    from detection import detect
+
+    found = detect(image, CropSettings(detector="yunet"), "yunet")
+    points = landmark_net.predict(net, image, found.boxes[0])
+    assert points.shape == (5, 2)
+    eyes, nose = points[:4], points[4]
+    assert (eyes[:, 1] < nose[1]).all() and points[0, 0] > nose[0] > points[2, 0]  # a face the right way up
+    assert landmark_net.file_sha256("shipped") == landmark_net.file_sha256(landmark_net.SHIPPED)
