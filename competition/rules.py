@@ -3,21 +3,47 @@ submission is, and how one is scored. Light on purpose (no torch), so the server
 from __future__ import annotations
 
 import json
+import unicodedata
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
-from competition.teams import TeamNameError, team_name
 from evaluation.metrics import retrieval_report
 
 from utils import FacematchError
 
 SCORES = ("top1", "top5", "top10", "map")  # what the server stores and answers, by metrics' names
+MAX_TEAM = 100  # characters of a team's name
 
 
 class PayloadError(FacematchError, ValueError):
     """A submission that breaks the rules; the message names the query or field."""
+
+
+class TeamNameError(ValueError):
+    """A team name that cannot be a leaderboard row; the message says why."""
+
+
+def team_name(raw: str) -> str:
+    """`raw` as the team's name: NFKC, white space collapsed, 1 to MAX_TEAM characters, nothing invisible or
+    misleading in it (a TeamNameError says what and where)."""
+    if not isinstance(raw, str):
+        raise TeamNameError("field 'groupname' is missing or not a non-empty string")
+    for i, char in enumerate(raw):
+        kind = unicodedata.category(char)
+        if kind == "Cs":
+            raise TeamNameError(f"field 'groupname': a lone surrogate (not a character) at position {i}")
+        if kind in ("Cc", "Cf", "Co", "Cn", "Zl", "Zp") and char not in " \t":
+            name = unicodedata.name(char, "unnamed")
+            raise TeamNameError(f"field 'groupname': U+{ord(char):04X} ({name.lower()}) at position {i} is not "
+                                "accepted in a team name (it is invisible or changes how the name reads)")
+    name = " ".join(unicodedata.normalize("NFKC", raw).split())
+    if not name:
+        raise TeamNameError("field 'groupname' is missing or not a non-empty string")
+    if len(name) > MAX_TEAM:
+        raise TeamNameError(f"field 'groupname' is longer than {MAX_TEAM} characters")
+    return name
 
 
 class GroundTruthError(FacematchError, ValueError):

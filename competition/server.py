@@ -42,9 +42,9 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
 from competition.http_bounds import bounded_protocol
-from competition.rules import (SCORES, PayloadError, load_ground_truth, score_submission,
+from competition.rules import (SCORES, PayloadError, TeamNameError, load_ground_truth, score_submission, team_name,
                                validate_payload)
-from competition.teams import TeamNameError, known_as, team_key, team_name
+from competition.teams import known_as, team_key
 from utils import ConfigError, PerThread, connect, get_logger
 
 log = get_logger("facematch.server")

@@ -1,40 +1,13 @@
-"""Team names as the leaderboard shows them: one team, one row. A name is normalised (NFKC, runs of white space as
-one space) and refused when it holds what no one can see or what reads as something else (lone surrogates,
-control, format and bidirectional characters: a zero-width space, a right-to-left override); names equal but for
-case are one team; a name that only looks like a team's name (Cyrillic 'а' for Latin 'a') is refused. The look-alike
-table is Unicode's confusables (TR 39), from the confusable-homoglyphs package."""
+"""Team names as the leaderboard shows them: one team, one row. A valid name (competition.rules.team_name: NFKC,
+nothing invisible or misleading in it) equal to a team's but for case is that team; a name that only looks like a
+team's name (Cyrillic 'а' for Latin 'a') is refused. The look-alike table is Unicode's confusables (TR 39), from the
+confusable-homoglyphs package."""
 from __future__ import annotations
 
 import functools
 import unicodedata
 
-MAX_TEAM = 100  # characters
-
-
-class TeamNameError(ValueError):
-    """A team name that cannot be a leaderboard row; the message says why."""
-
-
-def team_name(raw: str) -> str:
-    """`raw` as the team's name: NFKC, white space collapsed, 1 to MAX_TEAM characters, nothing invisible or
-    misleading in it (a TeamNameError says what and where)."""
-    if not isinstance(raw, str):
-        raise TeamNameError("field 'groupname' is missing or not a non-empty string")
-    for i, char in enumerate(raw):
-        kind = unicodedata.category(char)
-        if kind == "Cs":
-            raise TeamNameError(f"field 'groupname': a lone surrogate (not a character) at position {i}")
-        if kind in ("Cc", "Cf", "Co", "Cn", "Zl", "Zp") and char not in " \t":
-            name = unicodedata.name(char, "unnamed")
-            raise TeamNameError(f"field 'groupname': U+{ord(char):04X} ({name.lower()}) at position {i} is not "
-                                "accepted in a team name (it is invisible or changes how the name reads)")
-    name = " ".join(unicodedata.normalize("NFKC", raw).split())
-    if not name:
-        raise TeamNameError("field 'groupname' is missing or not a non-empty string")
-    if len(name) > MAX_TEAM:
-        raise TeamNameError(f"field 'groupname' is longer than {MAX_TEAM} characters")
-    return name
-
+from competition.rules import TeamNameError
 
 def team_key(name: str) -> str:
     """What makes two names one team: equal but for case (after NFKC)."""
