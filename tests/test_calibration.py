@@ -75,6 +75,7 @@ def test_tar_at_far_and_dir_at_fpir_by_hand():
 
 # ---------------------------------------------------------------- training calibrates its checkpoint
 
+@pytest.mark.slow
 def test_training_writes_a_calibration_and_an_old_checkpoint_can_get_one(tiny_cfg, tmp_path, capsys):
     train.train(load_config(overrides=["train.epochs=1"], base=tiny_cfg))
     best = tmp_path / "run" / "best.pt"

@@ -105,6 +105,7 @@ def test_covered_queries_are_covered_on_the_photo_seeded_and_never_cached(tiny_c
     assert not np.allclose(hands.embeddings, masked.embeddings, atol=1e-3)
 
 
+@pytest.mark.slow
 def test_evaluate_covers_scores_every_kind_and_their_mean(tiny_cfg, tmp_path, capsys):
     from cli import evaluate, split
     from network import save_checkpoint

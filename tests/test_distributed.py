@@ -39,8 +39,8 @@ from settings import build_model  # noqa: E402
 from utils import ConfigError, seed_everything  # noqa: E402
 
 PEOPLE = ROOT / "tests" / "fixtures" / "people"
-pytestmark = pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()),
-                                reason="this torch build has no torch.distributed with the gloo backend")
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()),
+                                                   reason="this torch build has no torch.distributed with the gloo backend")]
 
 
 def tiny(tmp: Path, run: str, *extra: str) -> list[str]:

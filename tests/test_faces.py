@@ -261,6 +261,7 @@ def test_damaged_cache_entry_is_recomputed(tmp_path):
     assert load_crop(again).shape == (CROP.size, CROP.size, 3)
 
 
+@pytest.mark.slow
 @needs_shared("yalefaces")
 def test_every_yale_face_is_found():
     paths = sorted((SHARED / "yalefaces").rglob("*.gif"))

@@ -9,6 +9,9 @@ import torch
 from conftest import FACES, PEOPLE
 
 
+pytestmark = pytest.mark.slow  # trains or builds real models: minutes together
+
+
 def _member(cfg: dict, out, **crop) -> str:
     """A tiny member saved as it is (train.epochs 0), with its own crop and input settings."""
     from train import train

@@ -100,6 +100,7 @@ def test_vgg16_imagenet_weights_offline_fail_clearly(offline):
 
 # ---------------------------------------------------------------- the entry point
 
+@pytest.mark.slow
 def test_a_variant_trains_and_its_checkpoint_embeds_with_the_penultimate_feature(tmp_path, capsys):
     out = tmp_path / "run"
     assert classifier.main([

@@ -185,6 +185,7 @@ def test_degradations_are_seeded_and_do_what_they_say():
         degrade(image, "blur", 1)
 
 
+@pytest.mark.slow
 def test_degraded_evaluation_degrades_queries_only(tiny_cfg, tmp_path, monkeypatch):
     from cli import split
     import train

@@ -472,6 +472,7 @@ def test_each_request_on_a_kept_connection_has_its_own_deadline(start):
         conn.close()
 
 
+@pytest.mark.slow
 def test_a_client_that_never_reads_its_answers_is_dropped(start):
     """Requests sent back to back, answers never read: once they pile up past the deadline the
     connection is dropped (asyncio's close() alone would wait for them to be read, for ever)."""

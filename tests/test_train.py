@@ -41,6 +41,7 @@ def full_data_loss(model, cfg):
     return loss_fn(emb, torch.as_tensor(labels)).item()
 
 
+@pytest.mark.slow
 def test_two_epochs_lower_the_loss_and_write_every_output(tiny_cfg):
     seed_everything(tiny_cfg["seed"])
     before_model, _ = build_model(tiny_cfg)  # the very initialisation train() starts from
@@ -62,6 +63,7 @@ def test_two_epochs_lower_the_loss_and_write_every_output(tiny_cfg):
         assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_resume_continues_exactly(tiny_cfg, tmp_path, monkeypatch):
     cfg = load_config(overrides=["train.warmup_epochs=0.5"], base=tiny_cfg)  # the schedule matters in both epochs
     train.train(load_config(overrides=[f"train.out_dir={tmp_path / 'a'}"], base=cfg))
@@ -133,6 +135,7 @@ def test_warmup_then_cosine_schedule():
     assert all(f(s) >= f(s + 1) for s in range(4, 20))
 
 
+@pytest.mark.slow
 def test_pipeline_from_the_command_lines(tiny_cfg, tmp_path, capsys):
     comp = tmp_path / "competition"
     assert split.main(["--people", str(PEOPLE), "--out", str(comp), "split.test_fraction=0.4",
@@ -278,6 +281,7 @@ def _weights_file(tmp_path):
     return tmp_path / "start.pth"
 
 
+@pytest.mark.slow
 def test_pretrained_weights_are_epoch_zero_and_a_collapsed_run_stops_keeping_them(tiny_cfg, tmp_path, monkeypatch):
     _weights_file(tmp_path)
     cfg = load_config(overrides=[f"model.weights={tmp_path / 'start.pth'}", "train.epochs=4", "train.monitor=top1",
@@ -296,6 +300,7 @@ def test_pretrained_weights_are_epoch_zero_and_a_collapsed_run_stops_keeping_the
     assert best["epoch"] == 1 and best["best"] == 0.9
 
 
+@pytest.mark.slow
 def test_epoch_zero_stays_best_when_training_never_beats_it(tiny_cfg, tmp_path, monkeypatch):
     cfg = load_config(overrides=[f"model.weights={_weights_file(tmp_path)}", "train.epochs=2", "train.monitor=top1"],
                       base=tiny_cfg)
@@ -331,6 +336,7 @@ def test_the_distillation_set_hands_the_mirror_its_own_target(tiny_cfg):
     assert seen == {False, True}
 
 
+@pytest.mark.slow
 def test_self_distillation_with_cutout_trains_and_resumes_towards_the_same_targets(tiny_cfg):
     cfg = load_config(overrides=["loss.distill_weight=1", "loss.teacher=self", "augment.erase_p=1"], base=tiny_cfg)
     seed_everything(cfg["seed"])
@@ -363,6 +369,7 @@ def test_a_fine_tuning_step_changes_dlibs_weights(tiny_cfg):
     assert changed == {"level5", "fc"}, changed  # model.freeze=5 keeps the stem and levels 1-4
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("degrade", ["both", "covers"])
 def test_validation_with_degraded_queries_can_choose_the_checkpoint(tiny_cfg, degrade):
     cfg = load_config(overrides=[f"train.val_degrade={degrade}", "train.monitor=mean_map@r", "train.val_queries=all",
@@ -389,6 +396,7 @@ def test_leave_one_out_validation_queries_every_photo_against_the_others():
     assert worse["top1"] == 0.0
 
 
+@pytest.mark.slow
 def test_distillation_from_a_teacher_checkpoint_uses_the_teachers_own_crops(tiny_cfg, tmp_path):
     from detection import crop_paths
     from training.distill import both_views

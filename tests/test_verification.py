@@ -81,6 +81,7 @@ def test_bad_pairs_files_name_the_line(tmp_path):
         make_pairs({"a": [root / name / f"{name}_0001.jpg"]}, folds=2, per_fold=1)
 
 
+@pytest.mark.slow
 def test_evaluate_pairs_prints_lfws_accuracy_and_scores_covers(tiny_cfg, tmp_path, capsys):
     from cli import evaluate
     from dataset import list_identities
