@@ -213,10 +213,13 @@ def report(rows: dict, clean_top1: float, photos: int, people: int, net_file: st
     try:
         import torch
 
-        saved = torch.load(ROOT / net_file, map_location="cpu", weights_only=True)
+        from detection import landmark_net
+
+        saved = torch.load(ROOT / landmark_net.resolve(net_file), map_location="cpu", weights_only=True)
         info = (f"; trained on {saved.get('photos')} photos of the other training people for {saved.get('epochs')} "
                 f"epochs, {saved.get('seconds', 0) / 60:.0f} min on this CPU, {saved.get('size')} px crops"
-                + (f", going on from {saved['init']}" if saved.get("init") else ""))
+                + (f", going on from {saved['init']}" if saved.get("init") else "")
+                + (f"; stored {saved['stored'].split(':')[0]}" if saved.get("stored") else ""))
     except Exception:  # the report still stands without the file's own notes
         pass
     lines = [f"Command: `PYTHONPATH=. .venv/bin/python bench/covered_landmarks.py --net {net_file}` (commit {git_rev()}, "

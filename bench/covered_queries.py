@@ -29,7 +29,11 @@ NOTES = {
     "dlib_ft_best (0.824 against 0.815, section \"choice\"), is below it on the test people with the *evaluation's* "
     "covers: a network trained on one distribution of covers defends against that one. config/best_dlib.yaml keeps "
     "dlib_ft_best's recipe.",
-    "best_fused": "best_fused is config/best.yaml: dlib_ft_best and faceres_best_chain fused at 0.4 / 0.6, the weights "
+    "best_fused_lm_ft": "best_fused_lm_ft is config/best.yaml now: dlib_ft_best_lmnet (dlib's network fine-tuned on "
+    "chips aligned by the landmark network) and faceres_ft_covers (FaceRes fine-tuned with training's covers) fused at "
+    "0.4 / 0.6, all chosen on validation people with training's covers (section \"choice\"); these test people were "
+    "looked at once, after the choice.",
+    "best_fused": "best_fused was config/best.yaml before the landmark network and FaceRes's fine-tuning: dlib_ft_best and faceres_best_chain fused at 0.4 / 0.6, the weights "
     "chosen on validation people with training's covers (section \"choice\"); these test people were looked at once, "
     "after the choice.",
 }

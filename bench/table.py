@@ -156,6 +156,12 @@ FT_ROWS: dict[str, tuple[dict, list[str]]] = {
                     "loss": "none (a fusion of trained networks)"},
                    ["--config", "config/best.yaml", f"model.members=[{CKPT / 'dlib_ft_best' / 'best.pt'},"
                     f"{CKPT / 'faceres_best_chain' / 'best.pt'}]"]),
+    "best_fused_lm_ft": ({"crop": "each member's own: dlib's chip aligned by the landmark network's points; FaceRes's "
+                          "loose square; config/best_dlib.yaml's chain",
+                          "backbone": "config/best.yaml: dlib_ft_best_lmnet and faceres_ft_covers fused, 0.4 / 0.6",
+                          "loss": "none (a fusion of trained networks)"},
+                         ["--config", "config/best.yaml", f"model.members=[{CKPT / 'dlib_ft_best_lmnet' / 'best.pt'},"
+                          f"{CKPT / 'faceres_ft_covers' / 'best.pt'}]", "model.member_weights=[0.4,0.6]"]),
     "dlib_ft_best_erase60": ({"crop": "config/best.yaml's chain + dlib chip",
                               "backbone": "config/best.yaml, dark patches not filled, with larger black squares (40–60% of the side, as a square "
                               "over 30% of a photo covers its chip)", "loss": "triplet (batch-hard)"},
