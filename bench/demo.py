@@ -163,15 +163,18 @@ def main() -> None:
     parser.add_argument("--loads", nargs="+", default=["quiet", "busy"], choices=["quiet", "busy"])
     parser.add_argument("--busy-procs", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--fresh", action="store_true", help="also time make venv in a fresh clone (quiet)")
-    parser.add_argument("--serve", action="store_true", help="also time the first make serve, for each load")
+    parser.add_argument("--serve", action="store_true", help="also time the first make serve (quiet)")
+    parser.add_argument("--busy-targets", nargs="+", choices=list(TARGETS),
+                        help="the targets timed on the busy machine (default: --targets)")
     args = parser.parse_args()
-    runs = {(t, kind): [] for t in args.targets for kind in args.loads}
+    busy_targets = args.busy_targets or args.targets
+    runs = {}
     serves: dict[str, list[float]] = {kind: [] for kind in args.loads}
     for kind in args.loads:
         with load(kind, args.busy_procs):
-            for t in args.targets:
+            for t in (args.targets if kind == "quiet" else busy_targets):
                 runs[t, kind] = [one_run(t) for _ in range(args.runs)]
-            if args.serve:
+            if args.serve and kind == "quiet":
                 serves[kind].append(first_serve())
     venv = fresh_venv() if args.fresh else None
     rows = []
@@ -186,6 +189,7 @@ def main() -> None:
     flags = " ".join(filter(None, [f"--runs {args.runs}",
                                    "--targets " + " ".join(args.targets) if args.targets != list(TARGETS) else "",
                                    "--loads " + " ".join(args.loads) if args.loads != ["quiet", "busy"] else "",
+                                   "--busy-targets " + " ".join(busy_targets) if busy_targets != args.targets else "",
                                    "--fresh" if args.fresh else "", "--serve" if args.serve else ""]))
     parts = [section(t, runs[t, args.loads[0]]) for t in args.targets]
     md = f"""## What a newcomer runs: times on a quiet and a busy machine, the demo's scores
