@@ -162,17 +162,20 @@ class Service:
 
     @staticmethod
     def _guarded(work: Callable[..., Any], *args) -> Any:
-        """work(*args), its unexpected failures a ServerFailure (the details in the log), never a traceback."""
+        """work(*args) with its refusals as the page's errors and its unexpected failures a ServerFailure (the
+        details in the log), never a traceback."""
         try:
             return work(*args)
-        except UserError:
-            raise
+        except NotFoundError as exc:
+            raise NotFound(str(exc)) from None
         except StoreError as exc:
             raise UserError(str(exc)) from None
-        except Exception as exc:
-            log.exception(f"web: {exc.__class__.__name__} while preparing an upload")
-            raise ServerFailure(f"the server failed on this upload ({exc.__class__.__name__}); its log has the "
-                                "details") from None
+        except UserError:
+            raise
+        except Exception as exc:  # never a traceback on the page: it goes to the server's log
+            log.exception(f"web: {exc.__class__.__name__} while serving a request")
+            raise ServerFailure(f"the server failed on this request ({exc.__class__.__name__}); its log has "
+                                "the details") from None
 
     def _call(self, sid: str, action: Callable[..., Any], args: tuple, client: str = "", keep: bool = True) -> Any:
         session = self.sessions.get(sid)
@@ -183,18 +186,7 @@ class Service:
         else:
             self.sessions.move_to_end(sid)
             session.used = time.time()
-        try:
-            return action(session, *args)
-        except NotFoundError as exc:
-            raise NotFound(str(exc)) from None
-        except StoreError as exc:
-            raise UserError(str(exc)) from None
-        except UserError:
-            raise
-        except Exception as exc:  # never a traceback on the page: it goes to the server's log
-            log.exception(f"web: {exc.__class__.__name__} while serving a request")
-            raise ServerFailure(f"the server failed on this request ({exc.__class__.__name__}); its log has "
-                                f"the details") from None
+        return self._guarded(action, session, *args)
 
     def keep(self, sid: str, session: Session) -> None:
         """Keep a new session: past web.max_sessions_per_client for its address that address's least recently
