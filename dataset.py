@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import random
+from functools import partial
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -18,6 +19,7 @@ import torch
 from albumentations.pytorch import ToTensorV2
 
 from detection import list_images, load_crop
+from runtime import model_input
 from detection.covers import COVERS, TRAINING, cover, face_in_crop
 from detection.covers import KINDS as COVER_KINDS
 from utils import ConfigError, DataError, get_logger, lookup
@@ -216,11 +218,12 @@ def make_pairs(people: dict[str, list[Path]], folds: int = 10, per_fold: int = 3
 def eval_transform(inp: dict) -> A.Compose:
     """The one deterministic transform for validation, query and gallery images, from a model's
     resolved input settings (model.meta['input']: size, mean, std, max_pixel_value)."""
-    return A.Compose([
-        A.Resize(inp["size"], inp["size"], interpolation=cv2.INTER_AREA),
-        A.Normalize(mean=inp["mean"], std=inp["std"], max_pixel_value=inp.get("max_pixel_value", 255.0)),
-        ToTensorV2(),
-    ])
+    return A.Compose([A.Lambda(image=partial(evaluation_input, inp=inp), name="model_input"), ToTensorV2()])
+
+
+def evaluation_input(image: np.ndarray, inp: dict, **_) -> np.ndarray:
+    """runtime.model_input as an albumentations image function (it passes its parameters along)."""
+    return model_input(image, inp)
 
 
 class Cover(A.ImageOnlyTransform):

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from backbones import WeightsError, build_backbone, legacy_frozen_state
 from detection import CROP_KEYS, CropSettings, landmark_net, load_crop
+from runtime import OnnxFusion, OnnxNet, fuse_embeddings, is_bundle, load_bundle
 from utils import ConfigError, FacematchError, atomic_write, get_logger, lookup, progress, read_defaults
 
 log = get_logger()
@@ -38,6 +39,9 @@ class ModelSettings:
     embedding_size: int = 512
     members: list[str] = field(default_factory=list)
     member_weights: list[float] | str = "auto"
+    runtime: str = "torch"    # how the network runs (runtime/, deploy/), not what it is
+    precision: str = "fp32"
+    threads: int = 0
 
 
 @dataclass(frozen=True)
@@ -233,12 +237,6 @@ class EmbeddingNet(nn.Module):
                 "head": self.head_name, "fingerprint": self.fingerprint}
 
 
-def fuse_embeddings(parts: list[np.ndarray], weights: list[float] | tuple[float, ...]) -> np.ndarray:
-    """Unit embeddings of the same photos, one array per network, side by side, each scaled by the square root of its
-    weight (weights summing to 1): unit vectors whose cosine is the weighted sum of the networks' cosines."""
-    return np.concatenate([np.sqrt(w) * p for w, p in zip(weights, parts)], axis=1).astype(np.float32)
-
-
 class FusedNet(nn.Module):
     """Several embedding networks as one model (model.members): each sees a photo through its own crop (detector
     chain, alignment, input), and the photo's embedding is their unit vectors side by side, each scaled by the
@@ -408,9 +406,13 @@ def load_model_state(model: EmbeddingNet, ckpt: dict, path: str | Path = "checkp
 
 
 def model_from_checkpoint(path: str | Path, device: torch.device | str = "cpu",
-                          ckpt: dict | None = None) -> tuple[EmbeddingNet, dict]:
+                          ckpt: dict | None = None, threads: int | None = None) -> tuple[EmbeddingNet, dict]:
     """Rebuild the network a checkpoint was trained with, in eval mode, with the preprocessing it
-    was trained with; returns (model, its config on today's keys). `ckpt`: the file, already read."""
+    was trained with; returns (model, its config on today's keys). `ckpt`: the file, already read. An exported model
+    (a folder `facematch export` wrote) is loaded to run in ONNX Runtime (runtime.load_bundle) with `threads`."""
+    if ckpt is None and is_bundle(path):
+        model, trained = load_bundle(path, threads or None)
+        return model, upgrade_config(trained)
     ckpt = read_checkpoint(path) if ckpt is None else ckpt
     cfg = upgrade_config(ckpt["config"])
     if "members" in ckpt:
@@ -455,7 +457,10 @@ def fused_from_checkpoint(ckpt: dict, path: str | Path) -> FusedNet:
 
 
 def checkpoint_fingerprint(model: EmbeddingNet) -> str:
-    """sha256 of the weights and preprocessing: equal fingerprints embed every photo alike."""
+    """sha256 of the weights and preprocessing: equal fingerprints embed every photo alike (an exported model's:
+    its files' and preprocessing's, another fingerprint than its checkpoint's, as its numbers differ a little)."""
+    if isinstance(model, (OnnxNet, OnnxFusion)):
+        return model.content_fingerprint
     meta = {k: v for k, v in model.meta.items() if k != "calibration"}  # thresholds do not change an embedding
     digest = hashlib.sha256(repr((model.describe(), meta)).encode())
     for key, value in sorted(model.state_dict().items()):

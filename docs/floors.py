@@ -19,15 +19,16 @@ CODE_DIRS = ("tests", "other_models", "docs", "bench")  # scripts and tests: not
 FLOORS = [
     ("utils",),                                              # small shared helpers
     ("search", "evaluation", "detection", "backbones"),      # the pure parts: vectors, scores, faces, networks
+    ("runtime",),                                            # the network outside PyTorch: preprocessing, ONNX
     ("dataset",),                                            # photos to tensors, identity splits
     ("network",),                                            # the embedding network and its checkpoints
     ("pipeline",),                                           # photos to embeddings, the store, the protocol
-    ("training", "competition", "webapp"),                   # what the pipeline serves
+    ("training", "competition", "webapp", "deploy"),         # what the pipeline serves
     ("settings",),                                           # the configuration, read at the top
     ("train", "request_send"),                               # the design's scripts
     ("cli",),                                                # the commands and the facematch entry point
 ]
-FLOOR_NAMES = ["helpers", "pure parts", "photos to tensors", "the network", "the pipeline", "applications",
+FLOOR_NAMES = ["helpers", "pure parts", "the network outside PyTorch", "photos to tensors", "the network", "the pipeline", "applications",
                "configuration", "the design's scripts", "commands"]
 
 

@@ -18,11 +18,14 @@ from dataset import COVER_KINDS, DataSettings, degrade
 from detection import CropReport, CropSettings, ImageReadError, crop_face, crop_paths, list_images, load_crop, read_image
 from detection.covers import EVALUATION, CoverRanges, cover, face_of
 from network import EmbeddingNet, FusedNet, batch_size_for, checkpoint_fingerprint, embed
+from runtime import OnnxFusion, OnnxNet
+from runtime import embed as onnx_embed
 from pipeline.embedding_cache import EmbeddingCache, file_sha1, photo_key
 from search.retrieval_settings import RetrievalSettings
 from utils import DataError, get_logger, progress
 
 log = get_logger()
+ONNX_BATCH = 16  # retrieval.batch_size auto for an exported model: ONNX Runtime on the CPU gains nothing from more
 
 
 @dataclass
@@ -37,7 +40,7 @@ class EmbeddedFolder:
     paths: list[Path] = field(default_factory=list)  # the photos behind names, in the same order
 
 
-def embed_paths(paths: list[Path], model: EmbeddingNet | FusedNet, device, what: str, *,
+def embed_paths(paths: list[Path], model: EmbeddingNet | FusedNet | OnnxNet | OnnxFusion, device, what: str, *,
                 data: DataSettings = DataSettings(), retrieval: RetrievalSettings = RetrievalSettings(),
                 degradation: str = "none", seed: int = 0, covers: CoverRanges = EVALUATION) -> EmbeddedFolder:
     """Crop (through the crop cache, data.cache_dir) and embed photos, both as the model was trained
@@ -48,9 +51,10 @@ def embed_paths(paths: list[Path], model: EmbeddingNet | FusedNet, device, what:
     (evaluate.degrade), each crop is degraded first, seeded by the photo's name and `seed`
     (so every model sees the same degraded queries), and the cache is not used; a cover kind is drawn
     from `covers` (the evaluation's distribution unless a choice on validation people asks for training's).
-    A fused model (network.FusedNet) embeds the photos with each member, each through its own crops.
+    A fused model (network.FusedNet) embeds the photos with each member, each through its own crops; an exported one
+    (runtime.OnnxNet, OnnxFusion) runs in ONNX Runtime, PyTorch running no part of its network.
     """
-    if isinstance(model, FusedNet):
+    if isinstance(model, (FusedNet, OnnxFusion)):
         return embed_fused(paths, model, device, what, data=data, retrieval=retrieval, degradation=degradation,
                            seed=seed, covers=covers)
     if degradation in COVER_KINDS:  # drawn on the photo, before its face is looked for: as the world covers faces
@@ -73,7 +77,10 @@ def embed_paths(paths: list[Path], model: EmbeddingNet | FusedNet, device, what:
         found = cache.get(keys)
     todo = [i for i in range(len(kept)) if cache is None or keys[i] not in found]
     emb = np.zeros((len(kept), model.embedding_size), dtype=np.float32)
-    if todo:
+    if todo and isinstance(model, OnnxNet):
+        batch = int(retrieval.batch_size) if str(retrieval.batch_size).isdigit() else ONNX_BATCH
+        emb[todo] = onnx_embed(model, [images[i] for i in todo], batch, desc=f"embedding {what}", tta=tta)
+    elif todo:
         batch = batch_size_for(model, retrieval.batch_size, device)
         emb[todo] = embed(model, [images[i] for i in todo], batch, device,
                           desc=f"embedding {what}", tta=tta, num_workers=int(data.num_workers))
@@ -88,7 +95,7 @@ def embed_paths(paths: list[Path], model: EmbeddingNet | FusedNet, device, what:
                           [p for p, _ in kept])
 
 
-def embed_fused(paths: list[Path], model: FusedNet, device, what: str, **settings) -> EmbeddedFolder:
+def embed_fused(paths: list[Path], model: FusedNet | OnnxFusion, device, what: str, **settings) -> EmbeddedFolder:
     """Photos embedded by every member of a fusion (embed_paths with the same settings, each member's own crops
     and caches), fused; a photo is kept where every member found its face. Crops shown are the first member's."""
     parts = [embed_paths(paths, member, device, f"{what} ({member.arch})", **settings) for member in model.members]

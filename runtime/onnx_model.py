@@ -1,0 +1,219 @@
+"""Exported face networks run by ONNX Runtime on the CPU, without PyTorch: a model is a folder (deploy/export.py writes
+it) holding `model.json` (what each network is, its preprocessing and crop settings, a fusion's weights, the calibration,
+the config it was trained with) and one `.onnx` file per network (each also carrying its own meta in its metadata).
+
+    model, cfg = load_bundle("exports/best")          # (OnnxNet or OnnxFusion, the checkpoint's config)
+    emb = embed(model, crops, batch_size=16, tta="flip")
+
+A loaded model answers what network.EmbeddingNet and network.FusedNet answer to the pipeline (meta, embedding_size,
+arch, crop_settings(), describe(), a fusion's members and fuse()), so pipeline.embedding, the store, the page and
+request_send.py embed with it unchanged.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from detection import CropSettings, load_crop
+from runtime.preprocess import batch_input
+from utils import FacematchError, progress
+
+BUNDLE_FILE = "model.json"
+FORMAT = "facematch-onnx"
+VERSION = 1
+PRECISIONS = ("fp32", "int8", "fp16")
+
+
+class OnnxModelError(FacematchError, RuntimeError):
+    """An exported model that cannot be read, or whose files do not fit its model.json."""
+
+
+def session_options(threads: int = 0):
+    """ONNX Runtime's session settings for facematch: `threads` intra-op threads (0: one per core, its default), one
+    inter-op thread, sequential execution, every graph optimisation (bench/embedding_speed.py measures with these)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = int(threads)
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3  # warnings about unused initialisers and the like are not the user's business
+    return options
+
+
+class OnnxNet:
+    """One exported network: an ONNX Runtime session over its file, with the preprocessing it was trained with
+    (`meta`: input and crop settings, as network.EmbeddingNet.meta). State is real (a session), hence a class."""
+
+    def __init__(self, path: str | Path, meta: dict, info: dict, threads: int = 0, precision: str = "fp32"):
+        import onnxruntime as ort
+
+        self.path, self.meta, self.info, self.precision = Path(path), meta, info, precision
+        self.arch = str(info.get("arch", "onnx"))
+        self.embedding_size = int(info["embedding_size"])
+        try:
+            data = self.path.read_bytes()
+        except OSError as exc:
+            raise OnnxModelError(f"{self.path}: cannot read the exported network ({exc.strerror})") from None
+        try:
+            self.session = ort.InferenceSession(data, session_options(threads), providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime's own exception types (InvalidProtobuf, Fail, ...) share no base class
+            first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else exc.__class__.__name__
+            raise OnnxModelError(f"{self.path}: not a network ONNX Runtime can run ({first})") from None
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        side = int(meta["input"]["size"])
+        shape = inputs[0].shape if len(inputs) == 1 else None
+        if shape is None or len(shape) != 4 or [s for s in shape[1:]] != [3, side, side] or len(outputs) != 1:
+            raise OnnxModelError(f"{self.path}: expected one input of shape (batch, 3, {side}, {side}) and one output, "
+                                 f"found inputs {[(i.name, i.shape) for i in inputs]} and {len(outputs)} outputs")
+        if outputs[0].shape[-1] != self.embedding_size:
+            raise OnnxModelError(f"{self.path}: its output has {outputs[0].shape[-1]} numbers, model.json says "
+                                 f"{self.embedding_size}")
+        self.input_name = inputs[0].name
+        content = {k: v for k, v in meta.items() if k != "calibration"}  # thresholds do not change an embedding
+        self.content_fingerprint = hashlib.sha256(data + repr((info, content)).encode()).hexdigest()
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """The network on a preprocessed (N, 3, size, size) float32 batch: (N, D) float32 unit vectors."""
+        return np.asarray(self.session.run(None, {self.input_name: batch})[0], dtype=np.float32)
+
+    def crop_settings(self) -> CropSettings:
+        """The crop settings the network was trained with (its meta's), typed."""
+        return CropSettings.from_saved(self.meta["crop"])
+
+    def describe(self) -> dict:
+        """What the network is (as network.EmbeddingNet.describe), and how it runs."""
+        return {**self.info, "runtime": "onnx", "precision": self.precision}
+
+
+def fuse_embeddings(parts: list[np.ndarray], weights: list[float] | tuple[float, ...]) -> np.ndarray:
+    """Unit embeddings of the same photos, one array per network, side by side, each scaled by the square root of its
+    weight (weights summing to 1): unit vectors whose cosine is the weighted sum of the networks' cosines."""
+    return np.concatenate([np.sqrt(w) * p for w, p in zip(weights, parts)], axis=1).astype(np.float32)
+
+
+class OnnxFusion:
+    """Exported networks fused as network.FusedNet fuses them: each on its own crops, their unit embeddings side by
+    side, weighted (pipeline.embedding.embed_fused embeds with each member and calls fuse)."""
+
+    def __init__(self, members: list[OnnxNet], weights: list[float], calibration: dict | None = None):
+        self.members, self.weights = members, [float(w) / float(sum(weights)) for w in weights]
+        self.embedding_size = sum(m.embedding_size for m in members)
+        self.arch = "+".join(m.arch for m in members)
+        self.meta = {"members": [m.meta for m in members], "weights": self.weights}
+        if calibration:
+            self.meta["calibration"] = calibration
+        self.content_fingerprint = hashlib.sha256(
+            "".join(m.content_fingerprint for m in members).encode() + repr(self.weights).encode()).hexdigest()
+
+    def fuse(self, parts: list[np.ndarray]) -> np.ndarray:
+        """The members' unit embeddings of the same photos (one array each, in member order) as fused unit vectors."""
+        return fuse_embeddings(parts, self.weights)
+
+    def crop_settings(self) -> CropSettings:
+        """The first member's crop settings: the crop shown for a photo (the search page, figures)."""
+        return self.members[0].crop_settings()
+
+    def describe(self) -> dict:
+        """What the fusion is: its members and their weights."""
+        return {"arch": self.arch, "embedding_size": self.embedding_size, "weights": self.weights,
+                "members": [m.describe() for m in self.members], "runtime": "onnx"}
+
+
+def is_bundle(path: str | Path) -> bool:
+    """Whether `path` names an exported model: its folder (holding model.json) or its model.json."""
+    path = Path(path)
+    return (path / BUNDLE_FILE).is_file() or (path.name == BUNDLE_FILE and path.is_file())
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def bundle_crop(crop: dict, folder: Path) -> dict:
+    """A network's crop settings with a landmark network the bundle carries named by its path on this machine."""
+    crop = copy.deepcopy(crop)
+    name = crop.get("landmark_net")
+    if crop.get("landmarks") == "net" and name and (folder / str(name)).is_file():
+        crop["landmark_net"] = str((folder / str(name)).resolve())
+    return crop
+
+
+def load_bundle(path: str | Path, threads: int | None = None) -> tuple[OnnxNet | OnnxFusion, dict]:
+    """The exported model at `path` (its folder or its model.json) and the config it was trained with. Every file is
+    checked against model.json (format, sha256, shapes): a wrong or damaged file is an OnnxModelError naming it.
+    `threads`: ONNX Runtime's intra-op threads (None: $OMP_NUM_THREADS if set, else one per core)."""
+    path = Path(path)
+    manifest_path = path if path.name == BUNDLE_FILE else path / BUNDLE_FILE
+    folder = manifest_path.parent
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except FileNotFoundError:
+        raise OnnxModelError(f"{path}: no exported model here (no {BUNDLE_FILE}; `facematch export` writes one)") from None
+    except (OSError, ValueError) as exc:
+        raise OnnxModelError(f"{manifest_path}: cannot read it ({exc})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise OnnxModelError(f"{manifest_path}: not a facematch export (its format is not {FORMAT!r})")
+    if int(manifest.get("version", 0)) > VERSION:
+        raise OnnxModelError(f"{manifest_path}: written by a newer facematch (format version {manifest['version']}, "
+                             f"this one reads {VERSION})")
+    if threads is None:
+        threads = int(os.environ.get("OMP_NUM_THREADS") or 0)
+    precision = str(manifest.get("precision", "fp32"))
+    members = []
+    try:
+        networks = manifest["networks"]
+        for net in networks:
+            file = folder / net["file"]
+            if not file.is_file():
+                raise OnnxModelError(f"{file}: missing (named by {manifest_path})")
+            if net.get("sha256") and file_sha256(file) != net["sha256"]:
+                raise OnnxModelError(f"{file}: its content is not the one {manifest_path} was written for "
+                                     f"(sha256 differs): export the model again")
+            meta = {**copy.deepcopy(net["meta"]), "crop": bundle_crop(net["meta"]["crop"], folder)}
+            members.append(OnnxNet(file, meta, net["info"], threads, precision))
+    except (KeyError, TypeError) as exc:
+        raise OnnxModelError(f"{manifest_path}: incomplete ({exc.__class__.__name__}: {exc})") from None
+    if not members:
+        raise OnnxModelError(f"{manifest_path}: names no network")
+    calibration = manifest.get("calibration")
+    if len(members) == 1:
+        model = members[0]
+        if calibration:
+            model.meta["calibration"] = calibration
+    else:
+        model = OnnxFusion(members, manifest["weights"], calibration)
+    model.source = folder
+    return model, manifest.get("config") or {}
+
+
+def embed(model: OnnxNet, crops: list[np.ndarray | Path], batch_size: int = 16, desc: str = "embedding",
+          tta: str = "none", mirror: bool = False) -> np.ndarray:
+    """Face crops (arrays or crop-cache files) embedded by an exported network, preprocessed as its meta says: an
+    (N, D) float32 array of unit vectors, as network.embed answers for PyTorch. tta='flip' averages each crop's
+    embedding with its mirror image's (one run over both) and normalises again; mirror=True embeds the mirror images."""
+    if tta not in ("none", "flip"):
+        raise FacematchError(f"retrieval.tta must be none or flip, got {tta!r}")
+    out = np.zeros((len(crops), model.embedding_size), dtype=np.float32)
+    inp = model.meta["input"]
+    starts = range(0, len(crops), max(1, int(batch_size)))
+    for start in progress(starts, desc=desc, unit="batch", disable=len(starts) < 5):
+        batch = batch_input([load_crop(c) for c in crops[start:start + batch_size]], inp, mirror)
+        if tta == "flip":
+            both = model.run(np.concatenate([batch, np.ascontiguousarray(batch[..., ::-1])]))
+            emb = both[:len(batch)] + both[len(batch):]
+            emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+        else:
+            emb = model.run(batch)
+        out[start:start + len(batch)] = emb
+    return out
