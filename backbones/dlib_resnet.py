@@ -30,10 +30,11 @@ def add_padded(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """dlib's add_prev: the larger size of each dimension, the smaller input zero-padded at the end."""
     if a.shape == b.shape:
         return a + b
-    c, h, w = (max(x, y) for x, y in zip(a.shape[1:], b.shape[1:]))
+    # Plain ints, also while torch.onnx traces: an exported graph's pads are then constants (deploy/export.py).
+    c, h, w = (max(int(x), int(y)) for x, y in zip(a.shape[1:], b.shape[1:]))
 
     def pad(t: torch.Tensor) -> torch.Tensor:
-        return F.pad(t, (0, w - t.shape[3], 0, h - t.shape[2], 0, c - t.shape[1]))
+        return F.pad(t, (0, w - int(t.shape[3]), 0, h - int(t.shape[2]), 0, c - int(t.shape[1])))
 
     return pad(a) + pad(b)
 

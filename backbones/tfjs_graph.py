@@ -159,8 +159,10 @@ def spatial_pads(step: Step, x: torch.Tensor, kernel: tuple[int, int]) -> tuple[
     if padding == "EXPLICIT":
         p = step.settings["explicit"]
         return p[4], p[5], p[2], p[3]
-    top, bottom = same_pads(x.shape[2], kernel[0], sh, dh)
-    left, right = same_pads(x.shape[3], kernel[1], sw, dw)
+    # Plain ints, also while torch.onnx traces: the pads of an exported graph are then constants ONNX Runtime folds
+    # into its convolutions, instead of arithmetic on the input's shape that breaks its blocked-layout chain.
+    top, bottom = same_pads(int(x.shape[2]), kernel[0], sh, dh)
+    left, right = same_pads(int(x.shape[3]), kernel[1], sw, dw)
     return left, right, top, bottom
 
 

@@ -65,15 +65,17 @@ class Found:
     landmarks: np.ndarray | None = None
 
 
-def find_face(seen: np.ndarray, settings: CropSettings = CropSettings()) -> Found | None:
+def find_face(seen: np.ndarray, settings: CropSettings = CropSettings(), photo: tuple | None = None) -> Found | None:
     """The face found along the chain in `seen` (the photo, or its copy with dark patches filled): of several, the
-    one settings.subject names; None when no step finds a face (a chain without 'center')."""
+    one settings.subject names; None when no step finds a face (a chain without 'center'). `photo` (the photo's
+    digest and shape, from crop_face): each step's detections are remembered for another chain that runs the same
+    step with the same settings on the same photo (a fusion's members whose chains differ in their fallbacks)."""
     for step in chain_steps(settings):
         if step == CENTER:
             return Found(CENTER, None, 0)
         if step == GUESS:
             return Found(GUESS, guessed_box(seen, float(settings.guess_side)), 0)
-        found = detect(seen, settings, step)
+        found = detect(seen, settings, step) if photo is None else detect_remembered(seen, settings, step, photo)
         if not len(found):
             continue
         if settings.subject == "central":
@@ -125,22 +127,52 @@ _found: OrderedDict = OrderedDict()
 _found_lock = threading.Lock()
 
 
-def _found_key(image: np.ndarray, settings: CropSettings) -> tuple:
-    detection = {k: v for k, v in settings.to_dict().items() if k not in NOT_DETECTION}
-    return hashlib.sha1(memoryview(np.ascontiguousarray(image)).cast("B")).hexdigest(), image.shape, repr(detection)
+NOT_STEP = ("detector", "fallback", "subject")  # what chooses the steps or the face among a step's, not what one finds
+_detected: OrderedDict = OrderedDict()
+
+
+def _found_key(photo: tuple, settings: CropSettings) -> tuple:
+    return photo, repr({k: v for k, v in settings.to_dict().items() if k not in NOT_DETECTION})
+
+
+def forget_found() -> None:
+    """Forget every face found (tests that replace a detector start afresh)."""
+    with _found_lock:
+        _found.clear()
+        _detected.clear()
+
+
+def photo_digest(image: np.ndarray) -> tuple:
+    """What the memories of found faces know a photo by: its pixels' sha1 and its shape."""
+    return hashlib.sha1(memoryview(np.ascontiguousarray(image)).cast("B")).hexdigest(), image.shape
+
+
+def detect_remembered(seen: np.ndarray, settings: CropSettings, step: str, photo: tuple):
+    """detect(seen, settings, step), remembered (FOUND_KEPT photos) under the photo and the settings a step reads."""
+    key = (photo, step, repr({k: v for k, v in settings.to_dict().items() if k not in NOT_DETECTION + NOT_STEP}))
+    with _found_lock:
+        found = _detected.get(key)
+    if found is None:
+        found = detect(seen, settings, step)
+        with _found_lock:
+            _detected[key] = found
+            while len(_detected) > FOUND_KEPT:
+                _detected.popitem(last=False)
+    return found
 
 
 def crop_face(image: np.ndarray, settings: CropSettings = CropSettings()) -> Crop | None:
     """Crop the face found along the chain (of several, the one settings.subject names), aligned as
     settings.align asks; None when no step finds a face (a chain without 'center'). Where a face was found in the
     same pixels by the same chain a moment ago (another member of a fusion), it is not looked for again."""
-    key = _found_key(image, settings)
+    photo = photo_digest(image)
+    key = _found_key(photo, settings)
     with _found_lock:
         found = _found.get(key, False)
     needs_seen = settings.fill_dark_patches and settings.align != "none"
     seen = fill_dark_patches(image) if settings.fill_dark_patches and (found is False or needs_seen) else image
     if found is False:
-        found = find_face(seen, settings)  # looked for on `seen`: the photo, or its copy with dark patches filled
+        found = find_face(seen, settings, photo)  # looked for on `seen`: the photo, or its copy with dark patches filled
         with _found_lock:
             _found[key] = found
             while len(_found) > FOUND_KEPT:

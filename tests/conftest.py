@@ -27,9 +27,9 @@ def _faces_found_afresh():
     found a moment ago) could stand for a detector that test replaced."""
     from detection import chain
 
-    chain._found.clear()
+    chain.forget_found()
     yield
-    chain._found.clear()
+    chain.forget_found()
 
 
 # A resolved input section (what model.meta['input'] holds) for transforms tested without a model.

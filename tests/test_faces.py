@@ -469,7 +469,8 @@ def test_a_face_found_in_the_same_pixels_by_the_same_chain_is_not_looked_for_aga
     image = read_image(FACES / "one_face.jpg")
     calls = []
     real = chain.find_face
-    monkeypatch.setattr(chain, "find_face", lambda seen, settings: calls.append(1) or real(seen, settings))
+    monkeypatch.setattr(chain, "find_face", lambda seen, settings, photo=None: calls.append(1) or real(seen, settings,
+                                                                                                        photo))
     monkeypatch.setattr(chain, "_found", type(chain._found)())
     dlib_chip = CropSettings(detector="yunet", fallback=["center"], align="dlib", size=150, fill_dark_patches=True)
     square = replace(dlib_chip, align="none", margin=0.1, size=224)  # a fusion's second member: same chain, own cut
@@ -484,3 +485,20 @@ def test_a_face_found_in_the_same_pixels_by_the_same_chain_is_not_looked_for_aga
     other[:20] = 0
     crop_face(other, square)  # so do other pixels
     assert len(calls) == 4
+
+
+def test_chains_that_differ_in_their_fallbacks_share_their_detectors_run(monkeypatch):
+    import detection.chain as chain
+
+    image = read_image(FACES / "one_face.jpg")
+    steps = []
+    real = chain.detect
+    monkeypatch.setattr(chain, "detect", lambda seen, settings, step: steps.append(step) or real(seen, settings, step))
+    chip = CropSettings(detector="yunet", fallback=["haar", "guess"], align="dlib", size=150)
+    square = replace(chip, fallback=["haar", "center"], align="none", margin=0.1, size=224)  # config/best.yaml's pair
+    first, second = crop_face(image, chip), crop_face(image, square)
+    assert steps == ["yunet"] and first.path == second.path == "yunet"
+    chain.forget_found()
+    assert np.array_equal(crop_face(image, square).image, second.image) and steps == ["yunet", "yunet"]
+    crop_face(image, replace(square, yunet_confidence=0.95, fallback=["center"]))  # another threshold: looked again
+    assert steps[2] == "yunet" and len(steps) >= 3

@@ -191,3 +191,21 @@ def test_facematch_export_command_prints_the_agreement(tmp_path, capsys):
     assert "resnet18 (fp32), against PyTorch on" in out and "least cosine 1.0000" in out
     assert export.main(["--checkpoint", str(tmp_path / "e"), "--out", str(tmp_path / "f")]) == 2
     assert "already an export" in capsys.readouterr().err
+
+
+def test_a_store_built_with_runtime_onnx_embeds_its_queries_in_onnx_runtime(tmp_path, monkeypatch):
+    from cli import gallery
+    from pipeline.store import GalleryStore
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    ckpt = tiny_checkpoint(tmp_path)
+    people = sorted(PEOPLE.iterdir())
+    assert gallery.main(["build", "--store", str(tmp_path / "store"), "--checkpoint", str(ckpt), "--allow-no-face",
+                         *map(str, people[:3]), "model.runtime=onnx"]) == 0
+    store = GalleryStore.open(tmp_path / "store")
+    assert isinstance(store.model(), OnnxNet) and is_bundle(store.meta["checkpoint"])
+    monkeypatch.setattr(EmbeddingNet, "forward", lambda *a: pytest.fail("PyTorch ran the network"))
+    photo = sorted(people[0].iterdir())[0]
+    query = store.embed([photo], "query")
+    ids = store.vectors()[0][np.argsort(-(store.vectors()[2] @ query.embeddings[0]))]
+    assert store.conn.execute("SELECT name FROM photos WHERE id = ?", (int(ids[0]),)).fetchone()[0] == photo.name
