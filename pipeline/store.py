@@ -101,7 +101,8 @@ class GalleryStore:
         root.mkdir(parents=True, exist_ok=True)
         conn = connect(root / "store.sqlite", SCHEMA)
         r = retrieval
-        meta = {"checkpoint": str(Path(checkpoint).resolve()), "fingerprint": checkpoint_fingerprint(model),
+        source = getattr(model, "source", None) or checkpoint  # an export made for model.runtime: onnx is the model
+        meta = {"checkpoint": str(Path(source).resolve()), "fingerprint": checkpoint_fingerprint(model),
                 "preprocessing": model.meta, "dim": model.embedding_size, "tta": r.tta,
                 "index": r.index, "nprobe": r.nprobe, "ef_search": r.ef_search, "version": 0,
                 "created": time.time(), "data": asdict(data)}
