@@ -56,14 +56,14 @@ define pipeline
 	$(FM) train $(1) data.train_dir=data/competition/train train.out_dir=$(2) train.figure=$(2)/training_curve.png
 	@echo "== 4/5 evaluate: the test people (never seen in training), with the ground truth"
 	$(FM) evaluate --checkpoint $(2)/best.pt --competition data/competition $(1) evaluate.figure=$(2)/retrieval.png
-	@echo "== 5/5 rank and submit: top-10 gallery names per query, to a local competition server on port $(PORT)"
+	@echo "== 5/5 rank and submit: top-10 gallery names per query, ranked in ONNX Runtime (the checkpoint exported once and checked against PyTorch: docs/deploy.md), to a local competition server on port $(PORT)"
 	@mkdir -p outputs; rm -f outputs/demo_server.db*; \
 	$(FM) serve --competition data/competition --port $(PORT) --db outputs/demo_server.db > outputs/demo_server.log 2>&1 & \
 	pid=$$!; trap 'kill $$pid 2>/dev/null' EXIT; \
 	for i in $$(seq 100); do grep -q "server on" outputs/demo_server.log 2>/dev/null && break; \
 	  kill -0 $$pid 2>/dev/null || { cat outputs/demo_server.log; exit 1; }; sleep 0.1; done; \
 	$(FM) submit --checkpoint $(2)/best.pt --test data/competition/test \
-	  --out outputs/submission.json $(1) submit.url=http://127.0.0.1:$(PORT)/results/ submit.groupname=demo
+	  --out outputs/submission.json $(1) model.runtime=onnx submit.url=http://127.0.0.1:$(PORT)/results/ submit.groupname=demo
 	@echo "== done: leaderboard in outputs/demo_server.db; see it with: $(FM) serve --competition data/competition --db outputs/demo_server.db"
 endef
 

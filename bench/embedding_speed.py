@@ -1,6 +1,7 @@
 """Embedding speed and memory (issue 9): facematch's `network.embed(model, crops)` against the
 limit, a bare forward pass of the same architecture on ready tensors, for every backbone at
-batch 1, 32 and 128, in the same run.
+batch 1, 32 and 128, in the same run. ONNX Runtime's passes against its own bare pass, per precision, for
+config/best.yaml's networks: bench/onnx_runtime.py (issue 29).
 
     .venv/bin/python bench/embedding_speed.py                    # native input sizes (224; dlib 150): slow on 2 cores
     .venv/bin/python bench/embedding_speed.py --size 112         # every CNN at 112 px (dlib_resnet stays at 150)

@@ -15,6 +15,9 @@ embedding cache (so everything is computed), then runs again over them (warm cac
 - best: config/best.yaml as it is, a fusion of two networks: config/best_dlib.yaml's (its detector chain, dlib's
   5-point chip at 150 px, dlib's network in PyTorch) and HSE FaceRes on a loose 224-px square, flip TTA for both (four
   forward passes a photo); the networks' weights do not change its speed.
+- best_onnx, best_onnx_int8: the same in ONNX Runtime (model.runtime=onnx; fp32, and int8 calibrated on data/sample's
+  people): the checkpoint exported by `deploy.exported` before the runs (not timed), both networks run by ONNX Runtime
+  with --threads threads, the crops as PyTorch's row makes them.
 - best_dlib: config/best_dlib.yaml alone (config/best.yaml until the fusion of issue 27).
 - dlib recipe: config/dlib.yaml with model.head=none (mtcnn, fallback haar then centre; dlib's 5-point
   chip at 150 px; dlib's 128-d descriptor, no TTA).
@@ -64,6 +67,11 @@ MTCNN = ["crop.detector=mtcnn", "crop.align=similarity", "crop.fallback=[haar,ce
 RECIPES = {  # name: (what the table says, config files, overrides)
     "best": ("facematch, config/best.yaml: dlib's network on its chip ({chain}, 150 px) fused with HSE FaceRes on a "
              "loose square (224 px), flip TTA for both", [str(ROOT / "config" / "best.yaml")], []),
+    "best_onnx": ("facematch, config/best.yaml in ONNX Runtime (model.runtime=onnx, fp32): the same crops, both networks "
+                  "exported", [str(ROOT / "config" / "best.yaml")], ["model.runtime=onnx"]),
+    "best_onnx_int8": ("facematch, config/best.yaml in ONNX Runtime, int8 (model.precision=int8, calibrated on "
+                       "data/sample's people)", [str(ROOT / "config" / "best.yaml")],
+                       ["model.runtime=onnx", "model.precision=int8", f"data.train_dir={ROOT / 'data' / 'sample' / 'people'}"]),
     "best_dlib": ("facematch, config/best_dlib.yaml (config/best.yaml until the fusion): {chain} + dlib chip (150 px) + "
                   "dlib_resnet, flip TTA", [str(ROOT / "config" / "best_dlib.yaml")], []),
     "dlib": ("facematch, dlib recipe until issue 17: mtcnn → haar → centre + dlib chip (150 px) + dlib_resnet, no TTA",
@@ -77,7 +85,8 @@ FR = "face_recognition: HOG + 5-point chip + dlib descriptor"
 # ---------------------------------------------------------------- where the time goes
 
 class Stopwatch:
-    """Seconds spent inside retrieval's crop_paths and embed (wrapped, so nothing else changes)."""
+    """Seconds spent inside pipeline.embedding's crop_paths and embed (PyTorch's or ONNX Runtime's; wrapped, so
+    nothing else changes)."""
 
     def __init__(self):
         self.crop = self.embed = 0.0
@@ -97,7 +106,16 @@ class Stopwatch:
             finally:
                 self.embed += time.perf_counter() - started
 
-        embedding.crop_paths, embedding.embed = crop, embed
+        self._onnx_embed = embedding.onnx_embed
+
+        def onnx_embed(*a, **k):
+            started = time.perf_counter()
+            try:
+                return self._onnx_embed(*a, **k)
+            finally:
+                self.embed += time.perf_counter() - started
+
+        embedding.crop_paths, embedding.embed, embedding.onnx_embed = crop, embed, onnx_embed
 
     def reset(self) -> None:
         self.crop = self.embed = 0.0
@@ -105,10 +123,11 @@ class Stopwatch:
 
 # ---------------------------------------------------------------- the contenders
 
-def facematch_model(name: str, folder: Path):
+def facematch_model(name: str, folder: Path, threads: int = 1):
     """The recipe's network (a fusion: each member's, fused with the config's weights), saved as a checkpoint and
-    loaded back as inference loads one."""
+    loaded back as inference loads one (model.runtime=onnx: exported first, not timed, into a cache of this run's)."""
     _, files, overrides = RECIPES[name]
+    overrides = [*overrides, f"model.threads={threads}"]
     cfg = load_config(files, overrides)
     path = folder / f"{name}.pt"
     if cfg["model"]["members"]:
@@ -234,7 +253,8 @@ def main() -> None:
 
 def bench(args, paths: list[Path], counts: dict[str, int], work: Path, started: float, load_start) -> str:
     """The timed runs and the section's markdown."""
-    models = {name: facematch_model(name, work) for name in RECIPES}
+    os.environ["XDG_CACHE_HOME"] = str(work / "xdg")  # model.runtime=onnx's exports, made afresh and removed
+    models = {name: facematch_model(name, work, args.threads) for name in RECIPES}
     fr = load_face_recognition()
     watch = Stopwatch()
     # Warm-up, not timed: loads MTCNN's nets, dlib's shape predictor and descriptor, torch's kernels.
@@ -321,7 +341,7 @@ The pipelines run one after another in each of {args.runs} run{'s' if args.runs 
 medians of per-run ratios. Detect + crop / embed: time inside `crop_paths` / `embed` during the fresh-cache pass
 (the rest is hashing photos, the model fingerprint and the embedding cache).
 Targets: faster than face_recognition (issue 9); config/best.yaml's path at least 3× face_recognition's photos/s
-(issue 17).
+(issue 17), at least 5× in ONNX Runtime (issue 29).
 
 {table}
 
