@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
+from collections import OrderedDict
 import warnings
 from pathlib import Path
 
@@ -56,7 +58,16 @@ def crop_key(data: bytes, settings: CropSettings) -> str:
     return hashlib.sha1(data + b"\0" + params.encode()).hexdigest()
 
 
+FRESH_KEPT = 256  # crops just written, kept in memory: embedding reads them next, and a PNG decode costs 2-4 ms
+_fresh: OrderedDict = OrderedDict()
+_fresh_lock = threading.Lock()
+
+
 def _save_crop(path: Path, crop: Crop, source: str) -> None:
+    with _fresh_lock:
+        _fresh[str(path)] = crop.image
+        while len(_fresh) > FRESH_KEPT:
+            _fresh.popitem(last=False)
     info = PngImagePlugin.PngInfo()
     info.add_text("facematch_crop", json.dumps({"path": crop.path, "faces": crop.faces,
                                                 "aligned": crop.aligned, "source": source}))
@@ -160,4 +171,8 @@ def load_crop(item: Path | np.ndarray) -> np.ndarray:
     """The crop array behind an entry of crop_paths (a cache file or the array itself)."""
     if isinstance(item, np.ndarray):
         return item
+    with _fresh_lock:
+        fresh = _fresh.get(str(item))
+    if fresh is not None:
+        return fresh.copy()  # the pixels the file holds (PNG is lossless), not decoded again; a copy, as a read is
     return np.asarray(Image.open(item).convert("RGB"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -65,21 +66,24 @@ class Found:
     landmarks: np.ndarray | None = None
 
 
-def find_face(seen: np.ndarray, settings: CropSettings = CropSettings(), photo: tuple | None = None) -> Found | None:
-    """The face found along the chain in `seen` (the photo, or its copy with dark patches filled): of several, the
-    one settings.subject names; None when no step finds a face (a chain without 'center'). `photo` (the photo's
-    digest and shape, from crop_face): each step's detections are remembered for another chain that runs the same
-    step with the same settings on the same photo (a fusion's members whose chains differ in their fallbacks)."""
+def find_face(seen: np.ndarray | Callable[[], np.ndarray], settings: CropSettings = CropSettings(),
+              photo: tuple | None = None) -> Found | None:
+    """The face found along the chain in `seen` (the photo, or its copy with dark patches filled; or a function that
+    makes it, called only if a detector has to look): of several, the one settings.subject names; None when no step
+    finds a face (a chain without 'center'). `photo` (the photo's digest and shape, from crop_face): each step's
+    detections are remembered for another chain that runs the same step with the same settings on the same photo (a
+    fusion's members whose chains differ in their fallbacks)."""
+    view = seen if callable(seen) else lambda: seen
     for step in chain_steps(settings):
         if step == CENTER:
             return Found(CENTER, None, 0)
         if step == GUESS:
-            return Found(GUESS, guessed_box(seen, float(settings.guess_side)), 0)
-        found = detect(seen, settings, step) if photo is None else detect_remembered(seen, settings, step, photo)
+            return Found(GUESS, guessed_box(view(), float(settings.guess_side)), 0)
+        found = detect(view(), settings, step) if photo is None else detect_remembered(view, settings, step, photo)
         if not len(found):
             continue
         if settings.subject == "central":
-            found = found.central_first(*seen.shape[:2])
+            found = found.central_first(*photo[1][:2] if photo is not None else view().shape[:2])
         return Found(step, found.boxes[0], len(found), None if found.landmarks is None else found.landmarks[0])
     return None
 
@@ -147,13 +151,14 @@ def photo_digest(image: np.ndarray) -> tuple:
     return hashlib.sha1(memoryview(np.ascontiguousarray(image)).cast("B")).hexdigest(), image.shape
 
 
-def detect_remembered(seen: np.ndarray, settings: CropSettings, step: str, photo: tuple):
-    """detect(seen, settings, step), remembered (FOUND_KEPT photos) under the photo and the settings a step reads."""
+def detect_remembered(view: Callable[[], np.ndarray], settings: CropSettings, step: str, photo: tuple):
+    """detect(view(), settings, step), remembered (FOUND_KEPT photos) under the photo and the settings a step reads;
+    view() (the photo as the detector sees it) is called only when the step has to run."""
     key = (photo, step, repr({k: v for k, v in settings.to_dict().items() if k not in NOT_DETECTION + NOT_STEP}))
     with _found_lock:
         found = _detected.get(key)
     if found is None:
-        found = detect(seen, settings, step)
+        found = detect(view(), settings, step)
         with _found_lock:
             _detected[key] = found
             while len(_detected) > FOUND_KEPT:
@@ -169,12 +174,18 @@ def crop_face(image: np.ndarray, settings: CropSettings = CropSettings()) -> Cro
     key = _found_key(photo, settings)
     with _found_lock:
         found = _found.get(key, False)
-    needs_seen = settings.fill_dark_patches and settings.align != "none"
-    seen = fill_dark_patches(image) if settings.fill_dark_patches and (found is False or needs_seen) else image
+    seen = None
+
+    def view() -> np.ndarray:  # the photo, or its copy with dark patches filled: made once, when something looks
+        nonlocal seen
+        if seen is None:
+            seen = fill_dark_patches(image) if settings.fill_dark_patches else image
+        return seen
+
     if found is False:
-        found = find_face(seen, settings, photo)  # looked for on `seen`: the photo, or its copy with dark patches filled
+        found = find_face(view, settings, photo)  # looked for on view(): the photo, or its copy with dark patches filled
         with _found_lock:
             _found[key] = found
             while len(_found) > FOUND_KEPT:
                 _found.popitem(last=False)
-    return None if found is None else cut_face(image, found, settings, seen)
+    return None if found is None else cut_face(image, found, settings, None if settings.align == "none" else view())

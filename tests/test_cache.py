@@ -74,3 +74,21 @@ def test_the_cache_can_be_turned_off(tiny_cfg, tmp_path):
     model.eval()
     assert embed_folder(folder, model, "cpu", **embed_settings(cfg)).embedded == 2
     assert embed_folder(folder, model, "cpu", **embed_settings(cfg)).embedded == 2
+
+
+def test_a_crop_just_written_is_read_back_from_memory_as_the_file_holds_it(tmp_path):
+    from PIL import Image
+
+    import detection.cache as cache
+    from detection import CropSettings, crop_paths, list_images, load_crop
+
+    photos = list_images(PEOPLE, recursive=True)[:3]
+    crops, _ = crop_paths(photos, CropSettings(size=40), tmp_path / "crops")
+    for path in crops:
+        decoded = np.asarray(Image.open(path).convert("RGB"))
+        kept = load_crop(path)
+        assert str(path) in cache._fresh and np.array_equal(kept, decoded)
+        kept[:] = 0  # a copy: the next read is unchanged
+        assert np.array_equal(load_crop(path), decoded)
+    cache._fresh.clear()
+    assert np.array_equal(load_crop(crops[0]), np.asarray(Image.open(crops[0]).convert("RGB")))  # from the file again
