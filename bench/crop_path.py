@@ -1,7 +1,9 @@
 """The crop path of config/best.yaml, profiled (issue 29): both members' crops of the same photos (read, detect, the
 landmark network, align, PNG into the crop cache), as pipeline.embedding makes them, with issue 29's two cuts and
 without them in the same run: the landmark network in ONNX Runtime instead of PyTorch eager, and a detector's run shared
-by the two chains (they differ only in their fallbacks, so the second found nothing to reuse before).
+by the two chains (they differ only in their fallbacks, so the second found nothing to reuse before), with the dark
+patches filled only where a detector has to look. (The third cut, a crop just written read back from memory instead of
+decoding its PNG, saves embedding's reads, outside this path: bench/end_to_end.py has it.)
 
     .venv/bin/python bench/crop_path.py                 # 100 photos, 3 runs, one thread
     .venv/bin/python bench/crop_path.py --sample 40 --runs 1
@@ -68,7 +70,7 @@ def configure(cuts: bool, settings: list):
                 net._session = net.session
             net.session = net._session if cuts else None
     chain.detect_remembered = chain._detect_remembered if cuts else (
-        lambda seen, settings, step, photo: chain.detect(seen, settings, step))
+        lambda view, settings, step, photo: chain.detect(view(), settings, step))
 
 
 def main(argv: list[str] | None = None) -> int:
