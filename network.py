@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from backbones import WeightsError, build_backbone, legacy_frozen_state
 from detection import CROP_KEYS, CropSettings, landmark_net, load_crop
-from runtime import OnnxFusion, OnnxNet, fuse_embeddings, is_bundle, load_bundle
+from runtime import Fusion, OnnxFusion, OnnxNet, is_bundle, load_bundle
 from utils import ConfigError, FacematchError, atomic_write, get_logger, lookup, progress, read_defaults
 
 log = get_logger()
@@ -237,7 +237,7 @@ class EmbeddingNet(nn.Module):
                 "head": self.head_name, "fingerprint": self.fingerprint}
 
 
-class FusedNet(nn.Module):
+class FusedNet(nn.Module, Fusion):
     """Several embedding networks as one model (model.members): each sees a photo through its own crop (detector
     chain, alignment, input), and the photo's embedding is their unit vectors side by side, each scaled by the
     square root of its weight (the weights sum to 1). The fused vector is a unit vector again and its cosine is
@@ -252,27 +252,11 @@ class FusedNet(nn.Module):
             raise ConfigError(f"model.member_weights: one weight of 0 or more per member ({len(members)}), "
                               f"not all 0, got {list(weights)}")
         self.members = nn.ModuleList(members)
-        self.weights = [float(w) / float(sum(weights)) for w in weights]
-        self.embedding_size = sum(m.embedding_size for m in members)
-        self.arch = "+".join(m.arch for m in members)
-        self.meta = {"members": [m.meta for m in members], "weights": self.weights}
+        self.fuse_members(weights)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         raise TypeError("a fused model embeds photos (pipeline.embedding.embed_paths): each member crops them its "
                         "own way, so one crop tensor cannot be fused")
-
-    def fuse(self, parts: list[np.ndarray]) -> np.ndarray:
-        """The members' unit embeddings of the same photos (one array each, in member order) as fused unit vectors."""
-        return fuse_embeddings(parts, self.weights)
-
-    def crop_settings(self) -> CropSettings:
-        """The first member's crop settings: the crop shown for a photo (the search page, figures)."""
-        return self.members[0].crop_settings()
-
-    def describe(self) -> dict:
-        """What the fusion is: its members and their weights."""
-        return {"arch": self.arch, "embedding_size": self.embedding_size, "weights": self.weights,
-                "members": [m.describe() for m in self.members]}
 
 
 def frozen_parts(trunk, arch: str, freeze: int | str) -> list[nn.Module]:

@@ -28,7 +28,7 @@ from detection import crop_paths, landmark_net, list_images
 from network import CheckpointError, EmbeddingNet, FusedNet, model_from_checkpoint, read_checkpoint
 from runtime import BUNDLE_FILE, OnnxNet, batch_input, is_bundle
 from runtime.onnx_model import FORMAT, PRECISIONS, VERSION, file_sha256
-from utils import ConfigError, DataError, FacematchError, atomic_write, get_logger
+from utils import ConfigError, DataError, FacematchError, get_logger
 
 log = get_logger()
 OPSET = 17

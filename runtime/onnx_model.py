@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from detection import CropSettings, load_crop
+from runtime.fused import Fusion
 from runtime.preprocess import batch_input
 from utils import FacematchError, progress
 
@@ -92,38 +93,21 @@ class OnnxNet:
         return {**self.info, "runtime": "onnx", "precision": self.precision}
 
 
-def fuse_embeddings(parts: list[np.ndarray], weights: list[float] | tuple[float, ...]) -> np.ndarray:
-    """Unit embeddings of the same photos, one array per network, side by side, each scaled by the square root of its
-    weight (weights summing to 1): unit vectors whose cosine is the weighted sum of the networks' cosines."""
-    return np.concatenate([np.sqrt(w) * p for w, p in zip(weights, parts)], axis=1).astype(np.float32)
-
-
-class OnnxFusion:
+class OnnxFusion(Fusion):
     """Exported networks fused as network.FusedNet fuses them: each on its own crops, their unit embeddings side by
     side, weighted (pipeline.embedding.embed_fused embeds with each member and calls fuse)."""
 
     def __init__(self, members: list[OnnxNet], weights: list[float], calibration: dict | None = None):
-        self.members, self.weights = members, [float(w) / float(sum(weights)) for w in weights]
-        self.embedding_size = sum(m.embedding_size for m in members)
-        self.arch = "+".join(m.arch for m in members)
-        self.meta = {"members": [m.meta for m in members], "weights": self.weights}
+        self.members = members
+        self.fuse_members(weights)
         if calibration:
             self.meta["calibration"] = calibration
         self.content_fingerprint = hashlib.sha256(
             "".join(m.content_fingerprint for m in members).encode() + repr(self.weights).encode()).hexdigest()
 
-    def fuse(self, parts: list[np.ndarray]) -> np.ndarray:
-        """The members' unit embeddings of the same photos (one array each, in member order) as fused unit vectors."""
-        return fuse_embeddings(parts, self.weights)
-
-    def crop_settings(self) -> CropSettings:
-        """The first member's crop settings: the crop shown for a photo (the search page, figures)."""
-        return self.members[0].crop_settings()
-
     def describe(self) -> dict:
-        """What the fusion is: its members and their weights."""
-        return {"arch": self.arch, "embedding_size": self.embedding_size, "weights": self.weights,
-                "members": [m.describe() for m in self.members], "runtime": "onnx"}
+        """What the fusion is (its members, their weights), and that it runs in ONNX Runtime."""
+        return {**super().describe(), "runtime": "onnx"}
 
 
 def is_bundle(path: str | Path) -> bool:

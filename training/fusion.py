@@ -15,7 +15,8 @@ import numpy as np
 
 from detection.covers import TRAINING, CoverRanges
 from evaluation.calibration import calibrate, summary as calibration_summary
-from network import FusedNet, fuse_embeddings
+from network import FusedNet
+from runtime import fuse_embeddings
 from pipeline.embedding import embed_paths
 from pipeline.protocol import format_report, score_leave_one_out
 from search.retrieval_settings import RetrievalSettings
