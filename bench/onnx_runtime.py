@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
              "agreement with PyTorch on data/sample's chips (least cosine) |", "|---|---|---|---|---|---|---|"]
     torch_path = {r["network"]: med(r["embed"]) for r in rows if r["runtime"].startswith("PyTorch")}
     for r in rows:
-        precision = r["runtime"].rsplit(", ", 1)[-1]
+        precision = None if r["runtime"].startswith("PyTorch") else r["runtime"].rsplit(", ", 1)[-1]
         agree = next((n["check"] for n in checks.get(precision, []) if n["info"]["arch"] == r["network"]), None)
         lines.append(f"| {r['network']} | {r['runtime']} | {med(r['bare']):.1f} | {med(r['embed']):.1f} | "
                      f"{med(r['bare']) / med(r['embed']):.2f} | {torch_path[r['network']] / med(r['embed']):.2f}× | "
@@ -189,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
             dc = rep["clean"]["top1"] - reference["clean"]["top1"] if reference else float("nan")
             dv = rep["covers_mean"]["top1"] - reference["covers_mean"]["top1"] if reference else float("nan")
             ok = abs(dc) <= 0.005 and abs(dv) <= 0.005
+            dc, dv = round(dc, 3) + 0.0, round(dv, 3) + 0.0  # no "-0.000"
             lines.append(f"| ONNX Runtime, {p} | {rep['clean']['top1']:.3f} | {rep['covers_mean']['top1']:.3f} | "
                          f"{dc:+.3f} | {dv:+.3f} | {'yes' if ok else '**no**'} |")
     text = "\n".join(lines)
