@@ -66,9 +66,10 @@ DATASETS = {"LFW": "../shared/data/lfw_train", "CelebA": "../shared/data/celeba"
 MTCNN = ["crop.detector=mtcnn", "crop.align=similarity", "crop.fallback=[haar,center]", "crop.size=112"]
 RECIPES = {  # name: (what the table says, config files, overrides)
     "best": ("facematch, config/best.yaml: dlib's network on its chip ({chain}, 150 px) fused with HSE FaceRes on a "
-             "loose square (224 px), flip TTA for both", [str(ROOT / "config" / "best.yaml")], []),
-    "best_onnx": ("facematch, config/best.yaml in ONNX Runtime (model.runtime=onnx, fp32): the same crops, both networks "
-                  "exported", [str(ROOT / "config" / "best.yaml")], ["model.runtime=onnx"]),
+             "loose square (224 px), flip TTA for both, in PyTorch (model.runtime=torch)", [str(ROOT / "config" / "best.yaml")],
+             ["model.runtime=torch"]),
+    "best_onnx": ("facematch, **config/best.yaml as it is**: in ONNX Runtime (model.runtime: onnx, fp32), the same crops, "
+                  "both networks exported", [str(ROOT / "config" / "best.yaml")], ["model.runtime=onnx"]),
     "best_onnx_int8": ("facematch, config/best.yaml in ONNX Runtime, int8 (model.precision=int8, calibrated on "
                        "data/sample's people)", [str(ROOT / "config" / "best.yaml")],
                        ["model.runtime=onnx", "model.precision=int8", f"data.train_dir={ROOT / 'data' / 'sample' / 'people'}"]),
@@ -145,6 +146,9 @@ def facematch_model(name: str, folder: Path, threads: int = 1):
 
 
 def facematch_pass(paths, model, cfg, device, cache: Path, watch: Stopwatch) -> dict:
+    from detection import chain
+
+    chain.forget_found()  # fresh: no face remembered from another recipe's pass (or from this one's last run)
     cfg["data"]["cache_dir"] = str(cache / "crops")
     cfg["data"]["embedding_cache"] = str(cache / "embeddings.sqlite")
     watch.reset()
@@ -346,6 +350,7 @@ Targets: faster than face_recognition (issue 9); config/best.yaml's path at leas
 {table}
 
 Faces found (first run): {'; '.join(f"{name} {faces(name)}" for name in RECIPES)}; face_recognition {faces('fr')}.
+Every pass starts with no face remembered (detection.chain.forget_found), so no recipe reuses another's detections.
 Crops go into the cache as PNG at compression level 1 (since the speed work; level 6 before took 5 ms a crop).
 """
     return md

@@ -229,9 +229,21 @@ def export_cache() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "facematch" / "onnx"
 
 
+EXPORTS_KEPT = 8  # model.runtime: onnx's exports kept in export_cache(), the most recently used (make demo retrains)
+
+
+def prune_exports(folder: Path, keep: int = EXPORTS_KEPT) -> list[Path]:
+    """Remove all but the `keep` most recently used exports in `folder`; returns those removed."""
+    found = sorted((p for p in folder.iterdir() if is_bundle(p)), key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in found[keep:]:
+        shutil.rmtree(old, ignore_errors=True)
+    return found[keep:]
+
+
 def exported(checkpoint: str | Path, precision: str = "fp32", calibrate: str | Path | None = None) -> Path:
     """The export of `checkpoint` at `precision` for model.runtime: onnx, made once (checked as export_checkpoint
-    checks) and kept in export_cache() under the checkpoint's content: a retrained checkpoint is exported again."""
+    checks) and kept in export_cache() under the checkpoint's content: a retrained checkpoint is exported again, and
+    only the EXPORTS_KEPT most recently used are kept."""
     try:
         digest = file_sha256(Path(checkpoint))
     except OSError as exc:
@@ -241,4 +253,6 @@ def exported(checkpoint: str | Path, precision: str = "fp32", calibrate: str | P
         log.info(f"model.runtime onnx: exporting {checkpoint} ({precision}) once, into {folder}")
         folder.parent.mkdir(parents=True, exist_ok=True)
         export_checkpoint(checkpoint, folder, precision, calibrate=calibrate)
+    os.utime(folder)  # used now: the last to be pruned
+    prune_exports(folder.parent)
     return folder

@@ -209,3 +209,19 @@ def test_a_store_built_with_runtime_onnx_embeds_its_queries_in_onnx_runtime(tmp_
     query = store.embed([photo], "query")
     ids = store.vectors()[0][np.argsort(-(store.vectors()[2] @ query.embeddings[0]))]
     assert store.conn.execute("SELECT name FROM photos WHERE id = ?", (int(ids[0]),)).fetchone()[0] == photo.name
+
+
+def test_the_exports_model_runtime_onnx_makes_are_pruned_to_the_most_recently_used(tmp_path):
+    import os
+
+    from deploy.export import EXPORTS_KEPT, prune_exports
+
+    for i in range(EXPORTS_KEPT + 3):
+        (tmp_path / f"e{i}").mkdir()
+        (tmp_path / f"e{i}" / "model.json").write_text("{}")
+        os.utime(tmp_path / f"e{i}", (1000 + i, 1000 + i))
+    (tmp_path / "not_an_export").mkdir()
+    removed = prune_exports(tmp_path)
+    assert sorted(p.name for p in removed) == ["e0", "e1", "e2"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [f"e{i}" for i in range(3, EXPORTS_KEPT + 3)] + ["not_an_export"])
