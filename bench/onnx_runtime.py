@@ -8,7 +8,7 @@ precision's accuracy on the development competition's test people, clean and wit
 
 Exports go to outputs/onnx/best_fused_lm_ft_<precision>/ (made again when older than the checkpoint or deploy/); int8
 is calibrated on chips of data/dev/train's people, never the test people. Accuracy: `facematch evaluate --covers` on the
-export, its report kept in outputs/covers/onnx_<precision>.json while newer than the export; PyTorch's is
+export, its report kept in outputs/covers/onnx_<precision>.json while the export's files are the same (sha256); PyTorch's is
 outputs/covers/best_fused_lm_ft.json (bench/covered_queries.py). Writes the section "onnx" of bench/RESULTS.md.
 """
 from __future__ import annotations
@@ -121,15 +121,28 @@ def landmark_speed(runs: int) -> dict:
                                                             for _ in range(reps)], runs)]}
 
 
+def graph_sha256(path: Path) -> str:
+    """The sha256 of an ONNX file's graph alone (its metadata, which names files, left out): what embeds."""
+    import hashlib
+
+    import onnx
+
+    return hashlib.sha256(onnx.load(str(path)).graph.SerializeToString()).hexdigest()
+
+
 def accuracy(precision: str, export: Path) -> dict:
-    """`facematch evaluate --covers` of the export on data/dev (kept while newer than the export)."""
+    """`facematch evaluate --covers` of the export on data/dev, kept while the export's networks are the same files
+    (their graphs' sha256, noted beside the report: an export made again from the same code is the same)."""
     out = COVERS_OUT / f"onnx_{precision}.json"
-    if not out.exists() or out.stat().st_mtime < (export / "model.json").stat().st_mtime:
+    networks = [graph_sha256(export / n["file"]) for n in json.loads((export / "model.json").read_text())["networks"]]
+    noted = out.with_suffix(".networks.json")
+    if not out.exists() or not noted.exists() or json.loads(noted.read_text()) != networks:
         COVERS_OUT.mkdir(parents=True, exist_ok=True)
         subprocess.run([sys.executable, "-m", "cli", "evaluate", "--checkpoint", str(export), "--competition", str(DEV),
                         "--covers", "--json", str(out), f"evaluate.figure={COVERS_OUT / f'onnx_{precision}' / 'grid.png'}",
                         "data.cache_dir=data/cache/crops", "model.threads=1"], cwd=ROOT, check=True,
                        env={**os.environ, "OMP_NUM_THREADS": "1"})
+        noted.write_text(json.dumps(networks))
     return json.loads(out.read_text())
 
 

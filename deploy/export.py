@@ -118,6 +118,17 @@ def fuse_relu_clips(graph) -> int:
     return len(replaced)
 
 
+def set_meta(path: Path, meta: dict) -> None:
+    """Replace the 'facematch.meta' metadata of the ONNX file at `path`."""
+    import onnx
+
+    graph = onnx.load(str(path))
+    props = {p.key: p.value for p in graph.metadata_props}
+    del graph.metadata_props[:]
+    onnx.helper.set_model_props(graph, {**props, "facematch.meta": json.dumps(meta)})
+    onnx.save(graph, str(path))
+
+
 def meta_of(net: EmbeddingNet) -> dict:
     """A network's preprocessing, without a calibration (the model's, kept once in model.json)."""
     return {k: copy.deepcopy(v) for k, v in net.meta.items() if k != "calibration"}
@@ -177,6 +188,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, precision: str = 
                 convert_fp16(work / name)
             meta = meta_of(net)
             meta["crop"] = carry_landmark_net(meta["crop"], work, carried)
+            set_meta(work / name, meta)  # the file's own copy names the carried landmark network, not this machine's
             onnx_net = OnnxNet(work / name, net.meta, net.describe(), precision=precision)
             figures = agreement(net, onnx_net, sample_chips(check, net, CHECK_CHIPS, seed=1))
             log.info(f"{net.arch} in ONNX Runtime ({precision}) against PyTorch on {figures['chips']} chips of "
