@@ -224,3 +224,18 @@ def test_the_exports_model_runtime_onnx_makes_are_pruned_to_the_most_recently_us
     assert sorted(p.name for p in removed) == ["e0", "e1", "e2"]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         [f"e{i}" for i in range(3, EXPORTS_KEPT + 3)] + ["not_an_export"])
+
+
+def test_one_preprocessing_for_both_runtimes_bit_for_bit():
+    from dataset import eval_transform
+    from runtime import batch_input, model_input
+
+    inp = {"size": 48, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "max_pixel_value": 255.0}
+    rng = np.random.default_rng(0)
+    crops = [rng.integers(0, 256, (h, h, 3), dtype=np.uint8) for h in (48, 40, 150)]
+    by_hand = np.stack([model_input(c, inp).transpose(2, 0, 1) for c in crops])
+    assert np.array_equal(batch_input(crops, inp), by_hand)  # the uint8 look-up gives the arithmetic's bits
+    assert np.array_equal(batch_input(crops, inp, mirror=True), by_hand[..., ::-1])
+    assert np.array_equal(batch_input([c.astype(np.float32) for c in crops[:1]], inp), by_hand[:1])
+    assert np.array_equal(eval_transform(inp)(image=crops[2])["image"].numpy(), by_hand[2])  # PyTorch's transform
+    assert abs(float(by_hand[0, 0].mean()) - (crops[0][..., 0].mean() / 255 - 0.485) / 0.229) < 1e-4
