@@ -57,17 +57,27 @@ def med(values: list[float]) -> float:
 
 def timed(fn, runs: int) -> list[float]:
     """Seconds of each of `runs` calls of fn, after one call not timed (allocators, kernels chosen)."""
-    fn()
-    out = []
+    return timed_pair(fn, None, runs)[0]
+
+
+def timed_pair(first, second, runs: int) -> tuple[list[float], list[float]]:
+    """Seconds of `runs` calls of each function, alternating (so the machine's drift hits both alike), after one call
+    of each not timed."""
+    out = ([], [])
+    for fn in (first, second):
+        if fn is not None:
+            fn()
     for _ in range(runs):
-        started = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - started)
+        for fn, times in zip((first, second), out):
+            if fn is not None:
+                started = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - started)
     return out
 
 
 def speed(runs: int, exports: dict[str, Path]) -> list[dict]:
-    """Per network and runtime: ms a chip of the bare forward pass on a preprocessed batch of BATCH, and of the
+    """Per network and runtime: ms a chip of the bare forward pass on CHIPS chips preprocessed in batches of BATCH, and of the
     embedding path (network.embed / runtime.embed over chip arrays: preprocessing, batching, the pass, the copy out)."""
     from detection import crop_paths, list_images
     from network import embed, model_from_checkpoint
@@ -81,24 +91,25 @@ def speed(runs: int, exports: dict[str, Path]) -> list[dict]:
     for i, net in enumerate(model.members):
         crops, _ = crop_paths(photos, net.crop_settings(), None, desc=f"chips for {net.arch}")
         chips = [c for c in crops if c is not None]
-        batch = batch_input(chips[:BATCH], net.meta["input"])
+        # The same chips in the same batches, preprocessed beforehand: what the bare pass runs
+        batches = [batch_input(chips[j:j + BATCH], net.meta["input"]) for j in range(0, len(chips), BATCH)]
         net.to(memory_format=torch.channels_last)  # as network.embed runs it
-        x = torch.from_numpy(batch).contiguous(memory_format=torch.channels_last)
+        tensors = [torch.from_numpy(b).contiguous(memory_format=torch.channels_last) for b in batches]
 
         def torch_bare():
             with torch.inference_mode():
-                net(x)
+                for x in tensors:
+                    net(x)
 
-        bare = timed(torch_bare, runs)
-        path = timed(lambda: embed(net, chips, BATCH, "cpu"), runs)
+        bare, path = timed_pair(torch_bare, lambda: embed(net, chips, BATCH, "cpu"), runs)
         rows.append({"network": net.arch, "runtime": "PyTorch eager (channels-last), fp32",
-                     "bare": [1000 * t / BATCH for t in bare], "embed": [1000 * t / len(chips) for t in path]})
+                     "bare": [1000 * t / len(chips) for t in bare], "embed": [1000 * t / len(chips) for t in path]})
         for precision, exported in loaded.items():
             member = exported.members[i]
-            bare = timed(lambda: member.run(batch), runs)
-            path = timed(lambda: onnx_embed(member, chips, BATCH), runs)
+            bare, path = timed_pair(lambda: [member.run(b) for b in batches], lambda: onnx_embed(member, chips, BATCH),
+                                    runs)
             rows.append({"network": net.arch, "runtime": f"ONNX Runtime, {precision}",
-                         "bare": [1000 * t / BATCH for t in bare], "embed": [1000 * t / len(chips) for t in path]})
+                         "bare": [1000 * t / len(chips) for t in bare], "embed": [1000 * t / len(chips) for t in path]})
             print(f"{net.arch} {precision}: bare {med(rows[-1]['bare']):.1f} ms, embed {med(rows[-1]['embed']):.1f} ms",
                   flush=True)
     return rows
@@ -171,10 +182,10 @@ def main(argv: list[str] | None = None) -> int:
              f"load average {load_start[0]:.1f} at the start, {os.getloadavg()[0]:.1f} at the end; "
              f"{(time.time() - started) / 60:.0f} min). Networks: config/best.yaml's two (checkpoints/table/{ROW}), "
              f"exported with `facematch export --precision P` (int8: calibrated on {96} chips of data/dev/train's people, "
-             "never the test people). Per chip, medians of the runs: the runtime's bare forward pass on a preprocessed "
-             f"batch of {BATCH} real chips, and facematch's embedding path over {CHIPS} chips (preprocessing from the "
-             "crop, batching, the pass; `network.embed` for PyTorch, `runtime.embed` for ONNX Runtime); ratio: the "
-             "bare pass's time over the path's (1 = no overhead; target ≥ 0.9).", "",
+             "never the test people). Per chip, medians of the runs: the runtime's bare forward pass on preprocessed "
+             f"batches of {BATCH} of {CHIPS} real chips, and facematch's embedding path over the same chips (preprocessing "
+             "from the crop, batching, the pass; `network.embed` for PyTorch, `runtime.embed` for ONNX Runtime), the two "
+             "timed alternately; ratio: the bare pass's time over the path's (1 = no overhead; target ≥ 0.9).", "",
              "| network | runtime | ms/chip, bare pass | ms/chip, embedding path | bare ÷ path | × PyTorch's path | "
              "agreement with PyTorch on data/sample's chips (least cosine) |", "|---|---|---|---|---|---|---|"]
     torch_path = {r["network"]: med(r["embed"]) for r in rows if r["runtime"].startswith("PyTorch")}
