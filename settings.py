@@ -342,11 +342,6 @@ def crop_settings_of(cfg: dict) -> list:
 RUNTIME_KEYS = ("runtime", "precision", "threads")  # how the network runs, the user's to choose at inference
 
 
-def model_precision(model) -> str:
-    """An exported model's precision (its members share one)."""
-    return getattr(model, "precision", None) or model.members[0].precision
-
-
 def same_landmark_net(section: str, key: str, cfg: dict, trained: dict) -> bool:
     """Whether crop.landmark_net names the same file content in both configs (a checkpoint carries its landmark network
     under another path: 'shipped' in the config file, its cache copy in the checkpoint)."""
@@ -355,8 +350,8 @@ def same_landmark_net(section: str, key: str, cfg: dict, trained: dict) -> bool:
     from detection import landmark_net
 
     try:
-        return landmark_net.resolve(cfg[section][key]).read_bytes() == landmark_net.resolve(trained[section][key]).read_bytes()
-    except OSError:
+        return landmark_net.file_sha256(cfg[section][key]) == landmark_net.file_sha256(trained[section][key])
+    except (landmark_net.LandmarkNetError, OSError):
         return False
 
 
@@ -381,10 +376,9 @@ def load_for_inference(checkpoint: str | Path, cfg_files: list[str] | None = Non
         path = exported(checkpoint, run["precision"], calibrate=user["data"]["train_dir"])
     model, trained = model_from_checkpoint(path, device, threads=int(run["threads"]))
     if is_bundle(path):
-        if run["precision"] != model_precision(model) and path == checkpoint:
-            log.warning(f"model.precision={run['precision']!r} ignored: {checkpoint} was exported in "
-                        f"{model_precision(model)}")
-        run.update(runtime="onnx", precision=model_precision(model))
+        if run["precision"] != model.precision and path == checkpoint:
+            log.warning(f"model.precision={run['precision']!r} ignored: {checkpoint} was exported in {model.precision}")
+        run.update(runtime="onnx", precision=model.precision)
     cfg = load_config(cfg_files, overrides, base=trained)
     cfg["device"] = user["device"]
     cfg["model"].update(run)

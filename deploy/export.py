@@ -48,9 +48,10 @@ def networks_of(model: EmbeddingNet | FusedNet) -> list[EmbeddingNet]:
     return list(model.members) if isinstance(model, FusedNet) else [model]
 
 
-def to_onnx(net: EmbeddingNet, path: Path) -> None:
-    """One network as an ONNX graph (the TorchScript exporter, opset 17, a dynamic batch), its meta in the file's
-    metadata props ('facematch.meta', 'facematch.info') so the file alone says how to feed it."""
+def to_onnx(net: EmbeddingNet, path: Path, meta: dict) -> None:
+    """One network as an ONNX graph (the TorchScript exporter, opset 17, a dynamic batch), `meta` (its preprocessing,
+    as the export names its files) and its info in the file's metadata props ('facematch.meta', 'facematch.info') so the
+    file alone says how to feed it."""
     import onnx
 
     side = int(net.meta["input"]["size"])
@@ -62,7 +63,7 @@ def to_onnx(net: EmbeddingNet, path: Path) -> None:
                           opset_version=OPSET, dynamo=False)
     graph = onnx.load(str(path))
     fuse_relu_clips(graph.graph)
-    onnx.helper.set_model_props(graph, {"facematch.meta": json.dumps(meta_of(net)),
+    onnx.helper.set_model_props(graph, {"facematch.meta": json.dumps(meta),
                                         "facematch.info": json.dumps(net.describe())})
     onnx.save(graph, str(path))
 
@@ -118,17 +119,6 @@ def fuse_relu_clips(graph) -> int:
     return len(replaced)
 
 
-def set_meta(path: Path, meta: dict) -> None:
-    """Replace the 'facematch.meta' metadata of the ONNX file at `path`."""
-    import onnx
-
-    graph = onnx.load(str(path))
-    props = {p.key: p.value for p in graph.metadata_props}
-    del graph.metadata_props[:]
-    onnx.helper.set_model_props(graph, {**props, "facematch.meta": json.dumps(meta)})
-    onnx.save(graph, str(path))
-
-
 def meta_of(net: EmbeddingNet) -> dict:
     """A network's preprocessing, without a calibration (the model's, kept once in model.json)."""
     return {k: copy.deepcopy(v) for k, v in net.meta.items() if k != "calibration"}
@@ -181,14 +171,13 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, precision: str = 
         for i, net in enumerate(networks_of(model)):
             name = f"network{i}_{net.arch}.onnx"
             log.info(f"exporting {net.arch} ({precision}) to {out / name}")
-            to_onnx(net, work / name)
+            meta = meta_of(net)
+            meta["crop"] = carry_landmark_net(meta["crop"], work, carried)  # named as the export carries it
+            to_onnx(net, work / name, meta)
             if precision == "int8":
                 quantize_int8(work / name, sample_chips(calibrate, net, CALIBRATION_CHIPS), net.meta["input"])
             elif precision == "fp16":
                 convert_fp16(work / name)
-            meta = meta_of(net)
-            meta["crop"] = carry_landmark_net(meta["crop"], work, carried)
-            set_meta(work / name, meta)  # the file's own copy names the carried landmark network, not this machine's
             onnx_net = OnnxNet(work / name, net.meta, net.describe(), precision=precision)
             figures = agreement(net, onnx_net, sample_chips(check, net, CHECK_CHIPS, seed=1))
             log.info(f"{net.arch} in ONNX Runtime ({precision}) against PyTorch on {figures['chips']} chips of "

@@ -1,6 +1,6 @@
 """Smaller numbers for an exported network, with ONNX Runtime's own tools: static int8 quantisation in QDQ form
 (weights per output channel, activations calibrated on real chips) and fp16 weights and activations.
-bench/onnx_precision.py measures what each costs in accuracy and gains in speed (bench/RESULTS.md "ONNX")."""
+bench/onnx_runtime.py measures what each costs in accuracy and gains in speed (bench/RESULTS.md "ONNX")."""
 from __future__ import annotations
 
 import shutil

@@ -126,23 +126,15 @@ def cut_face(image: np.ndarray, found: Found, settings: CropSettings, seen: np.n
 
 
 NOT_DETECTION = ("align", "margin", "size", "landmarks", "landmark_net", "on_error")  # what only cuts the face out
-FOUND_KEPT = 8192  # photos whose found face is remembered: a fusion's members crop the same photos one after another
-_found: OrderedDict = OrderedDict()
+NOT_STEP = ("detector", "fallback", "subject")  # what chooses the steps or the face among a step's, not what one finds
+FOUND_KEPT = 8192  # detector runs remembered: a fusion's members crop the same photos one after another
+_detected: OrderedDict = OrderedDict()
 _found_lock = threading.Lock()
 
 
-NOT_STEP = ("detector", "fallback", "subject")  # what chooses the steps or the face among a step's, not what one finds
-_detected: OrderedDict = OrderedDict()
-
-
-def _found_key(photo: tuple, settings: CropSettings) -> tuple:
-    return photo, repr({k: v for k, v in settings.to_dict().items() if k not in NOT_DETECTION})
-
-
 def forget_found() -> None:
-    """Forget every face found (tests that replace a detector start afresh)."""
+    """Forget every face found (tests that replace a detector, and benchmarks' fresh passes, start afresh)."""
     with _found_lock:
-        _found.clear()
         _detected.clear()
 
 
@@ -169,11 +161,8 @@ def detect_remembered(view: Callable[[], np.ndarray], settings: CropSettings, st
 def crop_face(image: np.ndarray, settings: CropSettings = CropSettings()) -> Crop | None:
     """Crop the face found along the chain (of several, the one settings.subject names), aligned as
     settings.align asks; None when no step finds a face (a chain without 'center'). Where a face was found in the
-    same pixels by the same chain a moment ago (another member of a fusion), it is not looked for again."""
+    same pixels by the same detector step a moment ago (another member of a fusion), it is not looked for again."""
     photo = photo_digest(image)
-    key = _found_key(photo, settings)
-    with _found_lock:
-        found = _found.get(key, False)
     seen = None
 
     def view() -> np.ndarray:  # the photo, or its copy with dark patches filled: made once, when something looks
@@ -182,10 +171,5 @@ def crop_face(image: np.ndarray, settings: CropSettings = CropSettings()) -> Cro
             seen = fill_dark_patches(image) if settings.fill_dark_patches else image
         return seen
 
-    if found is False:
-        found = find_face(view, settings, photo)  # looked for on view(): the photo, or its copy with dark patches filled
-        with _found_lock:
-            _found[key] = found
-            while len(_found) > FOUND_KEPT:
-                _found.popitem(last=False)
+    found = find_face(view, settings, photo)  # looked for on view(): the photo, or its copy with dark patches filled
     return None if found is None else cut_face(image, found, settings, None if settings.align == "none" else view())

@@ -36,7 +36,7 @@ class OnnxModelError(FacematchError, RuntimeError):
 
 def session_options(threads: int = 0):
     """ONNX Runtime's session settings for facematch: `threads` intra-op threads (0: one per core, its default), one
-    inter-op thread, sequential execution, every graph optimisation (bench/embedding_speed.py measures with these)."""
+    inter-op thread, sequential execution, every graph optimisation (bench/onnx_runtime.py measures with these)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -52,7 +52,9 @@ class OnnxNet:
     """One exported network: an ONNX Runtime session over its file, with the preprocessing it was trained with
     (`meta`: input and crop settings, as network.EmbeddingNet.meta). State is real (a session), hence a class."""
 
-    def __init__(self, path: str | Path, meta: dict, info: dict, threads: int = 0, precision: str = "fp32"):
+    def __init__(self, path: str | Path, meta: dict, info: dict, threads: int = 0, precision: str = "fp32",
+                 sha256: str = ""):
+        """The network in the file at `path`; `sha256`: the content model.json was written for (checked, if given)."""
         import onnxruntime as ort
 
         self.path, self.meta, self.info, self.precision = Path(path), meta, info, precision
@@ -62,6 +64,9 @@ class OnnxNet:
             data = self.path.read_bytes()
         except OSError as exc:
             raise OnnxModelError(f"{self.path}: cannot read the exported network ({exc.strerror})") from None
+        if sha256 and hashlib.sha256(data).hexdigest() != sha256:
+            raise OnnxModelError(f"{self.path}: its content is not the one model.json was written for (sha256 differs): "
+                                 f"export the model again")
         try:
             self.session = ort.InferenceSession(data, session_options(threads), providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime's own exception types (InvalidProtobuf, Fail, ...) share no base class
@@ -98,7 +103,7 @@ class OnnxFusion(Fusion):
     side, weighted (pipeline.embedding.embed_fused embeds with each member and calls fuse)."""
 
     def __init__(self, members: list[OnnxNet], weights: list[float], calibration: dict | None = None):
-        self.members = members
+        self.members, self.precision = members, members[0].precision
         self.fuse_members(weights)
         if calibration:
             self.meta["calibration"] = calibration
@@ -161,11 +166,8 @@ def load_bundle(path: str | Path, threads: int | None = None) -> tuple[OnnxNet |
             file = folder / net["file"]
             if not file.is_file():
                 raise OnnxModelError(f"{file}: missing (named by {manifest_path})")
-            if net.get("sha256") and file_sha256(file) != net["sha256"]:
-                raise OnnxModelError(f"{file}: its content is not the one {manifest_path} was written for "
-                                     f"(sha256 differs): export the model again")
             meta = {**copy.deepcopy(net["meta"]), "crop": bundle_crop(net["meta"]["crop"], folder)}
-            members.append(OnnxNet(file, meta, net["info"], threads, precision))
+            members.append(OnnxNet(file, meta, net["info"], threads, precision, net.get("sha256", "")))
     except (KeyError, TypeError) as exc:
         raise OnnxModelError(f"{manifest_path}: incomplete ({exc.__class__.__name__}: {exc})") from None
     if not members:

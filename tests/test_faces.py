@@ -468,16 +468,15 @@ def test_a_face_found_in_the_same_pixels_by_the_same_chain_is_not_looked_for_aga
 
     image = read_image(FACES / "one_face.jpg")
     calls = []
-    real = chain.find_face
-    monkeypatch.setattr(chain, "find_face", lambda seen, settings, photo=None: calls.append(1) or real(seen, settings,
-                                                                                                        photo))
-    monkeypatch.setattr(chain, "_found", type(chain._found)())
+    real = chain.detect
+    monkeypatch.setattr(chain, "detect", lambda seen, settings, step: calls.append(1) or real(seen, settings, step))
+    chain.forget_found()
     dlib_chip = CropSettings(detector="yunet", fallback=["center"], align="dlib", size=150, fill_dark_patches=True)
     square = replace(dlib_chip, align="none", margin=0.1, size=224)  # a fusion's second member: same chain, own cut
     chip = crop_face(image, dlib_chip)
     loose = crop_face(image, square)
     assert len(calls) == 1 and chip.image.shape == (150, 150, 3) and loose.image.shape == (224, 224, 3)
-    monkeypatch.setattr(chain, "_found", type(chain._found)())
+    chain.forget_found()
     assert np.array_equal(crop_face(image, square).image, loose.image)  # the same crop as when looked for afresh
     assert len(calls) == 2
     crop_face(image, replace(square, yunet_confidence=0.9))  # another chain looks again
