@@ -16,7 +16,7 @@ from evaluation.plots import curves_for, retrieval_figure
 from evaluation.verification import pair_report
 from dataset import DataSettings, list_identities, query_gallery_split
 from pipeline.embedding import embed_paths
-from search.exact import unit
+from search.exact import cosine_distance, unit
 from search.retrieval import retrieve
 from search.retrieval_settings import RetrievalSettings
 from utils import DataError, get_logger
@@ -109,7 +109,7 @@ def decision_report(query: np.ndarray, gallery: np.ndarray, correct: list[set[in
     non-mated one (its own person's photos taken out of the gallery), ranked by the retrieval pipeline
     (`retrieved`: its (distances, ranked) when the caller has them already)."""
     q, g = unit(np.asarray(query, np.float32)), unit(np.asarray(gallery, np.float32))
-    dist = 1.0 - q @ g.T
+    dist = cosine_distance(q @ g.T)
     genuine_mask = np.zeros(dist.shape, bool)
     for i, c in enumerate(correct):
         genuine_mask[i, list(c)] = True

@@ -33,6 +33,14 @@ def unit(x: np.ndarray, block: int = 65536) -> np.ndarray:
     return out
 
 
+def cosine_distance(similarity: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+    """1 - cosine similarity, never below 0 and never -0.0: a photo's similarity with itself rounds a hair past 1 on
+    some CPUs and in some orders of summation (1 - cos = -2e-7), which would print as "-0.000"."""
+    if isinstance(similarity, torch.Tensor):
+        return (1.0 - similarity).clamp_(min=0.0).add_(0.0)
+    return np.maximum(1.0 - np.asarray(similarity), 0.0) + 0.0
+
+
 def exact_knn(queries: np.ndarray, gallery: np.ndarray, k: int, metric: str = "cosine",
               chunk_size: int = 1024, *, normalized: bool = False,
               gallery_sq: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -67,7 +75,7 @@ def exact_knn(queries: np.ndarray, gallery: np.ndarray, k: int, metric: str = "c
         for g0 in range(0, len(g), step):
             part = g[g0:g0 + step]
             if metric == "cosine":
-                dist = 1.0 - block @ part.T
+                dist = cosine_distance(block @ part.T)
             elif metric == "manhattan":
                 dist = torch.cdist(block, part, p=1.0)
             else:

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from search.exact import check_metric, exact_knn, unit
+from search.exact import check_metric, cosine_distance, exact_knn, unit
 from search.retrieval_settings import RetrievalSettings
 from utils import ConfigError, FacematchError, atomic_write, get_logger
 
@@ -389,7 +389,7 @@ class FaissIndex(Index):
             dist, labels = np.take_along_axis(dist, order, 1), np.take_along_axis(labels, order, 1)
             labels[~np.take_along_axis(keep, order, 1)] = -1
         missing = labels < 0
-        dist = np.sqrt(np.maximum(dist, 0)) if self.metric == "euclidean" else 1.0 - dist
+        dist = np.sqrt(np.maximum(dist, 0)) if self.metric == "euclidean" else cosine_distance(dist)
         dist[missing] = np.inf
         ids = np.where(missing, -1, self._ids[np.maximum(labels, 0)])
         # faiss's approximate distances can be out of order by rounding; keep them ascending

@@ -13,14 +13,14 @@ from typing import Callable
 
 import numpy as np
 
-from search.exact import exact_knn, unit
+from search.exact import cosine_distance, exact_knn, unit
 from search.retrieval_settings import RetrievalSettings
 from utils import lookup
 
 
 def _rescore(new_queries: np.ndarray, gallery: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Cosine distances from each (new) query to its own shortlist, shortlist sorted again."""
-    dist = 1.0 - np.einsum("qd,qsd->qs", new_queries, gallery[ids])
+    dist = cosine_distance(np.einsum("qd,qsd->qs", new_queries, gallery[ids]))
     order = np.argsort(dist, axis=1, kind="stable")
     return np.take_along_axis(dist, order, 1).astype(np.float32), np.take_along_axis(ids, order, 1)
 
@@ -59,7 +59,7 @@ def dba(queries, gallery, dist, ids, settings: RetrievalSettings):
     weights = sim ** alpha if alpha else np.ones_like(sim)
     augmented = unit(np.einsum("bn,bnd->bd", weights, gallery[g_ids]))
     local = np.searchsorted(shown, ids)
-    dist = 1.0 - np.einsum("qd,qsd->qs", queries, augmented[local])
+    dist = cosine_distance(np.einsum("qd,qsd->qs", queries, augmented[local]))
     order = np.argsort(dist, axis=1, kind="stable")
     return np.take_along_axis(dist, order, 1).astype(np.float32), np.take_along_axis(ids, order, 1)
 

@@ -212,3 +212,24 @@ def test_registry_and_config():
     assert faiss.extract_index_ivf(index.index).nprobe == 3
     hnsw = build_index("HNSW16", D, ef_search=33)
     assert faiss.downcast_index(hnsw.index.index).hnsw.efSearch == 33
+
+
+@pytest.mark.parametrize("spec", list(BACKENDS))
+def test_a_vectors_distance_to_itself_is_never_below_zero_or_printed_negative(spec):
+    """1 - cos of a unit vector with itself rounds a hair below 0 for about one vector in five (float32 sums; which
+    ones depends on the CPU): every search answers 0 there, never -2e-7 or -0.0, which prints as "-0.000"."""
+    from search.exact import cosine_distance
+    from search.rerank import rerank
+
+    vectors = np.random.default_rng(3).standard_normal((500, 128)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    assert (1.0 - np.einsum("nd,nd->n", vectors, vectors) < 0).any(), "the data holds the case the test is about"
+    index = build_index(spec, 128, "cosine", **BACKENDS[spec])
+    index.add(vectors, np.arange(len(vectors)))
+    dist, ids = index.search(vectors, 3)
+    assert (ids[:, 0] == np.arange(len(vectors))).mean() > 0.95
+    assert (dist >= 0).all() and not np.signbit(dist).any()
+    assert {f"{d:.3f}" for d in dist[:, 0]} == {"0.000"}
+    d2, _ = rerank(vectors, vectors, dist, ids, RetrievalSettings(rerank=["aqe"]))
+    assert (d2 >= 0).all() and not np.signbit(d2).any()
+    assert not np.signbit(cosine_distance(np.float32(1.0) + np.float32(1e-7))).any()

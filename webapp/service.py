@@ -26,7 +26,7 @@ import numpy as np
 
 from dataset import DataSettings
 from evaluation.calibration import decide
-from search.exact import unit
+from search.exact import cosine_distance, unit
 from search.feedback import FEEDBACK, FeedbackSettings, next_round
 from evaluation.calibration import match_words
 from pipeline.store import NO_FACE, NotFoundError, StoreError
@@ -309,7 +309,7 @@ class Service:
         marked = {row[n]: v for n, v in merged.items() if n in row}
         shown = {row[n] for n in list(s.shown) + list(s.exclude) if n in row}
         rows = next_round(method, s.query, vectors, marked, shown, int(self.web.k), self.feedback) if len(names) else []
-        dist = 1.0 - vectors[rows] @ s.query if rows else []
+        dist = cosine_distance(vectors[rows] @ s.query) if rows else []
         s.marks, s.method = merged, method
         s.results = [(names[r], float(d)) for r, d in zip(rows, dist)]
         s.shown += [n for n, _ in s.results]
