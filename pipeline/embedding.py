@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from dataset import COVER_KINDS, DataSettings, degrade
-from detection import CropReport, CropSettings, ImageReadError, crop_face, crop_paths, list_images, load_crop, read_image
+from detection import Crop, CropReport, CropSettings, ImageReadError, crop_face, crop_paths, list_images, load_crop, read_image
 from detection.covers import EVALUATION, CoverRanges, cover, face_of
 from network import EmbeddingNet, FusedNet, batch_size_for, checkpoint_fingerprint, embed
 from runtime import OnnxFusion, OnnxNet
@@ -77,13 +77,8 @@ def embed_paths(paths: list[Path], model: EmbeddingNet | FusedNet | OnnxNet | On
         found = cache.get(keys)
     todo = [i for i in range(len(kept)) if cache is None or keys[i] not in found]
     emb = np.zeros((len(kept), model.embedding_size), dtype=np.float32)
-    if todo and isinstance(model, OnnxNet):
-        batch = int(retrieval.batch_size) if str(retrieval.batch_size).isdigit() else ONNX_BATCH
-        emb[todo] = onnx_embed(model, [images[i] for i in todo], batch, desc=f"embedding {what}", tta=tta)
-    elif todo:
-        batch = batch_size_for(model, retrieval.batch_size, device)
-        emb[todo] = embed(model, [images[i] for i in todo], batch, device,
-                          desc=f"embedding {what}", tta=tta, num_workers=int(data.num_workers))
+    if todo:
+        emb[todo] = embed_crops(model, [images[i] for i in todo], device, what, retrieval, int(data.num_workers))
     if cache is not None:
         for i, key in enumerate(keys):
             if key in found:
@@ -93,6 +88,28 @@ def embed_paths(paths: list[Path], model: EmbeddingNet | FusedNet | OnnxNet | On
     return EmbeddedFolder([p.name for p, _ in kept], images, emb,
                           [str(p) for p, c in zip(paths, crops) if c is None], len(todo), len(kept) - len(todo),
                           [p for p, _ in kept])
+
+
+def embed_crops(model: EmbeddingNet | OnnxNet, crops: list[Path | np.ndarray], device, what: str,
+                retrieval: RetrievalSettings = RetrievalSettings(), num_workers: int = 0) -> np.ndarray:
+    """Crops embedded by one network, in PyTorch or ONNX Runtime, with retrieval.tta and retrieval.batch_size."""
+    if isinstance(model, OnnxNet):
+        batch = int(retrieval.batch_size) if str(retrieval.batch_size).isdigit() else ONNX_BATCH
+        return onnx_embed(model, crops, batch, desc=f"embedding {what}", tta=retrieval.tta)
+    batch = batch_size_for(model, retrieval.batch_size, device)
+    return embed(model, crops, batch, device, desc=f"embedding {what}", tta=retrieval.tta, num_workers=num_workers)
+
+
+def embed_photo(image: np.ndarray, model: EmbeddingNet | FusedNet | OnnxNet | OnnxFusion, device,
+                retrieval: RetrievalSettings = RetrievalSettings()) -> tuple[np.ndarray | None, list[Crop | None]]:
+    """One photo already read (an upload held in memory: no file written, no cache kept) cropped and embedded as
+    embed_paths does it: (its unit embedding, or None where a network finds no face; each network's crop, or None)."""
+    members = list(model.members) if isinstance(model, (FusedNet, OnnxFusion)) else [model]
+    crops = [crop_face(image, member.crop_settings()) for member in members]
+    if any(c is None for c in crops):
+        return None, crops
+    parts = [embed_crops(member, [c.image], device, "a photo", retrieval) for member, c in zip(members, crops)]
+    return (model.fuse(parts) if len(members) > 1 else parts[0])[0], crops
 
 
 def embed_fused(paths: list[Path], model: FusedNet | OnnxFusion, device, what: str, **settings) -> EmbeddedFolder:

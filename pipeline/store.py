@@ -12,12 +12,15 @@ line is `facematch store` (cli/gallery.py).
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import shutil
 import sqlite3
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -27,7 +30,8 @@ from utils import FacematchError, atomic_write, connect, get_logger
 
 log = get_logger()
 NO_FACE = ("center", "guess")  # chain steps that always give a crop, face or not
-SWEEP_AFTER = 600  # seconds: a file no row names, older than this, is a crashed add's (a running add takes less)
+SWEEP_AFTER = 600  # seconds: where an add may be running, a file no row names older than this is a crashed add's
+LOCK = "store.lock"  # every add holds a shared lock on it while it writes files; a sweep that gets it alone knows none runs
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -103,7 +107,7 @@ class GalleryStore:
         r = retrieval
         source = getattr(model, "source", None) or checkpoint  # an export made for model.runtime: onnx is the model
         meta = {"checkpoint": str(Path(source).resolve()), "fingerprint": checkpoint_fingerprint(model),
-                "preprocessing": model.meta, "dim": model.embedding_size, "tta": r.tta,
+                "preprocessing": model.meta, "arch": getattr(model, "arch", ""), "dim": model.embedding_size, "tta": r.tta,
                 "index": r.index, "nprobe": r.nprobe, "ef_search": r.ef_search, "version": 0,
                 "created": time.time(), "data": asdict(data)}
         with conn:
@@ -128,15 +132,17 @@ class GalleryStore:
         return store
 
     def sweep(self, older_than: float = SWEEP_AFTER) -> int:
-        """Delete the files in photos/ and crops/ that no row names and that are older than `older_than` seconds
-        (left by an add killed between writing them and its transaction); returns how many."""
-        named = {p for row in self.conn.execute("SELECT file, crop FROM photos") for p in row}
-        now, swept = time.time(), 0
-        for folder in ("photos", "crops"):
-            for path in (self.root / folder).glob("*") if (self.root / folder).is_dir() else []:
-                if f"{folder}/{path.name}" not in named and now - path.stat().st_mtime > older_than:
-                    path.unlink(missing_ok=True)
-                    swept += 1
+        """Delete the files in photos/ and crops/ that no row names (left by an add killed between writing them and
+        its transaction); returns how many. When no add is running in any process (the store's lock is free: a
+        killed process holds none), every such file goes; while one runs, only those older than `older_than` s."""
+        with _lock(self.root, fcntl.LOCK_EX | fcntl.LOCK_NB) as alone:
+            named = {p for row in self.conn.execute("SELECT file, crop FROM photos") for p in row}
+            now, swept = time.time(), 0
+            for folder in ("photos", "crops"):
+                for path in (self.root / folder).glob("*") if (self.root / folder).is_dir() else []:
+                    if f"{folder}/{path.name}" not in named and (alone or now - path.stat().st_mtime > older_than):
+                        path.unlink(missing_ok=True)
+                        swept += 1
         if swept:
             log.info(f"{self.root}: {swept} files no photo names (an add that was killed) swept away")
         return swept
@@ -230,58 +236,73 @@ class GalleryStore:
     def add(self, paths: list[str | Path], checkpoint: str | Path | None = None, allow_no_face: bool = False) -> AddReport:
         """Crop, embed and store photos (files, or folders searched recursively) in one transaction;
         the same content is stored once. A photo where no detector found a face (the chain fell back to a guess or
-        the centre) is left out and reported, unless `allow_no_face`. Nothing is stored when anything fails.
-        Files are written before the transaction that names them; a crash between leaves files no row names,
-        which the next open sweeps away."""
+        the centre) is left out and reported, unless `allow_no_face`. Nothing is stored when anything fails."""
         report = AddReport()
-        known = {r[0] for r in self.conn.execute("SELECT sha1 FROM photos")}
-        taken = {r[0] for r in self.conn.execute("SELECT name FROM photos")}
-        fresh = _new_photos(_image_files(paths), known, report)
+        fresh = _new_photos(_image_files(paths), self._stored_sha1s(), report)
         if not fresh:
             return report
         emb = self.embed([f for f, _ in fresh], "photos to add", checkpoint)
         sha_of = dict(fresh)
         report.skipped = list(emb.skipped)
-        rows, copied = [], []
-        try:
-            for f, crop, vector in zip(emb.paths, emb.crops, emb.embeddings):
-                if not allow_no_face and _how(crop) in NO_FACE:
-                    report.no_face.append(str(f))
-                    continue
-                sha = sha_of[f]
-                unique = f.name if f.name not in taken else f"{sha[:8]}_{f.name}"
-                taken.add(unique)
-                photo_file, crop_file = Path("photos") / f"{sha}{f.suffix.lower()}", Path("crops") / f"{sha}.png"
-                (self.root / "photos").mkdir(exist_ok=True)
-                (self.root / "crops").mkdir(exist_ok=True)
-                shutil.copyfile(f, self.root / photo_file)
-                copied.append(self.root / photo_file)
-                _write_crop(crop, self.root / crop_file)
-                copied.append(self.root / crop_file)
-                rows.append((unique, sha, str(photo_file), str(crop_file), _how(crop), vector))
-            if not rows:  # every photo was skipped: nothing changes, not even the version
-                return report
-            with self.conn:
-                new_ids = []
-                for name, sha, pf, cf, how, vector in rows:
-                    cur = self.conn.execute(
-                        "INSERT INTO photos (name, sha1, file, crop, how, vector, added) VALUES (?,?,?,?,?,?,?)",
-                        (name, sha, pf, cf, how, np.asarray(vector, "<f4").tobytes(), time.time()))
-                    new_ids.append(cur.lastrowid)
-                    report.added.append(name)
-                self._bump(self.conn)
-        except BaseException:
-            for path in copied:  # a failed add leaves no stray files behind
-                if path.exists() and not self.conn.execute(
-                        "SELECT 1 FROM photos WHERE file=? OR crop=?", (str(path.relative_to(self.root)),) * 2).fetchone():
-                    path.unlink()
-            raise
+        new = [NewPhoto(f.name, sha_of[f], f.suffix.lower(), lambda target, f=f: shutil.copyfile(f, target), crop,
+                        _how(crop), vector, str(f)) for f, crop, vector in zip(emb.paths, emb.crops, emb.embeddings)]
+        return self.add_embedded(new, allow_no_face, report)
+
+    def add_embedded(self, photos: list["NewPhoto"], allow_no_face: bool = False,
+                     report: AddReport | None = None) -> AddReport:
+        """Store photos already cropped and embedded as this store embeds (an upload the page checked in memory) in
+        one transaction; the same content is stored once, a photo with no face found is left out unless
+        `allow_no_face`. Files are written before the transaction that names them, under the store's shared lock:
+        a crash between leaves files no row names, which the next open sweeps away."""
+        report = report or AddReport()
+        known, taken = self._stored_sha1s(), {r[0] for r in self.conn.execute("SELECT name FROM photos")}
+        rows, written = [], []
+        with _lock(self.root, fcntl.LOCK_SH):
+            try:
+                for photo in photos:
+                    if photo.sha in known:
+                        report.duplicates.append(photo.shown or photo.name)
+                        continue
+                    if not allow_no_face and photo.how in NO_FACE:
+                        report.no_face.append(photo.shown or photo.name)
+                        continue
+                    known.add(photo.sha)
+                    unique = photo.name if photo.name not in taken else f"{photo.sha[:8]}_{photo.name}"
+                    taken.add(unique)
+                    photo_file, crop_file = Path("photos") / f"{photo.sha}{photo.suffix}", Path("crops") / f"{photo.sha}.png"
+                    for folder in ("photos", "crops"):
+                        (self.root / folder).mkdir(exist_ok=True)
+                    written.append(self.root / photo_file)
+                    photo.write(self.root / photo_file)
+                    written.append(self.root / crop_file)
+                    _write_crop(photo.crop, self.root / crop_file)
+                    rows.append((unique, photo.sha, str(photo_file), str(crop_file), photo.how, photo.vector))
+                if not rows:  # every photo was left out: nothing changes, not even the version
+                    return report
+                with self.conn:
+                    new_ids = []
+                    for name, sha, pf, cf, how, vector in rows:
+                        cur = self.conn.execute(
+                            "INSERT INTO photos (name, sha1, file, crop, how, vector, added) VALUES (?,?,?,?,?,?,?)",
+                            (name, sha, pf, cf, how, np.asarray(vector, "<f4").tobytes(), time.time()))
+                        new_ids.append(cur.lastrowid)
+                        report.added.append(name)
+                    self._bump(self.conn)
+            except BaseException:
+                for path in written:  # a failed add leaves no stray files behind
+                    if path.exists() and not self.conn.execute(
+                            "SELECT 1 FROM photos WHERE file=? OR crop=?", (str(path.relative_to(self.root)),) * 2).fetchone():
+                        path.unlink()
+                raise
         if self._index is not None:
             self._index.add(np.stack([r[5] for r in rows]).astype(np.float32), np.array(new_ids, dtype=np.int64))
             self._save_index()
         else:
             self.index()
         return report
+
+    def _stored_sha1s(self) -> set[str]:
+        return {r[0] for r in self.conn.execute("SELECT sha1 FROM photos")}
 
     def remove(self, names: list[str]) -> int:
         """Remove photos by name; returns how many were removed. An unknown name is an error."""
@@ -367,14 +388,60 @@ class GalleryStore:
         with self.conn:
             self.conn.execute("DELETE FROM names WHERE name=?", (_clean_name(name, self.root),))
 
+    def networks(self) -> list[dict]:
+        """Each network that embeds for this store and how it crops a photo: one for a single network, one per
+        member of a fusion ({'network', 'weight', 'crop': its saved crop settings})."""
+        pre = self.meta["preprocessing"]
+        names = str(self.meta.get("arch") or "").split("+")
+        parts = pre["members"] if "members" in pre else [pre]
+        weights = pre.get("weights") or [1.0] * len(parts)
+        return [{"network": names[i] if len(names) == len(parts) and names[i] else f"network {i + 1}",
+                 "weight": float(w), "crop": part["crop"]} for i, (part, w) in enumerate(zip(parts, weights))]
+
     def info(self) -> dict:
-        """What the store holds and what made it."""
+        """What the store holds and what made it (a fusion's crops member by member)."""
         ids, _, _ = self.vectors()
+        nets = self.networks()
+        crops = [f"{n['crop']['detector']} + {n['crop']['align']}" for n in nets]
         return {"store": self.root.name, "photos": len(ids), "checkpoint": Path(self.meta["checkpoint"]).name,
                 "fingerprint": self.meta["fingerprint"], "index": self.meta["index"], "dim": self.meta["dim"],
-                "tta": self.meta["tta"], "crop": self.meta["preprocessing"]["crop"]["detector"] + " + "
-                + self.meta["preprocessing"]["crop"]["align"], "names learned": self.conn.execute(
-                    "SELECT COUNT(*) FROM names").fetchone()[0], "version": self.meta["version"]}
+                "tta": self.meta["tta"],
+                "crop": crops[0] if len(nets) == 1 else "; ".join(
+                    f"{n['network']} ({n['weight']:g}): {c}" for n, c in zip(nets, crops)),
+                "networks": [{"network": n["network"], "weight": n["weight"], "detector": n["crop"]["detector"],
+                              "align": n["crop"]["align"], "size": n["crop"]["size"]} for n in nets],
+                "names learned": self.conn.execute("SELECT COUNT(*) FROM names").fetchone()[0],
+                "version": self.meta["version"]}
+
+
+@dataclass
+class NewPhoto:
+    """A photo cropped and embedded, ready to store: its name, content, how to write its file, its crop, how its face
+    was found and its embedding."""
+    name: str                            # the name it is stored under (made unique when taken)
+    sha: str                             # sha1 of its bytes: the same photo is stored once
+    suffix: str                          # its file's suffix, lower case
+    write: Callable[[Path], None]        # writes the photo's file to the path given
+    crop: Path | np.ndarray
+    how: str                             # the chain step that found its face (NO_FACE: none did)
+    vector: np.ndarray
+    shown: str = ""                      # what a report calls it (its path or uploaded name)
+
+
+@contextlib.contextmanager
+def _lock(root: Path, how: int) -> Iterator[bool]:
+    """The store's lock file held as `how` (fcntl.LOCK_SH for an add, LOCK_EX | LOCK_NB for a sweep) for the block;
+    yields whether it was got. The kernel lets go of it when its process dies, however it dies."""
+    with open(root / LOCK, "a") as handle:
+        try:
+            fcntl.flock(handle, how)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _image_files(paths: list[str | Path]) -> list[Path]:

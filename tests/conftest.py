@@ -75,3 +75,31 @@ def new_store(root, ckpt):
 
     model, cfg, _ = load_for_inference(ckpt)
     return GalleryStore.create(root, ckpt, model, RetrievalSettings(**cfg["retrieval"]), DataSettings(**cfg["data"]))
+
+
+def make_serve_recipe() -> list[str]:
+    """The Makefile's QUICK_BEST, as `make serve` and `make demo` pass it: config/best.yaml with FaceRes as it is."""
+    import re
+    import shlex
+
+    line = re.search(r"^QUICK_BEST := (.+)$", (ROOT / "Makefile").read_text(), re.M).group(1)
+    return shlex.split(line.replace("$(comma)", ","))
+
+
+@pytest.fixture(scope="session")
+def best_store(tmp_path_factory) -> Path:
+    """What `make serve` builds, by its own commands, on the fixtures' people instead of data/sample's: config/best.yaml's
+    fusion as the Makefile trains it (dlib's network fine-tuned, fused with FaceRes as it is), then the page's store
+    (about 30 s). Copy it before changing it."""
+    from cli import main
+    from backbones.faceres import models_dir
+
+    if not (models_dir() / "faceres.json").is_file():
+        pytest.skip(f"FaceRes's weights are not installed in {models_dir()} (make venv runs `facematch weights`)")
+    work = tmp_path_factory.mktemp("best")
+    caches = [f"data.cache_dir={work / 'cache'}", f"data.embedding_cache={work / 'embeddings.sqlite'}"]
+    assert main(["train", *make_serve_recipe(), f"data.train_dir={PEOPLE}", "data.val_fraction=0.4",
+                 f"train.out_dir={work / 'best'}", f"train.figure={work / 'curve.png'}", *caches]) == 0
+    assert main(["store", "build", "--store", str(work / "store"), "--checkpoint", str(work / "best" / "best.pt"),
+                 str(PEOPLE), *caches]) == 0
+    return work / "store"

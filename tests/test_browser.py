@@ -121,20 +121,31 @@ def drive(page, url: str, photo: Path, person: str, screenshot: Path | None, tru
     return {"first": first, "second": second, "by_name": by_name}
 
 
-def test_the_page_in_a_browser(tmp_path, tmp_path_factory):
+def test_the_page_in_a_browser_on_the_store_make_serve_builds(tmp_path, best_store):
+    """The flow on config/best.yaml's fusion as `make serve` builds it (conftest.best_store), and /docs drawn offline
+    with its operations listed."""
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (Python) is not installed")
+    from playwright.sync_api import expect
+
     from cli import web
-    from test_web import tiny_store, web_cfg
+    from test_web import web_cfg
 
     with sync_api.sync_playwright() as playwright:
         browser = launch(playwright)  # first: a browser that cannot start skips before any work
         try:
-            root = Path(shutil.copytree(tiny_store(tmp_path_factory), tmp_path / "store"))
+            root = Path(shutil.copytree(best_store, tmp_path / "store"))
             app = web.app_for(root, web_cfg("web.allowed_hosts=[127.0.0.1]"))
             served = Served(app)
             try:
                 page = browser.new_page(viewport={"width": 1100, "height": 900})
                 seen = drive(page, served.url, FACES / "one_face.jpg", "John Doe", tmp_path / "web.png")
+                expect(page.locator("header .meta")).to_contain_text("2 networks fused")
+                failures = []
+                page.on("pageerror", lambda exc: failures.append(str(exc)))
+                page.goto(served.url + "/docs")
+                expect(page.locator(".opblock-summary-path", has_text="/api/search").first).to_be_visible()
+                expect(page.get_by_text("Unable to render this definition")).to_have_count(0)
+                assert not failures, failures
             finally:
                 served.stop()
                 app.state.web.close()

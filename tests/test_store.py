@@ -146,22 +146,53 @@ def test_a_stale_index_on_disk_is_rebuilt_and_the_search_command_prints_the_near
     assert [float(d) for _, d in results] == sorted(float(d) for _, d in results)
 
 
-def test_files_left_by_a_killed_add_are_swept_at_open(tmp_path, tiny_cfg, photos):
+KILLED_ADD = """
+import hashlib, os, signal, sys
+import numpy as np
+from pipeline.store import GalleryStore, NewPhoto
+store = GalleryStore.open(sys.argv[1])
+def write(target, n=[0]):
+    target.write_bytes(b"photo")
+    n[0] += 1
+    if n[0] == 3:  # the third photo's file is written: killed before the transaction that names them
+        os.kill(os.getpid(), signal.SIGKILL)
+dim = int(store.meta["dim"])
+store.add_embedded([NewPhoto(f"p{i}.jpg", hashlib.sha1(str(i).encode()).hexdigest(), ".jpg", write,
+                             np.zeros((8, 8, 3), np.uint8), "haar", np.ones(dim, np.float32)) for i in range(5)])
+"""
+
+
+def test_files_left_by_a_killed_add_are_swept_at_the_next_open(tmp_path, tiny_cfg, photos):
+    """kill -9 in the middle of an add, then an open at once: every file no row names is gone (no add is running:
+    the store's lock is free); while an add runs in another process, only files older than SWEEP_AFTER go."""
+    import fcntl
     import os
+    import subprocess
+    import sys
     import time
 
     root = tmp_path / "store"
     store = new_store(root, checkpoint(tmp_path, tiny_cfg))
     store.add([photos], allow_no_face=True)
+    store.conn.close()
     kept = sorted(p.name for p in (root / "photos").iterdir())
-    old, fresh = root / "photos" / "dead.jpg", root / "crops" / "dead.png"  # as `kill -9` between copy and commit
+    killed = subprocess.run([sys.executable, "-c", KILLED_ADD, str(root)], capture_output=True, timeout=120)
+    assert killed.returncode == -9, killed.stderr.decode()[-2000:]
+    assert len(list((root / "photos").iterdir())) == len(kept) + 3  # the orphans the attack left
+    again = GalleryStore.open(root)
+    assert sorted(p.name for p in (root / "photos").iterdir()) == kept and len(again) == len(kept)
+    assert len(list((root / "crops").iterdir())) == len(kept)
+    assert all(again.photo(n)["file"].is_file() for n in again.vectors()[1])
+
+    old, fresh = root / "photos" / "dead.jpg", root / "crops" / "dead.png"
     old.write_bytes(b"x")
     fresh.write_bytes(b"x")
     os.utime(old, (time.time() - 3600, time.time() - 3600))
-    again = GalleryStore.open(root)
-    assert not old.exists() and fresh.exists()  # a file that young may be a running add's
-    assert sorted(p.name for p in (root / "photos").iterdir()) == kept and len(again) == len(kept)
-    assert all(again.photo(n)["file"].is_file() for n in again.vectors()[1])
+    with open(root / "store.lock", "a") as running_add:  # another process's add holds the lock now
+        fcntl.flock(running_add, fcntl.LOCK_SH)
+        assert again.sweep() == 1
+    assert not old.exists() and fresh.exists()  # a file that young may be the running add's
+    assert again.sweep() == 1 and not fresh.exists()
 
 
 def test_a_photo_with_no_face_is_left_out_and_reported_unless_asked(tmp_path, tiny_cfg, photos, capsys):

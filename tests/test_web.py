@@ -309,3 +309,36 @@ def test_name_prototypes_follow_the_marks(store_root):
     assert np.allclose(again.name_prototype("John Salley"), proto) and again.info()["version"] == version
     again.forget_name("John Salley")
     assert again.learned_names() == []
+
+
+@pytest.mark.slow
+def test_the_store_make_serve_builds_serves_the_page_info_search_and_add(best_store, tmp_path, capsys):
+    """The page over config/best.yaml's fusion, as `make serve` builds it: GET / and /api/info answer 200 and show how
+    each network crops; a search, an add and `facematch store info` work as on a single network's store."""
+    from cli import main
+
+    root = Path(shutil.copytree(best_store, tmp_path / "store"))
+    app = web.app_for(root, web_cfg())
+    try:
+        with TestClient(app, headers={"origin": "http://testserver"}) as c:
+            page = c.get("/")
+            assert page.status_code == 200
+            text = html.unescape(page.text)
+            assert "2 networks fused" in text and "dlib_resnet (0.4): faces by yunet" in text and "align dlib" in text
+            assert "faceres (0.6): faces by yunet" in text and "align none" in text
+            info = c.get("/api/info")
+            assert info.status_code == 200
+            nets = info.json()["networks"]
+            assert [(n["network"], n["align"], n["size"]) for n in nets] == [("dlib_resnet", "dlib", 150),
+                                                                            ("faceres", "none", 224)]
+            found = c.post("/api/search", files={"photo": ("me.jpg", (FACES / "one_face.jpg").read_bytes())})
+            assert found.status_code == 200 and len(found.json()["results"]) == 4, found.text
+            added = c.post("/api/photos", files={"photos": ("new.jpg", (FACES / "one_face.jpg").read_bytes())})
+            assert added.status_code == 200 and c.get("/api/info").json()["photos"] == info.json()["photos"] + 1
+            again = c.post("/api/search", files={"photo": ("me.jpg", (FACES / "one_face.jpg").read_bytes())}).json()
+            assert again["results"][0]["name"] == "new.jpg" and again["results"][0]["distance"] < 1e-3
+    finally:
+        app.state.web.close()
+    capsys.readouterr()
+    assert main(["store", "info", "--store", str(root)]) == 0
+    assert '"crop": "dlib_resnet (0.4): yunet + dlib; faceres (0.6): yunet + none"' in capsys.readouterr().out

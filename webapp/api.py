@@ -16,8 +16,8 @@ from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from webapp.dependencies import POST, read, run, service, session_id, with_cookie
-from webapp.errors import TooLarge, UserError
+from webapp.dependencies import POST, read, read_all, run, service, session_id, with_cookie
+
 
 api = APIRouter(prefix="/api", tags=["search"])
 
@@ -62,7 +62,7 @@ async def search(request: Request, photo: UploadFile = File(..., description="a 
     """Search by an uploaded photo: round 1, the nearest gallery photos."""
     svc = service(request)
     prepared = await svc.prepare([await read(photo, request)], "nothing was searched")
-    return await answer(request, svc.search_checked, *prepared)
+    return await answer(request, svc.search_checked, prepared)
 
 
 @api.post("/pick", **POST)
@@ -101,14 +101,9 @@ async def add(request: Request, photos: list[UploadFile] = File(..., description
               allow_no_face: bool = Form(False, description="add a photo where no detector finds a face")):
     """Add photos to the gallery (checked first: nothing is added when one is refused, a photo with no face
     included unless allow_no_face)."""
-    chosen = [p for p in photos if p.filename]
-    if len(chosen) > int(service(request).web.max_files):
-        raise TooLarge(f"{len(chosen)} files: at most {service(request).web.max_files} at once (web.max_files)")
     svc = service(request)
-    if not chosen:
-        raise UserError("choose one or more photos to add first")
-    prepared = await svc.prepare([await read(p, request) for p in chosen], "nothing was added to the gallery")
-    return await answer(request, svc.add_checked, *prepared, allow_no_face)
+    prepared = await svc.prepare(await read_all(photos, request), "nothing was added to the gallery")
+    return await answer(request, svc.add_checked, prepared, allow_no_face)
 
 
 @api.delete("/photos/{name}", **POST)

@@ -7,6 +7,7 @@ it is refused); /mark answers JSON for the page's script. A form from another or
 """
 from __future__ import annotations
 
+import contextlib
 import hmac
 from pathlib import Path
 
@@ -23,8 +24,8 @@ from dataset import DataSettings
 from search.feedback import FeedbackSettings
 from utils import FacematchError, get_logger
 from webapp.api import api
-from webapp.dependencies import POST, marks, read, run, service, with_cookie
-from webapp.errors import BodyTooLarge, Forbidden, TooLarge, UserError
+from webapp.dependencies import POST, marks, read, read_all, run, service, with_cookie
+from webapp.errors import BodyTooLarge, Forbidden, UserError
 from webapp.guards import TOKEN_COOKIE, allowed_hosts, check_serving, security_headers
 from webapp.service import Service, WebSettings
 
@@ -39,16 +40,22 @@ def create_app(store_root: str | Path, web: WebSettings = WebSettings(), feedbac
     """The search page's app over the store at `store_root`, with the page's bounds (web), the feedback
     methods' settings, the starting 'no one matches' rate and the caches (data). app.state.web is the
     Service; close it when done."""
-    import swagger_ui_bundle
-
     check_serving(web.host, str(web.token or ""), list(web.allowed_hosts))
+    service = Service(store_root, web, feedback, fpir=fpir, data=data)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        service.close()  # on every way out uvicorn takes, a SIGTERM's included
+
     app = FastAPI(title="facematch", description="The search page's JSON API (webapp/api.py)", redoc_url=None,
-                  docs_url=None)
-    app.state.web = Service(store_root, web, feedback, fpir=fpir, data=data)
-    app.add_middleware(BodyLimit, limit=int(web.max_upload_bytes) * int(web.max_files) + 2 ** 20)
+                  docs_url=None, lifespan=lifespan)
+    app.state.web = service
+    app.add_middleware(BodyLimit, uploads=int(web.max_upload_bytes) * int(web.max_files) + 2 ** 20,
+                       other=int(web.max_body_bytes))
     app.add_middleware(SecurityHeaders)
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts(web.host, list(web.allowed_hosts)))
-    app.mount("/static/swagger", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="swagger")
+    app.mount("/static/swagger", StaticFiles(directory=swagger_files()), name="swagger")
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     app.include_router(routes)
     app.include_router(api)
@@ -85,8 +92,8 @@ async def refused(request: Request, exc: Exception) -> Response:
                                           for e in exc.errors())
     elif isinstance(exc, HTTPException):
         status, message = exc.status_code, str(exc.detail)
-        if isinstance(exc.__cause__, BodyTooLarge):  # FastAPI's form parsing met BodyLimit's stop
-            status, message = 413, too_large(request.app.state.web.web)
+        if isinstance(exc.__cause__, BodyTooLarge):  # FastAPI's form or JSON parsing met BodyLimit's stop
+            status, message = 413, too_large(request.app.state.web.web, exc.__cause__.args[0])
     else:
         status, message = 400, str(exc)
     headers = {"Retry-After": "2"} if status == 503 else None
@@ -103,7 +110,9 @@ async def refused(request: Request, exc: Exception) -> Response:
             status_code=status))
 
 
-def too_large(web: WebSettings) -> str:
+def too_large(web: WebSettings, photos: bool) -> str:
+    if not photos:
+        return f"the request is too large: at most {int(web.max_body_bytes):,} bytes (web.max_body_bytes)"
     return (f"the upload is too large: at most {web.max_files} files of {int(web.max_upload_bytes) / 1e6:.1f} MB "
             f"(web.max_upload_bytes)")
 
@@ -112,11 +121,22 @@ def too_large(web: WebSettings) -> str:
 
 @routes.get("/docs", response_class=HTMLResponse)
 async def docs() -> Response:
-    """Swagger UI over /openapi.json, from files served here (swagger-ui-bundle), so it works offline."""
+    """Swagger UI over /openapi.json, from files served here, so it works offline."""
     return get_swagger_ui_html(openapi_url="/openapi.json", title="facematch API",
                                swagger_js_url="/static/swagger/swagger-ui-bundle.js",
                                swagger_css_url="/static/swagger/swagger-ui.css",
-                               swagger_favicon_url="/static/swagger/favicon-32x32.png")
+                               swagger_favicon_url="/static/swagger/favicon.png")
+
+
+def swagger_files() -> Path:
+    """Swagger UI 5 (it reads FastAPI's OpenAPI 3.1; swagger-ui-bundle's 4.15 could not), as the fastapi-offline
+    package ships it: its static folder, found without importing it."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("fastapi_offline")
+    if spec is None or spec.origin is None:
+        raise FacematchError("the package fastapi-offline (Swagger UI's files for /docs) is not installed: make venv")
+    return Path(spec.origin).parent / "static"
 
 
 @routes.get("/login")
@@ -141,7 +161,7 @@ async def index(request: Request, page: int = 0) -> Response:
 async def search(request: Request, photo: UploadFile | None = File(None)) -> Response:
     svc = service(request)
     prepared = await svc.prepare([await read(photo, request)], "nothing was searched")
-    return await act(request, svc.search_checked, *prepared)
+    return await act(request, svc.search_checked, prepared)
 
 
 @routes.post("/pick", **POST)
@@ -163,14 +183,9 @@ async def refine(request: Request, method: str = Form(""), marked: dict = Depend
 
 @routes.post("/add", **POST)
 async def add(request: Request, photos: list[UploadFile] = File([]), allow_no_face: str = Form("")) -> Response:
-    chosen = [p for p in photos if p.filename]
-    if len(chosen) > int(service(request).web.max_files):
-        raise TooLarge(f"{len(chosen)} files: at most {service(request).web.max_files} at once (web.max_files)")
     svc = service(request)
-    if not chosen:
-        raise UserError("choose one or more photos to add first")
-    prepared = await svc.prepare([await read(p, request) for p in chosen], "nothing was added to the gallery")
-    return await act(request, svc.add_checked, *prepared, bool(allow_no_face))
+    prepared = await svc.prepare(await read_all(photos, request), "nothing was added to the gallery")
+    return await act(request, svc.add_checked, prepared, bool(allow_no_face))
 
 
 @routes.post("/fpir", **POST)
@@ -240,20 +255,26 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
-class BodyLimit:
-    """ASGI middleware: a request body past `limit` bytes stops being read (BodyTooLarge), even
-    when it comes without a Content-Length; one that declares more is refused with 413 at once."""
+UPLOADS = {"/search", "/add", "/api/search", "/api/photos"}  # the routes that take photos; every other body is small
 
-    def __init__(self, app, limit: int):
-        self.app, self.limit = app, limit
+
+class BodyLimit:
+    """ASGI middleware: a request body past its route's limit (`uploads` for the routes that take photos, `other`,
+    web.max_body_bytes, for every other) is refused with 413 at once when its Content-Length says so, and stops being
+    read (BodyTooLarge) at the limit when it comes without one: a large body to a small route is never read whole."""
+
+    def __init__(self, app, uploads: int, other: int):
+        self.app, self.uploads, self.other = app, uploads, other
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        photos = scope["path"] in UPLOADS
+        limit = self.uploads if photos else self.other
         declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            message = (f"the request is too large: {int(declared):,} bytes, more than {self.limit:,} in all "
-                       f"(web.max_upload_bytes × web.max_files)")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            message = (f"the request is too large: {int(declared):,} bytes, more than {limit:,} in all "
+                       + ("(web.max_upload_bytes × web.max_files)" if photos else "(web.max_body_bytes)"))
             if scope["path"].startswith("/api/"):
                 return await JSONResponse({"error": message, "status": 413}, status_code=413)(scope, receive, send)
             text = TEMPLATES.get_template("error.html").render(error=message + ".")
@@ -264,8 +285,8 @@ class BodyLimit:
             nonlocal seen
             message = await receive()
             seen += len(message.get("body", b""))
-            if seen > self.limit:
-                raise BodyTooLarge()
+            if seen > limit:
+                raise BodyTooLarge(photos)
             return message
 
         await self.app(scope, limited, send)

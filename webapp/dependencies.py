@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import Depends, Request, UploadFile
 from fastapi.responses import Response
 
-from webapp.errors import UserError
+from webapp.errors import TooLarge, UserError
 from webapp.guards import same_origin
 from webapp.service import MARKS, Service
 
@@ -50,6 +50,17 @@ async def read(upload: UploadFile | None, request: Request) -> tuple[str, bytes]
     if upload is None or not upload.filename:
         raise UserError("choose a photo first")
     return upload.filename, await upload.read(int(service(request).web.max_upload_bytes) + 1)
+
+
+async def read_all(photos: list[UploadFile], request: Request) -> list[tuple[str, bytes]]:
+    """(file name, bytes) of each photo of an add: one at least, at most web.max_files."""
+    chosen = [p for p in photos if p.filename]
+    most = int(service(request).web.max_files)
+    if len(chosen) > most:
+        raise TooLarge(f"{len(chosen)} files: at most {most} at once (web.max_files)")
+    if not chosen:
+        raise UserError("choose one or more photos to add first")
+    return [await read(p, request) for p in chosen]
 
 
 POST = {"dependencies": [Depends(same_origin)]}

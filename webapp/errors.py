@@ -46,4 +46,4 @@ class ServerFailure(UserError):
 
 
 class BodyTooLarge(Exception):
-    """A request body past the limit (raised while it is being read)."""
+    """A request body past the limit (raised while it is being read); its argument: whether the route takes photos."""

@@ -10,10 +10,9 @@ rows shown, round, method); the web.max_sessions most recently used are kept.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
 import secrets
-import shutil
-import tempfile
 import threading
 import time
 from collections import OrderedDict
@@ -29,7 +28,7 @@ from evaluation.calibration import decide
 from search.exact import cosine_distance, unit
 from search.feedback import FEEDBACK, FeedbackSettings, next_round
 from evaluation.calibration import match_words
-from pipeline.store import NO_FACE, NotFoundError, StoreError
+from pipeline.store import NO_FACE, NewPhoto, NotFoundError, StoreError
 from utils import get_logger, lookup
 from webapp import fields
 from webapp.errors import Busy, NoFace, NotFound, ServerFailure, TooLarge, UserError
@@ -47,6 +46,7 @@ class WebSettings:
     port: int = 8000
     k: int = 12
     max_upload_bytes: int = 10_000_000
+    max_body_bytes: int = 2_000_000
     max_pixels: int = 40_000_000
     max_files: int = 20
     max_sessions: int = 100
@@ -80,9 +80,11 @@ class Session:
 
 @dataclass
 class Checked:
-    """An upload that passed every check: saved, cropped and embedded."""
+    """An upload that passed every check, cropped and embedded in memory: nothing of it is written anywhere until it
+    is added to the gallery (a photo searched for never touches the disk, so none outlives the process)."""
     shown: str  # its file name as uploaded
-    path: Path
+    name: str   # a safe file name for it, with the suffix of its real format
+    data: bytes
     note: str  # format and size, in words
     step: str  # the chain step that found the face
     vector: np.ndarray
@@ -120,7 +122,6 @@ class Service:
         self.heavy = ThreadPoolExecutor(1, thread_name_prefix="facematch-embed")
         self.slots = threading.BoundedSemaphore(int(web.max_queued))
         self.sessions: OrderedDict[str, Session] = OrderedDict()
-        self.scratch = Path(tempfile.mkdtemp(prefix="facematch-web-"))
         self._store = None
         self.worker.submit(self.store).result()  # a missing store fails now, not on the first request
 
@@ -133,9 +134,9 @@ class Service:
         return self._store
 
     def close(self) -> None:
+        """Finish the work in hand and stop the workers (the app's shutdown calls it; so may its owner, again)."""
         self.heavy.shutdown(wait=True)
         self.worker.shutdown(wait=True)
-        shutil.rmtree(self.scratch, ignore_errors=True)
 
     # ------------------------------------------------------------ running an action
     def session_id(self, cookie: str) -> str:
@@ -148,7 +149,7 @@ class Service:
         return await asyncio.get_running_loop().run_in_executor(self.worker, self._call, sid, action, args, client,
                                                                 keep)
 
-    async def prepare(self, uploads: list[tuple[str, bytes]], outcome: str) -> tuple[Path, list[Checked]]:
+    async def prepare(self, uploads: list[tuple[str, bytes]], outcome: str) -> list[Checked]:
         """Check, crop and embed uploads on the upload worker (checked_files), never on the store's; a Busy (503)
         when web.max_queued uploads are already waiting."""
         if not self.slots.acquire(blocking=False):
@@ -179,87 +180,87 @@ class Service:
 
     def _call(self, sid: str, action: Callable[..., Any], args: tuple, client: str = "", keep: bool = True) -> Any:
         session = self.sessions.get(sid)
-        if session is None:
+        if session is None:  # kept only once its action succeeded: a refused request leaves no session, no cookie
             session = Session(self.method, float(self.fpir), client=client)
+            result = self._guarded(action, session, *args)
             if keep:
                 self.keep(sid, session)
-        else:
-            self.sessions.move_to_end(sid)
-            session.used = time.time()
+            return result
+        self.sessions.move_to_end(sid)
+        session.used = time.time()
         return self._guarded(action, session, *args)
 
     def keep(self, sid: str, session: Session) -> None:
         """Keep a new session: past web.max_sessions_per_client for its address that address's least recently
-        used goes, past web.max_sessions the least recently used of all, so one client cannot clear the others'."""
+        used goes; past web.max_sessions the least recently used of the address holding the most, so that clients
+        from many addresses wipe their own sessions, never one of a client that holds few."""
         mine = [k for k, v in self.sessions.items() if v.client == session.client]
         for old in mine[:max(0, len(mine) + 1 - int(self.web.max_sessions_per_client))]:
             del self.sessions[old]
         self.sessions[sid] = session
         while len(self.sessions) > int(self.web.max_sessions):
-            self.sessions.popitem(last=False)
+            held: dict[str, list[str]] = {}
+            for k, v in self.sessions.items():  # least recently used first
+                held.setdefault(v.client, []).append(k)
+            del self.sessions[max(held.values(), key=len)[0]]
 
     def kept(self, sid: str) -> bool:
         return sid in self.sessions
 
     # ------------------------------------------------------------ the pipeline for one photo
-    def crop_and_embed(self, path: Path, shown: str) -> tuple[np.ndarray, np.ndarray, str, str]:
-        """(unit embedding, crop, how the face was found in words, chain step) of an uploaded photo,
-        with the store model's own crop settings; no face on a chain without centre is a NoFace (422)."""
-        from detection import CENTER, ImageReadError, chain_steps, crop_one, load_crop
+    def crop_and_embed(self, data: bytes, shown: str) -> tuple[np.ndarray, np.ndarray, str, str]:
+        """(unit embedding, crop, how the face was found in words, chain step) of an uploaded photo held in memory,
+        cropped and embedded as the store's model does it (every network of a fusion, each its own way); no face on a
+        chain without centre is a NoFace (422)."""
+        from detection import CENTER, ImageReadError, chain_steps, read_image
+        from pipeline.embedding import embed_photo
+        from search.retrieval_settings import RetrievalSettings
+
         store = self.store()
-        crop = store.model().crop_settings()
+        model = store.model()
+        crop = model.crop_settings()
         try:
-            item, meta, _ = crop_one(path, crop, store.data.cache_dir)
+            image = read_image(shown, data)
         except ImageReadError as exc:
-            raise UserError(f"{shown}: not a readable image ({str(exc).replace(str(path), '').strip(': ')})") from None
-        steps = chain_steps(crop)
-        if item is None:
-            raise NoFace(f"{shown}: no face found (tried {' → '.join(steps)}; the store's model has no "
-                         f"centre-crop fallback)")
-        step = meta["path"]
+            raise UserError(f"{shown}: not a readable image ({str(exc).replace(shown, '').strip(': ')})") from None
+        vector, crops = embed_photo(image, model, "cpu", RetrievalSettings(tta=store.meta["tta"]))
+        if vector is None:
+            missed = [c for c in crops if c is None]
+            steps = chain_steps(crop)
+            raise NoFace(f"{shown}: no face found (tried {' → '.join(steps)}"
+                         + (f"; {len(missed)} of the {len(crops)} networks' crops found none" if len(crops) > 1 else "")
+                         + "; the store's model has no centre-crop fallback)")
+        first = crops[0]
+        step = first.path
         if step == CENTER:
-            how = (f"no face found by {' → '.join(s for s in steps if s != CENTER) or 'any detector'}: "
+            how = (f"no face found by {' → '.join(s for s in chain_steps(crop) if s != CENTER) or 'any detector'}: "
                    f"the centred square of the photo was used instead (crop.fallback: center)")
         else:
             how = f"face found by {step}" + (" (fallback)" if step != crop.detector else "") + \
-                  (", aligned" if meta["aligned"] else "") + \
-                  (f"; {meta['faces']} faces, the {crop.subject} kept" if meta["faces"] > 1 else "")
-        emb = store.embed([path], "query")
-        if not len(emb.embeddings):
-            raise NoFace(f"{shown}: could not be embedded ({', '.join(emb.skipped)})")
-        return unit(emb.embeddings[0]), load_crop(item), how, step
+                  (", aligned" if first.aligned else "") + \
+                  (f"; {first.faces} faces, the {crop.subject} kept" if first.faces > 1 else "")
+        return unit(vector), first.image, how, step
 
-    def checked_files(self, uploads: list[tuple[str, bytes]], outcome: str) -> tuple[Path, list[Checked]]:
-        """Check, crop and embed every upload, saved under a fresh scratch folder. Any refusal raises
-        before the store is touched, naming each bad file and saying `outcome` (what was not done)."""
-        folder = Path(tempfile.mkdtemp(dir=self.scratch))
+    def checked_files(self, uploads: list[tuple[str, bytes]], outcome: str) -> list[Checked]:
+        """Check, crop and embed every upload in memory. Any refusal raises before the store is touched, naming each
+        bad file and saying `outcome` (what was not done)."""
         good, bad, taken = [], [], set()
-        try:
-            for filename, data in uploads:
-                try:
-                    filename = fields.text(filename or "", "the upload's file name")
-                    _, suffix, note = check_upload(data, filename, int(self.web.max_upload_bytes),
-                                                   int(self.web.max_pixels))
-                    name = safe_name(filename, suffix)
-                    while name in taken:
-                        name = f"{Path(name).stem}_{len(taken)}{suffix}"
-                    taken.add(name)
-                    path = folder / name
-                    path.write_bytes(data)
-                    good.append(Checked(filename, path, note, *self._found(path, filename)))
-                except UserError as exc:
-                    bad.append(exc)
-            if bad:
-                status = bad[0].status if len({e.status for e in bad}) == 1 else 400
-                raise UserError(" | ".join(str(e) for e in bad) + f" — {outcome}", status)
-        except BaseException:
-            shutil.rmtree(folder, ignore_errors=True)
-            raise
-        return folder, good
-
-    def _found(self, path: Path, shown: str) -> tuple[str, np.ndarray, np.ndarray, str]:
-        vector, crop, how, step = self.crop_and_embed(path, shown)
-        return step, vector, crop, how
+        for filename, data in uploads:
+            try:
+                filename = fields.text(filename or "", "the upload's file name")
+                _, suffix, note = check_upload(data, filename, int(self.web.max_upload_bytes), int(self.web.max_pixels))
+                name = safe_name(filename, suffix)
+                while name in taken:
+                    name = f"{Path(name).stem}_{len(taken)}{suffix}"
+                taken.add(name)
+                vector, crop, how, step = self.crop_and_embed(data, filename)
+                good.append(Checked(filename, name, data, note, step, vector, crop, how))
+            except UserError as exc:
+                bad.append(exc)
+        if bad:
+            status = bad[0].status if len({e.status for e in bad}) == 1 else 400
+            raise UserError(" | ".join(str(e) for e in bad) + f" — {outcome}", status)
+        return good
 
     # ------------------------------------------------------------ actions (worker thread)
     def start(self, s: Session, query: np.ndarray, label: str, crop_png: bytes | None, how: str,
@@ -279,11 +280,10 @@ class Service:
             s.notes.append("the gallery is empty: add photos to it below")
 
     def search_upload(self, s: Session, filename: str, data: bytes) -> None:
-        self.search_checked(s, *self.checked_files([(filename, data)], "nothing was searched"))
+        self.search_checked(s, self.checked_files([(filename, data)], "nothing was searched"))
 
-    def search_checked(self, s: Session, folder: Path, files: list[Checked]) -> None:
+    def search_checked(self, s: Session, files: list[Checked]) -> None:
         """Search by an upload already checked, cropped and embedded (Service.prepare)."""
-        shutil.rmtree(folder, ignore_errors=True)
         f = files[0]
         self.start(s, f.vector, f"the uploaded photo {f.shown} ({f.note})", _png(f.crop), f.how, set())
 
@@ -359,18 +359,19 @@ class Service:
             raise UserError("choose one or more photos to add first")
         if len(uploads) > int(self.web.max_files):
             raise TooLarge(f"{len(uploads)} files: at most {self.web.max_files} at once (web.max_files)")
-        self.add_checked(s, *self.checked_files(uploads, "nothing was added to the gallery"), allow_no_face)
+        self.add_checked(s, self.checked_files(uploads, "nothing was added to the gallery"), allow_no_face)
 
-    def add_checked(self, s: Session, folder: Path, files: list[Checked], allow_no_face: bool = False) -> None:
-        """Add uploads already checked, cropped and embedded (Service.prepare) to the gallery."""
-        try:
-            faceless = [f.shown for f in files if f.step in NO_FACE]
-            if faceless and not allow_no_face:
-                raise NoFace(f"no face found in {', '.join(faceless)} (the detectors found none; the crop would be "
-                             "a guess): nothing was added to the gallery; tick 'add even without a face' to add it")
-            report = self.store().add([f.path for f in files], allow_no_face=True)
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)
+    def add_checked(self, s: Session, files: list[Checked], allow_no_face: bool = False) -> None:
+        """Add uploads already checked, cropped and embedded (Service.prepare) to the gallery: the store writes their
+        files and rows, embedding nothing again."""
+        faceless = [f.shown for f in files if f.step in NO_FACE]
+        if faceless and not allow_no_face:
+            raise NoFace(f"no face found in {', '.join(faceless)} (the detectors found none; the crop would be "
+                         "a guess): nothing was added to the gallery; tick 'add even without a face' to add it")
+        report = self.store().add_embedded(
+            [NewPhoto(f.name, hashlib.sha1(f.data).hexdigest(), Path(f.name).suffix,
+                      lambda target, data=f.data: target.write_bytes(data), f.crop, f.step, f.vector, f.shown)
+             for f in files], allow_no_face=True)
         centre = [f.shown for f in files if f.step in NO_FACE]
         text = f"gallery: {len(report.added)} added" + (f" ({', '.join(report.added)})" if report.added else "")
         if report.duplicates:
@@ -461,7 +462,8 @@ class Service:
 
         store = self.store()
         _, names, _ = store.vectors()
-        crop = CropSettings.from_saved(store.meta["preprocessing"]["crop"])
+        networks = [dict(n, chain=describe_chain(CropSettings.from_saved(n["crop"])), align=n["crop"]["align"])
+                    for n in store.networks()]
         notes, s.notes = s.notes, []
         per = max(1, int(self.web.gallery_page))
         pages = max(1, -(-len(names) // per))
@@ -477,7 +479,7 @@ class Service:
                           "beyond": limit is not None and not decide(dist, limit)})
         relevant = sum(s.marks.values())
         return {"root": str(self.root), "photos": len(names), "learned": store.learned_names(),
-                "chain": describe_chain(crop), "align": crop.align,
+                "networks": networks,
                 "notes": notes, "s": s, "crop_version": f"{s.round}-{int(s.used * 1000)}", "cards": cards,
                 "relevant": relevant, "irrelevant": len(s.marks) - relevant, "methods": self.methods,
                 "gallery": names[page * per:(page + 1) * per], "page": page, "pages": pages,
