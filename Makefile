@@ -58,7 +58,8 @@ define pipeline
 	$(FM) evaluate --checkpoint $(2)/best.pt --competition data/competition $(1) evaluate.figure=$(2)/retrieval.png
 	@echo "== 5/5 rank and submit: top-10 gallery names per query, ranked in ONNX Runtime (the checkpoint exported once and checked against PyTorch: docs/deploy.md), to a local competition server on port $(PORT)"
 	@mkdir -p outputs; rm -f outputs/demo_server.db*; \
-	$(FM) serve --competition data/competition --port $(PORT) --db outputs/demo_server.db > outputs/demo_server.log 2>&1 & \
+	$(FM) serve --competition data/competition --port $(PORT) --db outputs/demo_server.db server.public_fraction=1 \
+	  > outputs/demo_server.log 2>&1 & \
 	pid=$$!; trap 'kill $$pid 2>/dev/null' EXIT; \
 	for i in $$(seq 100); do grep -q "server on" outputs/demo_server.log 2>/dev/null && break; \
 	  kill -0 $$pid 2>/dev/null || { cat outputs/demo_server.log; exit 1; }; sleep 0.1; done; \

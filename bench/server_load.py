@@ -60,7 +60,9 @@ def extract(rev: str, folder: Path) -> Path:
 def start_server(truth_dir: Path, db: Path, port: int, root: Path = ROOT) -> subprocess.Popen:
     # `facematch serve` (cli/serve.py) here; a revision from before it had server.py at the top
     command = [str(root / "server.py")] if (root / "server.py").exists() else ["-m", "cli.serve"]
-    unlimited = ["server.daily_limit=0"] if root == ROOT else []  # a load test is no team probing the answers
+    # a load test is no team probing the answers: no daily limits, per team or per client (all of loopback is one)
+    unlimited = ["server.daily_limit=0", "server.daily_limit_per_client=0",
+                 "server.new_teams_per_client=0"] if root == ROOT else []
     proc = subprocess.Popen([sys.executable, *command, "--competition", str(truth_dir),
                              "--port", str(port), "--db", str(db), *unlimited], cwd=root,
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)

@@ -27,7 +27,8 @@ log = get_logger("facematch.server")
 def arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--competition", action="append", default=[], required=True,
                         help="a ground_truth.json (or the folder holding it); repeat for more; the first is the default")
-    parser.add_argument("--host", help="address to listen on (server.host, default 127.0.0.1)")
+    parser.add_argument("--host", help="address to listen on (server.host, default 127.0.0.1; beyond loopback only "
+                        "with --tokens)")
     parser.add_argument("--port", type=int, help="port (server.port, default 3001)")
     parser.add_argument("--db", help="SQLite database (server.db)")
     parser.add_argument("--tokens", help="YAML file of 'team: token' lines (server.tokens)")

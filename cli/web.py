@@ -19,19 +19,22 @@ status, never a traceback, and leaves the store untouched.
 
 Sessions: a random cookie id maps to the session's state in memory (query embedding and crop,
 marks, rows shown, round, method); the web.max_sessions most recently used are kept. All store
-work runs on one worker thread (SQLite's connection lives there), one request at a time.
+work runs on one worker thread (SQLite's connection lives there), one request at a time. Connections are
+bounded as the competition server's are (serving.bounds): a request's line and headers must come within
+web.header_timeout, the whole request within web.read_timeout; at web.max_connections the oldest connection whose
+request has not come whole makes room for a newcomer.
 The competition server (`facematch serve`) is separate and stays torch-free.
 """
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import os
 import socket
 import sys
 from pathlib import Path
 
 from search.feedback import FeedbackSettings
+from serving import Bounds, SettingNames, bounded_config, is_loopback
 from settings import run_command
 from utils import ConfigError, get_logger
 from webapp.app import create_app
@@ -45,6 +48,16 @@ def app_for(store: str | Path, cfg: dict):
     crops and embeds through the caches it was built with)."""
     return create_app(store, WebSettings(**cfg["web"]), FeedbackSettings(**cfg["feedback"]),
                       fpir=float(cfg["retrieval"]["fpir"]))
+
+
+def server_config(app, **options):
+    """uvicorn's config for the page's app within the web section's connection bounds (serving.bounds: a deadline for
+    a request's head and one for the whole request, connections capped with room kept for requests that come whole);
+    `options` are uvicorn.Config's own."""
+    web = app.state.web.web
+    bounds = Bounds(float(web.read_timeout), float(web.header_timeout), int(web.max_connections),
+                    int(web.max_connections_per_client), SettingNames.of("web"))
+    return bounded_config(app, bounds, **options)
 
 
 # ---------------------------------------------------------------- command line
@@ -88,14 +101,11 @@ def serve(args: argparse.Namespace) -> int:
     app = app_for(args.store, cfg)
     web = app.state.web
     web.worker.submit(lambda: web.store().model()).result()  # load the model now: a bad checkpoint fails here
-    try:
-        if not ipaddress.ip_address(host).is_loopback:
-            log.warning(f"web.host={host}: the page (which can add and remove photos) is open to other machines")
-    except ValueError:
-        pass
+    if not is_loopback(host):
+        log.warning(f"web.host={host}: the page (which can add and remove photos) is open to other machines")
     log.info(f"search page on http://{host}:{port}/ for {args.store} ({web.worker.submit(lambda: len(web.store())).result()} photos)")
-    uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
-    web.close()
+    uvicorn.Server(server_config(app, log_level="warning")).run(sockets=[sock])
+    web.close()  # the app's shutdown closed it already (a SIGTERM never reaches this line: uvicorn raises it again)
     return 0
 
 

@@ -8,12 +8,14 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+import regex
 
 from evaluation.metrics import retrieval_report
 
 from utils import FacematchError
 
 SCORES = ("top1", "top5", "top10", "map")  # what the server stores and answers, by metrics' names
+FIELDS = ("groupname", "images")  # a submission's fields, as the course server's protocol has them: nothing else
 MAX_TEAM = 100  # characters of a team's name
 
 
@@ -25,24 +27,47 @@ class TeamNameError(ValueError):
     """A team name that cannot be a leaderboard row; the message says why."""
 
 
+# Unicode's own properties, from the regex module's tables: a character that draws nothing or changes how the text
+# around it reads (Default_Ignorable_Code_Point: zero-width and joining characters, fillers such as U+3164; format,
+# control, private-use, unassigned characters, surrogates, line and paragraph separators), white space aside.
+INVISIBLE = regex.compile(r"[[\p{Default_Ignorable_Code_Point}\p{C}\p{Zl}\p{Zp}]--\p{White_Space}]", regex.V1)
+# What a name is written in: the characters identifiers of any script are made of (UAX #31's XID_Continue: letters,
+# marks, digits, connectors), printable ASCII (the course's names: 'Team #1', 'A&B') and spaces; so no symbol that
+# looks blank (U+2800 BRAILLE PATTERN BLANK is a symbol), no emoji, no lookalike of white space.
+NAME_CHARACTER = regex.compile(r"[[\p{XID_Continue}\x20-\x7e]--\p{Default_Ignorable_Code_Point}]", regex.V1)
+
+
+def _character(char: str) -> str:
+    """A character as a message names it: its code point and Unicode name."""
+    return f"U+{ord(char):04X} ({unicodedata.name(char, 'unnamed').lower()})"
+
+
+def shown(text: str, most: int = 60) -> str:
+    """`text` for a message: its first `most` characters, and '…' when it is longer (a name may be megabytes)."""
+    return text if len(text) <= most else text[:most] + "…"
+
+
 def team_name(raw: str) -> str:
-    """`raw` as the team's name: NFKC, white space collapsed, 1 to MAX_TEAM characters, nothing invisible or
-    misleading in it (a TeamNameError says what and where)."""
+    """`raw` as the team's name: NFKC, white space collapsed, 1 to MAX_TEAM characters, each a letter, mark or digit
+    of any script, printable ASCII or a space (a TeamNameError names the first that is not, and where)."""
     if not isinstance(raw, str):
         raise TeamNameError("field 'groupname' is missing or not a non-empty string")
     for i, char in enumerate(raw):
-        kind = unicodedata.category(char)
-        if kind == "Cs":
+        if unicodedata.category(char) == "Cs":
             raise TeamNameError(f"field 'groupname': a lone surrogate (not a character) at position {i}")
-        if kind in ("Cc", "Cf", "Co", "Cn", "Zl", "Zp") and char not in " \t":
-            name = unicodedata.name(char, "unnamed")
-            raise TeamNameError(f"field 'groupname': U+{ord(char):04X} ({name.lower()}) at position {i} is not "
-                                "accepted in a team name (it is invisible or changes how the name reads)")
+        if INVISIBLE.fullmatch(char):
+            raise TeamNameError(f"field 'groupname': {_character(char)} at position {i} is not accepted in a team "
+                                "name (it is invisible or changes how the name reads)")
     name = " ".join(unicodedata.normalize("NFKC", raw).split())
     if not name:
         raise TeamNameError("field 'groupname' is missing or not a non-empty string")
     if len(name) > MAX_TEAM:
         raise TeamNameError(f"field 'groupname' is longer than {MAX_TEAM} characters")
+    for i, char in enumerate(name):
+        if not NAME_CHARACTER.fullmatch(char):
+            raise TeamNameError(f"field 'groupname': {_character(char)} at position {i} (after NFKC) is not accepted "
+                                "in a team name: use letters, marks and digits of any script, ASCII punctuation "
+                                "and spaces")
     return name
 
 
@@ -91,13 +116,17 @@ def validate_payload(payload, gallery: set[str] | None = None, k: int = 10, exac
                      queries: set[str] | None = None) -> Payload:
     """Check a submission {'groupname': team, 'images': {query: [gallery names]}}; returns (team, images, warnings).
 
-    Every list holds names from `gallery` (when given). With `exact` (the client, whose lists are
-    always complete) a list holds exactly k distinct names. Without it (the server, as lenient as
+    The body holds those two fields and no other (a field the protocol does not have is refused by
+    name). Every list holds names from `gallery` (when given). With `exact` (the client, whose lists
+    are always complete) a list holds exactly k distinct names. Without it (the server, as lenient as
     the course server) a list holds at most k names; a name repeated within a list and lists shorter
     than k are accepted and counted in `warnings`. With `queries`, every query must be one of them.
     """
     if not isinstance(payload, dict):
         raise PayloadError("the body must be a JSON object with 'groupname' and 'images'")
+    extra = [key for key in payload if key not in FIELDS]
+    if extra:
+        raise PayloadError(f"field '{shown(extra[0])}' is not part of a submission: send only 'groupname' and 'images'")
     try:
         team = team_name(payload.get("groupname"))
     except TeamNameError as exc:
@@ -110,21 +139,21 @@ def validate_payload(payload, gallery: set[str] | None = None, k: int = 10, exac
     repeated = short = 0
     for query, names in images.items():
         if queries is not None and query not in queries:
-            raise PayloadError(f"query '{query}' is not in this competition")
+            raise PayloadError(f"query '{shown(query)}' is not in this competition")
         if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-            raise PayloadError(f"query '{query}': expected a list of gallery names")
+            raise PayloadError(f"query '{shown(query)}': expected a list of gallery names")
         if exact and len(names) != k:
-            raise PayloadError(f"query '{query}': {len(names)} gallery names, expected {k}")
+            raise PayloadError(f"query '{shown(query)}': {len(names)} gallery names, expected {k}")
         if len(names) > k:
-            raise PayloadError(f"query '{query}': {len(names)} gallery names, at most {k} allowed")
+            raise PayloadError(f"query '{shown(query)}': {len(names)} gallery names, at most {k} allowed")
         if gallery is not None:
             unknown = [n for n in names if n not in gallery]
             if unknown:
-                raise PayloadError(f"query '{query}': '{unknown[0]}' is not a gallery photo")
+                raise PayloadError(f"query '{shown(query)}': '{shown(unknown[0])}' is not a gallery photo")
         if len(set(names)) != len(names):
             if exact:
                 twice = next(n for i, n in enumerate(names) if n in names[:i])
-                raise PayloadError(f"query '{query}': '{twice}' is listed more than once")
+                raise PayloadError(f"query '{shown(query)}': '{shown(twice)}' is listed more than once")
             repeated += 1
         if len(names) < k:
             short += 1

@@ -13,20 +13,20 @@ and shows a leaderboard. Compatible with the original course server.
 A submission is the raw JSON body {"groupname": team, "images": {query: [gallery names]}}, with or
 without a Content-Type header; short lists and repeated names are accepted, as by the course server,
 and counted in the answer's "warnings". Every accepted submission is committed to the database
-before the answer is sent, so a server killed at any moment loses nothing it acknowledged. A whole
-request must arrive within server.read_timeout seconds; at most server.max_connections connections
-are served at once, the next ones get 503. A FastAPI app served by uvicorn; the connection-level
-bounds are competition/http_bounds.py's.
+before the answer is sent, so a server killed at any moment loses nothing it acknowledged. A request's
+head must arrive within server.header_timeout seconds and the whole request within server.read_timeout;
+at most server.max_connections connections are served at once. A FastAPI app served by uvicorn; the
+connection-level bounds are serving/bounds.py's.
 """
 from __future__ import annotations
 
 import hashlib
-import hmac
 import html
 import json
 import os
 import secrets
 import socket
+import sqlite3
 import threading
 import time
 from dataclasses import dataclass
@@ -41,10 +41,11 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
-from competition.http_bounds import bounded_protocol
 from competition.rules import (SCORES, PayloadError, TeamNameError, load_ground_truth, score_submission, team_name,
                                validate_payload)
-from competition.teams import known_as, team_key
+from competition.teams import skeleton, team_key
+from serving import (Bounds, SettingNames, bearer_token, bounded_config, check_beyond_loopback, client_net,
+                     same_secret)
 from utils import ConfigError, PerThread, connect, get_logger
 
 log = get_logger("facematch.server")
@@ -68,17 +69,35 @@ CREATE TABLE IF NOT EXISTS submissions (
     {_COLUMNS},
     queries        INTEGER,             -- ground-truth queries scored
     missing        INTEGER,             -- of those, absent from the submission
-    payload        BLOB NOT NULL,       -- the body; of a rejected attempt, its first KEPT_REJECTED bytes
+    payload        BLOB NOT NULL,       -- what was scored, re-encoded; of a rejected attempt, its first bytes
     payload_bytes  INTEGER,             -- the body's whole length
-    client         TEXT                 -- the address it came from
+    client         TEXT,                -- the address it came from
+    client_net     TEXT                 -- the client its address counts as for the per-address limits
 );
 CREATE INDEX IF NOT EXISTS submissions_by_team ON submissions (competition, team, status, received);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);  -- the split's seed
+CREATE TABLE IF NOT EXISTS teams (
+    competition    TEXT NOT NULL,
+    name           TEXT NOT NULL,       -- as the leaderboard shows it: the first spelling scored
+    key            TEXT NOT NULL,       -- teams.team_key: names equal but for case are one team
+    skeleton       TEXT NOT NULL,       -- teams.skeleton: names with one skeleton look alike
+    client_net     TEXT,                -- the client that named it first
+    created        REAL NOT NULL,       -- Unix time of its first scored submission
+    PRIMARY KEY (competition, key)
+);
+CREATE UNIQUE INDEX IF NOT EXISTS teams_by_skeleton ON teams (competition, skeleton);
+CREATE INDEX IF NOT EXISTS teams_by_client ON teams (competition, client_net, created);
 """
 PRIVATE = tuple(f"private_{k}" for k in SCORES)  # the scores on the private queries (the final standing)
 KEPT_REJECTED = 1024  # bytes of a rejected body kept: enough to see what was sent, never a flood's worth
-ADDED_COLUMNS = {"payload_bytes": "INTEGER", "client": "TEXT",  # columns a database from before them lacks
+KEPT_ERROR = 2000  # characters of a refusal's message kept
+ADDED_COLUMNS = {"payload_bytes": "INTEGER", "client": "TEXT", "client_net": "TEXT",  # what an older database lacks
                  **{k: "REAL" for k in PRIVATE}}
+# after the columns above exist: the per-address limits' counts
+INDEXES = "CREATE INDEX IF NOT EXISTS submissions_by_client ON submissions (competition, client_net, status, received)"
+# A name's team: the one with its key (the same team) or its skeleton (a look-alike); both columns are indexed, and
+# one key has one skeleton, so at most one row answers.
+TEAM_LOOKUP = "SELECT name, key FROM teams WHERE competition = ? AND (key = ? OR skeleton = ?)"
 
 # Best = highest top-1, then top-5, top-10 and mAP (SCORES' order); the earlier submission wins a tie.
 LEADERBOARD = f"""
@@ -97,15 +116,32 @@ ORDER BY {", ".join(f"b.{k} DESC" for k in SCORES)}, b.id
 
 
 class Reject(Exception):
-    """An HTTP error answer: status, message, and whether the attempt is stored."""
+    """An HTTP error answer: status, message, whether the attempt is stored, and headers (Retry-After)."""
 
-    def __init__(self, status: int, message: str, store: bool = True, team: str | None = None):
+    def __init__(self, status: int, message: str, store: bool = True, team: str | None = None,
+                 headers: dict[str, str] | None = None):
         super().__init__(message)
-        self.status, self.message, self.store, self.team = status, message, store, team
+        self.status, self.message, self.store, self.team, self.headers = status, message, store, team, headers or {}
+
+
+def busy(exc: BaseException) -> bool:
+    """Whether a SQLite error means another writer held the database past the wait (SQLITE_BUSY, SQLITE_LOCKED)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return isinstance(exc, sqlite3.OperationalError) and code is not None and code & 0xFF in (
+        sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+
+BUSY = "the database is busy; the submission was not stored: send it again in a moment"
+
+
+def _next_day() -> str:
+    """How long until the next UTC day, in words."""
+    left = (time.time() // 86400 + 1) * 86400 - time.time()
+    return f"the next day starts in {left // 3600:.0f} h {left % 3600 // 60:.0f} min"
 
 
 class Store:
-    """The SQLite database of submissions, one connection per thread, WAL mode, full sync."""
+    """The SQLite database of submissions and teams, one connection per thread, WAL mode, full sync."""
 
     def __init__(self, path: str | Path):
         self.path = str(path)
@@ -116,36 +152,92 @@ class Store:
         for column, kind in ADDED_COLUMNS.items():
             if column not in have:
                 conn.execute(f"ALTER TABLE submissions ADD COLUMN {column} {kind}")
+        conn.execute(INDEXES)
+        self._teams_from_submissions()
+
+    def _teams_from_submissions(self) -> None:
+        """A database from before the teams table: its teams (each at its first scored submission) put in it once."""
+        conn = self.conn()
+        if conn.execute("SELECT 1 FROM teams LIMIT 1").fetchone():
+            return
+        rows = conn.execute("SELECT competition, team, MIN(received), client FROM submissions "
+                            "WHERE status='scored' AND team IS NOT NULL GROUP BY competition, team").fetchall()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.executemany("INSERT OR IGNORE INTO teams (competition, name, key, skeleton, client_net, created) "
+                             "VALUES (?, ?, ?, ?, ?, ?)",
+                             [(c, t, team_key(t), skeleton(t), client_net(a or ""), first) for c, t, first, a in rows])
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def team(self, competition: str, name: str) -> tuple[str, str | None]:
+        """The leaderboard's name for `name` and, for a name no team has yet, its skeleton (else None); a
+        TeamNameError when it only looks like a team's name. One indexed read: no lock, no other team's name
+        looked at."""
+        key, look = team_key(name), skeleton(name)
+        row = self.conn().execute(TEAM_LOOKUP, (competition, key, look)).fetchone()
+        if row is None:
+            return name, look
+        if row[1] == key:
+            return row[0], None
+        raise TeamNameError(f"team name '{name}' looks like the team '{row[0]}' but is spelled with other "
+                            f"characters: send '{row[0]}' if you are that team, or choose a name that reads apart")
 
     def add(self, competition: str, team: str | None, status: str, http_status: int, payload: bytes,
-            error: str | None = None, scores: dict | None = None, limits: "Limits | None" = None,
-            client: str = "") -> tuple[int, str | None]:
-        """Insert one submission in its own transaction; with `limits`, first check them (the team's, or for an
-        attempt that names none its address's) inside the same transaction, so concurrent submissions cannot slip
-        past them, and give a scored team its leaderboard name (teams.known_as: one row per team, look-alikes
-        refused). A rejected attempt keeps only its first KEPT_REJECTED bytes (its length and SHA-256 whole).
-        Returns (the new row's id, the team as stored)."""
+            error: str | None = None, scores: dict | None = None, limits: Limits | None = None,
+            client: str = "", kept: bytes | None = None) -> tuple[int, str | None]:
+        """Insert one submission in its own transaction; with `limits`, first check them (the team's and its
+        address's, or for an attempt that names no team its address's) inside the same transaction, so concurrent
+        submissions cannot slip past them. A scored team gets its leaderboard name (one row per team, look-alikes
+        refused: 400); a new one is added to the teams table in the same transaction, whose unique indexes refuse a
+        name that another submission took in the meantime (then looked up again). A scored submission keeps `kept`
+        (what was scored), a rejected one its first KEPT_REJECTED bytes; the SHA-256 and length are the body's as
+        sent. A busy database is a 503. Returns (the new row's id, the team as stored)."""
+        args = (competition, team, status, http_status, payload, error, scores, limits, client, kept)
+        try:
+            try:
+                return self._add(*args)
+            except sqlite3.IntegrityError:  # a team named alike committed between the look-up and the insert
+                return self._add(*args)
+        except sqlite3.IntegrityError:  # and again: look-alikes keep coming at the same moment
+            raise Reject(409, "other submissions named a look-alike team at the same moment; the submission was not "
+                              "stored: send it again", store=False, headers={"Retry-After": "1"}) from None
+        except sqlite3.OperationalError as exc:
+            if busy(exc):
+                raise Reject(503, BUSY, store=False, team=team, headers={"Retry-After": "1"}) from None
+            raise
+
+    def _add(self, competition: str, team: str | None, status: str, http_status: int, payload: bytes,
+             error: str | None, scores: dict | None, limits: Limits | None, client: str,
+             kept: bytes | None) -> tuple[int, str | None]:
+        """add()'s one try."""
+        new = None
+        if status == "scored" and team is not None:
+            try:
+                team, new = self.team(competition, team)
+            except TeamNameError as exc:
+                raise Reject(400, str(exc), team=None) from None
+        net, now = client_net(client), time.time()
         conn = self.conn()
         s = scores or {}
         conn.execute("BEGIN IMMEDIATE")
         try:
-            if status == "scored" and team is not None:
-                teams = [r[0] for r in conn.execute(
-                    "SELECT DISTINCT team FROM submissions WHERE competition=? AND status='scored'", (competition,))]
-                try:
-                    team = known_as(team, teams)
-                except TeamNameError as exc:
-                    raise Reject(400, str(exc), team=None) from None
             if limits is not None:
-                self._check_limits(conn, competition, team, client, limits, scored=status == "scored")
-            kept = payload if status == "scored" else payload[:KEPT_REJECTED]
+                self._check_limits(conn, competition, team, client, limits, scored=status == "scored",
+                                   new_team=new is not None)
+            if new is not None:
+                conn.execute("INSERT INTO teams (competition, name, key, skeleton, client_net, created) "
+                             "VALUES (?, ?, ?, ?, ?, ?)", (competition, team, team_key(team), new, net, now))
+            body = (payload if kept is None else kept) if status == "scored" else payload[:KEPT_REJECTED]
             columns = ("competition", "team", "received", "status", "http_status", "error", "payload_sha256",
-                       *SCORES, *PRIVATE, "queries", "missing", "payload", "payload_bytes", "client")
+                       *SCORES, *PRIVATE, "queries", "missing", "payload", "payload_bytes", "client", "client_net")
             cur = conn.execute(
                 f"INSERT INTO submissions ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
-                (competition, _storable(team), time.time(), status, http_status, _storable(error),
+                (competition, _storable(team), now, status, http_status, _storable(error and error[:KEPT_ERROR]),
                  hashlib.sha256(payload).hexdigest(), *(s.get(k) for k in SCORES), *(s.get(k) for k in PRIVATE),
-                 s.get("queries"), s.get("missing"), kept, len(payload), client))
+                 s.get("queries"), s.get("missing"), body, len(payload), client, net))
             conn.execute("COMMIT")
             return cur.lastrowid, team
         except BaseException:
@@ -153,36 +245,53 @@ class Store:
             raise
 
     @staticmethod
-    def _check_limits(conn, competition: str, team: str | None, client: str, limits: "Limits",
-                      scored: bool = True) -> None:
+    def _check_limits(conn: sqlite3.Connection, competition: str, team: str | None, client: str, limits: Limits,
+                      scored: bool = True, new_team: bool = False) -> None:
         """The rate limit counts every attempt (rejected ones too) of the team, or of the address when the attempt
-        names no team; the daily limit and the cap count a team's scored submissions."""
-        who, value = ("team", team) if team is not None else ("client", client)
+        names no team; the daily limit and the cap count a team's scored submissions; the per-address limits count
+        the new team names and the scored submissions of the address's client (serving.client_net), whatever
+        names it sends under."""
+        net = client_net(client)
+        address = f"address '{client}'" + ("" if net == client else f" (one client with all of {net})")
+
+        def count(sql: str, *args) -> int:
+            return conn.execute(f"SELECT COUNT(*) FROM {sql}", (competition, *args)).fetchone()[0]
+
+        midnight = time.time() // 86400 * 86400
         if limits.rate:
-            recent, = conn.execute(
-                f"SELECT COUNT(*) FROM submissions WHERE competition=? AND {who}=? AND received>? AND http_status!=429",
-                (competition, value, time.time() - limits.window)).fetchone()
+            who, value = ("team", team) if team is not None else ("client_net", net)
+            recent = count(f"submissions WHERE competition=? AND {who}=? AND received>? AND http_status!=429", value,
+                           time.time() - limits.window)
             if recent >= limits.rate:
-                raise Reject(429, f"{'team' if team is not None else 'address'} '{value}' sent {recent} submissions "
+                sender = f"team '{team}'" if team is not None else address
+                raise Reject(429, f"{sender} sent {recent} submissions "
                                   f"in the last {limits.window:g} s; the limit is {limits.rate}: try again later",
                              team=team)
         if not scored or team is None:
             return
+        if new_team and limits.new_teams_per_client:
+            made = count("teams WHERE competition=? AND client_net=? AND created>=?", net, midnight)
+            if made >= limits.new_teams_per_client:
+                raise Reject(429, f"{address} has started {made} team names today (UTC), the most one client may "
+                                  f"(server.new_teams_per_client): submit under one of them; {_next_day()}")
         if limits.daily:
-            midnight = time.time() // 86400 * 86400
-            today, = conn.execute("SELECT COUNT(*) FROM submissions WHERE competition=? AND team=? AND "
-                                  "status='scored' AND received>=?", (competition, team, midnight)).fetchone()
+            today = count("submissions WHERE competition=? AND team=? AND status='scored' AND received>=?", team,
+                          midnight)
             if today >= limits.daily:
-                left = midnight + 86400 - time.time()
                 raise Reject(429, f"team '{team}' has used its {limits.daily} submissions of today (UTC, "
-                                  f"server.daily_limit); the next day starts in {left // 3600:.0f} h "
-                                  f"{left % 3600 // 60:.0f} min", team=team)
+                                  f"server.daily_limit); {_next_day()}", team=team)
         if limits.cap:
-            done, = conn.execute("SELECT COUNT(*) FROM submissions WHERE competition=? AND team=? AND status='scored'",
-                                 (competition, team)).fetchone()
+            done = count("submissions WHERE competition=? AND team=? AND status='scored'", team)
             if done >= limits.cap:
                 raise Reject(429, f"team '{team}' has used all {limits.cap} submissions of competition "
                                   f"'{competition}'", team=team)
+        if limits.daily_per_client:
+            done = count("submissions WHERE competition=? AND client_net=? AND status='scored' AND received>=?", net,
+                         midnight)
+            if done >= limits.daily_per_client:
+                raise Reject(429, f"{address} has had {done} scored submissions today (UTC), under all its team "
+                                  f"names, the most one client may (server.daily_limit_per_client); {_next_day()}",
+                             team=team)
 
     def leaderboard(self, competition: str) -> list[dict]:
         """Best and latest score per team (on the public queries), best team first."""
@@ -226,11 +335,14 @@ class Store:
 
 
 class Limits(NamedTuple):
-    """A team's (or an address's) limits: attempts per window, scored submissions per UTC day and in all."""
+    """A team's limits (attempts per window, scored submissions per UTC day and in all) and its address's (new team
+    names and scored submissions per UTC day); 0: none."""
     rate: int = 0
     window: float = 60
     daily: int = 0
     cap: int = 0
+    new_teams_per_client: int = 0
+    daily_per_client: int = 0
 
 
 def _storable(text: str | None) -> str | None:
@@ -288,30 +400,38 @@ class ServerSettings:
     rate_limit: int = 0
     rate_window: float = 60
     daily_limit: int = 20
+    daily_limit_per_client: int = 40
+    new_teams_per_client: int = 2
     max_submissions: int = 0
-    public_fraction: float = 1.0
+    public_fraction: float = 0.5
     max_body_bytes: int = 10_000_000
     read_timeout: float = 10
+    header_timeout: float = 2
     max_connections: int = 64
     max_connections_per_client: int = 8
     k: int = 10
 
     @property
     def limits(self) -> Limits:
-        return Limits(int(self.rate_limit), float(self.rate_window), int(self.daily_limit), int(self.max_submissions))
+        """The submission limits; the per-address ones only without tokens (with them a team is who its token says,
+        and many teams may share one address, a classroom's)."""
+        per_client = not self.tokens
+        return Limits(int(self.rate_limit), float(self.rate_window), int(self.daily_limit), int(self.max_submissions),
+                      int(self.new_teams_per_client) if per_client else 0,
+                      int(self.daily_limit_per_client) if per_client else 0)
+
+    @property
+    def bounds(self) -> Bounds:
+        """The connection bounds, their messages naming these settings."""
+        return Bounds(self.read_timeout, self.header_timeout, self.max_connections, self.max_connections_per_client,
+                      SettingNames.of("server"))
 
     def __post_init__(self) -> None:
-        """Refuse bounds that would leave the server unbounded or closed, naming server.<key>."""
-        object.__setattr__(self, "read_timeout", _positive(self.read_timeout, "read_timeout"))
-        object.__setattr__(self, "max_connections", _positive(self.max_connections, "max_connections", whole=True))
-
-
-def _positive(value, key: str, whole: bool = False) -> float | int:
-    """`value` as a positive number (a whole one with `whole`), else a ConfigError naming server.<key>."""
-    if (isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf")
-            or (whole and not float(value).is_integer())):
-        raise ConfigError(f"server.{key} must be a positive {'whole number' if whole else 'number'}, got {value!r}")
-    return int(value) if whole else float(value)
+        """Refuse bounds that would leave the server unbounded or closed, naming server.<key> (Bounds checks them)."""
+        bounds = self.bounds
+        for key, attr in (("read_timeout", "read_timeout"), ("header_timeout", "header_timeout"),
+                          ("max_connections", "max_connections"), ("max_connections_per_client", "max_per_client")):
+            object.__setattr__(self, key, getattr(bounds, attr))
 
 
 @dataclass
@@ -395,9 +515,11 @@ def leaderboard_page(request: Request) -> Response:
             + f"<td>{t['submissions']}</td><td>{when(t['latest']['time'])}</td></tr>"
             for i, t in enumerate(state.store.leaderboard(comp), 1))
         default = " (default: POST /results/)" if comp == state.default else ""
+        public = len(state.public[comp])
+        split = (f" ({public} public: the scores below; the final standing is on the others)"
+                 if public < len(state.queries[comp]) else "")
         sections.append(
-            f"<h2>{html.escape(comp)}{default}</h2><p>{len(state.queries[comp])} queries "
-            f"({len(state.public[comp])} public: the scores below; the final standing is on the others), "
+            f"<h2>{html.escape(comp)}{default}</h2><p>{len(state.queries[comp])} queries{split}, "
             f"{len(state.galleries[comp])} gallery photos. POST /competitions/{html.escape(comp)}/results/</p>"
             f"<table><tr><th rowspan=2>#</th><th rowspan=2>team</th><th colspan={len(SCORES)}>best</th>"
             f"<th colspan={len(SCORES)}>latest</th><th rowspan=2>submissions</th><th rowspan=2>last submission</th></tr>"
@@ -421,8 +543,9 @@ async def submit(request: Request) -> Response:
 
 
 def score_and_store(state: Served, comp: str, authorization: str, body: bytes, client: str = "") -> Response:
-    """Authenticate, parse, validate and score a body, and commit it (with the team's limits checked
-    in the same transaction); the answer to send."""
+    """Authenticate, parse, validate and score a body, and commit it (with the team's and the address's limits
+    checked in the same transaction); the answer to send. The scores are the public queries'; `queries` and
+    `missing` count all of them, so an answer never tells which queries are public."""
     settings = state.settings
     team = authenticate(state.tokens, authorization)
     payload = _parse_json(body, team)
@@ -442,8 +565,10 @@ def score_and_store(state: Served, comp: str, authorization: str, body: bytes, c
                                                                        settings.k).items() if k in SCORES})
     else:
         scores.update({f"private_{k}": scores[k] for k in SCORES})
+    scores.update(queries=len(truth["queries"]), missing=sum(1 for q in truth["queries"] if q not in images))
+    kept = json.dumps({"groupname": claimed, "images": images}).encode()  # what was scored: bounded, padding gone
     sub_id, claimed = state.store.add(comp, team or claimed, "scored", 200, body, scores=scores,
-                                      limits=settings.limits, client=client)
+                                      limits=settings.limits, client=client, kept=kept)
     answer = {"id": sub_id, "competition": comp, "groupname": claimed, "results": {k: scores[k] for k in SCORES},
               "queries": scores["queries"], "missing": scores["missing"], "warnings": warnings}
     if scores["missing"]:
@@ -459,9 +584,9 @@ def authenticate(tokens: dict[str, str], authorization: str) -> str | None:
     """The team a bearer token belongs to (None when the server has no tokens)."""
     if not tokens:
         return None
-    token = authorization[len("Bearer "):].strip() if authorization.startswith("Bearer ") else ""
+    token = bearer_token(authorization)
     for team, expected in tokens.items():
-        if token and hmac.compare_digest(token.encode(), expected.encode()):
+        if same_secret(token, expected):
             return team
     raise Reject(401, "this server needs a team token: send 'Authorization: Bearer <token>'", store=False)
 
@@ -469,7 +594,7 @@ def authenticate(tokens: dict[str, str], authorization: str) -> str | None:
 async def read_body(request: Request, limit: int) -> bytes:
     """The body, at most `limit` bytes: 411 without a Content-Length, 413 when it says more than
     `limit` or more comes while streaming, 400 when it ends early. The time it may take is bounded
-    by the protocol's deadline (http_bounds): past it, the stream ends in a disconnect."""
+    by the protocol's deadline (serving.bounds): past it, the stream ends in a disconnect."""
     if "chunked" in request.headers.get("Transfer-Encoding", "").lower():
         raise Reject(411, "send the body with a Content-Length header, not chunked")
     length = request.headers.get("Content-Length")
@@ -511,7 +636,7 @@ async def rejected(request: Request, r: Reject) -> Response:
     """Answer a Reject as JSON; a submission's rejected attempt is stored first (when it names a
     competition that exists), and the connection closed, since its body may be unread."""
     state = served(request)
-    answer, headers = {"error": r.status, "message": r.message}, {}
+    answer, headers = {"error": r.status, "message": r.message}, dict(r.headers)
     if request.method == "POST":
         headers["Connection"] = "close"  # the body may be unread: never parse it as a next request
         name = request.path_params.get("name")
@@ -523,10 +648,12 @@ async def rejected(request: Request, r: Reject) -> Response:
             try:
                 answer["id"], _ = await run_in_threadpool(state.store.add, comp, r.team, "rejected", r.status, body,
                                                           error=r.message, limits=limits, client=client)
-            except Reject as over:  # the address (or team) is past its rate: the attempt is kept without its body
+            except Reject as over:  # past its rate (kept without its body) or a busy database (not kept)
                 r, answer = over, {"error": over.status, "message": over.message}
-                answer["id"], _ = await run_in_threadpool(state.store.add, comp, over.team, "rejected", 429, b"",
-                                                          error=over.message, client=client)
+                headers.update(over.headers)
+                if over.store:
+                    answer["id"], _ = await run_in_threadpool(state.store.add, comp, over.team, "rejected", 429,
+                                                              b"", error=over.message, client=client)
             except Exception:
                 log.exception("could not store a rejected attempt")
         log.info(f"{comp}: rejected ({r.status}) {r.message}")
@@ -550,6 +677,15 @@ async def failed(request: Request, exc: Exception) -> Response:
     log.exception(f"error while handling {request.method} {request.url.path}", exc_info=exc)
     what = "the submission was not stored" if request.method == "POST" else "nothing was changed"
     return json_answer(500, {"error": 500, "message": f"internal error, {what}: {exc}"})
+
+
+async def database_failed(request: Request, exc: sqlite3.OperationalError) -> Response:
+    """A database busy past the wait is a 503 with Retry-After (the client's next try will do); any other
+    failure of it, a 500."""
+    if busy(exc):
+        log.warning(f"database busy while handling {request.method} {request.url.path}")
+        return json_answer(503, {"error": 503, "message": BUSY}, {"Retry-After": "1"})
+    return await failed(request, exc)
 
 
 # ------------------------------------------------------------ the app and its server
@@ -583,25 +719,29 @@ def create_app(competitions: dict[str, dict], store: Store, settings: ServerSett
     app.include_router(competition_routes())
     app.add_exception_handler(Reject, rejected)
     app.add_exception_handler(HTTPException, no_route)
+    app.add_exception_handler(sqlite3.OperationalError, database_failed)
     app.add_exception_handler(Exception, failed)
     return app
 
 
+def check_serving(settings: ServerSettings) -> None:
+    """Refuse, before binding, to serve beyond loopback without team tokens (anyone could post as any team)."""
+    check_beyond_loopback(settings.host, settings.tokens, host_key="server.host", secret_key="server.tokens",
+                          what="the competition (anyone could post as any team)",
+                          how="write a token for each team with `facematch serve --competition … --issue-tokens "
+                              "TEAMS --tokens FILE` and serve with --tokens FILE")
+
+
 class CompetitionServer:
-    """The app served by uvicorn on a socket bound here (port 0: a free one, see url()), with
-    http_bounds' protocol: the request deadline and the connection cap."""
+    """The app served by uvicorn on a socket bound here (port 0: a free one, see url()), within
+    serving.bounds: the head and request deadlines and the connection caps. Beyond loopback only with tokens."""
 
     def __init__(self, app: FastAPI, settings: ServerSettings):
+        check_serving(settings)
         self.app, self.settings = app, settings
         self.socket = socket.create_server((settings.host, int(settings.port)), backlog=1024)
-        config = uvicorn.Config(
-            app, http=bounded_protocol(settings.read_timeout, settings.max_connections,
-                                       settings.max_connections_per_client), loop="asyncio",
-            # uvicorn's own cap counts the requests in progress (and the asking one): a backstop
-            # for work that outlives its connection; http_bounds refuses connections at once
-            limit_concurrency=settings.max_connections + 1, timeout_keep_alive=settings.read_timeout,
-            timeout_graceful_shutdown=settings.read_timeout, backlog=1024, lifespan="off",
-            log_config=None, access_log=False, log_level="warning")
+        config = bounded_config(app, settings.bounds, lifespan="off", log_config=None, access_log=False,
+                                log_level="warning")
         self.server = uvicorn.Server(config)
         self.stopped = threading.Event()
 
@@ -682,6 +822,7 @@ def load_competitions(paths: list[str]) -> dict[str, dict]:
 
 
 def make_server(settings: ServerSettings, competitions: dict[str, dict]) -> CompetitionServer:
-    """Open the database, build the app and bind its socket (port 0 picks a free one); call
-    serve_forever() next."""
+    """Check where it may serve, open the database, build the app and bind its socket (port 0 picks a free one);
+    call serve_forever() next."""
+    check_serving(settings)
     return CompetitionServer(create_app(competitions, Store(settings.db), settings), settings)

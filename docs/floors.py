@@ -18,7 +18,8 @@ CODE_DIRS = ("tests", "other_models", "docs", "bench")  # scripts and tests: not
 # its own, never beside or above. A dotted name (cli.gallery) has the floor of its nearest listed name.
 FLOORS = [
     ("utils",),                                              # small shared helpers
-    ("search", "evaluation", "detection", "backbones"),      # the pure parts: vectors, scores, faces, networks
+    ("search", "evaluation", "detection", "backbones", "serving"),  # the pure parts: vectors, scores, faces,
+                                                             # networks, what every server needs
     ("runtime",),                                            # the network outside PyTorch: preprocessing, ONNX
     ("dataset",),                                            # photos to tensors, identity splits
     ("network",),                                            # the embedding network and its checkpoints

@@ -9,6 +9,11 @@ file is rewritten atomically after it.
 
 A store refuses, with a message naming both, to take embeddings from another checkpoint. Its command
 line is `facematch store` (cli/gallery.py).
+
+A crash loses nothing acknowledged and leaves nothing behind for long: an add writes its photos' files, then the
+transaction that names them, holding a shared lock on store.lock meanwhile; a process killed between the two leaves
+files no row names, and the next open, finding the lock free (the kernel lets go of a dead process's locks), deletes
+them all. While another process's add runs, an open deletes only those older than SWEEP_AFTER.
 """
 from __future__ import annotations
 

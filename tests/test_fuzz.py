@@ -38,7 +38,8 @@ def competition(tmp_path_factory):
     from competition.server import ServerSettings, Store, create_app
 
     db = tmp_path_factory.mktemp("fuzz") / "server.db"
-    app = create_app({"toy": TRUTH}, Store(db), ServerSettings(db=str(db), daily_limit=0))
+    app = create_app({"toy": TRUTH}, Store(db), ServerSettings(db=str(db), daily_limit=0, daily_limit_per_client=0,
+                                                              new_teams_per_client=0))
     with TestClient(app) as c:
         yield c
 

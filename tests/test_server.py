@@ -61,14 +61,20 @@ def get(port, path):
     return status, (json.loads(text) if "json" in ctype else text)
 
 
+# The course server's rules: every query scored and shown, no limits per address (the tests here post from one
+# address as many teams); tests/test_server_hardening.py serves with the defaults (course=False).
+COURSE = ["server.public_fraction=1", "server.daily_limit_per_client=0", "server.new_teams_per_client=0"]
+
+
 @pytest.fixture
 def start(tmp_path):
     """Start servers in threads; each call returns (port, server)."""
     started = []
 
-    def _start(*overrides, truths=(TRUTH,), db=None):
+    def _start(*overrides, truths=(TRUTH,), db=None, course=True):
         paths = [write_truth(tmp_path / f"comp{i}", t) for i, t in enumerate(truths)]
-        cfg = load_config(overrides=["server.port=0", f"server.db={db or tmp_path / 'server.db'}", *overrides])
+        cfg = load_config(overrides=["server.port=0", f"server.db={db or tmp_path / 'server.db'}",
+                                     *(COURSE if course else []), *overrides])
         server = make_server(ServerSettings(**cfg["server"]), load_competitions([str(p) for p in paths]))
         threading.Thread(target=server.serve_forever, daemon=True).start()
         started.append(server)
@@ -382,26 +388,53 @@ def test_a_body_cut_short_by_the_client_is_not_stored(start):
     assert server.store.count() == 0
 
 
-def test_connections_beyond_max_connections_get_a_quick_503(start):
+@pytest.fixture
+def in_hand(monkeypatch):
+    """Submissions held while their answers are being worked out: each one that arrives releases `entered`; all go
+    on once `release` is set (at the latest when the test ends)."""
+    import competition.server as server_module
+
+    entered, release = threading.Semaphore(0), threading.Event()
+    real = server_module.score_and_store
+
+    def held(*args, **kwargs):
+        entered.release()
+        release.wait(30)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(server_module, "score_and_store", held)
+    yield entered, release
+    release.set()
+
+
+def test_at_the_cap_a_newcomer_gets_a_quick_503_when_every_request_is_in_hand(start, in_hand):
+    entered, release = in_hand
     port, server = start("server.max_connections=2", "server.read_timeout=10")
-    held = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(2)]
-    try:
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        working = [pool.submit(post, port, perfect()) for _ in range(2)]
+        assert entered.acquire(timeout=10) and entered.acquire(timeout=10)  # both requests are in hand
         with socket.create_connection(("127.0.0.1", port)) as third:
             closed, data = closed_within(third, 3)  # well before the held ones' read_timeout
         assert closed and data.startswith(b"HTTP/1.1 503") and b"server.max_connections" in data
+        assert b"each with its request in hand" in data and b"Retry-After: 1" in data
+        release.set()
+        assert [f.result()[0] for f in working] == [200, 200]  # the requests in hand were not cut
+
+
+def test_at_the_cap_the_oldest_connection_without_a_request_makes_room(start):
+    """Idle connections at the cap do not keep a newcomer out (issue 36): the oldest of them is answered 503 and
+    closed, the newcomer served, however long the deadlines."""
+    port, server = start("server.max_connections=2", "server.read_timeout=30", "server.header_timeout=30")
+    held = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(2)]
+    try:
+        held[1].sendall(b"POST /results/ HTTP/1.1\r\n")  # the younger one has begun its head
+        assert post(port, perfect())[0] == 200
+        closed, data = closed_within(held[0], 5)
+        assert closed and data.startswith(b"HTTP/1.1 503") and b"to make room" in data
+        assert b"server.max_connections" in data
     finally:
         for sock in held:
             sock.close()
-    deadline = time.monotonic() + 5  # the held connections' threads end and give their slots back
-    while True:
-        try:
-            status = post(port, perfect())[0]
-        except ConnectionError:  # refused while its request was still being sent
-            status = None
-        if status == 200 or time.monotonic() > deadline:
-            break
-        time.sleep(0.05)
-    assert status == 200
 
 
 def trickle(sock, data, every):
@@ -508,15 +541,19 @@ def test_max_connections_are_all_served(start):
             sock.close()
 
 
-def test_a_standard_client_over_the_limit_reads_its_503(start):
+def test_a_standard_client_over_the_limit_reads_its_503(start, in_hand):
     """The refused connection is answered, half-closed and read for a moment: a client that sends
     its whole request before it reads (requests) gets the 503, not a reset."""
     import requests
 
+    entered, release = in_hand
     port, _ = start("server.max_connections=1", "server.read_timeout=10")
-    with socket.create_connection(("127.0.0.1", port), timeout=10):
-        time.sleep(0.2)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        working = pool.submit(post, port, perfect())
+        assert entered.acquire(timeout=10)
         answer = requests.post(f"http://127.0.0.1:{port}/results/", json.dumps(perfect()), timeout=10)
+        release.set()
+        assert working.result()[0] == 200
     assert answer.status_code == 503 and "server.max_connections" in answer.json()["message"]
     assert answer.headers["Retry-After"] == "1"
 
@@ -572,7 +609,7 @@ def test_server_killed_and_restarted_keeps_every_acknowledged_submission(tmp_pat
         # port 0: the server binds a free port itself and prints it (a port picked here and bound
         # there could be taken by someone else in between)
         proc = subprocess.Popen([sys.executable, "-m", "cli.serve", "--competition", str(truth),
-                                 "--port", "0", "--db", str(db)], cwd=ROOT,
+                                 "--port", "0", "--db", str(db), *COURSE], cwd=ROOT,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         line = proc.stdout.readline()
         match = re.search(r"facematch server on http://127\.0\.0\.1:(\d+)/", line)

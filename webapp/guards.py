@@ -5,12 +5,11 @@ loopback (web.token, `Authorization: Bearer` or the cookie /login sets), and the
 from framing it or running script in it."""
 from __future__ import annotations
 
-import hmac
-import ipaddress
 from urllib.parse import urlsplit
 
 from fastapi import Request
 
+from serving import bearer_token, check_beyond_loopback, same_secret
 from utils import ConfigError
 from webapp.errors import Forbidden
 
@@ -21,13 +20,6 @@ PAGE_POLICY = ("default-src 'self'; img-src 'self' data: blob:; frame-ancestors 
                "form-action 'self'; object-src 'none'")
 DOCS_POLICY = ("default-src 'self'; script-src 'self' 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'; "
                "base-uri 'none'; object-src 'none'")
-
-
-def is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
 
 
 def allowed_hosts(host: str, allowed: list[str]) -> list[str]:
@@ -42,25 +34,22 @@ def allowed_hosts(host: str, allowed: list[str]) -> list[str]:
 
 
 def check_serving(host: str, token: str, allowed: list[str]) -> None:
-    """Refuse, at start, to serve beyond loopback without a token or without saying which host names to answer."""
-    if is_loopback(host):
-        return
-    if not token:
-        raise ConfigError(f"web.host={host} serves the page (which adds and removes photos) beyond this machine: set "
-                          "web.token (a long random secret; programs send it as `Authorization: Bearer TOKEN`, "
-                          "people open /login?token=TOKEN once)")
+    """Refuse, at start, to serve beyond loopback without a token (the rule every facematch server follows:
+    serving.check_beyond_loopback) or, on every address, without saying which host names to answer."""
+    check_beyond_loopback(host, token, host_key="web.host", secret_key="web.token",
+                          what="the page (which adds and removes photos)",
+                          how="set web.token to a long random secret (programs send it as `Authorization: Bearer "
+                              "TOKEN`, people open /login?token=TOKEN once)")
     if host in ("0.0.0.0", "::") and not allowed:
         raise ConfigError(f"web.host={host}: set web.allowed_hosts to the names people reach the page by "
                           "(e.g. [faces.example.org]), so that no other site's name is answered")
 
 
 def has_token(request: Request, token: str) -> bool:
-    """The request carries web.token (as a Bearer header or the cookie /login set)."""
-    if not token:
-        return False
-    given = request.headers.get("authorization", "")
-    given = given[7:] if given[:7].lower() == "bearer " else request.cookies.get(TOKEN_COOKIE, "")
-    return hmac.compare_digest(given.encode(), token.encode())
+    """The request carries web.token: as a Bearer header (the scheme in any case, as every facematch server reads
+    it: serving.bearer_token), or as the cookie /login set."""
+    given = bearer_token(request.headers.get("authorization")) or request.cookies.get(TOKEN_COOKIE, "")
+    return same_secret(given, token)
 
 
 def same_origin(request: Request) -> None:

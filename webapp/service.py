@@ -53,6 +53,10 @@ class WebSettings:
     max_sessions_per_client: int = 20
     max_marks: int = 1000
     max_queued: int = 4
+    read_timeout: float = 60.0
+    header_timeout: float = 2.0
+    max_connections: int = 64
+    max_connections_per_client: int = 16
     gallery_page: int = 48
     allowed_hosts: list[str] = field(default_factory=list)
     token: str = ""
