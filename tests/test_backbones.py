@@ -9,7 +9,7 @@ import torch
 import torchvision
 
 import backbones
-from backbones import dlib_resnet, faceres, imagenet
+from backbones import dlib_resnet, faceres, imagenet, mobilefacenet
 from backbones import BACKBONES, WeightsError, build_backbone, read_state_dict
 from conftest import FIXTURES
 from utils import ConfigError, package_file
@@ -154,14 +154,17 @@ def test_every_backbone_builds_without_reading_weights(name, monkeypatch):
     # None: a checkpoint comes next, so no weights file is opened
     monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("a weights file was read"))
     monkeypatch.setattr(dlib_resnet, "read_dat", lambda *a, **k: pytest.fail("a .dat file was read"))
-    if name.startswith("faceres"):  # its architecture is in its model.json: the installed files are read
+    # faceres's and the MobileFaceNets' architecture is in their files: the installed files are read
+    installed = {**{n: faceres.installed_model for n in ("faceres", "faceres-deep")},
+                 **{n: mobilefacenet.installed for n in mobilefacenet.RELEASES}}
+    if name in installed:
         try:
-            faceres.installed_model(name)
+            installed[name](name)
         except WeightsError as exc:
-            pytest.skip(f"HSE FaceRes weights not installed ({exc})")
+            pytest.skip(f"{name}'s weights are not installed ({exc})")
     bb = build_backbone(name, None)
     assert {"input_size", "mean", "std", "max_pixel_value", "crop"} <= set(bb.meta)
     assert len(bb.meta["mean"]) == len(bb.meta["std"]) == 3 and isinstance(bb.meta["max_pixel_value"], float)
-    out = _features(bb, 150 if name == "dlib_resnet" else 64)
+    out = _features(bb, 150 if name == "dlib_resnet" else 112 if name.startswith("mobilefacenet") else 64)
     assert out.shape[:2] == (2, bb.features) and out.ndim == (2 if bb.pooled else 4)
     assert bb.fingerprint == "" and bb.trainable and list(bb.module.parameters())
