@@ -239,3 +239,26 @@ def test_one_preprocessing_for_both_runtimes_bit_for_bit():
     assert np.array_equal(batch_input([c.astype(np.float32) for c in crops[:1]], inp), by_hand[:1])
     assert np.array_equal(eval_transform(inp)(image=crops[2])["image"].numpy(), by_hand[2])  # PyTorch's transform
     assert abs(float(by_hand[0, 0].mean()) - (crops[0][..., 0].mean() / 255 - 0.485) / 0.229) < 1e-4
+
+
+def test_prelus_are_unfolded_into_ops_onnx_runtime_keeps_in_its_layout(tmp_path):
+    """PRelu(x, slope) becomes Relu(x) + slope · Min(x, 0): no PRelu left, the same numbers to the last bits."""
+    import onnx
+    import onnxruntime as ort
+
+    from deploy.export import unfold_prelus
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.PReLU(8), torch.nn.Conv2d(8, 4, 3), torch.nn.PReLU())
+    with torch.no_grad():
+        net[1].weight.uniform_(-0.5, 0.5)
+    path = tmp_path / "prelu.onnx"
+    torch.onnx.export(net, (torch.zeros(2, 3, 16, 16),), str(path), input_names=["x"], opset_version=17, dynamo=False)
+    graph = onnx.load(str(path))
+    assert unfold_prelus(graph.graph) == 2
+    assert "PRelu" not in {n.op_type for n in graph.graph.node}
+    onnx.checker.check_model(graph)
+    x = np.random.default_rng(0).standard_normal((2, 3, 16, 16)).astype(np.float32)
+    before = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    after = ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    assert np.abs(before - after).max() <= 1e-6 and np.abs(net(torch.from_numpy(x)).detach().numpy() - after).max() < 1e-5
