@@ -10,6 +10,11 @@ choice is the highest mean top-1 over clean and the eight kinds; the test people
 
 Each row's embeddings are kept in outputs/choose/<row>/<condition>.npz (reused while newer than the checkpoint). Writes the
 section "choice" of bench/RESULTS.md.
+
+With --time N, every candidate alone and every pair is also timed end to end on N validation photos (read, find,
+crop, embed; no cache; ONNX Runtime, one thread; the median of --runs), beside face_recognition on the same photos in
+the same run, and --speed R chooses the most accurate line at least R times face_recognition's photos/s (issue 37:
+a member must earn its time).
 """
 from __future__ import annotations
 
@@ -92,6 +97,51 @@ def embeddings_of(row: str, paths: list[Path], kinds: list[str],
     return order, aligned
 
 
+def timings(rows: list[str], pairs: list[tuple[str, str, tuple[float, float]]], paths: list[Path],
+            runs: int) -> tuple[dict[str, float], float]:
+    """Milliseconds a photo, end to end (read, find, crop, embed; no cache), of each row alone and of each pair (its
+    members as a fusion embeds them: the second reuses the faces the first found), every row in ONNX Runtime on one
+    thread with its own test-time augmentation; and face_recognition's on the same photos. Medians of `runs`."""
+    import torch
+
+    from dataset import DataSettings
+    from detection import chain
+    from end_to_end import face_recognition_pass, load_face_recognition
+    from pipeline.embedding import embed_paths
+    from search.retrieval_settings import RetrievalSettings
+    from settings import load_for_inference
+
+    torch.set_num_threads(1)
+    nothing_kept = DataSettings(cache_dir=None, embedding_cache="")
+    loaded = {}
+    for row in rows:
+        model, cfg, _ = load_for_inference(CKPT / row.partition(":")[0] / "best.pt", [],
+                                           ["model.runtime=onnx", "model.threads=1"])
+        loaded[row] = (model, RetrievalSettings(**cfg["retrieval"]))
+
+    def once(members: list[str]) -> float:
+        chain.forget_found()
+        started = time.perf_counter()
+        for row in members:
+            model, retrieval = loaded[row]
+            embed_paths(paths, model, "cpu", "timing", data=nothing_kept, retrieval=retrieval)
+        return (time.perf_counter() - started) * 1000 / len(paths)
+
+    fr = load_face_recognition()
+    face_recognition_pass(fr, paths[:3])
+    for row in rows:
+        once([row])  # warm: sessions made, first-call costs paid
+    times: dict[str, list[float]] = {}
+    reference = []
+    for _ in range(runs):
+        reference.append(face_recognition_pass(fr, paths)["seconds"] * 1000 / len(paths))
+        for row in rows:
+            times.setdefault(row, []).append(once([row]))
+        for a, b, _ in pairs:
+            times.setdefault(f"{a} + {b}", []).append(once([a, b]))
+    return {label: float(np.median(t)) for label, t in times.items()}, float(np.median(reference))
+
+
 def main(argv: list[str] | None = None) -> int:
     from detection.covers import COVERS
     from search.retrieval_settings import RetrievalSettings
@@ -103,6 +153,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="whose covers: training's (what a choice is made on) or the evaluation's (a first look "
                              "only, written to its own section: never a choice)")
     parser.add_argument("--no-write", action="store_true", help="print only; leave bench/RESULTS.md alone")
+    parser.add_argument("--time", type=int, default=0, metavar="N",
+                        help="time every candidate and pair end to end on N validation photos (0: not timed)")
+    parser.add_argument("--runs", type=int, default=3, help="timing runs (the median is kept)")
+    parser.add_argument("--speed", type=float, default=0.0, metavar="R",
+                        help="choose the most accurate line at least R times face_recognition's photos/s (needs --time)")
     parser.add_argument("--section", nargs=2, metavar=("NAME", "TITLE"),
                         help="write to this section of bench/RESULTS.md instead (a choice of one part, e.g. landmarks)")
     args = parser.parse_args(argv)
@@ -133,7 +188,12 @@ def main(argv: list[str] | None = None) -> int:
         best = next(r for r in rows[2:] if r["weights"] == weights)
         results.append((f"{a} + {b}", f"{weights[0]:.1f} / {weights[1]:.1f}", best))
     results.sort(key=lambda r: -r[2]["mean_top1"])
-    head = ["candidate", "weights", "mean top-1", "clean", *kinds]
+    ms, fr_ms = {}, None
+    if args.time:
+        pairs = [(a, b, ()) for a, b in itertools.combinations(args.rows, 2)]
+        ms, fr_ms = timings(args.rows, pairs, [Path(p) for p in order[:: max(1, len(order) // args.time)][:args.time]],
+                            args.runs)
+    head = ["candidate", "weights", "mean top-1", *(["ms a photo", "× face_recognition"] if ms else []), "clean", *kinds]
     flag = "" if args.covers == "training" else " --covers evaluation"
     whose = ("**training's** covers (detection/covers.py TRAINING)" if args.covers == "training" else
              "**the evaluation's** covers (detection/covers.py EVALUATION: a first look, never a choice; the choice is "
@@ -147,9 +207,26 @@ def main(argv: list[str] | None = None) -> int:
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     reference = next(r for label, _, r in results if label == args.rows[0])["mean_top1"]
     for label, weights, r in results:
+        speed = [f"{ms[label]:.0f}", f"{fr_ms / ms[label]:.2f}×"] if ms else []
         lines.append(f"| {label} | {weights} | {r['mean_top1']:.3f} ({r['mean_top1'] / reference:.2f}×) | "
+                     + "".join(f"{c} | " for c in speed)
                      + " | ".join(f"{r[c]['top1']:.3f}" for c in ["clean", *kinds]) + " |")
-    lines += ["", f"Chosen: **{results[0][0]}** ({results[0][1] or 'alone'}). "
+    chosen = results[0]
+    if ms:
+        lines += ["", f"Time: end to end (read, find, crop, embed; no cache) on {args.time} of these photos, ONNX Runtime, "
+                  f"one thread, each row with its own test-time augmentation, the median of {args.runs} runs; "
+                  f"face_recognition (HOG + dlib's chip and descriptor) {fr_ms:.0f} ms a photo on the same photos in the "
+                  "same runs."]
+        if args.speed:
+            fast = [r for r in results if fr_ms / ms[r[0]] >= args.speed]
+            lines.append(f"Most accurate regardless of time: {results[0][0]} ({ms[results[0][0]]:.0f} ms, "
+                         f"{fr_ms / ms[results[0][0]]:.2f}× face_recognition).")
+            if not fast:
+                lines.append(f"No line is {args.speed:g}× face_recognition's speed: the fastest is "
+                             f"{min(ms, key=ms.get)} ({fr_ms / min(ms.values()):.2f}×).")
+            chosen = fast[0] if fast else chosen
+    what = f" among lines at least {args.speed:g}× face_recognition's photos/s" if args.speed and ms else ""
+    lines += ["", f"Chosen{what}: **{chosen[0]}** ({chosen[1] or 'alone'}). "
               f"{(time.time() - started) / 60:.0f} min for what was not kept."]
     text = "\n".join(lines)
     print(text)

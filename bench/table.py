@@ -190,6 +190,22 @@ FT_ROWS: dict[str, tuple[dict, list[str]]] = {
                            "augment.cover_p=0.5", "train.val_degrade=covers", "train.val_queries=all",
                            "train.monitor=mean_map@r", "train.epochs=3", "train.batches_per_epoch=40",
                            "train.warmup_epochs=0.25", "retrieval.tta=flip", "retrieval.rerank=[aqe]"]),
+    # issue 37: the ArcFace-trained MobileFaceNets (backbones/mobilefacenet.py), as they are and fine-tuned with covers
+    **{f"mfn{d}_as_is{tag}": ({"crop": "config/best_dlib.yaml's chain, ArcFace's 112-px template from five points",
+                               "backbone": f"mobilefacenet{d} (ArcFace-trained MobileFaceNet, {d}-d) as it is"
+                               + (", no flip" if tag else ", flip"), "loss": "none (pretrained)"},
+                              ["--config", f"config/mobilefacenet{d}.yaml", "train.epochs=0",
+                               f"retrieval.tta={'none' if tag else 'flip'}"])
+       for d in (512, 192) for tag in ("", "_noflip")},
+    **{f"mfn{d}_ft_covers": ({"crop": "config/best_dlib.yaml's chain, ArcFace's 112-px template from five points",
+                              "backbone": f"mobilefacenet{d} fine-tuned from the 14-px blocks on (stem and 28-px blocks "
+                              "frozen), lr 1e-5, covers as people wear them (training's own) on half the crops, 3 "
+                              "epochs of 40 batches, chosen on covered validation crops", "loss": "triplet (batch-hard)"},
+                             ["--config", f"config/mobilefacenet{d}.yaml", "model.freeze=2", "train.lr_backbone=0.00001",
+                              "augment.cover_p=0.5", "train.val_degrade=covers", "train.val_queries=all",
+                              "train.monitor=mean_map@r", "train.epochs=3", "train.batches_per_epoch=40",
+                              "train.warmup_epochs=0.25", "retrieval.tta=flip"])
+       for d in (512, 192)},
 }
 # Other backbones taught by the face network (issue 16): loss.name=distill, the teacher dlib_frozen's checkpoint
 # (its embeddings of every clean training photo and its mirror), on the teacher's own crops (the dlib chip),
