@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from backbones import WeightsError, build_backbone, legacy_frozen_state
 from detection import CROP_KEYS, CropSettings, landmark_net, load_crop
-from runtime import Fusion, OnnxFusion, OnnxNet, is_bundle, load_bundle
+from runtime import Fusion, SingleNetwork, is_bundle, load_bundle
 from utils import ConfigError, FacematchError, atomic_write, get_logger, lookup, progress, read_defaults
 
 log = get_logger()
@@ -173,8 +173,9 @@ def resolve_preprocessing(inp: InputSettings, crop_settings: CropSettings, backb
 
 # ---------------------------------------------------------------- the network
 
-class EmbeddingNet(nn.Module):
-    """Backbone features → pooling → head → unit-length embedding, with its preprocessing in `meta`."""
+class EmbeddingNet(nn.Module, SingleNetwork):
+    """Backbone features → pooling → head → unit-length embedding, with its preprocessing in `meta` (a
+    runtime.FaceNetwork)."""
 
     def __init__(self, settings: ModelSettings = ModelSettings(), inp: InputSettings = InputSettings(),
                  crop: CropSettings = CropSettings(), weights: str | None = None):
@@ -227,9 +228,17 @@ class EmbeddingNet(nn.Module):
         """The backbone's trainable parameters (none for a frozen extractor)."""
         return [p for p in self.backbone.parameters() if p.requires_grad]
 
-    def crop_settings(self) -> CropSettings:
-        """The crop settings the model was trained with (its meta's), typed."""
-        return CropSettings.from_saved(self.meta["crop"])
+    def embed_crops(self, crops: list, batch_size: int | str = "auto", tta: str = "none", *,
+                    device: torch.device | str | None = None, desc: str = "embedding", num_workers: int = 0) -> np.ndarray:
+        """Crops embedded in PyTorch (runtime.FaceNetwork.embed_crops; batch_size auto: batch_size_for's, on `device`,
+        None: where the weights are)."""
+        device = torch.device(device) if device is not None else next(iter(self.parameters()), torch.empty(0)).device
+        batch = batch_size_for(self, batch_size, device)
+        return embed(self, crops, batch, device, desc=desc, tta=tta, num_workers=num_workers)
+
+    def content_fingerprint(self) -> str:
+        """sha256 of the weights and preprocessing (torch_fingerprint)."""
+        return torch_fingerprint(self)
 
     def describe(self) -> dict:
         """What the network is: enough to rebuild it and to tell it from another."""
@@ -238,7 +247,7 @@ class EmbeddingNet(nn.Module):
 
 
 class FusedNet(nn.Module, Fusion):
-    """Several embedding networks as one model (model.members): each sees a photo through its own crop (detector
+    """Several embedding networks as one model (model.members; a runtime.FaceModel): each sees a photo through its own crop (detector
     chain, alignment, input), and the photo's embedding is their unit vectors side by side, each scaled by the
     square root of its weight (the weights sum to 1). The fused vector is a unit vector again and its cosine is
     the weighted sum of the members' cosines, so search, re-ranking and calibration work on it unchanged.
@@ -257,6 +266,10 @@ class FusedNet(nn.Module, Fusion):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         raise TypeError("a fused model embeds photos (pipeline.embedding.embed_paths): each member crops them its "
                         "own way, so one crop tensor cannot be fused")
+
+    def content_fingerprint(self) -> str:
+        """sha256 of every member's weights, the preprocessing and the weights (torch_fingerprint)."""
+        return torch_fingerprint(self)
 
 
 def frozen_parts(trunk, arch: str, freeze: int | str) -> list[nn.Module]:
@@ -440,11 +453,8 @@ def fused_from_checkpoint(ckpt: dict, path: str | Path) -> FusedNet:
     return model
 
 
-def checkpoint_fingerprint(model: EmbeddingNet) -> str:
-    """sha256 of the weights and preprocessing: equal fingerprints embed every photo alike (an exported model's:
-    its files' and preprocessing's, another fingerprint than its checkpoint's, as its numbers differ a little)."""
-    if isinstance(model, (OnnxNet, OnnxFusion)):
-        return model.content_fingerprint
+def torch_fingerprint(model: nn.Module) -> str:
+    """sha256 of a PyTorch model's description, preprocessing and weights: equal fingerprints embed every photo alike."""
     meta = {k: v for k, v in model.meta.items() if k != "calibration"}  # thresholds do not change an embedding
     digest = hashlib.sha256(repr((model.describe(), meta)).encode())
     for key, value in sorted(model.state_dict().items()):

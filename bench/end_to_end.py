@@ -86,37 +86,27 @@ FR = "face_recognition: HOG + 5-point chip + dlib descriptor"
 # ---------------------------------------------------------------- where the time goes
 
 class Stopwatch:
-    """Seconds spent inside pipeline.embedding's crop_paths and embed (PyTorch's or ONNX Runtime's; wrapped, so
-    nothing else changes)."""
+    """Seconds spent inside pipeline.embedding's crop_paths and the embed loops the networks run (PyTorch's or ONNX
+    Runtime's; wrapped, so nothing else changes)."""
 
     def __init__(self):
+        import network
+        from runtime import onnx_model
+
         self.crop = self.embed = 0.0
-        self._crop, self._embed = embedding.crop_paths, embedding.embed
+        for module, name, stage in ((embedding, "crop_paths", "crop"), (network, "embed", "embed"),
+                                    (onnx_model, "embed", "embed")):
+            setattr(module, name, self.timed(getattr(module, name), stage))
 
-        def crop(*a, **k):
+    def timed(self, function, stage: str):
+        """`function`, its seconds added to this stopwatch's `stage`."""
+        def run(*a, **k):
             started = time.perf_counter()
             try:
-                return self._crop(*a, **k)
+                return function(*a, **k)
             finally:
-                self.crop += time.perf_counter() - started
-
-        def embed(*a, **k):
-            started = time.perf_counter()
-            try:
-                return self._embed(*a, **k)
-            finally:
-                self.embed += time.perf_counter() - started
-
-        self._onnx_embed = embedding.onnx_embed
-
-        def onnx_embed(*a, **k):
-            started = time.perf_counter()
-            try:
-                return self._onnx_embed(*a, **k)
-            finally:
-                self.embed += time.perf_counter() - started
-
-        embedding.crop_paths, embedding.embed, embedding.onnx_embed = crop, embed, onnx_embed
+                setattr(self, stage, getattr(self, stage) + time.perf_counter() - started)
+        return run
 
     def reset(self) -> None:
         self.crop = self.embed = 0.0

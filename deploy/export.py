@@ -25,7 +25,7 @@ import torch
 
 from deploy.quantize import convert_fp16, quantize_int8
 from detection import crop_paths, landmark_net, list_images
-from network import CheckpointError, EmbeddingNet, FusedNet, model_from_checkpoint, read_checkpoint
+from network import CheckpointError, EmbeddingNet, model_from_checkpoint, read_checkpoint
 from runtime import BUNDLE_FILE, OnnxNet, batch_input, is_bundle
 from runtime.onnx_model import FORMAT, PRECISIONS, VERSION, file_sha256
 from utils import ConfigError, DataError, FacematchError, get_logger
@@ -41,11 +41,6 @@ CHECK_CHIPS, CALIBRATION_CHIPS = 24, 96
 
 class ExportError(FacematchError, RuntimeError):
     """An export whose ONNX Runtime output does not agree with PyTorch's, or that cannot be written."""
-
-
-def networks_of(model: EmbeddingNet | FusedNet) -> list[EmbeddingNet]:
-    """The networks a model runs: a fusion's members, or the model itself."""
-    return list(model.members) if isinstance(model, FusedNet) else [model]
 
 
 def to_onnx(net: EmbeddingNet, path: Path, meta: dict) -> None:
@@ -196,7 +191,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, precision: str = 
     work = Path(tempfile.mkdtemp(prefix=".export_", dir=out.parent if out.parent.is_dir() else None))
     try:
         networks, carried = [], {}
-        for i, net in enumerate(networks_of(model)):
+        for i, net in enumerate(model.networks()):
             name = f"network{i}_{net.arch}.onnx"
             log.info(f"exporting {net.arch} ({precision}) to {out / name}")
             meta = meta_of(net)
@@ -222,7 +217,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, precision: str = 
                     "source": {"checkpoint": str(checkpoint), "sha256": file_sha256(Path(checkpoint))},
                     "networks": networks, "config": ckpt["config"],
                     "calibrated_on": str(calibrate) if precision == "int8" else None}
-        if isinstance(model, FusedNet):
+        if len(model.networks()) > 1:
             manifest["weights"] = model.weights
         if "calibration" in model.meta:
             manifest["calibration"] = model.meta["calibration"]

@@ -1,7 +1,7 @@
 """Photos to embeddings, the one path used by evaluation, submission, the store, the search page and
-calibration: crop through the crop cache (the model's own crop settings), embed with the model's own
-preprocessing (optional flip TTA), keep each embedding in the embedding cache under the photo's content
-and the model's fingerprint.
+calibration, for every model (runtime.FaceModel: one network or a fusion, PyTorch or ONNX Runtime): each network
+crops through the crop cache (its own crop settings), embeds with its own preprocessing (optional flip TTA) and keeps
+each embedding in the embedding cache under the photo's content and its fingerprint; the model fuses the parts.
 
     folder = embed_folder("data/competition/test/gallery", model, "cpu", data=DataSettings(),
                           retrieval=RetrievalSettings(tta="flip"))   # names, crops, embeddings
@@ -17,15 +17,12 @@ import numpy as np
 from dataset import COVER_KINDS, DataSettings, degrade
 from detection import Crop, CropReport, CropSettings, ImageReadError, crop_face, crop_paths, list_images, load_crop, read_image
 from detection.covers import EVALUATION, CoverRanges, cover, face_of
-from network import EmbeddingNet, FusedNet, batch_size_for, checkpoint_fingerprint, embed
-from runtime import OnnxFusion, OnnxNet
-from runtime import embed as onnx_embed
+from runtime import FaceModel, FaceNetwork
 from pipeline.embedding_cache import EmbeddingCache, file_sha1, photo_key
 from search.retrieval_settings import RetrievalSettings
 from utils import DataError, get_logger, progress
 
 log = get_logger()
-ONNX_BATCH = 16  # retrieval.batch_size auto for an exported model: ONNX Runtime on the CPU gains nothing from more
 
 
 @dataclass
@@ -40,27 +37,40 @@ class EmbeddedFolder:
     paths: list[Path] = field(default_factory=list)  # the photos behind names, in the same order
 
 
-def embed_paths(paths: list[Path], model: EmbeddingNet | FusedNet | OnnxNet | OnnxFusion, device, what: str, *,
-                data: DataSettings = DataSettings(), retrieval: RetrievalSettings = RetrievalSettings(),
-                degradation: str = "none", seed: int = 0, covers: CoverRanges = EVALUATION) -> EmbeddedFolder:
-    """Crop (through the crop cache, data.cache_dir) and embed photos, both as the model was trained
-    (model.meta), with retrieval.tta and retrieval.batch_size.
+def embed_paths(paths: list[Path], model: FaceModel, device, what: str, *, data: DataSettings = DataSettings(),
+                retrieval: RetrievalSettings = RetrievalSettings(), degradation: str = "none", seed: int = 0,
+                covers: CoverRanges = EVALUATION) -> EmbeddedFolder:
+    """Photos cropped and embedded by every network of `model` (each as it was trained: its own crops, its own
+    preprocessing), fused (runtime.FaceModel.fuse); a photo is kept where every network found its face. The settings
+    are embed_network's; the crops shown are the first network's."""
+    networks = model.networks()
+    parts = [embed_network(paths, net, device, what if len(networks) == 1 else f"{what} ({net.arch})", data=data,
+                           retrieval=retrieval, degradation=degradation, seed=seed, covers=covers) for net in networks]
+    kept = set.intersection(*(set(p.paths) for p in parts))
+    order = [p for p in parts[0].paths if p in kept]
+    rows = [{p: i for i, p in enumerate(part.paths)} for part in parts]
+    emb = model.fuse([part.embeddings[[row[p] for p in order]] for part, row in zip(parts, rows)])
+    first = rows[0]
+    return EmbeddedFolder([p.name for p in order], [parts[0].crops[first[p]] for p in order], emb,
+                          [str(p) for p in paths if p not in kept], max(p.embedded for p in parts),
+                          min(p.from_cache for p in parts), order)
 
-    Embeddings are kept in data.embedding_cache under the photo's content and the model's
-    fingerprint, so an unchanged photo is embedded once per model. With a degradation
+
+def embed_network(paths: list[Path], net: FaceNetwork, device, what: str, *, data: DataSettings,
+                  retrieval: RetrievalSettings, degradation: str, seed: int, covers: CoverRanges) -> EmbeddedFolder:
+    """Crop (through the crop cache, data.cache_dir) and embed photos with one network, both as it was trained
+    (net.meta), with retrieval.tta and retrieval.batch_size.
+
+    Embeddings are kept in data.embedding_cache under the photo's content and the network's
+    fingerprint, so an unchanged photo is embedded once per network. With a degradation
     (evaluate.degrade), each crop is degraded first, seeded by the photo's name and `seed`
     (so every model sees the same degraded queries), and the cache is not used; a cover kind is drawn
     from `covers` (the evaluation's distribution unless a choice on validation people asks for training's).
-    A fused model (network.FusedNet) embeds the photos with each member, each through its own crops; an exported one
-    (runtime.OnnxNet, OnnxFusion) runs in ONNX Runtime, PyTorch running no part of its network.
     """
-    if isinstance(model, (FusedNet, OnnxFusion)):
-        return embed_fused(paths, model, device, what, data=data, retrieval=retrieval, degradation=degradation,
-                           seed=seed, covers=covers)
     if degradation in COVER_KINDS:  # drawn on the photo, before its face is looked for: as the world covers faces
-        crops, report = covered_crops(paths, model.crop_settings(), degradation, seed, ranges=covers)
+        crops, report = covered_crops(paths, net.crop_settings(), degradation, seed, ranges=covers)
     else:
-        crops, report = crop_paths(paths, model.crop_settings(), data.cache_dir, desc=f"cropping {what}",
+        crops, report = crop_paths(paths, net.crop_settings(), data.cache_dir, desc=f"cropping {what}",
                                    workers=int(data.num_workers))
     log.info(f"{what}: {report.summary()}")
     kept = [(p, c) for p, c in zip(paths, crops) if c is not None]
@@ -72,13 +82,14 @@ def embed_paths(paths: list[Path], model: EmbeddingNet | FusedNet | OnnxNet | On
     keys, found, cache = [], {}, None
     if cache_file:
         cache = EmbeddingCache(cache_file)
-        fingerprint = checkpoint_fingerprint(model)
+        fingerprint = net.content_fingerprint()
         keys = [photo_key(file_sha1(p), fingerprint, tta) for p, _ in kept]
         found = cache.get(keys)
     todo = [i for i in range(len(kept)) if cache is None or keys[i] not in found]
-    emb = np.zeros((len(kept), model.embedding_size), dtype=np.float32)
+    emb = np.zeros((len(kept), net.embedding_size), dtype=np.float32)
     if todo:
-        emb[todo] = embed_crops(model, [images[i] for i in todo], device, what, retrieval, int(data.num_workers))
+        emb[todo] = net.embed_crops([images[i] for i in todo], retrieval.batch_size, tta, device=device,
+                                    desc=f"embedding {what}", num_workers=int(data.num_workers))
     if cache is not None:
         for i, key in enumerate(keys):
             if key in found:
@@ -90,40 +101,17 @@ def embed_paths(paths: list[Path], model: EmbeddingNet | FusedNet | OnnxNet | On
                           [p for p, _ in kept])
 
 
-def embed_crops(model: EmbeddingNet | OnnxNet, crops: list[Path | np.ndarray], device, what: str,
-                retrieval: RetrievalSettings = RetrievalSettings(), num_workers: int = 0) -> np.ndarray:
-    """Crops embedded by one network, in PyTorch or ONNX Runtime, with retrieval.tta and retrieval.batch_size."""
-    if isinstance(model, OnnxNet):
-        batch = int(retrieval.batch_size) if str(retrieval.batch_size).isdigit() else ONNX_BATCH
-        return onnx_embed(model, crops, batch, desc=f"embedding {what}", tta=retrieval.tta)
-    batch = batch_size_for(model, retrieval.batch_size, device)
-    return embed(model, crops, batch, device, desc=f"embedding {what}", tta=retrieval.tta, num_workers=num_workers)
-
-
-def embed_photo(image: np.ndarray, model: EmbeddingNet | FusedNet | OnnxNet | OnnxFusion, device,
+def embed_photo(image: np.ndarray, model: FaceModel, device,
                 retrieval: RetrievalSettings = RetrievalSettings()) -> tuple[np.ndarray | None, list[Crop | None]]:
     """One photo already read (an upload held in memory: no file written, no cache kept) cropped and embedded as
     embed_paths does it: (its unit embedding, or None where a network finds no face; each network's crop, or None)."""
-    members = list(model.members) if isinstance(model, (FusedNet, OnnxFusion)) else [model]
-    crops = [crop_face(image, member.crop_settings()) for member in members]
+    networks = model.networks()
+    crops = [crop_face(image, net.crop_settings()) for net in networks]
     if any(c is None for c in crops):
         return None, crops
-    parts = [embed_crops(member, [c.image], device, "a photo", retrieval) for member, c in zip(members, crops)]
-    return (model.fuse(parts) if len(members) > 1 else parts[0])[0], crops
-
-
-def embed_fused(paths: list[Path], model: FusedNet | OnnxFusion, device, what: str, **settings) -> EmbeddedFolder:
-    """Photos embedded by every member of a fusion (embed_paths with the same settings, each member's own crops
-    and caches), fused; a photo is kept where every member found its face. Crops shown are the first member's."""
-    parts = [embed_paths(paths, member, device, f"{what} ({member.arch})", **settings) for member in model.members]
-    kept = set.intersection(*(set(p.paths) for p in parts))
-    order = [p for p in parts[0].paths if p in kept]
-    rows = [{p: i for i, p in enumerate(part.paths)} for part in parts]
-    emb = model.fuse([part.embeddings[[row[p] for p in order]] for part, row in zip(parts, rows)])
-    first = rows[0]
-    return EmbeddedFolder([p.name for p in order], [parts[0].crops[first[p]] for p in order], emb,
-                          [str(p) for p in paths if p not in kept], max(p.embedded for p in parts),
-                          min(p.from_cache for p in parts), order)
+    parts = [net.embed_crops([c.image], retrieval.batch_size, retrieval.tta, device=device, desc="embedding a photo")
+             for net, c in zip(networks, crops)]
+    return model.fuse(parts)[0], crops
 
 
 def covered_crops(paths: list[Path], settings: CropSettings, kind: str, seed: int, textures: int = 8,
@@ -163,7 +151,7 @@ def photo_seed(name: str, seed: int) -> int:
     return int.from_bytes(hashlib.sha1(f"{seed}:{name}".encode()).digest()[:8], "little")
 
 
-def embed_folder(folder: str | Path, model: EmbeddingNet, device, **settings) -> EmbeddedFolder:
+def embed_folder(folder: str | Path, model: FaceModel, device, **settings) -> EmbeddedFolder:
     """Every image directly in `folder`, cropped and embedded as embed_paths does with the same keyword
     settings (data, retrieval, degradation, seed); an empty folder is an error."""
     paths = list_images(folder)

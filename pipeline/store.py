@@ -102,8 +102,6 @@ class GalleryStore:
         """A new, empty store for embeddings of `model` (read from `checkpoint`), searched and embedded as
         `retrieval` says (its tta, index, nprobe and ef_search are the store's from now on); photos are
         cropped and embedded through data's caches."""
-        from network import checkpoint_fingerprint
-
         root = Path(root)
         if (root / "store.sqlite").exists():
             raise StoreError(f"{root} already holds a store: add to it, or remove the folder to rebuild")
@@ -111,7 +109,7 @@ class GalleryStore:
         conn = connect(root / "store.sqlite", SCHEMA)
         r = retrieval
         source = getattr(model, "source", None) or checkpoint  # an export made for model.runtime: onnx is the model
-        meta = {"checkpoint": str(Path(source).resolve()), "fingerprint": checkpoint_fingerprint(model),
+        meta = {"checkpoint": str(Path(source).resolve()), "fingerprint": model.content_fingerprint(),
                 "preprocessing": model.meta, "arch": getattr(model, "arch", ""), "dim": model.embedding_size, "tta": r.tta,
                 "index": r.index, "nprobe": r.nprobe, "ef_search": r.ef_search, "version": 0,
                 "created": time.time(), "data": asdict(data)}
@@ -154,13 +152,13 @@ class GalleryStore:
 
     def model(self, checkpoint: str | Path | None = None):
         """The model that embeds for this store, read from its checkpoint once; another model is refused."""
-        from network import checkpoint_fingerprint, model_from_checkpoint
+        from network import model_from_checkpoint
 
         if self._model is not None and checkpoint is None:
             return self._model
         path = checkpoint or self.meta["checkpoint"]
         model, _ = model_from_checkpoint(path)
-        fingerprint = checkpoint_fingerprint(model)
+        fingerprint = model.content_fingerprint()
         if fingerprint != self.meta["fingerprint"]:
             raise StoreError(
                 f"{self.root} holds embeddings of {self.meta['checkpoint']} (fingerprint {self.meta['fingerprint'][:12]}); "

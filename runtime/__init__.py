@@ -10,8 +10,9 @@ import importlib
 # one module of the package never imports the others through this file.
 _HOME = {
     "runtime.preprocess": ["batch_input", "model_input"],
+    "runtime.face_model": ["FaceModel", "FaceNetwork", "SingleNetwork"],
     "runtime.fused": ["Fusion", "fuse_embeddings"],
-    "runtime.onnx_model": ["BUNDLE_FILE", "OnnxFusion", "OnnxModelError", "OnnxNet", "embed", "is_bundle", "load_bundle",
+    "runtime.onnx_model": ["BUNDLE_FILE", "ONNX_BATCH", "OnnxFusion", "OnnxModelError", "OnnxNet", "embed", "is_bundle", "load_bundle",
                            "session_options"],
 }
 _MODULE_OF = {name: module for module, names in _HOME.items() for name in names}

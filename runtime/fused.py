@@ -14,9 +14,13 @@ def fuse_embeddings(parts: list[np.ndarray], weights: list[float] | tuple[float,
 
 
 class Fusion:
-    """The parts every fusion shares (a mixin: its class holds `members`, each with meta, embedding_size, arch,
-    crop_settings() and describe())."""
+    """The calls of runtime.FaceModel every fusion answers alike (a mixin: its class holds `members`, single networks
+    of runtime.FaceNetwork, and answers content_fingerprint() itself)."""
     members: list
+
+    def networks(self) -> list:
+        """Its members, each embedding photos through its own crops."""
+        return list(self.members)
 
     def fuse_members(self, weights: list[float]) -> None:
         """Set the fusion's weights (normalised to sum to 1), embedding size, arch and meta from its members."""

@@ -5,9 +5,8 @@ the config it was trained with) and one `.onnx` file per network (each also carr
     model, cfg = load_bundle("exports/best")          # (OnnxNet or OnnxFusion, the checkpoint's config)
     emb = embed(model, crops, batch_size=16, tta="flip")
 
-A loaded model answers what network.EmbeddingNet and network.FusedNet answer to the pipeline (meta, embedding_size,
-arch, crop_settings(), describe(), a fusion's members and fuse()), so pipeline.embedding, the store, the page and
-request_send.py embed with it unchanged.
+A loaded model answers runtime.FaceModel as network.EmbeddingNet and network.FusedNet do, so pipeline.embedding, the
+store, the page and request_send.py embed with it unchanged.
 """
 from __future__ import annotations
 
@@ -19,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from detection import CropSettings, load_crop
+from detection import load_crop
+from runtime.face_model import SingleNetwork
 from runtime.fused import Fusion
 from runtime.preprocess import batch_input
 from utils import FacematchError, progress
@@ -28,6 +28,7 @@ BUNDLE_FILE = "model.json"
 FORMAT = "facematch-onnx"
 VERSION = 1
 PRECISIONS = ("fp32", "int8", "fp16")
+ONNX_BATCH = 16  # batch size auto for an exported model: ONNX Runtime on the CPU gains nothing from more
 
 
 class OnnxModelError(FacematchError, RuntimeError):
@@ -48,7 +49,7 @@ def session_options(threads: int = 0):
     return options
 
 
-class OnnxNet:
+class OnnxNet(SingleNetwork):
     """One exported network: an ONNX Runtime session over its file, with the preprocessing it was trained with
     (`meta`: input and crop settings, as network.EmbeddingNet.meta). State is real (a session), hence a class."""
 
@@ -83,15 +84,23 @@ class OnnxNet:
                                  f"{self.embedding_size}")
         self.input_name = inputs[0].name
         content = {k: v for k, v in meta.items() if k != "calibration"}  # thresholds do not change an embedding
-        self.content_fingerprint = hashlib.sha256(data + repr((info, content)).encode()).hexdigest()
+        self._fingerprint = hashlib.sha256(data + repr((info, content)).encode()).hexdigest()
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """The network on a preprocessed (N, 3, size, size) float32 batch: (N, D) float32 unit vectors."""
         return np.asarray(self.session.run(None, {self.input_name: batch})[0], dtype=np.float32)
 
-    def crop_settings(self) -> CropSettings:
-        """The crop settings the network was trained with (its meta's), typed."""
-        return CropSettings.from_saved(self.meta["crop"])
+    def embed_crops(self, crops: list, batch_size: int | str = "auto", tta: str = "none", *, device=None,
+                    desc: str = "embedding", num_workers: int = 0) -> np.ndarray:
+        """Crops embedded in ONNX Runtime (runtime.FaceNetwork.embed_crops; batch_size auto: ONNX_BATCH; the CPU
+        whatever `device` says; decoding in this process)."""
+        batch = int(batch_size) if str(batch_size).isdigit() else ONNX_BATCH
+        return embed(self, crops, batch, desc=desc, tta=tta)
+
+    def content_fingerprint(self) -> str:
+        """sha256 of its file and preprocessing: another fingerprint than its checkpoint's (its numbers differ a
+        little)."""
+        return self._fingerprint
 
     def describe(self) -> dict:
         """What the network is (as network.EmbeddingNet.describe), and how it runs."""
@@ -107,8 +116,12 @@ class OnnxFusion(Fusion):
         self.fuse_members(weights)
         if calibration:
             self.meta["calibration"] = calibration
-        self.content_fingerprint = hashlib.sha256(
-            "".join(m.content_fingerprint for m in members).encode() + repr(self.weights).encode()).hexdigest()
+        self._fingerprint = hashlib.sha256(
+            "".join(m.content_fingerprint() for m in members).encode() + repr(self.weights).encode()).hexdigest()
+
+    def content_fingerprint(self) -> str:
+        """sha256 of its members' fingerprints and its weights."""
+        return self._fingerprint
 
     def describe(self) -> dict:
         """What the fusion is (its members, their weights), and that it runs in ONNX Runtime."""

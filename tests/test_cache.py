@@ -7,7 +7,6 @@ import numpy as np
 import torch
 
 import network
-from pipeline import embedding as retrieval
 from settings import embed_settings
 from conftest import PEOPLE
 from settings import build_model
@@ -31,8 +30,8 @@ def test_a_second_run_embeds_nothing_and_a_changed_photo_is_embedded_again(tiny_
     model.eval()
     folder = folder_of_photos(tmp_path)
     calls = []
-    real = retrieval.embed
-    monkeypatch.setattr(retrieval, "embed", lambda m, crops, *a, **k: calls.append(len(crops)) or real(m, crops, *a, **k))
+    real = network.embed
+    monkeypatch.setattr(network, "embed", lambda m, crops, *a, **k: calls.append(len(crops)) or real(m, crops, *a, **k))
 
     first = embed_folder(folder, model, "cpu", **embed_settings(tiny_cfg))
     assert (first.embedded, first.from_cache) == (6, 0) and calls == [6]
@@ -64,7 +63,7 @@ def test_another_model_or_tta_never_reuses_an_embedding(tiny_cfg, tmp_path):
     ed = embed_folder(folder, a, "cpu", degradation="both", **embed_settings(tiny_cfg))
     assert ed.embedded == 3 and ed.from_cache == 0
     assert len(EmbeddingCache(tiny_cfg["data"]["embedding_cache"])) == 9
-    assert network.checkpoint_fingerprint(a) != network.checkpoint_fingerprint(b)
+    assert a.content_fingerprint() != b.content_fingerprint()
 
 
 def test_the_cache_can_be_turned_off(tiny_cfg, tmp_path):

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from dataset import AugmentSettings, train_transform
 from detection import crop_paths, load_crop
-from network import EmbeddingNet, FusedNet, embed, model_from_checkpoint
+from network import EmbeddingNet, embed, model_from_checkpoint
 from utils import ConfigError, DataError, get_logger
 
 log = get_logger()
@@ -44,7 +44,7 @@ def teacher_targets(teacher: str, student: EmbeddingNet, paths: list[Path], crop
     if not Path(teacher).is_file():
         raise ConfigError(f"loss.teacher: no checkpoint at '{teacher}' (a checkpoint path, or self)")
     model, _ = model_from_checkpoint(teacher, device)
-    if isinstance(model, FusedNet):
+    if len(model.networks()) > 1:
         raise ConfigError(f"loss.teacher {teacher} is a fusion of several networks: distil from one of its members")
     if model.embedding_size != student.embedding_size:
         raise ConfigError(f"loss.teacher {teacher} gives {model.embedding_size}-d embeddings; the student's are "

@@ -87,7 +87,7 @@ def make_fusion(models: list, paths: list[Path], labels: list[str], device, *, d
     (the fused model, one row per weighting scored: choose_weights's)."""
     if len(models) < 2:
         raise ConfigError(f"model.members: a fusion needs two or more networks, got {len(models)}")
-    if any(isinstance(m, FusedNet) for m in models):
+    if any(len(m.networks()) > 1 for m in models):
         raise ConfigError("model.members: a member is itself a fusion; members are single networks")
     if len(set(labels)) < 2:
         raise DataError(f"fewer than 2 validation people (data.val_fraction {data.val_fraction}) to choose the "
