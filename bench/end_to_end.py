@@ -8,7 +8,7 @@ Photos: a seeded sample of --sample photos, half from ../shared/data/lfw_train a
 ../shared/data/celeba (a missing one is skipped with a message; with neither there is nothing to do).
 
 facematch: `pipeline.embedding.embed_paths` (read, detect, align, crop, write the crop cache, embed, write the
-embedding cache) with a model loaded from a checkpoint by `network.load_for_inference`, as
+embedding cache) with a model loaded from a checkpoint by `settings.load_for_inference`, as
 `facematch evaluate` and request_send.py load theirs; the checkpoint is built beforehand with `build_model`
 and `save_checkpoint` (not timed). Every run starts from an empty crop cache and an empty
 embedding cache (so everything is computed), then runs again over them (warm caches).
@@ -90,11 +90,11 @@ class Stopwatch:
     Runtime's; wrapped, so nothing else changes)."""
 
     def __init__(self):
-        import network
         from runtime import onnx_model
+        from torchnet import embed_loop
 
         self.crop = self.embed = 0.0
-        for module, name, stage in ((embedding, "crop_paths", "crop"), (network, "embed", "embed"),
+        for module, name, stage in ((embedding, "crop_paths", "crop"), (embed_loop, "embed", "embed"),
                                     (onnx_model, "embed", "embed")):
             setattr(module, name, self.timed(getattr(module, name), stage))
 

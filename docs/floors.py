@@ -22,14 +22,16 @@ FLOORS = [
                                                              # networks, what every server needs
     ("runtime",),                                            # the network outside PyTorch: preprocessing, ONNX
     ("dataset",),                                            # photos to tensors, identity splits
-    ("network",),                                            # the embedding network and its checkpoints
+    ("torchnet",),                                           # the network in PyTorch: its parts, checkpoints, embed loop
+    ("network",),                                            # the names callers import of the network
     ("pipeline",),                                           # photos to embeddings, the store, the protocol
     ("training", "competition", "webapp", "deploy"),         # what the pipeline serves
     ("settings",),                                           # the configuration, read at the top
     ("train", "request_send"),                               # the design's scripts
     ("cli",),                                                # the commands and the facematch entry point
 ]
-FLOOR_NAMES = ["helpers", "pure parts", "the network outside PyTorch", "photos to tensors", "the network", "the pipeline", "applications",
+FLOOR_NAMES = ["helpers", "pure parts", "the network outside PyTorch", "photos to tensors", "the network in PyTorch",
+               "the network's names", "the pipeline", "applications",
                "configuration", "the design's scripts", "commands"]
 
 

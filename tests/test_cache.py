@@ -6,7 +6,7 @@ import shutil
 import numpy as np
 import torch
 
-import network
+from torchnet import embed_loop
 from settings import embed_settings
 from conftest import PEOPLE
 from settings import build_model
@@ -30,8 +30,8 @@ def test_a_second_run_embeds_nothing_and_a_changed_photo_is_embedded_again(tiny_
     model.eval()
     folder = folder_of_photos(tmp_path)
     calls = []
-    real = network.embed
-    monkeypatch.setattr(network, "embed", lambda m, crops, *a, **k: calls.append(len(crops)) or real(m, crops, *a, **k))
+    real = embed_loop.embed
+    monkeypatch.setattr(embed_loop, "embed", lambda m, crops, *a, **k: calls.append(len(crops)) or real(m, crops, *a, **k))
 
     first = embed_folder(folder, model, "cpu", **embed_settings(tiny_cfg))
     assert (first.embedded, first.from_cache) == (6, 0) and calls == [6]

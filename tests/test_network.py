@@ -8,9 +8,11 @@ import torch
 import torchvision
 
 import network
+from backbones import WeightsError
 from settings import build_model
-from network import (CheckpointError, EmbeddingNet, WeightsError, load_model_state,
-                     model_from_checkpoint, read_checkpoint, save_checkpoint)
+from network import (CheckpointError, EmbeddingNet, load_model_state, model_from_checkpoint, read_checkpoint,
+                     save_checkpoint)
+from torchnet import embed_loop
 from utils import ConfigError
 from settings import load_config
 
@@ -232,8 +234,8 @@ def test_batch_size_auto_measures_a_model_once(monkeypatch):
 
     model = net("resnet18", 16, head="linear", weights=None, cfg=load_config(overrides=["input.size=32"]))
     calls = []
-    real = network.activation_bytes
-    monkeypatch.setattr(network, "activation_bytes", lambda *a: calls.append(1) or real(*a))
+    real = embed_loop.activation_bytes
+    monkeypatch.setattr(embed_loop, "activation_bytes", lambda *a: calls.append(1) or real(*a))
     first = batch_size_for(model, "auto")
     assert batch_size_for(model, "auto") == first and len(calls) == 1
     model.meta["input"]["size"] = 64  # another input size is measured again

@@ -167,7 +167,7 @@ def test_runtime_onnx_exports_a_checkpoint_once_and_request_send_ranks_without_p
             def refuse(*_a, **_k):
                 raise AssertionError("PyTorch ran the network")
             monkeypatch.setattr(EmbeddingNet, "forward", refuse)
-            monkeypatch.setattr("network.embed", refuse)
+            monkeypatch.setattr("torchnet.embed_loop.embed", refuse)
         assert request_send.main(["--checkpoint", str(ckpt), "--test", str(comp / "test"), "--out", str(out),
                                   "--dry-run", f"model.runtime={runtime}", "model.threads=1", *common]) == 0
         payloads[runtime] = json.loads(out.read_text())
