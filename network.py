@@ -7,12 +7,12 @@ embed_loop.py: crops to embeddings).
 """
 from torchnet.checkpoints import (CheckpointError, fused_checkpoint, load_model_state, model_from_checkpoint,
                                   read_checkpoint, save_checkpoint)
-from torchnet.embed_loop import AUTO_BATCH_MOST, TTA, activation_bytes, batch_size_for, embed
+from torchnet.embed_loop import AUTO_BATCH_MOST, activation_bytes, batch_size_for, embed
 from torchnet.embedding_net import EmbeddingNet, FusedNet, InputSettings, ModelSettings, settings_of
 from torchnet.heads import HEADS
 from torchnet.pooling import POOLINGS, RMAC, GeM, rmac_regions
 
 __all__ = ["AUTO_BATCH_MOST", "CheckpointError", "EmbeddingNet", "FusedNet", "GeM", "HEADS", "InputSettings",
-           "ModelSettings", "POOLINGS", "RMAC", "TTA", "activation_bytes", "batch_size_for", "embed", "fused_checkpoint",
+           "ModelSettings", "POOLINGS", "RMAC", "activation_bytes", "batch_size_for", "embed", "fused_checkpoint",
            "load_model_state", "model_from_checkpoint", "read_checkpoint", "rmac_regions", "save_checkpoint",
            "settings_of"]

@@ -20,7 +20,8 @@ from typing import Any, Callable, Iterator
 
 import yaml
 
-from utils import DEFAULT_CONFIG, SCHEMA, ConfigError, FacematchError, get_device, get_logger, read_defaults
+from utils import (DEFAULT_CONFIG, SCHEMA, ConfigError, FacematchError, get_device, get_logger, moved_keys,
+                   read_defaults)
 
 log = get_logger()
 
@@ -115,9 +116,9 @@ def _merged(files: list[str | Path] | None, overrides: list[str] | None, base: d
             raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"config file {path} must hold a mapping of keys")
-        _merge(cfg, data, str(path))
+        _merge(cfg, moved_keys(data), str(path))
     for text in overrides or []:
-        _merge(cfg, parse_override(text), f"override '{text}'")
+        _merge(cfg, moved_keys(parse_override(text)), f"override '{text}'")
     return cfg
 
 
@@ -207,7 +208,7 @@ def _heads():
 
 
 def _tta():
-    from network import TTA
+    from runtime import TTA
     return TTA
 
 
@@ -304,11 +305,11 @@ def check_monitor(cfg: dict) -> None:
 
 def embed_settings(cfg: dict) -> dict:
     """The keyword settings pipeline.embedding's embed_paths and embed_folder take, from a config: the data
-    and retrieval sections typed, and the seed."""
+    and embedding sections typed, and the seed."""
     from dataset import DataSettings
-    from search.retrieval_settings import RetrievalSettings
+    from runtime import EmbeddingSettings
 
-    return {"data": DataSettings(**cfg["data"]), "retrieval": RetrievalSettings(**cfg["retrieval"]), "seed": cfg["seed"]}
+    return {"data": DataSettings(**cfg["data"]), "embedding": EmbeddingSettings(**cfg["embedding"]), "seed": cfg["seed"]}
 
 
 def build_model(cfg: dict):

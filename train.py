@@ -51,6 +51,7 @@ from training.fusion import make_fusion
 from training.losses import LossSettings, build_loss
 from training.optim import make_optimizer, warmup_cosine
 from pipeline.validation import validate
+from runtime import EmbeddingSettings
 from search.retrieval_settings import RetrievalSettings
 from utils import ConfigError, DataError, atomic_write, get_device, get_logger, progress, seed_everything
 from settings import build_model, load_config, run_command
@@ -262,9 +263,9 @@ def draw(run: Run, state: RunState) -> None:
 def calibration_of(model: EmbeddingNet, people: People, cfg: dict, device,
                    features: torch.Tensor | None = None) -> dict:
     """The model's same-person thresholds on `people` (never trained on): all pairs of their photos,
-    embedded as search embeds them (retrieval.tta), so the checkpoint carries its calibration wherever it
+    embedded as search embeds them (embedding.tta), so the checkpoint carries its calibration wherever it
     goes (evaluation/calibration.py). A frozen backbone's stored `features` spare a second pass."""
-    batch, tta = cfg["train"]["batch_size_eval"], cfg["retrieval"]["tta"]
+    batch, tta = cfg["train"]["batch_size_eval"], cfg["embedding"]["tta"]
     if features is not None and tta == "none":
         model.eval()
         with torch.inference_mode():
@@ -438,12 +439,13 @@ def fuse(cfg: dict, checkpoints: list[Path]) -> dict:
     paths = [p for photos in val_people.values() for p in photos]
     labels = [name for name, photos in val_people.items() for _ in photos]
     model, rows = make_fusion([m for m, _ in loaded], paths, labels, device, data=data,
+                              embedding=EmbeddingSettings(**cfg["embedding"]),
                               retrieval=RetrievalSettings(**cfg["retrieval"]), kinds=list(cfg["augment"]["cover_kinds"]),
                               member_weights=cfg["model"]["member_weights"], seed=cfg["seed"])
     first = loaded[0][1]
     saved = {**first, "model": {**first["model"], "members": cfg["model"]["members"],
                                 "member_weights": cfg["model"]["member_weights"]},
-             **{k: cfg[k] for k in ("data", "seed", "train", "retrieval", "augment")}}
+             **{k: cfg[k] for k in ("data", "seed", "train", "embedding", "retrieval", "augment")}}
     ckpt = fused_checkpoint(model, saved, [{k: c[k] for k in ("model", "input", "crop")} for _, c in loaded])
     ckpt["people"] = {"val": sorted(val_people)}
     ckpt["fusion"] = {"rows": rows, "kinds": list(cfg["augment"]["cover_kinds"])}

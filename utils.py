@@ -45,6 +45,23 @@ def read_defaults() -> dict:
         return yaml.safe_load(fh)
 
 
+MOVED_KEYS = {"retrieval.tta": "embedding.tta", "retrieval.batch_size": "embedding.batch_size"}  # old key -> new
+
+
+def moved_keys(sections: dict) -> dict:
+    """A config (or a file's or an override's part of one) with the keys that moved (MOVED_KEYS) under their names
+    now, so files, overrides and checkpoints written before read as they did; a key given under both names keeps the
+    new name's value. Sections are copied, `sections` is left as it is."""
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in sections.items()}
+    for old, new in MOVED_KEYS.items():
+        (old_section, old_key), (section, key) = old.split("."), new.split(".")
+        if isinstance(out.get(old_section), dict) and old_key in out[old_section]:
+            value = out[old_section].pop(old_key)
+            if isinstance(out.setdefault(section, {}), dict):
+                out[section].setdefault(key, value)
+    return out
+
+
 def lookup(registry: dict[str, Any], name: str, key: str) -> Any:
     """registry[name], or a ConfigError naming the config key, the name and the choices: the one way a
     registry (detectors, re-rankers, losses...) is read, so a bad name from Python fails as clearly as one

@@ -51,7 +51,7 @@ def embeddings_of(row: str, paths: list[Path], kinds: list[str],
     (outputs/choose_evaluation/ for the evaluation's covers) as soon as it is computed."""
     from dataset import DataSettings
     from network import model_from_checkpoint
-    from search.retrieval_settings import RetrievalSettings
+    from runtime import EmbeddingSettings
     from detection.covers import EVALUATION, TRAINING
     from training.fusion import embeddings_by_condition
 
@@ -83,7 +83,7 @@ def embeddings_of(row: str, paths: list[Path], kinds: list[str],
         order, emb = embeddings_by_condition([model], paths, "cpu", [] if condition == "clean" else [condition],
                                              data=DataSettings(cache_dir="data/cache/crops",
                                                                embedding_cache="data/cache/embeddings.sqlite"),
-                                             retrieval=RetrievalSettings(**cfg["retrieval"]), seed=0,
+                                             embedding=EmbeddingSettings(**cfg["embedding"]), seed=0,
                                              covers=TRAINING if covers == "training" else EVALUATION)
         folder.mkdir(parents=True, exist_ok=True)
         np.savez(out, paths=np.array([str(p) for p in order]), embeddings=emb[condition][0])
@@ -108,7 +108,7 @@ def timings(rows: list[str], pairs: list[tuple[str, str, tuple[float, float]]], 
     from detection import chain
     from end_to_end import face_recognition_pass, load_face_recognition
     from pipeline.embedding import embed_paths
-    from search.retrieval_settings import RetrievalSettings
+    from runtime import EmbeddingSettings
     from settings import load_for_inference
 
     torch.set_num_threads(1)
@@ -117,14 +117,14 @@ def timings(rows: list[str], pairs: list[tuple[str, str, tuple[float, float]]], 
     for row in rows:
         model, cfg, _ = load_for_inference(CKPT / row.partition(":")[0] / "best.pt", [],
                                            ["model.runtime=onnx", "model.threads=1"])
-        loaded[row] = (model, RetrievalSettings(**cfg["retrieval"]))
+        loaded[row] = (model, EmbeddingSettings(**cfg["embedding"]))
 
     def once(members: list[str]) -> float:
         chain.forget_found()
         started = time.perf_counter()
         for row in members:
-            model, retrieval = loaded[row]
-            embed_paths(paths, model, "cpu", "timing", data=nothing_kept, retrieval=retrieval)
+            model, embedding = loaded[row]
+            embed_paths(paths, model, "cpu", "timing", data=nothing_kept, embedding=embedding)
         return (time.perf_counter() - started) * 1000 / len(paths)
 
     fr = load_face_recognition()

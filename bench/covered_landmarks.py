@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         net, sha = landmark_net.load(args.net), landmark_net.file_sha256(args.net)
     paths, labels = val_people()
     clean = clean_faces(paths, settings)
-    retrieval = RetrievalSettings(tta="flip")
+    retrieval = RetrievalSettings()
     clean_emb = cached_kind("clean", "dlib", lambda: {"errors": {}, "emb": {"clean": embed(
         model, [c["chip"] for c in clean], 32, "cpu", desc="embedding clean", tta="flip")}})["emb"]["clean"]
     clean_top1 = score_leave_one_out(clean_emb, labels, retrieval)["top1"]

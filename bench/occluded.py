@@ -163,7 +163,7 @@ def score(checkpoints: list[str], tag: str = "") -> None:
         gt = load_ground_truth(DEV)
         gallery = embed_folder(DEV / "test" / "gallery", model, device, **embed_settings(cfg))
         g_index = {n: j for j, n in enumerate(gallery.names)}
-        out = {"checkpoint": checkpoint, "tta": cfg["retrieval"]["tta"], "rerank": cfg["retrieval"]["rerank"]}
+        out = {"checkpoint": checkpoint, "tta": cfg["embedding"]["tta"], "rerank": cfg["retrieval"]["rerank"]}
         for kind, folder, degrade in (("clean", DEV, "none"), ("occluded", OCCLUDED, "none"),
                                       ("cutout", DEV, "cutout"), ("gamma", DEV, "gamma")):
             queries = embed_folder(folder / "test" / "query", model, device, degradation=degrade, **embed_settings(cfg))

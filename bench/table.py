@@ -143,12 +143,12 @@ FT_ROWS: dict[str, tuple[dict, list[str]]] = {
     "faceres_as_is": ({"crop": "YuNet → Haar → centre, a loose square (1.2× the box), 224 px",
                        "backbone": "HSE FaceRes (faceres: a MobileNet trained for identity on VGGFace2, read from its "
                        "TF.js graph) as it is", "loss": "none (pretrained)"},
-                      ["--config", "config/faceres.yaml", "train.epochs=0", "retrieval.tta=flip",
+                      ["--config", "config/faceres.yaml", "train.epochs=0", "embedding.tta=flip",
                        "retrieval.rerank=[aqe]"]),
     "faceres_best_chain": ({"crop": "config/best_dlib.yaml's chain (YuNet 0.6, else 0.3 → MTCNN → Haar → centre, the "
                             "central face, dark patches filled), a loose square (1.2× the box), 224 px",
                             "backbone": "HSE FaceRes as it is", "loss": "none (pretrained)"},
-                           ["--config", "config/faceres.yaml", "train.epochs=0", "retrieval.tta=flip",
+                           ["--config", "config/faceres.yaml", "train.epochs=0", "embedding.tta=flip",
                             "retrieval.rerank=[aqe]", "crop.yunet_low_confidence=0.3", "crop.subject=central",
                             "crop.fill_dark_patches=true", "crop.fallback=[mtcnn,haar,center]"]),
     "best_fused": ({"crop": "each member's own (dlib chip; FaceRes's loose square), config/best_dlib.yaml's chain",
@@ -189,13 +189,13 @@ FT_ROWS: dict[str, tuple[dict, list[str]]] = {
                           ["--config", "config/faceres.yaml", "model.freeze=3", "train.lr_backbone=0.00001",
                            "augment.cover_p=0.5", "train.val_degrade=covers", "train.val_queries=all",
                            "train.monitor=mean_map@r", "train.epochs=3", "train.batches_per_epoch=40",
-                           "train.warmup_epochs=0.25", "retrieval.tta=flip", "retrieval.rerank=[aqe]"]),
+                           "train.warmup_epochs=0.25", "embedding.tta=flip", "retrieval.rerank=[aqe]"]),
     # issue 37: the ArcFace-trained MobileFaceNets (backbones/mobilefacenet.py), as they are and fine-tuned with covers
     **{f"mfn{d}_as_is{tag}": ({"crop": "config/best_dlib.yaml's chain, ArcFace's 112-px template from five points",
                                "backbone": f"mobilefacenet{d} (ArcFace-trained MobileFaceNet, {d}-d) as it is"
                                + (", no flip" if tag else ", flip"), "loss": "none (pretrained)"},
                               ["--config", f"config/mobilefacenet{d}.yaml", "train.epochs=0",
-                               f"retrieval.tta={'none' if tag else 'flip'}"])
+                               f"embedding.tta={'none' if tag else 'flip'}"])
        for d in (512, 192) for tag in ("", "_noflip")},
     **{f"mfn{d}_ft_covers": ({"crop": "config/best_dlib.yaml's chain, ArcFace's 112-px template from five points",
                               "backbone": f"mobilefacenet{d} fine-tuned from the 14-px blocks on (stem and 28-px blocks "
@@ -204,7 +204,7 @@ FT_ROWS: dict[str, tuple[dict, list[str]]] = {
                              ["--config", f"config/mobilefacenet{d}.yaml", "model.freeze=2", "train.lr_backbone=0.00001",
                               "augment.cover_p=0.5", "train.val_degrade=covers", "train.val_queries=all",
                               "train.monitor=mean_map@r", "train.epochs=3", "train.batches_per_epoch=40",
-                              "train.warmup_epochs=0.25", "retrieval.tta=flip"])
+                              "train.warmup_epochs=0.25", "embedding.tta=flip"])
        for d in (512, 192)},
 }
 # Other backbones taught by the face network (issue 16): loss.name=distill, the teacher dlib_frozen's checkpoint
@@ -321,7 +321,7 @@ def score_checkpoint(name: str, reranks: list[list[str]], tta: str = "none", deg
     from settings import embed_settings
 
     model, cfg, device = load_for_inference(CKPT / name / "best.pt", [], [
-        "data.cache_dir=data/cache/crops", f"retrieval.tta={tta}"])
+        "data.cache_dir=data/cache/crops", f"embedding.tta={tta}"])
     if model.crop_settings().detector == "center" and not (DEV / "PRECROPPED").exists():
         raise SystemExit(f"{name} was trained on an export (its photos are crops already): score it with "
                          "--dev EXPORT, not on the raw photos of data/dev")
@@ -329,7 +329,7 @@ def score_checkpoint(name: str, reranks: list[list[str]], tta: str = "none", deg
     gallery = embed_folder(DEV / "test" / "gallery", model, device, **embed_settings(cfg))  # crop and embedding caches
     sample = gallery.crops[:64]  # the network itself, timed on cached crops, never the embedding cache
     started = time.perf_counter()
-    embed(model, sample, batch_size_for(model, cfg["retrieval"]["batch_size"], device), device, tta=tta)
+    embed(model, sample, batch_size_for(model, cfg["embedding"]["batch_size"], device), device, tta=tta)
     per_photo = (time.perf_counter() - started) / len(sample)
     queries = embed_folder(DEV / "test" / "query", model, device, degradation=degrade, **embed_settings(cfg))
     return [score_report(gt, queries.names, queries.embeddings, gallery.names, gallery.embeddings,

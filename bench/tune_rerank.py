@@ -62,7 +62,7 @@ def main() -> None:
         raise SystemExit(f"{args.people}: no folder for {len(missing)} of the checkpoint's validation people "
                          f"({', '.join(missing[:3])}…): give --people the folder it was trained from")
     paths = [p for person in people for p in sorted((Path(args.people) / person).iterdir())]
-    model, cfg, device = load_for_inference(args.checkpoint, [], [f"retrieval.tta={args.tta}"])
+    model, cfg, device = load_for_inference(args.checkpoint, [], [f"embedding.tta={args.tta}"])
     found = embed_paths(paths, model, device, "validation people", **embed_settings(cfg))
     labels = [p.parent.name for p in found.paths]  # photo names are unique within a person only
     rows = []

@@ -20,6 +20,7 @@ from competition.scoring import score_competition
 from dataset import read_pairs
 from detection.covers import COVERS
 from pipeline.protocol import EvaluateSettings, evaluate_labelled, evaluate_pairs, format_report
+from search.retrieval_settings import RetrievalSettings
 from settings import embed_settings, load_for_inference, run_command
 
 SHOWN = ("top1", "top5", "top10", "map@10", "map@r")  # the per-cover table's columns
@@ -46,6 +47,7 @@ def evaluate_checkpoint(checkpoint: str, cfg_files: list[str], overrides: list[s
     pairs; with `covers`, {'clean': report, <kind>: report, ..., 'covers_mean': the kinds' mean of each metric}."""
     model, cfg, device = load_for_inference(checkpoint, cfg_files, overrides)
     evaluate = EvaluateSettings(**cfg["evaluate"])
+    retrieval = RetrievalSettings(**cfg["retrieval"])
     name = Path(checkpoint).name
     listed = read_pairs(pairs, root or Path(pairs).parent) if pairs else []
 
@@ -53,8 +55,9 @@ def evaluate_checkpoint(checkpoint: str, cfg_files: list[str], overrides: list[s
         if pairs:
             return evaluate_pairs(model, device, listed, degradation=settings.degrade, **embed_settings(cfg))
         if competition:
-            return score_competition(model, device, competition, name, evaluate=settings, **embed_settings(cfg))
-        return evaluate_labelled(model, device, labelled, name, evaluate=settings,
+            return score_competition(model, device, competition, name, evaluate=settings, retrieval=retrieval,
+                                     **embed_settings(cfg))
+        return evaluate_labelled(model, device, labelled, name, evaluate=settings, retrieval=retrieval,
                                  queries_per_person=cfg["split"]["queries_per_person"], **embed_settings(cfg))
 
     if not covers:

@@ -18,6 +18,7 @@ from pathlib import Path
 from dataset import DataSettings
 from evaluation.calibration import decide, match_words
 from pipeline.store import AddReport, GalleryStore
+from runtime import EmbeddingSettings
 from search.retrieval_settings import RetrievalSettings
 from settings import load_config, load_for_inference, run_command
 
@@ -42,7 +43,7 @@ def store_command(args: argparse.Namespace) -> int:
             args.parser.error("build needs --checkpoint")
         model, cfg, _ = load_for_inference(args.checkpoint, args.config, args.overrides)
         store = GalleryStore.create(args.store, args.checkpoint, model, RetrievalSettings(**cfg["retrieval"]),
-                                    DataSettings(**cfg["data"]))
+                                    DataSettings(**cfg["data"]), EmbeddingSettings(**cfg["embedding"]))
         report = store.add(items, allow_no_face=args.allow_no_face) if items else AddReport()
         print(f"built {args.store}: {report.summary()}")
     elif args.command == "add":

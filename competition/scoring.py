@@ -9,6 +9,7 @@ from dataset import DataSettings
 from pipeline.embedding import embed_folder
 from pipeline.protocol import EvaluateSettings, decision_report, draw_figures, score_ranking
 from search.retrieval import retrieve
+from runtime import EmbeddingSettings
 from search.retrieval_settings import RetrievalSettings
 from utils import get_logger
 
@@ -17,14 +18,15 @@ log = get_logger()
 
 def score_competition(model, device, competition: str | Path, name: str, *, data: DataSettings = DataSettings(),
                       retrieval: RetrievalSettings = RetrievalSettings(),
+                      embedding: EmbeddingSettings = EmbeddingSettings(),
                       evaluate: EvaluateSettings = EvaluateSettings(), seed: int = 0) -> dict:
     """Embed test/query (degraded as evaluate.degrade says) and test/gallery, rank the whole gallery
     and score it against ground_truth.json; queries the ground truth lacks are named, not scored."""
     comp = Path(competition)
     gt = load_ground_truth(comp)
-    queries = embed_folder(comp / "test" / "query", model, device, data=data, retrieval=retrieval,
+    queries = embed_folder(comp / "test" / "query", model, device, data=data, embedding=embedding,
                            degradation=evaluate.degrade, seed=seed)
-    gallery = embed_folder(comp / "test" / "gallery", model, device, data=data, retrieval=retrieval, seed=seed)
+    gallery = embed_folder(comp / "test" / "gallery", model, device, data=data, embedding=embedding, seed=seed)
     g_index = {name: j for j, name in enumerate(gallery.names)}
     unknown = [q for q in queries.names if q not in gt["queries"]]
     if unknown:

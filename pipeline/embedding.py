@@ -4,7 +4,7 @@ crops through the crop cache (its own crop settings), embeds with its own prepro
 each embedding in the embedding cache under the photo's content and its fingerprint; the model fuses the parts.
 
     folder = embed_folder("data/competition/test/gallery", model, "cpu", data=DataSettings(),
-                          retrieval=RetrievalSettings(tta="flip"))   # names, crops, embeddings
+                          embedding=EmbeddingSettings(tta="flip"))   # names, crops, embeddings
 """
 from __future__ import annotations
 
@@ -17,9 +17,8 @@ import numpy as np
 from dataset import COVER_KINDS, DataSettings, degrade
 from detection import Crop, CropReport, CropSettings, ImageReadError, crop_face, crop_paths, list_images, load_crop, read_image
 from detection.covers import EVALUATION, CoverRanges, cover, face_of
-from runtime import FaceModel, FaceNetwork
+from runtime import EmbeddingSettings, FaceModel, FaceNetwork
 from pipeline.embedding_cache import EmbeddingCache, file_sha1, photo_key
-from search.retrieval_settings import RetrievalSettings
 from utils import DataError, get_logger, progress
 
 log = get_logger()
@@ -38,14 +37,14 @@ class EmbeddedFolder:
 
 
 def embed_paths(paths: list[Path], model: FaceModel, device, what: str, *, data: DataSettings = DataSettings(),
-                retrieval: RetrievalSettings = RetrievalSettings(), degradation: str = "none", seed: int = 0,
+                embedding: EmbeddingSettings = EmbeddingSettings(), degradation: str = "none", seed: int = 0,
                 covers: CoverRanges = EVALUATION) -> EmbeddedFolder:
     """Photos cropped and embedded by every network of `model` (each as it was trained: its own crops, its own
     preprocessing), fused (runtime.FaceModel.fuse); a photo is kept where every network found its face. The settings
     are embed_network's; the crops shown are the first network's."""
     networks = model.networks()
     parts = [embed_network(paths, net, device, what if len(networks) == 1 else f"{what} ({net.arch})", data=data,
-                           retrieval=retrieval, degradation=degradation, seed=seed, covers=covers) for net in networks]
+                           embedding=embedding, degradation=degradation, seed=seed, covers=covers) for net in networks]
     kept = set.intersection(*(set(p.paths) for p in parts))
     order = [p for p in parts[0].paths if p in kept]
     rows = [{p: i for i, p in enumerate(part.paths)} for part in parts]
@@ -57,9 +56,9 @@ def embed_paths(paths: list[Path], model: FaceModel, device, what: str, *, data:
 
 
 def embed_network(paths: list[Path], net: FaceNetwork, device, what: str, *, data: DataSettings,
-                  retrieval: RetrievalSettings, degradation: str, seed: int, covers: CoverRanges) -> EmbeddedFolder:
+                  embedding: EmbeddingSettings, degradation: str, seed: int, covers: CoverRanges) -> EmbeddedFolder:
     """Crop (through the crop cache, data.cache_dir) and embed photos with one network, both as it was trained
-    (net.meta), with retrieval.tta and retrieval.batch_size.
+    (net.meta), with embedding.tta and embedding.batch_size.
 
     Embeddings are kept in data.embedding_cache under the photo's content and the network's
     fingerprint, so an unchanged photo is embedded once per network. With a degradation
@@ -74,7 +73,7 @@ def embed_network(paths: list[Path], net: FaceNetwork, device, what: str, *, dat
                                    workers=int(data.num_workers))
     log.info(f"{what}: {report.summary()}")
     kept = [(p, c) for p, c in zip(paths, crops) if c is not None]
-    tta = retrieval.tta
+    tta = embedding.tta
     images = [c for _, c in kept]
     if degradation != "none" and degradation not in COVER_KINDS:
         images = [degrade(load_crop(c), degradation, photo_seed(p.name, seed)) for p, c in kept]
@@ -88,7 +87,7 @@ def embed_network(paths: list[Path], net: FaceNetwork, device, what: str, *, dat
     todo = [i for i in range(len(kept)) if cache is None or keys[i] not in found]
     emb = np.zeros((len(kept), net.embedding_size), dtype=np.float32)
     if todo:
-        emb[todo] = net.embed_crops([images[i] for i in todo], retrieval.batch_size, tta, device=device,
+        emb[todo] = net.embed_crops([images[i] for i in todo], embedding.batch_size, tta, device=device,
                                     desc=f"embedding {what}", num_workers=int(data.num_workers))
     if cache is not None:
         for i, key in enumerate(keys):
@@ -102,14 +101,14 @@ def embed_network(paths: list[Path], net: FaceNetwork, device, what: str, *, dat
 
 
 def embed_photo(image: np.ndarray, model: FaceModel, device,
-                retrieval: RetrievalSettings = RetrievalSettings()) -> tuple[np.ndarray | None, list[Crop | None]]:
+                embedding: EmbeddingSettings = EmbeddingSettings()) -> tuple[np.ndarray | None, list[Crop | None]]:
     """One photo already read (an upload held in memory: no file written, no cache kept) cropped and embedded as
     embed_paths does it: (its unit embedding, or None where a network finds no face; each network's crop, or None)."""
     networks = model.networks()
     crops = [crop_face(image, net.crop_settings()) for net in networks]
     if any(c is None for c in crops):
         return None, crops
-    parts = [net.embed_crops([c.image], retrieval.batch_size, retrieval.tta, device=device, desc="embedding a photo")
+    parts = [net.embed_crops([c.image], embedding.batch_size, embedding.tta, device=device, desc="embedding a photo")
              for net, c in zip(networks, crops)]
     return model.fuse(parts)[0], crops
 
@@ -153,7 +152,7 @@ def photo_seed(name: str, seed: int) -> int:
 
 def embed_folder(folder: str | Path, model: FaceModel, device, **settings) -> EmbeddedFolder:
     """Every image directly in `folder`, cropped and embedded as embed_paths does with the same keyword
-    settings (data, retrieval, degradation, seed); an empty folder is an error."""
+    settings (data, embedding, degradation, seed); an empty folder is an error."""
     paths = list_images(folder)
     if not paths:
         raise DataError(f"{folder}: no images in this folder")

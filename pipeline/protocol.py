@@ -18,6 +18,7 @@ from dataset import DataSettings, list_identities, query_gallery_split
 from pipeline.embedding import embed_paths
 from search.exact import cosine_distance, unit
 from search.retrieval import retrieve
+from runtime import EmbeddingSettings
 from search.retrieval_settings import RetrievalSettings
 from utils import DataError, get_logger
 
@@ -141,6 +142,7 @@ def draw_figures(name: str, report: dict, q_crops: list, g_crops: list, ranked: 
 
 
 def evaluate_labelled(model, device, labelled: str | Path, name: str, *, data: DataSettings = DataSettings(),
+                      embedding: EmbeddingSettings = EmbeddingSettings(),
                       retrieval: RetrievalSettings = RetrievalSettings(), evaluate: EvaluateSettings = EvaluateSettings(),
                       queries_per_person: int, seed: int) -> dict:
     """Score a model on identity folders (never trained on), split into queries and gallery, with figures."""
@@ -148,13 +150,13 @@ def evaluate_labelled(model, device, labelled: str | Path, name: str, *, data: D
     people = list_identities(labelled, 1)
     paths = [p for photos in people.values() for p in photos]
     labels = [person for person, photos in people.items() for _ in photos]
-    emb = embed_paths(paths, model, device, Path(labelled).name, data=data, retrieval=retrieval, seed=seed)
+    emb = embed_paths(paths, model, device, Path(labelled).name, data=data, embedding=embedding, seed=seed)
     skipped = set(emb.skipped)
     labels = [label for p, label in zip(paths, labels) if str(p) not in skipped]
     q_emb = emb
     if degradation != "none":  # every photo may be a query: embed the degraded copies too
         q_emb = embed_paths([p for p in paths if str(p) not in skipped], model, device, "degraded queries",
-                            data=data, retrieval=retrieval, degradation=degradation, seed=seed)
+                            data=data, embedding=embedding, degradation=degradation, seed=seed)
     report, q_pos, g_pos, ranked, correct = score_labelled(emb.embeddings, labels, retrieval, q_emb.embeddings,
                                                            queries_per_person, seed)
     draw_figures(name, report, [q_emb.crops[i] for i in q_pos], [emb.crops[j] for j in g_pos], ranked, correct,
@@ -163,18 +165,18 @@ def evaluate_labelled(model, device, labelled: str | Path, name: str, *, data: D
 
 
 def evaluate_pairs(model, device, pairs: list, *, data: DataSettings = DataSettings(),
-                   retrieval: RetrievalSettings = RetrievalSettings(), degradation: str = "none", seed: int = 0) -> dict:
+                   embedding: EmbeddingSettings = EmbeddingSettings(), degradation: str = "none", seed: int = 0) -> dict:
     """Verification on pairs (dataset.read_pairs): every photo embedded once (the second photo of each pair
     degraded or covered as `degradation` says), cosine distances, ten-fold accuracy and TAR@FAR
     (evaluation.verification). A pair whose photo is left out (unreadable, no face on a chain without centre)
     counts as wrong, as it would in the field: it is scored at an infinite distance."""
     firsts = sorted({p.a for p in pairs} | ({p.b for p in pairs} if degradation == "none" else set()))
-    clean = embed_paths(firsts, model, device, "pair photos", data=data, retrieval=retrieval, seed=seed)
+    clean = embed_paths(firsts, model, device, "pair photos", data=data, embedding=embedding, seed=seed)
     vectors = dict(zip(clean.paths, unit(clean.embeddings)))
     seconds = vectors
     if degradation != "none":
         covered = embed_paths(sorted({p.b for p in pairs}), model, device, f"pair photos, {degradation}", data=data,
-                              retrieval=retrieval, degradation=degradation, seed=seed)
+                              embedding=embedding, degradation=degradation, seed=seed)
         seconds = dict(zip(covered.paths, unit(covered.embeddings)))
     distances = np.array([1.0 - float(vectors[p.a] @ seconds[p.b]) if p.a in vectors and p.b in seconds else np.inf
                           for p in pairs])

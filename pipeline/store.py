@@ -30,6 +30,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from dataset import DataSettings
+from runtime import EmbeddingSettings
 from search.retrieval_settings import RetrievalSettings
 from utils import FacematchError, atomic_write, connect, get_logger
 
@@ -98,10 +99,10 @@ class GalleryStore:
     # ------------------------------------------------------------ opening
     @classmethod
     def create(cls, root: str | Path, checkpoint: str | Path, model, retrieval: RetrievalSettings = RetrievalSettings(),
-               data: DataSettings = DataSettings()) -> "GalleryStore":
-        """A new, empty store for embeddings of `model` (read from `checkpoint`), searched and embedded as
-        `retrieval` says (its tta, index, nprobe and ef_search are the store's from now on); photos are
-        cropped and embedded through data's caches."""
+               data: DataSettings = DataSettings(), embedding: EmbeddingSettings = EmbeddingSettings()) -> "GalleryStore":
+        """A new, empty store for embeddings of `model` (read from `checkpoint`), searched as `retrieval` says and
+        embedded as `embedding` says (retrieval's index, nprobe and ef_search and embedding's tta are the store's
+        from now on); photos are cropped and embedded through data's caches."""
         root = Path(root)
         if (root / "store.sqlite").exists():
             raise StoreError(f"{root} already holds a store: add to it, or remove the folder to rebuild")
@@ -110,7 +111,7 @@ class GalleryStore:
         r = retrieval
         source = getattr(model, "source", None) or checkpoint  # an export made for model.runtime: onnx is the model
         meta = {"checkpoint": str(Path(source).resolve()), "fingerprint": model.content_fingerprint(),
-                "preprocessing": model.meta, "arch": getattr(model, "arch", ""), "dim": model.embedding_size, "tta": r.tta,
+                "preprocessing": model.meta, "arch": getattr(model, "arch", ""), "dim": model.embedding_size, "tta": embedding.tta,
                 "index": r.index, "nprobe": r.nprobe, "ef_search": r.ef_search, "version": 0,
                 "created": time.time(), "data": asdict(data)}
         with conn:
@@ -173,7 +174,7 @@ class GalleryStore:
         from pipeline.embedding import embed_paths
 
         return embed_paths(paths, self.model(checkpoint), "cpu", what, data=self.data,
-                           retrieval=RetrievalSettings(tta=self.meta["tta"]))
+                           embedding=EmbeddingSettings(tta=self.meta["tta"]))
 
     # ------------------------------------------------------------ contents
     def __len__(self) -> int:

@@ -10,6 +10,7 @@ import importlib
 # one module of the package never imports the others through this file.
 _HOME = {
     "runtime.preprocess": ["batch_input", "model_input"],
+    "runtime.embedding_settings": ["TTA", "EmbeddingSettings", "batch_setting", "check_tta"],
     "runtime.face_model": ["FaceModel", "FaceNetwork", "SingleNetwork"],
     "runtime.fused": ["Fusion", "fuse_embeddings"],
     "runtime.onnx_model": ["BUNDLE_FILE", "ONNX_BATCH", "OnnxFusion", "OnnxModelError", "OnnxNet", "embed", "is_bundle", "load_bundle",

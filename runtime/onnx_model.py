@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from detection import load_crop
+from runtime.embedding_settings import batch_setting, check_tta
 from runtime.face_model import SingleNetwork
 from runtime.fused import Fusion
 from runtime.preprocess import batch_input
@@ -94,7 +95,7 @@ class OnnxNet(SingleNetwork):
                     desc: str = "embedding", num_workers: int = 0) -> np.ndarray:
         """Crops embedded in ONNX Runtime (runtime.FaceNetwork.embed_crops; batch_size auto: ONNX_BATCH; the CPU
         whatever `device` says; decoding in this process)."""
-        batch = int(batch_size) if str(batch_size).isdigit() else ONNX_BATCH
+        batch = batch_setting(batch_size) or ONNX_BATCH
         return embed(self, crops, batch, desc=desc, tta=tta)
 
     def content_fingerprint(self) -> str:
@@ -201,8 +202,7 @@ def embed(model: OnnxNet, crops: list[np.ndarray | Path], batch_size: int = 16, 
     """Face crops (arrays or crop-cache files) embedded by an exported network, preprocessed as its meta says: an
     (N, D) float32 array of unit vectors, as network.embed answers for PyTorch. tta='flip' averages each crop's
     embedding with its mirror image's (one run over both) and normalises again; mirror=True embeds the mirror images."""
-    if tta not in ("none", "flip"):
-        raise FacematchError(f"retrieval.tta must be none or flip, got {tta!r}")
+    check_tta(tta)
     out = np.zeros((len(crops), model.embedding_size), dtype=np.float32)
     inp = model.meta["input"]
     starts = range(0, len(crops), max(1, int(batch_size)))

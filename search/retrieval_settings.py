@@ -1,5 +1,5 @@
 """The retrieval section (`retrieval:` in config/default.yaml, where every field is documented once) as typed
-settings: what search, the indexes, the re-rankers and the embedding of queries and gallery receive."""
+settings: what search, the indexes and the re-rankers receive."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -7,15 +7,13 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True)
 class RetrievalSettings:
-    """How a gallery is searched and re-ranked, and how its photos are embedded for it."""
+    """How a gallery is searched and re-ranked."""
     metric: str = "cosine"
     k: int = 10
     chunk_size: int = 1024
-    batch_size: int | str = "auto"
     index: str = "exact"
     nprobe: int = 16
     ef_search: int = 64
-    tta: str = "none"
     rerank: list[str] = field(default_factory=list)
     shortlist: int = 100
     qe_k: int = 2

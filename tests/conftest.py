@@ -49,7 +49,7 @@ def tiny_cfg(tmp_path):
         "train.epochs=2", "train.P=3", "train.K=2", "train.batches_per_epoch=3", "train.patience=0",
         "train.lr_backbone=0.001", "train.lr_head=0.001", "train.batch_size_eval=8",
         f"train.out_dir={tmp_path / 'run'}", f"train.figure={tmp_path / 'curve.png'}",
-        f"evaluate.figure={tmp_path / 'retrieval.png'}", "retrieval.batch_size=8",
+        f"evaluate.figure={tmp_path / 'retrieval.png'}", "embedding.batch_size=8",
     ])
 
 
@@ -70,11 +70,13 @@ def new_store(root, ckpt):
     """A new gallery store for a checkpoint, with its own retrieval and data settings (as `facematch store build`)."""
     from dataset import DataSettings
     from pipeline.store import GalleryStore
+    from runtime import EmbeddingSettings
     from search.retrieval_settings import RetrievalSettings
     from settings import load_for_inference
 
     model, cfg, _ = load_for_inference(ckpt)
-    return GalleryStore.create(root, ckpt, model, RetrievalSettings(**cfg["retrieval"]), DataSettings(**cfg["data"]))
+    return GalleryStore.create(root, ckpt, model, RetrievalSettings(**cfg["retrieval"]), DataSettings(**cfg["data"]),
+                               EmbeddingSettings(**cfg["embedding"]))
 
 
 def make_serve_recipe() -> list[str]:

@@ -106,7 +106,7 @@ def strict_calibration() -> dict:
 def tiny_checkpoint(work, calibration: dict | None):
     cfg = load_config(overrides=[f"data.cache_dir={work / 'cache'}", f"data.embedding_cache={work / 'emb.sqlite'}",
                                  "model.arch=resnet18", "model.weights=none", "model.embedding_size=16",
-                                 "input.size=32", "crop.size=40", "device=cpu", "retrieval.batch_size=8"])
+                                 "input.size=32", "crop.size=40", "device=cpu", "embedding.batch_size=8"])
     torch.manual_seed(0)
     model, _ = build_model(cfg)
     meta = dict(model.meta, **({"calibration": calibration} if calibration else {}))

@@ -53,7 +53,7 @@ def tiny(tmp: Path, run: str, *extra: str) -> list[str]:
             "input.size=32", "crop.size=40", "device=cpu", "train.epochs=1", "train.P=3", "train.K=2",
             "train.batches_per_epoch=2", "train.patience=0", "train.lr_backbone=0.00001", "train.lr_head=0.00001",
             "train.grad_clip=0", "train.batch_size_eval=8", f"train.out_dir={tmp / run}",
-            f"train.figure={tmp / run / 'curve.png'}", "retrieval.batch_size=8", *extra]
+            f"train.figure={tmp / run / 'curve.png'}", "embedding.batch_size=8", *extra]
 
 
 def torchrun(tmp: Path, runs: list[list[str]]) -> str:

@@ -225,7 +225,7 @@ def test_batch_size_auto_follows_the_free_memory(monkeypatch):
         assert batch_size_for(model, "auto") == expected, (free, expected)
     assert batch_size_for(model, 12) == 12 and batch_size_for(model, "12") == 12
     for bad in ("big", 0, -3):
-        with pytest.raises(ConfigError, match="retrieval.batch_size"):
+        with pytest.raises(ConfigError, match="embedding.batch_size"):
             batch_size_for(model, bad)
 
 

@@ -20,7 +20,7 @@ from runtime import embed as onnx_embed
 from settings import build_model, load_config, load_for_inference
 
 TINY = ["model.arch=resnet18", "model.weights=none", "model.embedding_size=16", "input.size=32", "crop.size=40",
-        "device=cpu", "retrieval.batch_size=8"]
+        "device=cpu", "embedding.batch_size=8"]
 
 
 def tiny_checkpoint(work, extra: list[str] = (), seed: int = 0, name: str = "tiny.pt"):

@@ -164,7 +164,7 @@ def test_flip_tta_averages_the_photo_and_its_mirror():
     assert np.allclose(flip, expected, atol=1e-5)
     assert np.allclose(embed(model, [c[:, ::-1].copy() for c in crops], tta="flip"), flip, atol=1e-5)
     assert not np.allclose(flip, plain, atol=1e-3)
-    with pytest.raises(ConfigError, match="retrieval.tta"):
+    with pytest.raises(ConfigError, match="embedding.tta"):
         embed(model, crops, tta="rotate")
 
 

@@ -91,7 +91,8 @@ def test_atomic_write_gives_usual_permissions_and_leaves_no_temp_file(tmp_path):
     ("feedback.method=knn", "feedback.method", "one of nearest"),
     ("augment.erase_p=1.5", "augment.erase_p", "<= 1"),
     ("crop.mtcnn_thresholds=[0.6,0.7]", "crop.mtcnn_thresholds", "a list of 3"),
-    ("retrieval.batch_size=lots", "retrieval.batch_size", "auto|"),
+    ("embedding.batch_size=lots", "embedding.batch_size", "auto|"),
+    ("retrieval.batch_size=lots", "embedding.batch_size", "auto|"),  # the old key, read as the new one
 ])
 def test_the_schema_refuses_bad_values_naming_key_value_and_rule(override, key, why):
     with pytest.raises(ConfigError, match=r"'" + key.replace(".", r"\.") + r"'") as info:
@@ -174,3 +175,17 @@ def test_typed_settings_hold_the_documented_defaults_and_every_key():
         assert kind(**defaults[section]) == kind(), section
     with pytest.raises(TypeError, match="detectr"):
         CropSettings(detectr="haar")  # a misspelt setting is refused, as an unknown config key is
+
+
+def test_the_embedding_section_reads_the_keys_it_once_had_under_retrieval(tmp_path):
+    from torchnet.checkpoints import upgrade_config
+
+    old = tmp_path / "old.yaml"
+    old.write_text("retrieval:\n  tta: flip\n  batch_size: 4\n  k: 3\n")
+    cfg = load_config([old])
+    assert cfg["embedding"] == {"tta": "flip", "batch_size": "4"} and cfg["retrieval"]["k"] == 3
+    assert "tta" not in cfg["retrieval"] and "batch_size" not in cfg["retrieval"]
+    assert load_config(overrides=["retrieval.tta=flip"])["embedding"]["tta"] == "flip"
+    assert load_config(overrides=["retrieval.tta=flip", "embedding.tta=none"])["embedding"]["tta"] == "none"
+    trained = {"retrieval": {"tta": "flip", "k": 5}, "crop": {}, "model": {"head": "linear"}}
+    assert upgrade_config(trained)["embedding"]["tta"] == "flip" and trained["retrieval"]["tta"] == "flip"

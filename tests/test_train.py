@@ -359,7 +359,7 @@ def test_a_fine_tuning_step_changes_dlibs_weights(tiny_cfg):
         "model.freeze=5", "data.val_fraction=0.4", "loss.distill_weight=1", "loss.teacher=self", "augment.erase_p=1", f"train.out_dir={tiny_cfg['train']['out_dir']}",
         f"train.figure={tiny_cfg['train']['figure']}", f"data.cache_dir={tiny_cfg['data']['cache_dir']}",
         f"data.embedding_cache={tiny_cfg['data']['embedding_cache']}", "device=cpu", f"data.train_dir={PEOPLE}",
-        "retrieval.batch_size=8", "train.batch_size_eval=8"])
+        "embedding.batch_size=8", "train.batch_size_eval=8"])
     before, _ = build_model(cfg)
     state = train.train(cfg)
     assert [row["epoch"] for row in state["history"]] == [0, 1]

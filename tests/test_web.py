@@ -38,7 +38,7 @@ def build_store(root: Path, work: Path, people: list[str]) -> Path:
     """A store of `people`'s photos, embedded by a random tiny ResNet18 (32-px inputs)."""
     overrides = [f"data.cache_dir={work / 'cache'}", f"data.embedding_cache={work / 'embeddings.sqlite'}",
                  "model.arch=resnet18", "model.weights=none", "model.embedding_size=16", "input.size=32",
-                 "crop.size=40", "device=cpu", "retrieval.batch_size=8"]
+                 "crop.size=40", "device=cpu", "embedding.batch_size=8"]
     cfg = load_config(overrides=overrides)
     torch.manual_seed(0)
     model, _ = build_model(cfg)

@@ -14,7 +14,7 @@ from backbones import WeightsError, legacy_frozen_state
 from detection import CROP_KEYS, CropSettings, landmark_net
 from runtime import is_bundle, load_bundle
 from torchnet.embedding_net import EmbeddingNet, FusedNet, settings_of
-from utils import FacematchError, atomic_write, read_defaults
+from utils import FacematchError, atomic_write, moved_keys, read_defaults
 
 
 class CheckpointError(FacematchError, RuntimeError):
@@ -82,7 +82,7 @@ def read_checkpoint(path: str | Path, map_location="cpu") -> dict:
 def upgrade_config(trained: dict) -> dict:
     """A checkpoint's config on today's keys: keys it lacks get today's defaults, except crop
     settings, which get what cropping did when it was written (CropSettings.from_saved); keys since
-    removed are dropped."""
+    removed are dropped, keys that moved are read under their names now (utils.moved_keys)."""
     cfg = read_defaults()
 
     def overlay(base: dict, old: dict) -> None:
@@ -91,7 +91,7 @@ def upgrade_config(trained: dict) -> dict:
                 overlay(base[key], value)
             elif key in base:
                 base[key] = value
-    overlay(cfg, trained)
+    overlay(cfg, moved_keys(trained))
     cfg["crop"] = CropSettings.from_saved(trained.get("crop", {})).to_dict()
     trained_model = trained.get("model", {})
     if "head" not in trained_model:

@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 
 from detection import load_crop
-from utils import ConfigError, lookup, progress
+from runtime import batch_setting, check_tta
+from utils import progress
 
-TTA = ("none", "flip")
 AUTO_BATCH_MOST, AUTO_BATCH_SHARE = 256, 0.25
 
 
@@ -42,22 +42,20 @@ def activation_bytes(model: torch.nn.Module, device: torch.device | str = "cpu")
 
 
 def batch_size_for(model: torch.nn.Module, setting: int | str, device: torch.device | str = "cpu") -> int:
-    """retrieval.batch_size resolved: a number as it is; 'auto' the largest power of two up to
+    """embedding.batch_size resolved: a number as it is; 'auto' the largest power of two up to
     AUTO_BATCH_MOST whose activations (activation_bytes, plus the TTA mirror's) fit in a quarter
     of the memory free on the device now."""
-    if str(setting) == "auto":
-        from utils import available_memory
+    if (batch := batch_setting(setting)) is not None:
+        return batch
+    from utils import available_memory
 
-        # One measuring pass per model and input size, not one per call (the search page embeds each upload).
-        key = (int(model.meta["input"]["size"]), str(device))
-        if getattr(model, "_activation_bytes", (None, 0))[0] != key:
-            model._activation_bytes = (key, activation_bytes(model, device))
-        per_image = 2 * max(1, model._activation_bytes[1])  # flip TTA holds a second pass
-        fits = int(available_memory(device) * AUTO_BATCH_SHARE // per_image)
-        return max(1, min(AUTO_BATCH_MOST, 1 << max(0, fits.bit_length() - 1)))
-    if str(setting).isdigit() and int(setting) > 0:
-        return int(setting)
-    raise ConfigError(f"retrieval.batch_size must be a positive number or auto, got {setting!r}")
+    # One measuring pass per model and input size, not one per call (the search page embeds each upload).
+    key = (int(model.meta["input"]["size"]), str(device))
+    if getattr(model, "_activation_bytes", (None, 0))[0] != key:
+        model._activation_bytes = (key, activation_bytes(model, device))
+    per_image = 2 * max(1, model._activation_bytes[1])  # flip TTA holds a second pass
+    fits = int(available_memory(device) * AUTO_BATCH_SHARE // per_image)
+    return max(1, min(AUTO_BATCH_MOST, 1 << max(0, fits.bit_length() - 1)))
 
 
 class CropDataset(torch.utils.data.Dataset):
@@ -89,7 +87,7 @@ def embed(model: torch.nn.Module, crops: list[np.ndarray | Path], batch_size: in
     """
     from dataset import eval_transform
 
-    lookup(dict.fromkeys(TTA), tta, "retrieval.tta")
+    check_tta(tta)
     device = torch.device(device) if device is not None else next(iter(model.parameters()), torch.empty(0)).device
     if not crops:
         return np.zeros((0, model.embedding_size), dtype=np.float32)

@@ -16,7 +16,7 @@ import numpy as np
 from detection.covers import TRAINING, CoverRanges
 from evaluation.calibration import calibrate, summary as calibration_summary
 from network import FusedNet
-from runtime import fuse_embeddings
+from runtime import EmbeddingSettings, fuse_embeddings
 from pipeline.embedding import embed_paths
 from pipeline.protocol import format_report, score_leave_one_out
 from search.retrieval_settings import RetrievalSettings
@@ -36,14 +36,14 @@ def weight_grid(members: int, step: float = STEP) -> list[tuple[float, ...]]:
 
 
 def embeddings_by_condition(members: list, paths: list[Path], device, kinds: list[str], *, data: DataSettings,
-                            retrieval: RetrievalSettings, seed: int,
+                            embedding: EmbeddingSettings, seed: int,
                             covers: CoverRanges = TRAINING) -> tuple[list[Path], dict[str, list[np.ndarray]]]:
     """Each member's embeddings of the photos, clean and under each cover kind (drawn from `covers`: training's
     distribution, what choices are made on), on the photos every member kept in every condition: (those photos,
     {condition: [one array per member]})."""
     found: dict[str, list] = {}
     for condition in ["clean", *kinds]:
-        found[condition] = [embed_paths(paths, m, device, f"validation, {condition}", data=data, retrieval=retrieval,
+        found[condition] = [embed_paths(paths, m, device, f"validation, {condition}", data=data, embedding=embedding,
                                         degradation="none" if condition == "clean" else condition, seed=seed,
                                         covers=covers) for m in members]
     kept = set.intersection(*(set(f.paths) for parts in found.values() for f in parts))
@@ -80,7 +80,7 @@ def choose_weights(embeddings: dict[str, list[np.ndarray]], labels: list[str], c
 
 
 def make_fusion(models: list, paths: list[Path], labels: list[str], device, *, data: DataSettings,
-                retrieval: RetrievalSettings, kinds: list[str], member_weights: list[float] | str,
+                embedding: EmbeddingSettings, retrieval: RetrievalSettings, kinds: list[str], member_weights: list[float] | str,
                 seed: int) -> tuple[FusedNet, list[dict]]:
     """The fusion of `models` (single networks), its weights chosen on the validation people's photos `paths`
     (`labels`: their people) unless `member_weights` gives them, calibrated on their fused clean embeddings:
@@ -99,7 +99,8 @@ def make_fusion(models: list, paths: list[Path], labels: list[str], device, *, d
     else:  # given: scored on the clean photos only (the calibration needs them), no covers to choose by
         candidates, kinds = [tuple(float(w) / sum(member_weights) for w in member_weights)], []
     owner = dict(zip(paths, labels))
-    order, embeddings = embeddings_by_condition(models, paths, device, kinds, data=data, retrieval=retrieval, seed=seed)
+    order, embeddings = embeddings_by_condition(models, paths, device, kinds, data=data, embedding=embedding,
+                                                seed=seed)
     labels = [owner[p] for p in order]
     weights, rows = choose_weights(embeddings, labels, candidates, retrieval)
     for row in rows:

@@ -218,7 +218,7 @@ class Service:
         chain without centre is a NoFace (422)."""
         from detection import CENTER, ImageReadError, chain_steps, read_image
         from pipeline.embedding import embed_photo
-        from search.retrieval_settings import RetrievalSettings
+        from runtime import EmbeddingSettings
 
         store = self.store()
         model = store.model()
@@ -227,7 +227,7 @@ class Service:
             image = read_image(shown, data)
         except ImageReadError as exc:
             raise UserError(f"{shown}: not a readable image ({str(exc).replace(shown, '').strip(': ')})") from None
-        vector, crops = embed_photo(image, model, "cpu", RetrievalSettings(tta=store.meta["tta"]))
+        vector, crops = embed_photo(image, model, "cpu", EmbeddingSettings(tta=store.meta["tta"]))
         if vector is None:
             missed = [c for c in crops if c is None]
             steps = chain_steps(crop)
