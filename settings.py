@@ -207,6 +207,11 @@ def _heads():
     return HEADS
 
 
+def _landmarks():
+    from detection.chain import LANDMARKS
+    return LANDMARKS
+
+
 def _tta():
     from runtime import TTA
     return TTA
@@ -256,7 +261,7 @@ class _Registries(Mapping):
     """The schema's registry names -> the code's registries, each imported only when a value is checked
     against it (a command that never names a loss never imports the losses)."""
     _table: dict[str, Callable[[], Any]] = {
-        "detection_steps": _steps, "alignments": _alignments, "backbones": _backbones, "poolings": _poolings,
+        "detection_steps": _steps, "alignments": _alignments, "landmarks": _landmarks, "backbones": _backbones, "poolings": _poolings,
         "heads": _heads, "tta": _tta, "losses": _losses, "degradations": _degradations, "crop_degradations": _crop_degradations,
         "val_degradations": _val_degradations,
         "cover_kinds": _cover_kinds,
@@ -350,10 +355,7 @@ def same_landmark_net(section: str, key: str, cfg: dict, trained: dict) -> bool:
         return False
     from detection import landmark_net
 
-    try:
-        return landmark_net.file_sha256(cfg[section][key]) == landmark_net.file_sha256(trained[section][key])
-    except (landmark_net.LandmarkNetError, OSError):
-        return False
+    return landmark_net.same_network(cfg[section][key], trained[section][key])
 
 
 def load_for_inference(checkpoint: str | Path, cfg_files: list[str] | None = None,

@@ -11,7 +11,6 @@ the landmark network a crop section names, so the folder alone crops and embeds 
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import os
 import random
@@ -239,10 +238,9 @@ def carry_landmark_net(crop: dict, folder: Path, carried: dict) -> dict:
     if crop.get("landmarks") != "net" or not crop.get("landmark_net"):
         return crop
     source = landmark_net.resolve(crop["landmark_net"])
-    data = source.read_bytes()
-    name = f"landmark_net_{hashlib.sha256(data).hexdigest()[:16]}.pt"
+    name = f"landmark_net_{landmark_net.file_sha256(crop['landmark_net'])[:16]}.pt"
     if name not in carried:
-        (folder / name).write_bytes(data)
+        (folder / name).write_bytes(source.read_bytes())
         carried[name] = source
     crop["landmark_net"] = name
     return crop

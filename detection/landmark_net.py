@@ -168,11 +168,36 @@ def save(path: str | Path, module, size: int, margin: float, **info) -> None:
 
 
 SHIPPED = Path(__file__).with_name("landmark_net.pt")  # the network this repository ships (float16 weights)
+CONTENT = "sha256:"  # crop.landmark_net by content: sha256:<hex>, the file kept in content_store() (keep() writes it)
 
 
-def resolve(path: str | Path) -> Path:
-    """A crop.landmark_net value as a file: 'shipped' is the network this repository ships (SHIPPED)."""
-    return SHIPPED if str(path) == "shipped" else Path(path)
+def content_store() -> Path:
+    """Where the landmark networks that checkpoints and exports carry are kept, each under its content's sha256
+    ($XDG_CACHE_HOME/facematch/landmark_nets)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "facematch" / "landmark_nets"
+
+
+def keep(data: bytes) -> str:
+    """A landmark network's file, carried by a checkpoint or an export, kept in content_store() (once, by content):
+    its reference for crop.landmark_net, sha256:<hex>, so its crops need no file from the machine it was trained on."""
+    from utils import atomic_write
+
+    digest = hashlib.sha256(data).hexdigest()
+    out = content_store() / f"{digest}.pt"
+    if not out.exists():
+        atomic_write(out, lambda tmp: Path(tmp).write_bytes(data))
+    return CONTENT + digest
+
+
+def resolve(ref: str | Path) -> Path:
+    """A crop.landmark_net value as a file, the one place each form is read: 'shipped' (SHIPPED, the network this
+    repository ships), sha256:<hex> (kept by content: keep()) or a path."""
+    ref = str(ref)
+    if ref == "shipped":
+        return SHIPPED
+    if ref.startswith(CONTENT):
+        return content_store() / f"{ref[len(CONTENT):]}.pt"
+    return Path(ref)
 
 
 def load(path: str | Path) -> LandmarkNet:
@@ -230,7 +255,16 @@ def _stamp(path: str | Path) -> tuple:
     return st.st_size, st.st_mtime_ns
 
 
-def file_sha256(path: str | Path) -> str:
-    """The weights file's sha256 (what the crop cache's key holds, so a retrained network never reuses old crops);
-    read once while the file is unchanged."""
-    return _sha256(str(resolve(path)), _stamp(resolve(path)))
+def file_sha256(ref: str | Path) -> str:
+    """The weights file's sha256 (what the crop cache's key holds, so a retrained network never reuses old crops, and
+    what tells two references to the same network apart from two networks); read once while the file is unchanged."""
+    return _sha256(str(resolve(ref)), _stamp(resolve(ref)))
+
+
+def same_network(a: str | Path, b: str | Path) -> bool:
+    """Whether two crop.landmark_net values name the same file content (a path, shipped, or a sha256: reference);
+    False where either cannot be read."""
+    try:
+        return str(a) == str(b) or file_sha256(a) == file_sha256(b)
+    except (LandmarkNetError, OSError):
+        return False

@@ -144,11 +144,14 @@ def file_sha256(path: Path) -> str:
 
 
 def bundle_crop(crop: dict, folder: Path) -> dict:
-    """A network's crop settings with a landmark network the bundle carries named by its path on this machine."""
+    """A network's crop settings with a landmark network the bundle carries named by its content
+    (detection.landmark_net.keep: sha256:<hex>), as a checkpoint's are."""
+    from detection import landmark_net
+
     crop = copy.deepcopy(crop)
     name = crop.get("landmark_net")
     if crop.get("landmarks") == "net" and name and (folder / str(name)).is_file():
-        crop["landmark_net"] = str((folder / str(name)).resolve())
+        crop["landmark_net"] = landmark_net.keep((folder / str(name)).read_bytes())
     return crop
 
 

@@ -166,6 +166,28 @@ def test_a_checkpoint_carries_its_landmark_network(tiny_cfg, tmp_path, monkeypat
     assert landmark_net.file_sha256(model_from_checkpoint(tmp_path / "b.pt")[0].crop_settings().landmark_net) == expected
 
 
+def test_an_export_carries_its_landmark_network_by_content(tiny_cfg, tmp_path, monkeypatch):
+    from deploy import export_checkpoint
+    from network import save_checkpoint
+    from runtime import load_bundle
+    from settings import build_model, load_config
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    fixed_net(tmp_path / "net.pt")
+    cfg = load_config(overrides=["crop.align=dlib", "crop.landmarks=net", f"crop.landmark_net={tmp_path / 'net.pt'}",
+                                 "crop.size=48", "input.size=48"], base=tiny_cfg)
+    model, _ = build_model(cfg)
+    save_checkpoint(tmp_path / "a.pt", {"model": model.eval().state_dict(), "config": cfg, "meta": model.meta,
+                                        "model_info": model.describe(), "epoch": 0})
+    expected = landmark_net.file_sha256(tmp_path / "net.pt")
+    export_checkpoint(tmp_path / "a.pt", tmp_path / "export", check=PEOPLE)
+    (tmp_path / "net.pt").unlink()
+    exported, _ = load_bundle(tmp_path / "export")
+    assert exported.crop_settings().landmark_net == landmark_net.CONTENT + expected
+    assert landmark_net.same_network(exported.crop_settings().landmark_net, landmark_net.keep(
+        landmark_net.resolve(exported.crop_settings().landmark_net).read_bytes()))
+
+
 def test_a_checkpoint_naming_a_missing_landmark_network_is_refused_on_save(tiny_cfg, tmp_path):
     from network import CheckpointError, save_checkpoint
     from settings import build_model, load_config

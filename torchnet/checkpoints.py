@@ -4,8 +4,6 @@ config they were trained with on today's keys (upgrade_config), and the network 
 from __future__ import annotations
 
 import copy
-import hashlib
-import os
 from pathlib import Path
 
 import torch
@@ -30,11 +28,6 @@ def landmark_net_sections(state: dict) -> list[dict]:
     return [s for s in sections if isinstance(s, dict) and s.get("landmarks") == "net" and s.get("landmark_net")]
 
 
-def landmark_net_cache() -> Path:
-    """Where the landmark networks carried by checkpoints are written out to be read ($XDG_CACHE_HOME/facematch)."""
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "facematch" / "landmark_nets"
-
-
 def save_checkpoint(path: str | Path, state: dict) -> None:
     """Write a checkpoint atomically: a crash mid-write leaves the previous file intact. A model whose crops are
     aligned by a landmark network carries that network's file, so the checkpoint alone crops as it was trained to."""
@@ -52,17 +45,13 @@ def save_checkpoint(path: str | Path, state: dict) -> None:
 
 
 def unpack_landmark_nets(ckpt: dict) -> dict:
-    """A checkpoint whose crop sections name the landmark networks it carries, written out (once, by content) to
-    landmark_net_cache(), so its crops need no file from the machine it was trained on."""
+    """A checkpoint whose crop sections name the landmark networks it carries by content (detection.landmark_net.keep:
+    sha256:<hex>), so its crops need no file from the machine it was trained on."""
     carried = ckpt.get("landmark_nets") or {}
     for section in landmark_net_sections(ckpt):
         data = carried.get(section["landmark_net"])
-        if data is None:
-            continue  # written before checkpoints carried it: the file is looked for where it was
-        out = landmark_net_cache() / f"{hashlib.sha256(data).hexdigest()}.pt"
-        if not out.exists():
-            atomic_write(out, lambda tmp: Path(tmp).write_bytes(data))
-        section["landmark_net"] = str(out)
+        if data is not None:  # else written before checkpoints carried it: the file is looked for where it was
+            section["landmark_net"] = landmark_net.keep(data)
     return ckpt
 
 
