@@ -212,6 +212,11 @@ def _landmarks():
     return LANDMARKS
 
 
+def _precisions():
+    from runtime.onnx_model import PRECISIONS
+    return PRECISIONS
+
+
 def _tta():
     from runtime import TTA
     return TTA
@@ -262,7 +267,7 @@ class _Registries(Mapping):
     against it (a command that never names a loss never imports the losses)."""
     _table: dict[str, Callable[[], Any]] = {
         "detection_steps": _steps, "alignments": _alignments, "landmarks": _landmarks, "backbones": _backbones, "poolings": _poolings,
-        "heads": _heads, "tta": _tta, "losses": _losses, "degradations": _degradations, "crop_degradations": _crop_degradations,
+        "heads": _heads, "tta": _tta, "precisions": _precisions, "losses": _losses, "degradations": _degradations, "crop_degradations": _crop_degradations,
         "val_degradations": _val_degradations,
         "cover_kinds": _cover_kinds,
         "distances": _distances,
