@@ -54,19 +54,19 @@ def clean_faces(paths: list[Path], settings) -> list[dict]:
     the chain finds on it; None where the chain found no box)."""
     from tqdm import tqdm
 
+    from detection import FaceFinder
     from detection.align import dlib_landmarks
-    from detection.chain import cut_face, find_face
     from detection.covers import face_of
     from detection.images import read_image
     from detection.occluders import fill_dark_patches
 
-    out = []
+    out, finder = [], FaceFinder()
     for path in tqdm(paths, desc="clean photos", unit="img"):
         image = read_image(path)
         seen = fill_dark_patches(image) if settings.fill_dark_patches else image
-        found = find_face(seen, settings)
-        truth = None if found.box is None else points_of(dlib_landmarks(seen, found.box))
-        out.append({"image": image, "face": face_of(image), "chip": cut_face(image, found, settings, seen).image,
+        found = finder.find_face(seen, settings)
+        truth = None if found.box is None else points_of(dlib_landmarks(seen, found.box, finder.dlib_predictor()))
+        out.append({"image": image, "face": face_of(image), "chip": finder.cut_face(image, found, settings, seen).image,
                     "truth": truth})
     return out
 
@@ -89,9 +89,8 @@ def run_kind(kind: str, clean: list[dict], paths: list[Path], settings, model, n
     import numpy as np
     from tqdm import tqdm
 
-    from detection import landmark_net
+    from detection import FaceFinder, landmark_net
     from detection.align import dlib_landmarks
-    from detection.chain import cut_face, find_face
     from detection.covers import EVALUATION, cover
     from detection.detectors import detect
     from detection.occluders import fill_dark_patches
@@ -100,6 +99,8 @@ def run_kind(kind: str, clean: list[dict], paths: list[Path], settings, model, n
     from training.landmarks import YUNET
 
     pool = [(p, c["image"]) for p, c in zip(paths[:8], clean[:8])]  # as pipeline.embedding.covered_crops cuts objects
+    finder = FaceFinder()
+    find_face, cut_face = finder.find_face, finder.cut_face
     chips = {m: [] for m in methods + (["oracle"] if "dlib" in methods else [])}
     errors = {m: [] for m in chips if m != "oracle"} | ({"yunet": []} if "dlib" in methods else {})
     for path, c in tqdm(list(zip(paths, clean)), desc=f"{kind}", unit="img", leave=False):
@@ -113,7 +114,7 @@ def run_kind(kind: str, clean: list[dict], paths: list[Path], settings, model, n
             chips["oracle"].append(cut_face(covered, found, settings, seen, points=truth).image
                                    if truth is not None else chips["dlib"][-1])
             if box is not None and truth is not None:
-                errors["dlib"].append(nme(points_of(dlib_landmarks(seen, box)), truth))
+                errors["dlib"].append(nme(points_of(dlib_landmarks(seen, box, finder.dlib_predictor())), truth))
             if truth is not None:
                 yu = detect(seen, YUNET, "yunet")
                 if len(yu):

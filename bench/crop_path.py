@@ -50,27 +50,27 @@ def photos(n: int, seed: int = 0) -> list[Path]:
     return [p for files in found.values() for p in sorted(rng.sample(files, min(n // max(1, len(found)), len(files))))]
 
 
-def crop_both(paths: list[Path], settings: list, cache: Path) -> None:
+def crop_both(paths: list[Path], settings: list, cache: Path, finder) -> None:
     from detection import crop_paths
 
     for s in settings:
-        crop_paths(paths, s, cache, desc="cropping")
+        crop_paths(paths, s, cache, desc="cropping", finder=finder)
 
 
 def configure(cuts: bool, settings: list):
-    """Issue 29's cuts on (cuts=True) or off: the landmark network's runtime, the shared detector runs."""
-    import detection.chain as chain
-    from detection import landmark_net
+    """A face finder with issue 29's cuts on (cuts=True) or off: the landmark network's runtime, the shared detector
+    runs."""
+    from detection import FaceFinder, landmark_net
 
-    chain.forget_found()
+    finder = FaceFinder()
     for s in settings:
         if s.landmarks == "net":
-            net = landmark_net.loaded(s.landmark_net)
-            if not hasattr(net, "_session"):
-                net._session = net.session
-            net.session = net._session if cuts else None
-    chain.detect_remembered = chain._detect_remembered if cuts else (
-        lambda view, settings, step, photo: chain.detect(view(), settings, step))
+            net = finder.models.get(("landmark_net", landmark_net.file_sha256(s.landmark_net)),
+                                    lambda: landmark_net.load(s.landmark_net))
+            net.session = net.session if cuts else None
+    if not cuts:
+        finder.detect_remembered = lambda view, settings, step, photo: finder.detect(view(), settings, step)
+    return finder
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,39 +82,35 @@ def main(argv: list[str] | None = None) -> int:
     if not paths or not CKPT.exists():
         print(f"needs ../shared/data (lfw_train, celeba) and {CKPT.relative_to(ROOT)}: nothing to bench")
         return 0
-    import detection.chain as chain
     from network import model_from_checkpoint
 
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
-    chain._detect_remembered = chain.detect_remembered
     settings = [m.crop_settings() for m in model_from_checkpoint(CKPT)[0].members]
     work = Path(tempfile.mkdtemp(prefix="bench_crop_path_"))
     started, load = time.time(), os.getloadavg()
     try:
-        configure(True, settings)
-        crop_both(paths[:3], settings, work / "warm")
+        crop_both(paths[:3], settings, work / "warm", configure(True, settings))
         times = {True: [], False: []}
         for r in range(args.runs):
             for cuts in ((True, False) if r % 2 == 0 else (False, True)):
-                configure(cuts, settings)
+                finder = configure(cuts, settings)
                 cache = work / f"run{r}_{cuts}"
                 t = time.perf_counter()
-                crop_both(paths, settings, cache)
+                crop_both(paths, settings, cache, finder)
                 times[cuts].append(1000 * (time.perf_counter() - t) / len(paths))
                 print(f"run {r + 1}, cuts {'on' if cuts else 'off'}: {times[cuts][-1]:.1f} ms a photo", flush=True)
         profiles = {}
         for cuts in (False, True):
-            configure(cuts, settings)
+            finder = configure(cuts, settings)
             profiler = cProfile.Profile()
             profiler.enable()
-            crop_both(paths, settings, work / f"profile_{cuts}")
+            crop_both(paths, settings, work / f"profile_{cuts}", finder)
             profiler.disable()
             stats = pstats.Stats(profiler).stats
             profiles[cuts] = {label: 1000 * sum(v[3] for k, v in stats.items() if k[0].endswith(f) and k[2] == fn)
                               / len(paths) for label, f, fn in PARTS}
     finally:
-        configure(True, settings)
         shutil.rmtree(work, ignore_errors=True)
     on, off = statistics.median(times[True]), statistics.median(times[False])
     lines = [f"Command: `.venv/bin/python bench/crop_path.py{f' --sample {args.sample}' if args.sample != 100 else ''}"

@@ -47,7 +47,8 @@ from tqdm import tqdm  # noqa: E402
 
 
 from dataset import list_images  # noqa: E402
-from detection import DETECTORS, CropSettings, ImageReadError, crop_face, crop_paths, detect, read_image, similarity_matrix  # noqa: E402
+from detection import (DETECTORS, CropSettings, FaceFinder, ImageReadError, Models, crop_paths, detect,  # noqa: E402
+                       read_image, similarity_matrix)
 from settings import load_config  # noqa: E402
 
 DATASETS = {"CelebA": "../shared/data/celeba", "LFW": "../shared/data/lfw_train"}  # relative to the repo root
@@ -99,6 +100,7 @@ def detection_pass(photos: list[tuple[str, Path]], base: CropSettings) -> tuple[
     found: dict[str, list] = {}
     seconds: dict[str, float] = {}
     unreadable: set[str] = set()
+    models = Models()  # each detector loaded once, as a FaceFinder keeps them
     for name in NAMES:
         cfg = crop_cfg(base, name, "none", fallback=[])
         out, spent = [], 0.0
@@ -110,7 +112,7 @@ def detection_pass(photos: list[tuple[str, Path]], base: CropSettings) -> tuple[
                 out.append(None)
                 continue
             started = time.perf_counter()
-            out.append(detect(image, cfg, name))
+            out.append(detect(image, cfg, name, models))
             spent += time.perf_counter() - started
         found[name], seconds[name] = out, spent
         hits = sum(1 for d in out if d is not None and len(d))
@@ -251,20 +253,21 @@ def speed(sample: list[Path], base: CropSettings, runs: int, with_landmarks: set
                if a == "none" or n in with_landmarks]
     images = [read_image(p) for p in tqdm(sample, desc="decoding the sample", unit="img", mininterval=5)]
     rates: dict[tuple, dict[str, list[float]]] = {c: {"crop": [], "cold": [], "warm": []} for c in configs}
+    finder = FaceFinder()  # one for the whole timing, as the process-wide detectors and memory were before
     n = len(sample)
     for r in range(runs):
         for det, align in tqdm(configs, desc=f"timing, run {r + 1}/{runs}", unit="config"):
             cfg = crop_cfg(base, det, align)
             started = time.perf_counter()
             for image in images:
-                crop_face(image, cfg)
+                finder.crop_face(image, cfg)
             rates[(det, align)]["crop"].append(n / (time.perf_counter() - started))
             with tempfile.TemporaryDirectory(prefix="bench_detectors_") as cache:
                 started = time.perf_counter()
-                _, report = crop_paths(sample, cfg, cache, desc=f"{det}/{align} cold")
+                _, report = crop_paths(sample, cfg, cache, desc=f"{det}/{align} cold", finder=finder)
                 rates[(det, align)]["cold"].append(n / (time.perf_counter() - started))
                 started = time.perf_counter()
-                _, report = crop_paths(sample, cfg, cache, desc=f"{det}/{align} warm")
+                _, report = crop_paths(sample, cfg, cache, desc=f"{det}/{align} warm", finder=finder)
                 rates[(det, align)]["warm"].append(n / (time.perf_counter() - started))
                 if report.counts["cached"] != n - len(report.failed) - len(report.no_face):
                     print(f"warning: {det}/{align}: warm pass took {report.counts['cached']} of {n} from the cache")

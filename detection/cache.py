@@ -13,9 +13,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
-from detection.chain import GUESS, Crop, chain_steps, crop_face
 from detection import landmark_net
+from detection.chain import GUESS, Crop, chain_steps
 from detection.crop_settings import MTCNN_STAGES, CropSettings
+from detection.finder import FaceFinder
 from detection.images import ImageReadError, read_image
 from detection.report import CropReport
 from utils import atomic_write, progress
@@ -86,9 +87,10 @@ def _load_cached(path: Path) -> dict | None:
     return meta if isinstance(meta, dict) and "path" in meta else None
 
 
-def crop_one(path: str | Path, settings: CropSettings, cache_dir: str | Path | None) -> tuple[Path | np.ndarray | None, dict, bool]:
-    """Crop one photo through the cache: (cache file or crop array, or None when no face was found
-    on the chain; its {'path', 'faces', 'aligned'}; whether it came from the cache).
+def crop_one(path: str | Path, settings: CropSettings, cache_dir: str | Path | None,
+             finder: FaceFinder | None = None) -> tuple[Path | np.ndarray | None, dict, bool]:
+    """Crop one photo through the cache, by `finder` (None: one of its own): (cache file or crop array, or None when
+    no face was found on the chain; its {'path', 'faces', 'aligned'}; whether it came from the cache).
 
     Raises ImageReadError naming the file when it cannot be read.
     """
@@ -102,7 +104,7 @@ def crop_one(path: str | Path, settings: CropSettings, cache_dir: str | Path | N
         meta = _load_cached(cached)
         if meta is not None:
             return cached, meta, True
-    crop = crop_face(read_image(path, data), settings)
+    crop = (finder or FaceFinder()).crop_face(read_image(path, data), settings)
     if crop is None:
         return None, {"path": None, "faces": 0, "aligned": False}, False
     meta = {"path": crop.path, "faces": crop.faces, "aligned": crop.aligned}
@@ -115,15 +117,15 @@ def crop_one(path: str | Path, settings: CropSettings, cache_dir: str | Path | N
 class _CropJobs:
     """crop_one over a list of photos, as a map-style dataset so DataLoader workers can share it."""
 
-    def __init__(self, paths, settings, cache_dir):
-        self.paths, self.settings, self.cache_dir = paths, settings, cache_dir
+    def __init__(self, paths, settings, cache_dir, finder):
+        self.paths, self.settings, self.cache_dir, self.finder = paths, settings, cache_dir, finder
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int):
         try:
-            return crop_one(self.paths[i], self.settings, self.cache_dir)
+            return crop_one(self.paths[i], self.settings, self.cache_dir, self.finder)
         except ImageReadError as exc:
             return exc
 
@@ -133,17 +135,19 @@ def _one(batch: list):
 
 
 def crop_paths(paths: list[str | Path], settings: CropSettings, cache_dir: str | Path | None,
-               desc: str = "cropping faces", workers: int = 0) -> tuple[list[Path | np.ndarray | None], CropReport]:
-    """Crop many photos (cached), one entry per input; None where the photo is left out
-    (unreadable with settings.on_error 'skip', or no face on a chain without 'center'). Each crop is
+               desc: str = "cropping faces", workers: int = 0,
+               finder: FaceFinder | None = None) -> tuple[list[Path | np.ndarray | None], CropReport]:
+    """Crop many photos (cached) by `finder` (None: one of its own), one entry per input; None where the photo is
+    left out (unreadable with settings.on_error 'skip', or no face on a chain without 'center'). Each crop is
     stored as soon as it is made, so an interrupted run keeps its work. With `workers`, reading,
-    detection and alignment run in that many DataLoader worker processes, in order."""
+    detection and alignment run in that many DataLoader worker processes (each with its own copy of the finder),
+    in order."""
     import torch
 
     chain_steps(settings)  # bad names fail before any work
     report = CropReport(primary=settings.detector, subject=settings.subject)
     out: list[Path | np.ndarray | None] = []
-    jobs = _CropJobs(list(paths), settings, cache_dir)
+    jobs = _CropJobs(list(paths), settings, cache_dir, finder or FaceFinder())
     results = iter(jobs[i] for i in range(len(jobs))) if not workers else iter(torch.utils.data.DataLoader(
         jobs, batch_size=1, num_workers=workers, collate_fn=_one))
     for path, result in progress(zip(paths, results), total=len(paths), desc=desc, unit="img",

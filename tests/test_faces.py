@@ -13,7 +13,7 @@ from PIL import Image
 import detection.cache
 from cli import faces
 from conftest import FACES, needs_shared, SHARED
-from detection import (ARCFACE_TEMPLATE, CropSettings, Detections, ImageReadError, crop_face, crop_key, crop_one, crop_paths,
+from detection import (ARCFACE_TEMPLATE, CropSettings, Detections, FaceFinder, ImageReadError, crop_face, crop_key, crop_one, crop_paths,
                        dark_patches, describe_chain, detect, fill_dark_patches, load_crop, read_image, similarity_align,
                        similarity_matrix, square_crop)
 from detection.cache import key_settings
@@ -234,19 +234,19 @@ def test_cache_key_follows_content_and_parameters(tmp_path):
 
 def test_interrupted_run_keeps_finished_crops(tmp_path, monkeypatch):
     paths = [FACES / "one_face.jpg", FACES / "grayscale.gif", FACES / "no_face.jpg"]
-    real = detection.cache.crop_face
+    real = FaceFinder.crop_face
     calls = []
 
-    def crash_on_third(image, cfg):
+    def crash_on_third(self, image, cfg):
         calls.append(1)
         if len(calls) == 3:
             raise KeyboardInterrupt
-        return real(image, cfg)
+        return real(self, image, cfg)
 
-    monkeypatch.setattr(detection.cache, "crop_face", crash_on_third)
+    monkeypatch.setattr(FaceFinder, "crop_face", crash_on_third)
     with pytest.raises(KeyboardInterrupt):
         crop_paths(paths, CROP, tmp_path)
-    monkeypatch.setattr(detection.cache, "crop_face", real)
+    monkeypatch.setattr(FaceFinder, "crop_face", real)
     assert len(list(tmp_path.glob("*.png"))) == 2
     assert not list(tmp_path.glob(".*.tmp"))
     _, report = crop_paths(paths, CROP, tmp_path)
@@ -463,41 +463,43 @@ def test_a_checkpoint_written_before_the_new_face_rules_crops_as_it_did():
     assert CropSettings.from_saved(now).to_dict() == now  # a checkpoint that has them keeps them
 
 
-def test_a_face_found_in_the_same_pixels_by_the_same_chain_is_not_looked_for_again(monkeypatch):
-    import detection.chain as chain
+def counted_finder(monkeypatch, calls: list) -> FaceFinder:
+    """A FaceFinder whose detector runs are listed in `calls` (the step of each)."""
+    real = FaceFinder.detect
+    monkeypatch.setattr(FaceFinder, "detect", lambda self, seen, settings, step: calls.append(step) or
+                        real(self, seen, settings, step))
+    return FaceFinder()
 
+
+def test_a_face_found_in_the_same_pixels_by_the_same_chain_is_not_looked_for_again(monkeypatch):
     image = read_image(FACES / "one_face.jpg")
     calls = []
-    real = chain.detect
-    monkeypatch.setattr(chain, "detect", lambda seen, settings, step: calls.append(1) or real(seen, settings, step))
-    chain.forget_found()
+    finder = counted_finder(monkeypatch, calls)
     dlib_chip = CropSettings(detector="yunet", fallback=["center"], align="dlib", size=150, fill_dark_patches=True)
     square = replace(dlib_chip, align="none", margin=0.1, size=224)  # a fusion's second member: same chain, own cut
-    chip = crop_face(image, dlib_chip)
-    loose = crop_face(image, square)
+    chip = finder.crop_face(image, dlib_chip)
+    loose = finder.crop_face(image, square)
     assert len(calls) == 1 and chip.image.shape == (150, 150, 3) and loose.image.shape == (224, 224, 3)
-    chain.forget_found()
-    assert np.array_equal(crop_face(image, square).image, loose.image)  # the same crop as when looked for afresh
+    afresh = FaceFinder()  # another finder remembers nothing of this one's
+    assert np.array_equal(afresh.crop_face(image, square).image, loose.image)  # the same crop as when looked for afresh
     assert len(calls) == 2
-    crop_face(image, replace(square, yunet_confidence=0.9))  # another chain looks again
+    finder.crop_face(image, replace(square, yunet_confidence=0.9))  # another chain looks again
     other = image.copy()
     other[:20] = 0
-    crop_face(other, square)  # so do other pixels
+    finder.crop_face(other, square)  # so do other pixels
     assert len(calls) == 4
 
 
 def test_chains_that_differ_in_their_fallbacks_share_their_detectors_run(monkeypatch):
-    import detection.chain as chain
-
     image = read_image(FACES / "one_face.jpg")
     steps = []
-    real = chain.detect
-    monkeypatch.setattr(chain, "detect", lambda seen, settings, step: steps.append(step) or real(seen, settings, step))
+    finder = counted_finder(monkeypatch, steps)
     chip = CropSettings(detector="yunet", fallback=["haar", "guess"], align="dlib", size=150)
     square = replace(chip, fallback=["haar", "center"], align="none", margin=0.1, size=224)  # config/best.yaml's pair
-    first, second = crop_face(image, chip), crop_face(image, square)
+    first, second = finder.crop_face(image, chip), finder.crop_face(image, square)
     assert steps == ["yunet"] and first.path == second.path == "yunet"
-    chain.forget_found()
+    finder = FaceFinder()
+    crop_face = finder.crop_face
     assert np.array_equal(crop_face(image, square).image, second.image) and steps == ["yunet", "yunet"]
     crop_face(image, replace(square, yunet_confidence=0.95, fallback=["center"]))  # another threshold: looked again
     assert steps[2] == "yunet" and len(steps) >= 3

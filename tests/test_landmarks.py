@@ -10,7 +10,8 @@ import torch
 from conftest import FACES, PEOPLE
 from detection import landmark_net
 from detection.cache import crop_key, key_settings
-from detection.chain import chain_steps, crop_face
+from detection import crop_face
+from detection.chain import chain_steps
 from detection.crop_settings import CropSettings
 from detection.images import list_images, read_image
 from detection.landmark_net import LandmarkNetError

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from detection import FaceFinder
 from detection.covers import TRAINING, CoverRanges
 from evaluation.calibration import calibrate, summary as calibration_summary
 from network import FusedNet
@@ -42,10 +43,11 @@ def embeddings_by_condition(members: list, paths: list[Path], device, kinds: lis
     distribution, what choices are made on), on the photos every member kept in every condition: (those photos,
     {condition: [one array per member]})."""
     found: dict[str, list] = {}
+    finder = FaceFinder()  # one for every member: a photo's face found once per detector step
     for condition in ["clean", *kinds]:
         found[condition] = [embed_paths(paths, m, device, f"validation, {condition}", data=data, embedding=embedding,
                                         degradation="none" if condition == "clean" else condition, seed=seed,
-                                        covers=covers) for m in members]
+                                        covers=covers, finder=finder) for m in members]
     kept = set.intersection(*(set(f.paths) for parts in found.values() for f in parts))
     order = [p for p in paths if p in kept]
     out = {}

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from detection import landmark_net
-from detection.align import dlib_landmarks, guessed_box
+from detection.align import dlib_landmarks, dlib_predictor, guessed_box
 from detection.covers import TRAINING, Face, cover
 from detection.crop_settings import CropSettings
 from detection.detectors import detect
@@ -53,15 +53,16 @@ def eye_centres(points: np.ndarray) -> np.ndarray:
     return np.stack([points[..., 2:4, :].mean(-2), points[..., 0:2, :].mean(-2)], axis=-2)
 
 
-def label_photo(image: np.ndarray, agree: float) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """(YuNet's box, YuNet's 5 points, dlib's 5 points in that box) for the photo's central face, or None where YuNet
-    finds no face or the detectors disagree (an eye centre further than `agree` inter-ocular distances apart)."""
+def label_photo(image: np.ndarray, agree: float, predictor=None) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(YuNet's box, YuNet's 5 points, dlib's 5 points in that box, placed by `predictor`: dlib_predictor()'s) for the
+    photo's central face, or None where YuNet finds no face or the detectors disagree (an eye centre further than
+    `agree` inter-ocular distances apart)."""
     found = detect(image, YUNET, "yunet")
     if not len(found):
         return None
     found = found.central_first(*image.shape[:2])
     box, marks = found.boxes[0], found.landmarks[0]
-    shape = dlib_landmarks(image, box)
+    shape = dlib_landmarks(image, box, predictor)
     points = np.array([[p.x, p.y] for p in shape.parts()], np.float32)
     eyes = eye_centres(points)
     iod = float(np.linalg.norm(eyes[1] - eyes[0]))
@@ -80,9 +81,10 @@ def label_photos(paths: list[Path], root: Path, agree: float = 0.2, cache_dir: P
         with np.load(cache) as f:
             return {k: f[k] for k in f.files}
     kept: dict[str, list] = {"paths": [], "boxes": [], "yunet": [], "points": []}
+    predictor = dlib_predictor()
     for name in progress(rel, desc="labelling (yunet + dlib)", unit="img"):
         try:
-            label = label_photo(read_image(root / name), agree)
+            label = label_photo(read_image(root / name), agree, predictor)
         except ImageReadError as exc:
             log.warning(f"skipping {exc}")
             continue

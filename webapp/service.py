@@ -227,7 +227,7 @@ class Service:
             image = read_image(shown, data)
         except ImageReadError as exc:
             raise UserError(f"{shown}: not a readable image ({str(exc).replace(shown, '').strip(': ')})") from None
-        vector, crops = embed_photo(image, model, "cpu", EmbeddingSettings(tta=store.meta["tta"]))
+        vector, crops = embed_photo(image, model, "cpu", EmbeddingSettings(tta=store.meta["tta"]), store.finder)
         if vector is None:
             missed = [c for c in crops if c is None]
             steps = chain_steps(crop)
