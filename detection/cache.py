@@ -1,12 +1,11 @@
-"""The content-keyed crop cache: every crop is stored under a key made of the file's content and
-every setting that changes the crop, so a changed setting never reuses a stale crop, and written
-as soon as it is made, so an interrupted run keeps its work."""
+"""Photos to crop arrays, through the content-keyed crop cache: every crop is stored under a key made of the file's
+content and every setting that changes the crop, so a changed setting never reuses a stale crop, and written as soon
+as it is made, so an interrupted run keeps its work. The cache lies behind the arrays: a crop made now is handed on
+as it is, one made before is read back from its file."""
 from __future__ import annotations
 
 import hashlib
 import json
-import threading
-from collections import OrderedDict
 import warnings
 from pathlib import Path
 
@@ -59,16 +58,7 @@ def crop_key(data: bytes, settings: CropSettings) -> str:
     return hashlib.sha1(data + b"\0" + params.encode()).hexdigest()
 
 
-FRESH_KEPT = 256  # crops just written, kept in memory: embedding reads them next, and a PNG decode costs 2-4 ms
-_fresh: OrderedDict = OrderedDict()
-_fresh_lock = threading.Lock()
-
-
 def _save_crop(path: Path, crop: Crop, source: str) -> None:
-    with _fresh_lock:
-        _fresh[str(path)] = crop.image
-        while len(_fresh) > FRESH_KEPT:
-            _fresh.popitem(last=False)
     info = PngImagePlugin.PngInfo()
     info.add_text("facematch_crop", json.dumps({"path": crop.path, "faces": crop.faces,
                                                 "aligned": crop.aligned, "source": source}))
@@ -77,20 +67,21 @@ def _save_crop(path: Path, crop: Crop, source: str) -> None:
                                                                    compress_level=1))
 
 
-def _load_cached(path: Path) -> dict | None:
+def _load_cached(path: Path) -> tuple[np.ndarray, dict] | None:
+    """A cache file's crop and what made it; None where it is damaged."""
     try:
         with Image.open(path) as im:
             meta = json.loads(im.text.get("facematch_crop", "null"))
-            im.load()
+            image = np.asarray(im.convert("RGB"))
     except (OSError, UnidentifiedImageError, SyntaxError, ValueError):
         return None
-    return meta if isinstance(meta, dict) and "path" in meta else None
+    return (image, meta) if isinstance(meta, dict) and "path" in meta else None
 
 
 def crop_one(path: str | Path, settings: CropSettings, cache_dir: str | Path | None,
-             finder: FaceFinder | None = None) -> tuple[Path | np.ndarray | None, dict, bool]:
-    """Crop one photo through the cache, by `finder` (None: one of its own): (cache file or crop array, or None when
-    no face was found on the chain; its {'path', 'faces', 'aligned'}; whether it came from the cache).
+             finder: FaceFinder | None = None) -> tuple[np.ndarray | None, dict, bool]:
+    """Crop one photo through the cache, by `finder` (None: one of its own): (the crop, or None when no face was
+    found on the chain; its {'path', 'faces', 'aligned'}; whether it came from the cache).
 
     Raises ImageReadError naming the file when it cannot be read.
     """
@@ -100,18 +91,15 @@ def crop_one(path: str | Path, settings: CropSettings, cache_dir: str | Path | N
     except OSError as exc:
         raise ImageReadError(f"{path}: cannot read file ({exc.strerror})") from None
     cached = Path(cache_dir) / f"{crop_key(data, settings)}.png" if cache_dir is not None else None
-    if cached is not None and cached.exists():
-        meta = _load_cached(cached)
-        if meta is not None:
-            return cached, meta, True
+    if cached is not None and cached.exists() and (found := _load_cached(cached)) is not None:
+        return found[0], found[1], True
     crop = (finder or FaceFinder()).crop_face(read_image(path, data), settings)
     if crop is None:
         return None, {"path": None, "faces": 0, "aligned": False}, False
     meta = {"path": crop.path, "faces": crop.faces, "aligned": crop.aligned}
-    if cached is None:
-        return crop.image, meta, False
-    _save_crop(cached, crop, path.name)
-    return cached, meta, False
+    if cached is not None:
+        _save_crop(cached, crop, path.name)
+    return crop.image, meta, False
 
 
 class _CropJobs:
@@ -136,8 +124,8 @@ def _one(batch: list):
 
 def crop_paths(paths: list[str | Path], settings: CropSettings, cache_dir: str | Path | None,
                desc: str = "cropping faces", workers: int = 0,
-               finder: FaceFinder | None = None) -> tuple[list[Path | np.ndarray | None], CropReport]:
-    """Crop many photos (cached) by `finder` (None: one of its own), one entry per input; None where the photo is
+               finder: FaceFinder | None = None) -> tuple[list[np.ndarray | None], CropReport]:
+    """Crop many photos (cached) by `finder` (None: one of its own), one crop array per input; None where the photo is
     left out (unreadable with settings.on_error 'skip', or no face on a chain without 'center'). Each crop is
     stored as soon as it is made, so an interrupted run keeps its work. With `workers`, reading,
     detection and alignment run in that many DataLoader worker processes (each with its own copy of the finder),
@@ -146,7 +134,7 @@ def crop_paths(paths: list[str | Path], settings: CropSettings, cache_dir: str |
 
     chain_steps(settings)  # bad names fail before any work
     report = CropReport(primary=settings.detector, subject=settings.subject)
-    out: list[Path | np.ndarray | None] = []
+    out: list[np.ndarray | None] = []
     jobs = _CropJobs(list(paths), settings, cache_dir, finder or FaceFinder())
     results = iter(jobs[i] for i in range(len(jobs))) if not workers else iter(torch.utils.data.DataLoader(
         jobs, batch_size=1, num_workers=workers, collate_fn=_one))
@@ -172,11 +160,7 @@ def crop_paths(paths: list[str | Path], settings: CropSettings, cache_dir: str |
 
 
 def load_crop(item: Path | np.ndarray) -> np.ndarray:
-    """The crop array behind an entry of crop_paths (a cache file or the array itself)."""
+    """A crop as an array: an array as it is, a crop file (a store's, a cache file) read."""
     if isinstance(item, np.ndarray):
         return item
-    with _fresh_lock:
-        fresh = _fresh.get(str(item))
-    if fresh is not None:
-        return fresh.copy()  # the pixels the file holds (PNG is lossless), not decoded again; a copy, as a read is
     return np.asarray(Image.open(item).convert("RGB"))

@@ -27,6 +27,10 @@ class CropReport:
         if align != "none" and not aligned and path != CENTER:
             self.unaligned.append(name)
 
+    def found_by(self) -> dict[str, str]:
+        """Each cropped photo (as add named it) -> the chain step that found its face."""
+        return {name: step for step, names in self.by_path.items() for name in names}
+
     def summary(self) -> str:
         c = self.counts
         total = sum(len(v) for v in self.by_path.values()) + len(self.no_face) + len(self.failed)

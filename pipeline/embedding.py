@@ -15,8 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from dataset import COVER_KINDS, DataSettings, degrade
-from detection import (Crop, CropReport, CropSettings, FaceFinder, ImageReadError, crop_paths, list_images, load_crop,
-                       read_image)
+from detection import Crop, CropReport, CropSettings, FaceFinder, ImageReadError, crop_paths, list_images, read_image
 from detection.covers import EVALUATION, CoverRanges, cover, face_of
 from runtime import EmbeddingSettings, FaceModel, FaceNetwork
 from pipeline.embedding_cache import EmbeddingCache, file_sha1, photo_key
@@ -29,12 +28,13 @@ log = get_logger()
 class EmbeddedFolder:
     """A folder's photos as embeddings; photos that could not be read are listed, not lost."""
     names: list[str]
-    crops: list[Path | np.ndarray]   # crop-cache files (or arrays), for figures
+    crops: list[np.ndarray]          # the crops embedded (a fusion's: its first network's), for figures and the store
     embeddings: np.ndarray
     skipped: list[str]
     embedded: int = 0                # photos run through the network this time
     from_cache: int = 0              # photos whose embedding came from the embedding cache
     paths: list[Path] = field(default_factory=list)  # the photos behind names, in the same order
+    found_by: list[str] = field(default_factory=list)  # the chain step that found each face (as crops)
 
 
 def embed_paths(paths: list[Path], model: FaceModel, device, what: str, *, data: DataSettings = DataSettings(),
@@ -55,7 +55,7 @@ def embed_paths(paths: list[Path], model: FaceModel, device, what: str, *, data:
     first = rows[0]
     return EmbeddedFolder([p.name for p in order], [parts[0].crops[first[p]] for p in order], emb,
                           [str(p) for p in paths if p not in kept], max(p.embedded for p in parts),
-                          min(p.from_cache for p in parts), order)
+                          min(p.from_cache for p in parts), order, [parts[0].found_by[first[p]] for p in order])
 
 
 def embed_network(paths: list[Path], net: FaceNetwork, device, what: str, *, data: DataSettings,
@@ -80,7 +80,7 @@ def embed_network(paths: list[Path], net: FaceNetwork, device, what: str, *, dat
     tta = embedding.tta
     images = [c for _, c in kept]
     if degradation != "none" and degradation not in COVER_KINDS:
-        images = [degrade(load_crop(c), degradation, photo_seed(p.name, seed)) for p, c in kept]
+        images = [degrade(c, degradation, photo_seed(p.name, seed)) for p, c in kept]
     cache_file = data.embedding_cache if degradation == "none" else ""
     keys, found, cache = [], {}, None
     if cache_file:
@@ -99,9 +99,10 @@ def embed_network(paths: list[Path], net: FaceNetwork, device, what: str, *, dat
                 emb[i] = found[key]
         cache.put({keys[i]: emb[i] for i in todo})
         log.info(f"{what}: {len(todo)} photos embedded, {len(kept) - len(todo)} from the embedding cache")
+    found_by = report.found_by()
     return EmbeddedFolder([p.name for p, _ in kept], images, emb,
                           [str(p) for p, c in zip(paths, crops) if c is None], len(todo), len(kept) - len(todo),
-                          [p for p, _ in kept])
+                          [p for p, _ in kept], [found_by[str(p)] for p, _ in kept])
 
 
 def embed_photo(image: np.ndarray, model: FaceModel, device, embedding: EmbeddingSettings = EmbeddingSettings(),

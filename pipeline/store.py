@@ -252,7 +252,8 @@ class GalleryStore:
         sha_of = dict(fresh)
         report.skipped = list(emb.skipped)
         new = [NewPhoto(f.name, sha_of[f], f.suffix.lower(), lambda target, f=f: shutil.copyfile(f, target), crop,
-                        _how(crop), vector, str(f)) for f, crop, vector in zip(emb.paths, emb.crops, emb.embeddings)]
+                        how, vector, str(f))
+               for f, crop, how, vector in zip(emb.paths, emb.crops, emb.found_by, emb.embeddings)]
         return self.add_embedded(new, allow_no_face, report)
 
     def add_embedded(self, photos: list["NewPhoto"], allow_no_face: bool = False,
@@ -429,7 +430,7 @@ class NewPhoto:
     sha: str                             # sha1 of its bytes: the same photo is stored once
     suffix: str                          # its file's suffix, lower case
     write: Callable[[Path], None]        # writes the photo's file to the path given
-    crop: Path | np.ndarray
+    crop: np.ndarray
     how: str                             # the chain step that found its face (NO_FACE: none did)
     vector: np.ndarray
     shown: str = ""                      # what a report calls it (its path or uploaded name)
@@ -490,24 +491,7 @@ def _clean_name(name: str, root: Path) -> str:
     return text
 
 
-def _write_crop(crop, target: Path) -> None:
+def _write_crop(crop: np.ndarray, target: Path) -> None:
     from PIL import Image
 
-    from detection import load_crop
-
-    if isinstance(crop, Path) and crop.suffix == ".png":
-        shutil.copyfile(crop, target)
-    else:
-        Image.fromarray(load_crop(crop)).save(target)
-
-
-def _how(crop) -> str:
-    from PIL import Image
-
-    if isinstance(crop, Path):
-        try:
-            with Image.open(crop) as im:
-                return json.loads(im.text.get("facematch_crop", "{}")).get("path") or "unknown"
-        except (OSError, ValueError):
-            return "unknown"
-    return "unknown"
+    Image.fromarray(crop).save(target)

@@ -44,8 +44,9 @@ class FaceNetwork(FaceModel, Protocol):
 
     def embed_crops(self, crops: list, batch_size: int | str = "auto", tta: str = "none", *, device=None,
                     desc: str = "embedding", num_workers: int = 0) -> np.ndarray:
-        """Face crops (RGB arrays or crop-cache files) as an (N, D) float32 array of unit vectors, preprocessed as
-        the network's meta says; batch_size a number or 'auto' (the runtime's choice), tta 'none' or 'flip'."""
+        """Face crops (RGB arrays, or crop files read as they come) as an (N, D) float32 array of unit vectors,
+        preprocessed as the network's meta says; batch_size a number or 'auto' (the runtime's choice), tta 'none' or
+        'flip'."""
 
 
 class SingleNetwork:

@@ -202,8 +202,8 @@ def load_bundle(path: str | Path, threads: int | None = None) -> tuple[OnnxNet |
 
 def embed(model: OnnxNet, crops: list[np.ndarray | Path], batch_size: int = 16, desc: str = "embedding",
           tta: str = "none", mirror: bool = False) -> np.ndarray:
-    """Face crops (arrays or crop-cache files) embedded by an exported network, preprocessed as its meta says: an
-    (N, D) float32 array of unit vectors, as network.embed answers for PyTorch. tta='flip' averages each crop's
+    """Face crops (RGB arrays, or crop files read as they come) embedded by an exported network, preprocessed as its
+    meta says: an (N, D) float32 array of unit vectors, as network.embed answers for PyTorch. tta='flip' averages each crop's
     embedding with its mirror image's (one run over both) and normalises again; mirror=True embeds the mirror images."""
     check_tta(tta)
     out = np.zeros((len(crops), model.embedding_size), dtype=np.float32)

@@ -75,19 +75,16 @@ def test_the_cache_can_be_turned_off(tiny_cfg, tmp_path):
     assert embed_folder(folder, model, "cpu", **embed_settings(cfg)).embedded == 2
 
 
-def test_a_crop_just_written_is_read_back_from_memory_as_the_file_holds_it(tmp_path):
+def test_crops_flow_as_arrays_and_the_cache_behind_them_holds_the_same_pixels(tmp_path):
     from PIL import Image
 
-    import detection.cache as cache
-    from detection import CropSettings, crop_paths, list_images, load_crop
+    from detection import CropSettings, crop_paths, list_images
 
     photos = list_images(PEOPLE, recursive=True)[:3]
-    crops, _ = crop_paths(photos, CropSettings(size=40), tmp_path / "crops")
-    for path in crops:
-        decoded = np.asarray(Image.open(path).convert("RGB"))
-        kept = load_crop(path)
-        assert str(path) in cache._fresh and np.array_equal(kept, decoded)
-        kept[:] = 0  # a copy: the next read is unchanged
-        assert np.array_equal(load_crop(path), decoded)
-    cache._fresh.clear()
-    assert np.array_equal(load_crop(crops[0]), np.asarray(Image.open(crops[0]).convert("RGB")))  # from the file again
+    made, first = crop_paths(photos, CropSettings(size=40), tmp_path / "crops")
+    files = sorted((tmp_path / "crops").glob("*.png"))
+    assert all(isinstance(c, np.ndarray) for c in made) and len(files) == len(made) and first.counts["cached"] == 0
+    read, again = crop_paths(photos, CropSettings(size=40), tmp_path / "crops")
+    assert again.counts["cached"] == len(made) and all(np.array_equal(a, b) for a, b in zip(made, read))
+    on_disk = {np.asarray(Image.open(f).convert("RGB")).tobytes() for f in files}
+    assert on_disk == {c.tobytes() for c in made}  # PNG is lossless: the file is the array

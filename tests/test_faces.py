@@ -229,7 +229,7 @@ def test_cache_key_follows_content_and_parameters(tmp_path):
     (tmp_path / "renamed.jpg").write_bytes(data)
     a, _, _ = crop_one(FACES / "one_face.jpg", CROP, tmp_path / "c")
     b, _, cached = crop_one(tmp_path / "renamed.jpg", CROP, tmp_path / "c")
-    assert a == b and cached
+    assert np.array_equal(a, b) and cached and len(list((tmp_path / "c").glob("*.png"))) == 1
 
 
 def test_interrupted_run_keeps_finished_crops(tmp_path, monkeypatch):
@@ -255,7 +255,8 @@ def test_interrupted_run_keeps_finished_crops(tmp_path, monkeypatch):
 
 def test_damaged_cache_entry_is_recomputed(tmp_path):
     item, meta, _ = crop_one(FACES / "one_face.jpg", CROP, tmp_path)
-    item.write_bytes(b"half a png")
+    [entry] = tmp_path.glob("*.png")
+    entry.write_bytes(b"half a png")
     again, meta2, cached = crop_one(FACES / "one_face.jpg", CROP, tmp_path)
     assert not cached and meta2 == meta and meta["path"] == "haar"
     assert load_crop(again).shape == (CROP.size, CROP.size, 3)

@@ -59,7 +59,7 @@ def batch_size_for(model: torch.nn.Module, setting: int | str, device: torch.dev
 
 
 class CropDataset(torch.utils.data.Dataset):
-    """Face crops (arrays or crop-cache files) through a transform: decoding happens in the
+    """Face crops (RGB arrays, or crop files read as they come) through a transform: decoding happens in the
     DataLoader's workers when it has some."""
 
     def __init__(self, crops: list, transform):
@@ -75,7 +75,7 @@ class CropDataset(torch.utils.data.Dataset):
 def embed(model: torch.nn.Module, crops: list[np.ndarray | Path], batch_size: int = 64,
           device: torch.device | str | None = None, desc: str = "embedding", tta: str = "none",
           num_workers: int = 0, mirror: bool = False) -> np.ndarray:
-    """Embed face crops (RGB arrays or crop-cache files, read a batch at a time) with the model's
+    """Embed face crops (RGB arrays, or crop files read a batch at a time) with the model's
     own evaluation preprocessing: an (N, D) float32 array of unit vectors; the one path from crops to
     embeddings (pipeline.embedding, validation, calibration and distillation's targets all come here).
     tta='flip' averages the embeddings of each crop and its mirror image, then normalises again;
