@@ -11,7 +11,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 try:
     import numpy as np
@@ -60,6 +60,24 @@ def moved_keys(sections: dict) -> dict:
             if isinstance(out.setdefault(section, {}), dict):
                 out[section].setdefault(key, value)
     return out
+
+
+def lazy_exports(package: str, home: dict[str, list[str]]) -> tuple[Callable[[str], Any], list[str]]:
+    """A package's (__getattr__, __all__) for its names, each looked up in the module `home` says it lives in when
+    first used (PEP 562): importing one module of a package never imports the others through its __init__, so
+    imports run one way. A name equal to a module's would be hidden once that module is loaded: refused."""
+    import importlib
+
+    module_of = {name: module for module, names in home.items() for name in names}
+    hidden = set(module_of) & {m.rsplit(".", 1)[1] for m in home}
+    assert not hidden, f"{package}: an exported name equals a module's: {hidden}"
+
+    def __getattr__(name: str):
+        if name not in module_of:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        return getattr(importlib.import_module(module_of[name]), name)
+
+    return __getattr__, sorted(module_of)
 
 
 def lookup(registry: dict[str, Any], name: str, key: str) -> Any:

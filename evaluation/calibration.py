@@ -56,13 +56,6 @@ def calibrate(embeddings: np.ndarray, labels: list, fars=FARS, tail: int = TAIL,
     return calib
 
 
-def far_at(calib: dict, threshold: float) -> float:
-    """The false-accept rate of a threshold: the fraction of impostor pairs at or below it (exact within
-    the kept tail; beyond it, at least the tail's share)."""
-    tail = np.asarray(calib["impostor_tail"])
-    return float(np.searchsorted(tail, threshold, side="right")) / calib["impostor_pairs"]
-
-
 def tar_at(calib: dict, threshold: float) -> float:
     """The true-accept rate of a threshold: the fraction of genuine pairs at or below it."""
     genuine = np.asarray(calib["genuine_sorted"])

@@ -26,7 +26,6 @@ import numpy as np
 import torch
 
 from search.exact import check_metric, cosine_distance, exact_knn, unit
-from search.retrieval_settings import RetrievalSettings
 from utils import ConfigError, FacematchError, atomic_write, get_logger
 
 FORMAT = 1                  # version of the saved file's layout
@@ -454,12 +453,6 @@ def build_index(spec: str, dim: int, metric: str = "cosine", nprobe: int = 16, e
     if kind_of(spec) == "exact":
         return ExactIndex(dim, metric, chunk_size)
     return FaissIndex(spec, dim, metric, nprobe=nprobe, ef_search=ef_search, threads=threads)
-
-
-def index_for(settings: RetrievalSettings, dim: int) -> Index:
-    """build_index with the retrieval settings' index, metric, nprobe, ef_search and chunk_size."""
-    return build_index(settings.index, dim, settings.metric, nprobe=int(settings.nprobe),
-                       ef_search=int(settings.ef_search), chunk_size=int(settings.chunk_size))
 
 
 def load_index(path: str | Path) -> Index:

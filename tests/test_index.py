@@ -7,10 +7,9 @@ import pytest
 
 from search.exact import exact_knn
 from search.retrieval_settings import RetrievalSettings
-from search.index import (INDEX_KINDS, ExactIndex, FaissIndex, SearchIndexError, build_index, index_for,
+from search.index import (INDEX_KINDS, ExactIndex, FaissIndex, SearchIndexError, build_index,
                           kind_of, load_index)
 from utils import ConfigError
-from settings import load_config
 
 N, D, Q, K = 2000, 64, 50, 10
 BACKENDS = {  # spec: build_index keywords, at the settings the recall test asks ≥ 0.95 of
@@ -204,8 +203,7 @@ def test_bad_spec_and_metric_are_config_errors():
 def test_registry_and_config():
     assert set(INDEX_KINDS) == {"exact", "faiss"}
     assert kind_of("exact") == "exact" and kind_of("HNSW32") == kind_of("IVF1024,Flat") == "faiss"
-    rcfg = RetrievalSettings(**dict(load_config()["retrieval"], index="IVF16,Flat", nprobe=3, ef_search=9))
-    index = index_for(rcfg, D)
+    index = build_index("IVF16,Flat", D, nprobe=3, ef_search=9)
     assert isinstance(index, FaissIndex) and index.params()["nprobe"] == 3
     import faiss
 
