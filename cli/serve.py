@@ -17,7 +17,8 @@ from pathlib import Path
 
 from competition.rules import SCORES, GroundTruthError
 from competition.server import __doc__ as SERVER_DOC
-from competition.server import ServerSettings, Store, issue_tokens, load_competitions, make_server
+from competition.server import ServerSettings, load_competitions, make_server
+from competition.submissions import SubmissionStore, issue_tokens
 from settings import check_config, run_command
 from utils import ConfigError, get_logger
 
@@ -39,7 +40,7 @@ def arguments(parser: argparse.ArgumentParser) -> None:
                              "public submission scored on the private queries) from the database, and exit")
 
 
-def serve(args: argparse.Namespace) -> int:
+def serve_competition(args: argparse.Namespace) -> int:
     cfg = args.cfg
     for key in ("host", "port", "db", "tokens"):
         if getattr(args, key) is not None:
@@ -60,7 +61,7 @@ def serve(args: argparse.Namespace) -> int:
         return 0
     competitions = load_competitions(args.competition)
     if args.final:
-        store = Store(settings.db)
+        store = SubmissionStore(settings.db)
         for name in competitions:
             print(f"{name}: final standing (each team's best public submission, on the private queries)")
             for i, t in enumerate(store.final_standing(name), 1):
@@ -86,7 +87,7 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_command(SERVER_DOC, arguments, serve, argv, prog="facematch serve", errors=(GroundTruthError, sqlite3.Error))
+    return run_command(SERVER_DOC, arguments, serve_competition, argv, prog="facematch serve", errors=(GroundTruthError, sqlite3.Error))
 
 
 if __name__ == "__main__":

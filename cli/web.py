@@ -83,7 +83,7 @@ def listening_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve(args: argparse.Namespace) -> int:
+def serve_page(args: argparse.Namespace) -> int:
     import uvicorn
     from PIL import Image
 
@@ -110,7 +110,7 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_command(__doc__, arguments, serve, argv, prog="facematch web")
+    return run_command(__doc__, arguments, serve_page, argv, prog="facematch web")
 
 
 if __name__ == "__main__":

@@ -35,10 +35,11 @@ def submission() -> st.SearchStrategy:
 
 @pytest.fixture(scope="module")
 def competition(tmp_path_factory):
-    from competition.server import ServerSettings, Store, create_app
+    from competition.server import ServerSettings, create_app
+    from competition.submissions import SubmissionStore
 
     db = tmp_path_factory.mktemp("fuzz") / "server.db"
-    app = create_app({"toy": TRUTH}, Store(db), ServerSettings(db=str(db), daily_limit=0, daily_limit_per_client=0,
+    app = create_app({"toy": TRUTH}, SubmissionStore(db), ServerSettings(db=str(db), daily_limit=0, daily_limit_per_client=0,
                                                               new_teams_per_client=0))
     with TestClient(app) as c:
         yield c

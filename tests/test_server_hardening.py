@@ -245,10 +245,10 @@ def test_thousands_of_teams_then_concurrent_new_names_are_never_a_500(start, tmp
     """5,000 teams on the board, then 256 new names at once: each is one indexed look-up (EXPLAIN QUERY PLAN) outside
     the write transaction, and every one is scored (issue 36: past 4,096 names the look-alike check thrashed inside
     it, and 20 of 256 got a 500 'database is locked')."""
-    from competition.server import Store
+    from competition.submissions import SubmissionStore
 
     db = tmp_path / "many.db"
-    Store(db)
+    SubmissionStore(db)
     with sqlite3.connect(db) as conn:  # inserted fast, as a database of many teams would hold them
         conn.executemany("INSERT INTO submissions (competition, team, received, status, http_status, payload_sha256, "
                          "top1, top5, top10, map, queries, missing, payload, payload_bytes, client) "
@@ -259,7 +259,7 @@ def test_thousands_of_teams_then_concurrent_new_names_are_never_a_500(start, tmp
         answers = list(pool.map(lambda i: post(port, dict(perfect(), groupname=f"new {i}")), range(256)))
     assert [status for status, _ in answers] == [200] * 256
     assert server.store.count(status="scored") == 5256
-    from competition.server import TEAM_LOOKUP
+    from competition.submissions import TEAM_LOOKUP
 
     conn = server.store.conn()
     assert conn.execute("SELECT COUNT(*) FROM teams").fetchone()[0] == 5256
@@ -271,9 +271,9 @@ def test_thousands_of_teams_then_concurrent_new_names_are_never_a_500(start, tmp
 def test_a_look_alike_named_in_the_meantime_is_a_400(tmp_path, monkeypatch):
     """Two look-alike new names at once: the one whose insert comes second meets the unique index on skeletons and
     is refused as a look-alike, never a 500."""
-    from competition.server import Reject, Store
+    from competition.submissions import Reject, SubmissionStore
 
-    store = Store(tmp_path / "race.db")
+    store = SubmissionStore(tmp_path / "race.db")
     looked_up = store.team
 
     def meanwhile(competition, name):
