@@ -20,8 +20,8 @@ from albumentations.pytorch import ToTensorV2
 
 from detection import list_images, load_crop
 from runtime import model_input
-from detection.covers import COVERS, TRAINING, cover, face_in_crop
-from detection.covers import KINDS as COVER_KINDS
+from occlusion.covers import COVERS, TRAINING, cover, face_in_crop
+from occlusion.covers import KINDS as COVER_KINDS
 from utils import ConfigError, DataError, get_logger, lookup
 
 log = get_logger()
@@ -227,7 +227,7 @@ def evaluation_input(image: np.ndarray, inp: dict, **_) -> np.ndarray:
 
 
 class Cover(A.ImageOnlyTransform):
-    """A cover as people wear them (detection/covers.py) drawn on a training crop, from training's own
+    """A cover as people wear them (occlusion/covers.py) drawn on a training crop, from training's own
     distribution (covers.TRAINING, never evaluation's), placed from where a crop has its face's landmarks
     (covers.face_in_crop); the kind drawn among `kinds`, each draw seeded by the augmentation's generator."""
 

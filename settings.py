@@ -233,7 +233,7 @@ def _degradations():
 
 
 def _cover_kinds():
-    from detection.covers import COVERS
+    from occlusion.covers import COVERS
     return COVERS
 
 

@@ -52,7 +52,7 @@ def embeddings_of(row: str, paths: list[Path], kinds: list[str],
     from dataset import DataSettings
     from network import model_from_checkpoint
     from runtime import EmbeddingSettings
-    from detection.covers import EVALUATION, TRAINING
+    from occlusion.covers import EVALUATION, TRAINING
     from training.fusion import embeddings_by_condition
 
     name, _, change = row.partition(":")  # ROW:key=value,...: the row's checkpoint with its crop settings changed
@@ -143,7 +143,7 @@ def timings(rows: list[str], pairs: list[tuple[str, str, tuple[float, float]]], 
 
 
 def main(argv: list[str] | None = None) -> int:
-    from detection.covers import COVERS
+    from occlusion.covers import COVERS
     from search.retrieval_settings import RetrievalSettings
     from training.fusion import choose_weights, weight_grid
 
@@ -195,8 +195,8 @@ def main(argv: list[str] | None = None) -> int:
                             args.runs)
     head = ["candidate", "weights", "mean top-1", *(["ms a photo", "× face_recognition"] if ms else []), "clean", *kinds]
     flag = "" if args.covers == "training" else " --covers evaluation"
-    whose = ("**training's** covers (detection/covers.py TRAINING)" if args.covers == "training" else
-             "**the evaluation's** covers (detection/covers.py EVALUATION: a first look, never a choice; the choice is "
+    whose = ("**training's** covers (occlusion/covers.py TRAINING)" if args.covers == "training" else
+             "**the evaluation's** covers (occlusion/covers.py EVALUATION: a first look, never a choice; the choice is "
              "made with training's)")
     lines = [f"Command: `.venv/bin/python bench/choose_best.py{flag} {' '.join(args.rows)}` (commit {git_rev()}, "
              f"{time.strftime('%Y-%m-%d')}; {machine()}; load average {os.getloadavg()[0]:.1f} at the end; embeddings "

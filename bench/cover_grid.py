@@ -1,4 +1,4 @@
-"""Covers as people wear them (detection/covers.py), shown on validation people's photos: figures/covers.png,
+"""Covers as people wear them (occlusion/covers.py), shown on validation people's photos: figures/covers.png,
 a row per photo, a column per kind, the evaluation's draws and, below each, training's own.
 
     .venv/bin/python bench/cover_grid.py                 # ../shared/data/lfw_train's validation people
@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from dataset import identity_split, list_identities
     from detection import read_image
-    from detection.covers import COVERS, EVALUATION, TRAINING, cover, face_of
+    from occlusion.covers import COVERS, EVALUATION, TRAINING, cover, face_of
     from settings import load_config
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

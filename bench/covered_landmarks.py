@@ -1,5 +1,5 @@
 """Landmarks that a cover cannot fool (issue 27): on the validation people's photos (train.py's held-out people of
-data/dev/train, never trained on by the landmark network), each photo covered once per kind of detection.covers,
+data/dev/train, never trained on by the landmark network), each photo covered once per kind of occlusion.covers,
 drawn from the evaluation's ranges and seeded per photo as `facematch evaluate --covers` seeds them, then
 
   - where the points go: the normalised mean error (over the clean photo's inter-ocular distance; the truth is dlib's
@@ -56,7 +56,7 @@ def clean_faces(paths: list[Path], settings) -> list[dict]:
 
     from detection import FaceFinder
     from detection.align import dlib_landmarks
-    from detection.covers import face_of
+    from occlusion.covers import face_of
     from detection.images import read_image
     from detection.occluders import fill_dark_patches
 
@@ -91,7 +91,7 @@ def run_kind(kind: str, clean: list[dict], paths: list[Path], settings, model, n
 
     from detection import FaceFinder, landmark_net
     from detection.align import dlib_landmarks
-    from detection.covers import EVALUATION, cover
+    from occlusion.covers import EVALUATION, cover
     from detection.detectors import detect
     from detection.occluders import fill_dark_patches
     from network import embed
@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from detection import landmark_net
-    from detection.covers import COVERS
+    from occlusion.covers import COVERS
     from network import embed, model_from_checkpoint
     from pipeline.protocol import score_leave_one_out
     from search.retrieval_settings import RetrievalSettings

@@ -54,7 +54,7 @@ def faces_found(row: str) -> dict[str, tuple[int, int]]:
     """For each kind: (queries whose face a detector found on the covered photo, queries), with the row's chain
     and the evaluation's covers seeded as `facematch evaluate --covers` seeds them (a guessed box is no find)."""
     from detection.chain import CENTER, GUESS
-    from detection.covers import COVERS
+    from occlusion.covers import COVERS
     from detection.images import list_images
     from network import model_from_checkpoint
     from pipeline.embedding import covered_crops
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     from benchlib import git_rev, machine, write_section
 
     from cli.evaluate import cover_table
-    from detection.covers import COVERS
+    from occlusion.covers import COVERS
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", nargs="+", default=["dlib_ft_best", REFERENCE], help="checkpoints/table/<row>")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from competition.scoring import score_competition
 from dataset import read_pairs
-from detection.covers import COVERS
+from occlusion.covers import COVERS
 from pipeline.protocol import EvaluateSettings, evaluate_labelled, evaluate_pairs, format_report
 from search.retrieval_settings import RetrievalSettings
 from settings import embed_settings, load_for_inference, run_command

@@ -15,7 +15,6 @@ _HOME = {
     "detection.align": ["ALIGNMENTS", "ARCFACE_TEMPLATE", "similarity_align", "similarity_matrix", "square_crop"],
     "detection.cache": ["CROP_KEYS", "crop_key", "crop_one", "crop_paths", "key_settings", "load_crop"],
     "detection.chain": ["CENTER", "GUESS", "LANDMARKS", "Crop", "Found", "chain_steps", "describe_chain"],
-    "detection.covers": ["COVERS", "EVALUATION", "TRAINING", "CoverRanges", "Face", "cover", "face_of", "template_face"],
     "detection.crop_settings": ["CropSettings", "MTCNN_STAGES"],
     "detection.detectors": ["DETECTORS", "Detections", "Models", "detect"],
     "detection.finder": ["FaceFinder", "crop_face"],

@@ -20,7 +20,8 @@ FLOORS = [
     ("utils",),                                              # small shared helpers
     ("search", "evaluation", "detection", "backbones", "serving"),  # the pure parts: vectors, scores, faces,
                                                              # networks, what every server needs
-    ("runtime",),                                            # the network outside PyTorch: preprocessing, ONNX
+    ("runtime", "occlusion"),                                # the network outside PyTorch: preprocessing, ONNX;
+                                                             # covers drawn on faces
     ("dataset",),                                            # photos to tensors, identity splits
     ("torchnet",),                                           # the network in PyTorch: its parts, checkpoints, embed loop
     ("network",),                                            # the names callers import of the network
@@ -30,7 +31,7 @@ FLOORS = [
     ("train", "request_send"),                               # the design's scripts
     ("cli",),                                                # the commands and the facematch entry point
 ]
-FLOOR_NAMES = ["helpers", "pure parts", "the network outside PyTorch", "photos to tensors", "the network in PyTorch",
+FLOOR_NAMES = ["helpers", "pure parts", "outside PyTorch, covers", "photos to tensors", "the network in PyTorch",
                "the network's names", "the pipeline", "applications",
                "configuration", "the design's scripts", "commands"]
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from dataset import COVER_KINDS, DataSettings, degrade
 from detection import Crop, CropReport, CropSettings, FaceFinder, ImageReadError, crop_paths, list_images, read_image
-from detection.covers import EVALUATION, CoverRanges, cover, face_of
+from occlusion.covers import EVALUATION, CoverRanges, cover, face_of
 from runtime import EmbeddingSettings, FaceModel, FaceNetwork
 from pipeline.embedding_cache import EmbeddingCache, file_sha1, photo_key
 from utils import DataError, get_logger, progress
@@ -122,7 +122,7 @@ def embed_photo(image: np.ndarray, model: FaceModel, device, embedding: Embeddin
 def covered_crops(paths: list[Path], settings: CropSettings, kind: str, seed: int, textures: int = 8,
                   ranges: CoverRanges = EVALUATION, finder: FaceFinder | None = None
                   ) -> tuple[list[np.ndarray | None], CropReport]:
-    """Each photo covered (detection.covers: `kind` placed on the face YuNet finds in the clean photo, drawn from
+    """Each photo covered (occlusion.covers: `kind` placed on the face YuNet finds in the clean photo, drawn from
     `ranges` (the evaluation's distribution by default), seeded by the photo's name and `seed`), then cropped as `settings` say from
     the covered photo; None where it is unreadable or no face is found. Objects are cut from the first
     `textures` photos of the list (never the photo itself), so a run is the same whatever else is asked."""

@@ -1,4 +1,4 @@
-"""Covers drawn on faces (detection/covers.py) and evaluation on covered queries: each kind lands on the
+"""Covers drawn on faces (occlusion/covers.py) and evaluation on covered queries: each kind lands on the
 face, seeded, from two distributions that do not meet; queries covered on the photo before their face is
 looked for, every kind scored and averaged by `facematch evaluate --covers`."""
 from __future__ import annotations
@@ -12,7 +12,7 @@ import torch
 
 from conftest import FACES, PEOPLE
 from detection import read_image
-from detection.covers import COVERS, EVALUATION, KINDS, TRAINING, Face, cover, face_of
+from occlusion.covers import COVERS, EVALUATION, KINDS, TRAINING, Face, cover, face_of
 from utils import ConfigError
 
 IMAGE = read_image(FACES / "one_face.jpg")

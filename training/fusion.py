@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from detection import FaceFinder
-from detection.covers import TRAINING, CoverRanges
+from occlusion.covers import TRAINING, CoverRanges
 from evaluation.calibration import calibrate, summary as calibration_summary
 from network import FusedNet
 from runtime import EmbeddingSettings, fuse_embeddings

@@ -5,7 +5,7 @@
 Labels: dlib's 5-point predictor on the clean photo inside YuNet's box, kept only where the two detectors agree (YuNet's
 eye centres within `agree` inter-ocular distances of dlib's, each dlib eye the mean of its two corners); computed once
 and kept in outputs/landmarks/. Inputs: the photo mirrored half the time (the points swapped to dlib's order), turned a
-little, covered from training's ranges (detection.covers.TRAINING; a share left clean), cut around a box moved and
+little, covered from training's ranges (occlusion.covers.TRAINING; a share left clean), cut around a box moved and
 resized as a detector's box on a covered face moves, or around the guessed centre box. The validation people
 (data.val_fraction 0.1, seed 0 of the photos' folder) are never trained on.
 """
@@ -23,7 +23,7 @@ import torch
 
 from detection import landmark_net
 from detection.align import dlib_landmarks, dlib_predictor, guessed_box
-from detection.covers import TRAINING, Face, cover
+from occlusion.covers import TRAINING, Face, cover
 from detection.crop_settings import CropSettings
 from detection.detectors import detect
 from detection.images import ImageReadError, read_image
@@ -31,7 +31,7 @@ from utils import DataError, get_logger, progress
 
 log = get_logger()
 LABELS_DIR = Path("outputs") / "landmarks"
-YUNET = CropSettings(yunet_confidence=0.5, yunet_low_confidence=0.3, min_size=16)  # detection.covers.face_of's
+YUNET = CropSettings(yunet_confidence=0.5, yunet_low_confidence=0.3, min_size=16)  # occlusion.covers.face_of's
 YUNET_FLIP = [1, 0, 2, 4, 3]  # YuNet's points in a mirror image: the eyes and the mouth's corners swap
 
 
