@@ -112,7 +112,7 @@ def test_the_schema_names_real_keys_and_registries():
     import yaml
 
     from settings import REGISTRIES
-    from settings import _flatten
+    from settings.config import _flatten
     from utils import DEFAULT_CONFIG, SCHEMA
     schema, defaults = yaml.safe_load(SCHEMA.read_text()), _flatten(yaml.safe_load(DEFAULT_CONFIG.read_text()))
     for pattern, rule in schema.items():

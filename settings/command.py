@@ -1,0 +1,41 @@
+"""The commands' one way in: their arguments, --config files and overrides, and one error line instead of a
+traceback."""
+from __future__ import annotations
+
+import argparse
+from typing import Callable
+
+from utils import FacematchError, get_logger
+from settings.config import load_config
+
+
+def run_command(doc: str, arguments: Callable[[argparse.ArgumentParser], None],
+                body: Callable[[argparse.Namespace], int | None], argv: list[str] | None = None, *,
+                prog: str | None = None, config: str = "config/default.yaml", mixed: str | None = None,
+                errors: tuple[type[BaseException], ...] = ()) -> int:
+    """The one way in for every command: its own arguments (`arguments` adds them), then --config files
+    (on top of `config`) and key=value overrides, and the error tail: a FacematchError, an OSError or
+    one of `errors` is one logged line and exit status 2, never a traceback.
+
+    `body(args)` does the work with args.config and args.overrides; with config="config/default.yaml"
+    args.cfg is load_config(args.config, args.overrides) (other commands start from a checkpoint's
+    config and load it themselves). `mixed` names a positional list that holds the overrides too
+    (`facematch faces`'s folders), which are moved to args.overrides."""
+    parser = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    arguments(parser)
+    parser.add_argument("--config", action="append", default=[], help=f"config file(s) on top of {config}")
+    if mixed is None:
+        parser.add_argument("overrides", nargs="*", help="config overrides, key=value (e.g. seed=1)")
+    args = parser.parse_intermixed_args(argv) if mixed else parser.parse_args(argv)
+    if mixed:
+        items = getattr(args, mixed)
+        args.overrides = [a for a in items if "=" in a]
+        setattr(args, mixed, [a for a in items if "=" not in a])
+    args.parser = parser
+    try:
+        if config == "config/default.yaml":
+            args.cfg = load_config(args.config, args.overrides)
+        return int(body(args) or 0)
+    except (FacematchError, OSError, *errors) as exc:
+        get_logger().error(f"error: {exc}")
+        return 2
