@@ -62,7 +62,7 @@ def get(port, path):
 
 
 # The course server's rules: every query scored and shown, no limits per address (the tests here post from one
-# address as many teams); tests/test_server_hardening.py serves with the defaults (course=False).
+# address as many teams); tests/test_submissions.py serves with the defaults (course=False).
 COURSE = ["server.public_fraction=1", "server.daily_limit_per_client=0", "server.new_teams_per_client=0"]
 
 

@@ -8,6 +8,7 @@ import html
 import io
 import re
 import shutil
+import socket
 import struct
 import zlib
 from pathlib import Path
@@ -342,3 +343,19 @@ def test_the_store_make_serve_builds_serves_the_page_info_search_and_add(best_st
     capsys.readouterr()
     assert main(["store", "info", "--store", str(root)]) == 0
     assert '"crop": "dlib_resnet (0.4): yunet + dlib; faceres (0.6): yunet + none"' in capsys.readouterr().out
+
+
+def test_a_taken_port_is_refused_before_the_store_is_opened(tmp_path, capsys):
+    from cli import web
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert web.main(["--check-port", "--port", str(port)]) == 2
+        assert web.main(["--store", str(tmp_path / "no_store"), "--port", str(port)]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert len(errors) == 2 and all(f"web.port={port}" in e and f"PORT={port + 1}" in e for e in errors)
+    assert not (tmp_path / "no_store").exists()
+    assert web.main(["--check-port", "--port", str(port)]) == 0  # freed: said free
+    assert f"127.0.0.1:{port} is free" in capsys.readouterr().err

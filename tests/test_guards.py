@@ -1,5 +1,6 @@
-"""The search page and its API against hostile or careless bodies (issue 28): every request it cannot use is a
-4xx naming the field, never a 500, and never leaves the session in a state that fails later requests."""
+"""The search page's guards (webapp/guards.py, fields.py, uploads.py) against hostile or careless bodies: every request
+it cannot use is a 4xx naming the field, never a 500, and never leaves the session in a state that fails later
+requests."""
 from __future__ import annotations
 
 import pytest

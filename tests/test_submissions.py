@@ -1,8 +1,8 @@
-"""The competition server against attackers and careless teams (issues 28 and 36): no 500 from any body, rejected
-attempts kept as bounded records that count toward the rate, no address or group of addresses can hold the others
-out, one team is one row whatever invisible or look-alike characters its name holds, a body keeps only what scoring
-needs, thousands of teams cost a new one an indexed look-up, a busy database is a 503, and nothing the answers tell
-maps the private queries that decide the final standing."""
+"""The competition server's submissions (competition/submissions.py, served by competition/server.py) against attackers
+and careless teams: no 500 from any body, rejected attempts kept as bounded records that count toward the rate, no
+address or group of addresses can hold the others out, one team is one row whatever invisible or look-alike
+characters its name holds, a body keeps only what scoring needs, thousands of teams cost a new one an indexed look-
+up, a busy database is a 503, and nothing the answers tell maps the private queries that decide the final standing."""
 from __future__ import annotations
 
 import http.client
