@@ -234,9 +234,9 @@ def main(argv: list[str] | None = None) -> int:
         write_section(args.section[0], f"## {args.section[1]}\n\n" + text.replace(
             "bench/choose_best.py", "bench/choose_best.py --section " + " ".join(f"'{a}'" for a in args.section), 1))
     elif not args.no_write and args.covers == "training":
-        write_section("choice", "## config/best.yaml chosen on validation people over every cover (issue 27)\n\n" + text)
+        write_section("choice", "## config/best.yaml chosen on validation people over every cover\n\n" + text)
     elif not args.no_write:
-        write_section("first-look", "## Fusion, a first look on validation people with the evaluation's covers (issue 27)"
+        write_section("first-look", "## Fusion, a first look on validation people with the evaluation's covers"
                                     "\n\n" + text.replace("Chosen: ", "Best here (not a choice): "))
     return 0
 

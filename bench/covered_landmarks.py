@@ -202,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     text = report(rows, clean_top1, len(paths), len(set(labels)), args.net, sha, time.time() - started)
     print(text)
-    write_section("landmarks", "## Landmarks that a cover cannot fool (issue 27)\n\n" + text)
+    write_section("landmarks", "## Landmarks that a cover cannot fool\n\n" + text)
     return 0
 
 

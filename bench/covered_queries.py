@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     text = "\n".join(lines)
     print(text)
     if not args.no_write:
-        write_section("covered", "## Covered queries as people wear them: the test people (issue 27)\n\n" + text)
+        write_section("covered", "## Covered queries as people wear them: the test people\n\n" + text)
     return 0
 
 

@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     lines += [f"| {label} | {profiles[False][label]:.1f} | {profiles[True][label]:.1f} |" for label, _, _ in PARTS]
     text = "\n".join(lines)
     print(text)
-    write_section("crop-path", "## The crop path of config/best.yaml, profiled and cut (issue 29)\n\n" + text)
+    write_section("crop-path", "## The crop path of config/best.yaml, profiled and cut\n\n" + text)
     return 0
 
 

@@ -363,7 +363,7 @@ def main() -> None:
               f"(../figures/detectors.png)\n\n`figures/detectors.png`: {drawn} where the detectors disagree "
               f"(seeded pick among them; half with far-apart boxes, half where one misses).") if drawn else \
         "No photo where the detectors disagree, so no figure."
-    md = f"""## Face detectors: faces found, speed, disagreement (issue 7)
+    md = f"""## Face detectors: faces found, speed, disagreement
 
 Command: `{command_line(args)}` (commit {git_rev()}{tree_state()}), {datetime.date.today().isoformat()},
 {minutes:.0f} min in all. Machine: {machine()}; one process, {threads} (load average

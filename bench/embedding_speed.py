@@ -458,9 +458,9 @@ def main() -> None:
         compile_text = f"torch.compile: not measured (`{'--quick' if args.quick else '--no-compile'}`)."
     # A run over some backbones writes its own section: the full table is never replaced by less.
     section = "embedding" if set(arches) == set(ARCHES) else "embedding-" + "-".join(arches)
-    title = ("Embedding: photos/s and peak memory against a bare forward pass (issue 9)" if section == "embedding"
+    title = ("Embedding: photos/s and peak memory against a bare forward pass" if section == "embedding"
              else f"Embedding, {', '.join(arches)}: photos/s and peak memory against a bare forward pass"
-             + (" and dlib-bin (issue 16)" if "dlib_resnet" in arches else ""))
+             + (" and dlib-bin" if "dlib_resnet" in arches else ""))
     md = f"""## {title}
 
 Command: `{command_line(args)}` (commit {git_rev()}), {datetime.date.today().isoformat()}, {minutes:.0f} min in all.

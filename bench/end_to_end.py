@@ -318,7 +318,7 @@ def bench(args, paths: list[Path], counts: dict[str, int], work: Path, started: 
         return f"{by}" + (f", {len(rep.no_face)} no face" if rep.no_face else "") + \
             (f", {len(rep.failed)} unreadable" if rep.failed else "")
 
-    md = f"""## End to end: crop + embed photos/s against face_recognition (issue 9)
+    md = f"""## End to end: crop + embed photos/s against face_recognition
 
 Command: `.venv/bin/python bench/end_to_end.py{f' --sample {args.sample}' if args.sample != 200 else ''}{f' --runs {args.runs}' if args.runs != 3 else ''}{f' --threads {args.threads}' if args.threads != 1 else ''}` (commit {git_rev()}), {datetime.date.today().isoformat()}, {minutes:.0f} min in all.
 Machine: {machine()}; {args.threads or 'the default number of'} thread{'s' if args.threads != 1 else ''} for torch and OpenCV,

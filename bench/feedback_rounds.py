@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
              f"{args.rounds} rounds of {args.k}")
     figure(results, args.rounds, args.k, ROOT / args.figure, title)
     settings = ", ".join(f"{key}={value}" for key, value in fcfg.items() if key not in ("method", "k"))
-    md = f"""## Relevance feedback: the thesis protocol (issue 10)
+    md = f"""## Relevance feedback: the thesis protocol
 
 `{command}` at commit {git_rev()}, {time.strftime('%Y-%m-%d')}; {machine()}; load average {load} at the end
 (other jobs shared the CPU); {time.time() - started:.0f} s in all.

@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     text = "\n".join(lines)
     print(text)
     if not args.no_write:
-        write_section("pairs", "## Verification pairs in LFW's protocol, clean and covered (issue 27)\n\n" + text)
+        write_section("pairs", "## Verification pairs in LFW's protocol, clean and covered\n\n" + text)
     return 0
 
 
@@ -150,7 +150,7 @@ def view2(args) -> int:
     out = "\n".join(lines)
     print(out)
     if not args.no_write:
-        write_section("lfw-view2", "## LFW View 2: the 6,000 pairs, ten folds (issue 37)\n\n" + out)
+        write_section("lfw-view2", "## LFW View 2: the 6,000 pairs, ten folds\n\n" + out)
     return 0
 
 

@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
                 lines.append(f"| {name} | {label} | {ms:.1f} |")
                 print(lines[-1], flush=True)
     write_section("mobilefacenet", "\n".join([
-        "## The MobileFaceNets: one chip's descriptor in each runtime, one thread (issue 37)",
+        "## The MobileFaceNets: one chip's descriptor in each runtime, one thread",
         "",
         f"`bench/mobilefacenet_speed.py --runs {args.runs}` (commit {git_rev()}; {machine()}): one 112-px ArcFace chip "
         "(tests/fixtures/mobilefacenet/chips/sorkin.png), the median over the runs, the runtimes alternating. A "

@@ -262,7 +262,7 @@ def write() -> None:
             cells = " | ".join(f"{r[k]['top1']:.3f} / {r[k]['map@r']:.3f}" for k in ("clean", "occluded"))
             choose_rows.append(f"| {path.stem[len('choose_'):]} | {label} | {cells} | {1000 * r['s_per_photo']:.0f} |")
     gt = json.loads((OCCLUDED / "ground_truth.json").read_text()) if (OCCLUDED / "ground_truth.json").exists() else {}
-    md = f"""## The occluded development competition (issue 17)
+    md = f"""## The occluded development competition
 
 Command: `.venv/bin/python bench/occluded.py make && .venv/bin/python bench/occluded.py detect && .venv/bin/python
 bench/occluded.py score CKPT ...` (commit {git_rev()}). Machine: {machine()}.

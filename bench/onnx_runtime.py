@@ -218,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
                          f"{dc:+.3f} | {dv:+.3f} | {'yes' if ok else '**no**'} |")
     text = "\n".join(lines)
     print(text)
-    write_section("onnx", "## ONNX Runtime against PyTorch: speed per chip and accuracy by precision (issue 29)\n\n"
+    write_section("onnx", "## ONNX Runtime against PyTorch: speed per chip and accuracy by precision\n\n"
                   + text)
     return 0
 

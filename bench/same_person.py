@@ -121,7 +121,7 @@ def main() -> None:
     FIGURE.parent.mkdir(exist_ok=True)
     plt.savefig(FIGURE, dpi=120)
 
-    md = f"""## Same-person decisions: calibration, verification and open-set identification (issue 19)
+    md = f"""## Same-person decisions: calibration, verification and open-set identification
 
 Command: `.venv/bin/python bench/same_person.py` (commit {git_rev()}). Machine: {machine()}.
 Checkpoint: `{Path(args.checkpoint).relative_to(ROOT)}` (config/best.yaml's row of the fine-tuning table), calibrated

@@ -248,7 +248,7 @@ def main(argv=None) -> None:
     load_end = os.getloadavg()[0]
     command = "python bench/search_speed.py " + " ".join(sys.argv[1:] if argv is None else argv)
     peak_note = "" if reset_peak() else " (VmHWM could not be reset here: deltas are over the process's earlier peak)"
-    md = f"""## Search backends: speed, recall, build time and memory (issue 9)
+    md = f"""## Search backends: speed, recall, build time and memory
 
 Command: `{command.strip()}` (commit {git_rev()}), {datetime.date.today().isoformat()}, {minutes:.1f} min in all.
 Machine: {machine()}, faiss {faiss.__version__}; load average {load_start:.1f} at the start, {load_end:.1f} at

@@ -548,7 +548,7 @@ so their seconds per photo are this CPU's:
 {chr(10).join(long_lines)}
 """
     gt = json.loads((DEV / "ground_truth.json").read_text())
-    md = f"""## The results table: every variant on one development competition (issue 8)
+    md = f"""## The results table: every variant on one development competition
 
 Command: `.venv/bin/python bench/table.py all` (commit {git_rev()}; resumable, each row saved as it finishes).
 Machine: {machine()}.
@@ -604,7 +604,7 @@ def write_finetune() -> None:
                      f"{v.get('degraded_top1', float('nan')):.3f} / {v.get('degraded_map@r', float('nan')):.3f} | "
                      f"**{c['top1']:.3f}** | {c['top5']:.3f} | {c['map@10']:.3f} | **{c['map@r']:.3f}** | "
                      f"**{w['top1']:.3f}** / {w['map@r']:.3f} | {seconds} |")
-    md = f"""## The face network fine-tuned (issue 16)
+    md = f"""## The face network fine-tuned
 
 Command: `.venv/bin/python bench/table.py finetune` (commit {git_rev()}; resumable). Machine: {machine()}.
 The development competition of the results table above (same test people, same training people, a tenth of

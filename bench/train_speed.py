@@ -127,7 +127,7 @@ def main() -> None:
         runs = ", ".join(f"{r:.1f}" for r in results[label])
         rows.append(f"| {label} | {processes} | {threads} | **{med:.1f}** ({runs}) | {med / base:.2f}× |")
     command = " ".join(["bench/train_speed.py", *sys.argv[1:]])
-    md = f"""## Training speed: one process and two gloo processes (issue 9)
+    md = f"""## Training speed: one process and two gloo processes
 
 Command: `.venv/bin/python {command}` (commit {git_rev()} plus uncommitted changes in the working tree),
 {time.strftime('%Y-%m-%d')}, {minutes:.0f} min in all. Machine: {machine()} (load average {load_before[0]:.1f} at the

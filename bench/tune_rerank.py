@@ -99,7 +99,7 @@ def main() -> None:
                 f"({len(gt['queries'])} queries): " + "; ".join(found_test) + ".\n")
     lines = "\n".join(f"| {r[0]} | {', '.join(f'{k} {v}' for k, v in r[1].items()) or '–'} | {r[2]:.3f} | "
                       f"{r[3]:.3f} | {r[4]:.3f} |" for r in rows)
-    write_section("tune_rerank", f"""## Re-ranker settings tuned on validation people (issue 8)
+    write_section("tune_rerank", f"""## Re-ranker settings tuned on validation people
 
 Command: `.venv/bin/python bench/tune_rerank.py --checkpoint {Path(args.checkpoint).relative_to(ROOT)} --tta {args.tta} --splits {args.splits}`
 (commit {git_rev()}). Machine: {machine()}.
