@@ -142,8 +142,10 @@ def test_the_config_knows_the_keys():
         load_config(overrides=["crop.landmarks=mtcnn"])
 
 
-def test_a_checkpoint_carries_its_landmark_network(tiny_cfg, tmp_path, monkeypatch):
-    from network import model_from_checkpoint, save_checkpoint
+def checkpoint_with_net(tiny_cfg, tmp_path, monkeypatch):
+    """A tiny checkpoint whose crops are aligned by a landmark network (tmp_path/net.pt): (its path, its model, the
+    network's sha256); the content store under tmp_path."""
+    from network import save_checkpoint
     from settings import build_model, load_config
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
@@ -151,16 +153,22 @@ def test_a_checkpoint_carries_its_landmark_network(tiny_cfg, tmp_path, monkeypat
     cfg = load_config(overrides=["crop.align=dlib", "crop.landmarks=net", f"crop.landmark_net={tmp_path / 'net.pt'}",
                                  "crop.size=48", "input.size=48"], base=tiny_cfg)
     model, _ = build_model(cfg)
-    ckpt = tmp_path / "a.pt"
-    save_checkpoint(ckpt, {"model": model.state_dict(), "config": cfg, "meta": model.meta,
-                           "model_info": model.describe(), "epoch": 0})
-    expected = landmark_net.file_sha256(tmp_path / "net.pt")
+    model.eval()
+    save_checkpoint(tmp_path / "a.pt", {"model": model.state_dict(), "config": cfg, "meta": model.meta,
+                                        "model_info": model.describe(), "epoch": 0})
+    return tmp_path / "a.pt", model, landmark_net.file_sha256(tmp_path / "net.pt")
+
+
+def test_a_checkpoint_carries_its_landmark_network(tiny_cfg, tmp_path, monkeypatch):
+    from network import model_from_checkpoint, save_checkpoint
+
+    ckpt, model, expected = checkpoint_with_net(tiny_cfg, tmp_path, monkeypatch)
     (tmp_path / "net.pt").unlink()  # the machine it was trained on is gone
     loaded, saved = model_from_checkpoint(ckpt)
     settings = loaded.crop_settings()
     assert settings.landmarks == "net" and settings.landmark_net != str(tmp_path / "net.pt")
     assert landmark_net.file_sha256(settings.landmark_net) == expected  # the very network, written out once
-    assert saved["crop"]["landmark_net"] == settings.landmark_net
+    assert saved["crop"]["landmark_net"] == settings.landmark_net == landmark_net.CONTENT + expected
     image = read_image(FACES / "one_face.jpg")
     assert crop_face(image, settings) is not None
     save_checkpoint(tmp_path / "b.pt", {"model": model.state_dict(), "config": saved, "meta": loaded.meta})
@@ -169,24 +177,14 @@ def test_a_checkpoint_carries_its_landmark_network(tiny_cfg, tmp_path, monkeypat
 
 def test_an_export_carries_its_landmark_network_by_content(tiny_cfg, tmp_path, monkeypatch):
     from deploy import export_checkpoint
-    from network import save_checkpoint
     from runtime import load_bundle
-    from settings import build_model, load_config
 
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    fixed_net(tmp_path / "net.pt")
-    cfg = load_config(overrides=["crop.align=dlib", "crop.landmarks=net", f"crop.landmark_net={tmp_path / 'net.pt'}",
-                                 "crop.size=48", "input.size=48"], base=tiny_cfg)
-    model, _ = build_model(cfg)
-    save_checkpoint(tmp_path / "a.pt", {"model": model.eval().state_dict(), "config": cfg, "meta": model.meta,
-                                        "model_info": model.describe(), "epoch": 0})
-    expected = landmark_net.file_sha256(tmp_path / "net.pt")
-    export_checkpoint(tmp_path / "a.pt", tmp_path / "export", check=PEOPLE)
+    ckpt, _, expected = checkpoint_with_net(tiny_cfg, tmp_path, monkeypatch)
+    export_checkpoint(ckpt, tmp_path / "export", check=PEOPLE)
     (tmp_path / "net.pt").unlink()
-    exported, _ = load_bundle(tmp_path / "export")
-    assert exported.crop_settings().landmark_net == landmark_net.CONTENT + expected
-    assert landmark_net.same_network(exported.crop_settings().landmark_net, landmark_net.keep(
-        landmark_net.resolve(exported.crop_settings().landmark_net).read_bytes()))
+    ref = load_bundle(tmp_path / "export")[0].crop_settings().landmark_net
+    assert ref == landmark_net.CONTENT + expected
+    assert landmark_net.same_network(ref, landmark_net.keep(landmark_net.resolve(ref).read_bytes()))
 
 
 def test_a_checkpoint_naming_a_missing_landmark_network_is_refused_on_save(tiny_cfg, tmp_path):
