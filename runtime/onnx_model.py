@@ -110,7 +110,7 @@ class OnnxNet(SingleNetwork):
 
 class OnnxFusion(Fusion):
     """Exported networks fused as network.FusedNet fuses them: each on its own crops, their unit embeddings side by
-    side, weighted (pipeline.embedding.embed_fused embeds with each member and calls fuse)."""
+    side, weighted (runtime.FaceModel: networks() embed, fuse() joins them)."""
 
     def __init__(self, members: list[OnnxNet], weights: list[float], calibration: dict | None = None):
         self.members, self.precision = members, members[0].precision
