@@ -7,7 +7,8 @@ from fastapi.responses import Response
 
 from webapp.errors import TooLarge, UserError
 from webapp.guards import same_origin
-from webapp.service import MARKS, Service
+from webapp.service import Service
+from webapp.session import MARKS
 
 COOKIE = "facematch_session"
 

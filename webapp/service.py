@@ -4,14 +4,13 @@ the page shows (`view`). Every call takes the browser's Session; refusals raise 
 errors. The store lives on one worker thread (SQLite's connection is made there): `call` runs an
 action there, one at a time.
 
-Sessions: a random cookie id maps to the session's state in memory (query embedding and crop, marks,
-rows shown, round, method); the web.max_sessions most recently used are kept.
+Sessions: a random cookie id maps to the session's state in memory (webapp/session.py: query embedding and crop,
+marks, rows shown, round, method); the web.max_sessions most recently used are kept.
 """
 from __future__ import annotations
 
 import asyncio
 import hashlib
-import io
 import secrets
 import threading
 import time
@@ -32,11 +31,10 @@ from pipeline.store import NO_FACE, NewPhoto, NotFoundError, StoreError
 from utils import get_logger, lookup
 from webapp import fields
 from webapp.errors import Busy, NoFace, NotFound, ServerFailure, TooLarge, UserError
+from webapp.session import FPIRS, MARKS, Checked, Session, how_words, png_bytes
 from webapp.uploads import check_upload, safe_name
 
 log = get_logger()
-MARKS = {"relevant": True, "irrelevant": False}
-FPIRS = (0.1, 0.01, 0.001)  # the rates the page offers for 'no one in the gallery matches'
 
 
 @dataclass(frozen=True)
@@ -60,52 +58,6 @@ class WebSettings:
     gallery_page: int = 48
     allowed_hosts: list[str] = field(default_factory=list)
     token: str = ""
-
-
-@dataclass
-class Session:
-    """One browser's search: what was searched, the marks, the rows shown, the current round."""
-    method: str
-    fpir: float = 0.01                    # the false-positive identification rate of 'no one matches'
-    query: np.ndarray | None = None       # unit embedding searched (a photo's, or a name's prototype)
-    label: str = ""                       # what was searched, in words
-    crop_png: bytes | None = None         # the crop that was searched (None: a name's prototype)
-    how: str = ""                         # how the face was found, said out loud
-    exclude: set[str] = field(default_factory=set)      # the query photo itself, never a result
-    marks: dict[str, bool] = field(default_factory=dict)  # photo name -> relevant?
-    shown: list[str] = field(default_factory=list)      # every photo shown this search, in order
-    results: list[tuple[str, float]] = field(default_factory=list)  # this round: (name, distance)
-    round: int = 0
-    learned: dict[str, set[str]] = field(default_factory=dict)  # name -> photos learned as it this session
-    notes: list[str] = field(default_factory=list)      # messages for the next page, shown once
-    used: float = field(default_factory=time.time)
-    client: str = ""                      # the address that began it
-
-
-@dataclass
-class Checked:
-    """An upload that passed every check, cropped and embedded in memory: nothing of it is written anywhere until it
-    is added to the gallery (a photo searched for never touches the disk, so none outlives the process)."""
-    shown: str  # its file name as uploaded
-    name: str   # a safe file name for it, with the suffix of its real format
-    data: bytes
-    note: str  # format and size, in words
-    step: str  # the chain step that found the face
-    vector: np.ndarray
-    crop: np.ndarray
-    how: str  # how the face was found, in words
-
-
-def _png(image: np.ndarray) -> bytes:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def how_words(how: str) -> str:
-    return "no face found: centre crop" if how == "center" else f"face by {how}"
 
 
 class Service:
@@ -289,7 +241,7 @@ class Service:
     def search_checked(self, s: Session, files: list[Checked]) -> None:
         """Search by an upload already checked, cropped and embedded (Service.prepare)."""
         f = files[0]
-        self.start(s, f.vector, f"the uploaded photo {f.shown} ({f.note})", _png(f.crop), f.how, set())
+        self.start(s, f.vector, f"the uploaded photo {f.shown} ({f.note})", png_bytes(f.crop), f.how, set())
 
     def pick(self, s: Session, name: str) -> None:
         name = fields.text(name, "name")
