@@ -22,6 +22,8 @@ import argparse
 import itertools
 import json
 import os
+import shlex
+import sys
 import time
 from pathlib import Path
 
@@ -55,7 +57,7 @@ def embeddings_of(row: str, paths: list[Path], kinds: list[str],
     from occlusion.covers import EVALUATION, TRAINING
     from training.fusion import embeddings_by_condition
 
-    name, _, change = row.partition(":")  # ROW:key=value,...: the row's checkpoint with its crop settings changed
+    name = row.partition(":")[0]  # ROW:key=value,...: the row's checkpoint with its crop settings changed (changed())
     out_dir = OUT if covers == "training" else OUT.with_name("choose_evaluation")
     safe = row.replace(":", "__").replace("=", "-").replace(",", "_").replace("/", "_").replace('"', "")
     folder, ckpt = out_dir / safe, CKPT / name / "best.pt"
@@ -75,11 +77,7 @@ def embeddings_of(row: str, paths: list[Path], kinds: list[str],
             continue
         if model is None:
             model, cfg = model_from_checkpoint(ckpt)
-            for item in filter(None, change.split(",")):
-                key, _, value = item.partition("=")
-                if key not in model.meta["crop"]:
-                    raise SystemExit(f"{row}: {key} is not a crop setting")
-                model.meta["crop"][key] = json.loads(value)
+            changed(model, cfg["embedding"], row)
         order, emb = embeddings_by_condition([model], paths, "cpu", [] if condition == "clean" else [condition],
                                              data=DataSettings(cache_dir="data/cache/crops",
                                                                embedding_cache="data/cache/embeddings.sqlite"),
@@ -97,11 +95,30 @@ def embeddings_of(row: str, paths: list[Path], kinds: list[str],
     return order, aligned
 
 
-def timings(rows: list[str], pairs: list[tuple[str, str, tuple[float, float]]], paths: list[Path],
-            runs: int) -> tuple[dict[str, float], float]:
+def changed(model, embedding: dict, row: str) -> None:
+    """ROW:key=value,...: the row's model with those crop settings changed in its meta (what it crops by), or
+    those embedding settings (tta=none: no mirror image) in `embedding`, its config's embedding section."""
+    from dataclasses import fields
+
+    from detection import CropSettings
+
+    for item in filter(None, row.partition(":")[2].split(",")):
+        key, _, value = item.partition("=")
+        if key in {f.name for f in fields(CropSettings)}:
+            model.meta["crop"][key] = json.loads(value)
+        elif key in embedding:
+            embedding[key] = value
+        else:
+            raise SystemExit(f"{row}: {key} is neither a crop nor an embedding setting")
+
+
+def timings(rows: list[str], pairs: list[tuple[str, str]], paths: list[Path], runs: int,
+            speed: float = 0.0) -> tuple[dict[str, float], dict[str, float], float]:
     """Milliseconds a photo, end to end (read, find, crop, embed; no cache), of each row alone and of each pair (its
     members as a fusion embeds them: the second reuses the faces the first found), every row in ONNX Runtime on one
-    thread with its own test-time augmentation; and face_recognition's on the same photos. Medians of `runs`."""
+    thread with its own test-time augmentation, and each one's ratio to face_recognition's on the same photos in the
+    same runs; medians of `runs`. With `speed`, only pairs whose members each reach it alone are timed (a pair takes
+    at least as long as its slower member). Returns (ms, ratio, face_recognition's ms)."""
     import torch
 
     from dataset import DataSettings
@@ -117,6 +134,7 @@ def timings(rows: list[str], pairs: list[tuple[str, str, tuple[float, float]]], 
     for row in rows:
         model, cfg, _ = load_for_inference(CKPT / row.partition(":")[0] / "best.pt", [],
                                            ["model.runtime=onnx", "model.threads=1"])
+        changed(model, cfg["embedding"], row)
         loaded[row] = (model, EmbeddingSettings(**cfg["embedding"]))
 
     def once(members: list[str]) -> float:
@@ -131,15 +149,25 @@ def timings(rows: list[str], pairs: list[tuple[str, str, tuple[float, float]]], 
     face_recognition_pass(fr, paths[:3])
     for row in rows:
         once([row])  # warm: sessions made, first-call costs paid
-    times: dict[str, list[float]] = {}
-    reference = []
-    for _ in range(runs):
-        reference.append(face_recognition_pass(fr, paths)["seconds"] * 1000 / len(paths))
-        for row in rows:
-            times.setdefault(row, []).append(once([row]))
-        for a, b, _ in pairs:
-            times.setdefault(f"{a} + {b}", []).append(once([a, b]))
-    return {label: float(np.median(t)) for label, t in times.items()}, float(np.median(reference))
+
+    def timed(lines: list[list[str]]) -> tuple[dict[str, float], dict[str, float], float]:
+        times: dict[str, list[float]] = {}
+        reference = []
+        for _ in range(runs):
+            reference.append(face_recognition_pass(fr, paths)["seconds"] * 1000 / len(paths))
+            for members in lines:
+                times.setdefault(" + ".join(members), []).append(once(members))
+        ms = {label: float(np.median(t)) for label, t in times.items()}
+        ratio = {label: float(np.median([r / m for r, m in zip(reference, t)])) for label, t in times.items()}
+        return ms, ratio, float(np.median(reference))
+
+    ms, ratio, fr_ms = timed([[row] for row in rows])
+    fast = [(a, b) for a, b in pairs if not speed or min(ratio[a], ratio[b]) >= speed]
+    if fast:
+        more_ms, more_ratio, _ = timed([list(p) for p in fast])
+        ms.update(more_ms)
+        ratio.update(more_ratio)
+    return ms, ratio, fr_ms
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -156,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--time", type=int, default=0, metavar="N",
                         help="time every candidate and pair end to end on N validation photos (0: not timed)")
     parser.add_argument("--runs", type=int, default=3, help="timing runs (the median is kept)")
+    parser.add_argument("--time-also", nargs="*", default=[], metavar="ROW",
+                        help="rows timed beside the others but not scored (a network whose accuracy is measured elsewhere)")
     parser.add_argument("--speed", type=float, default=0.0, metavar="R",
                         help="choose the most accurate line at least R times face_recognition's photos/s (needs --time)")
     parser.add_argument("--section", nargs=2, metavar=("NAME", "TITLE"),
@@ -189,16 +219,21 @@ def main(argv: list[str] | None = None) -> int:
         results.append((f"{a} + {b}", f"{weights[0]:.1f} / {weights[1]:.1f}", best))
     results.sort(key=lambda r: -r[2]["mean_top1"])
     ms, fr_ms = {}, None
+    ratio: dict[str, float] = {}
     if args.time:
-        pairs = [(a, b, ()) for a, b in itertools.combinations(args.rows, 2)]
-        ms, fr_ms = timings(args.rows, pairs, [Path(p) for p in order[:: max(1, len(order) // args.time)][:args.time]],
-                            args.runs)
+        timed_rows = args.rows + [r for r in args.time_also if r not in args.rows]
+        ms, ratio, fr_ms = timings(timed_rows, list(itertools.combinations(args.rows, 2)),
+                                   [Path(p) for p in order[:: max(1, len(order) // args.time)][:args.time]],
+                                   args.runs, args.speed)
+        for a, b in itertools.combinations(args.rows, 2):  # not timed: no faster than its slower member
+            if f"{a} + {b}" not in ms:
+                ms[f"{a} + {b}"], ratio[f"{a} + {b}"] = max(ms[a], ms[b]), min(ratio[a], ratio[b])
     head = ["candidate", "weights", "mean top-1", *(["ms a photo", "× face_recognition"] if ms else []), "clean", *kinds]
-    flag = "" if args.covers == "training" else " --covers evaluation"
     whose = ("**training's** covers (occlusion/covers.py TRAINING)" if args.covers == "training" else
              "**the evaluation's** covers (occlusion/covers.py EVALUATION: a first look, never a choice; the choice is "
              "made with training's)")
-    lines = [f"Command: `.venv/bin/python bench/choose_best.py{flag} {' '.join(args.rows)}` (commit {git_rev()}, "
+    given = shlex.join(sys.argv[1:] if argv is None else argv)
+    lines = [f"Command: `.venv/bin/python bench/choose_best.py {given}` (commit {git_rev()}, "
              f"{time.strftime('%Y-%m-%d')}; {machine()}; load average {os.getloadavg()[0]:.1f} at the end; embeddings "
              f"kept in outputs/choose/). {len(order)} photos of {len(set(labels))} validation people of data/dev "
              "(held out of training by every row; the test people are not looked at), each against the clean others, "
@@ -207,7 +242,10 @@ def main(argv: list[str] | None = None) -> int:
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     reference = next(r for label, _, r in results if label == args.rows[0])["mean_top1"]
     for label, weights, r in results:
-        speed = [f"{ms[label]:.0f}", f"{fr_ms / ms[label]:.2f}×"] if ms else []
+        exact = label in ms and " + " not in label or args.speed == 0 or min(
+            ratio[m] for m in label.split(" + ")) >= args.speed
+        speed = [("" if exact else "≥ ") + f"{ms[label]:.0f}", ("" if exact else "≤ ") + f"{ratio[label]:.2f}×"] \
+            if ms else []
         lines.append(f"| {label} | {weights} | {r['mean_top1']:.3f} ({r['mean_top1'] / reference:.2f}×) | "
                      + "".join(f"{c} | " for c in speed)
                      + " | ".join(f"{r[c]['top1']:.3f}" for c in ["clean", *kinds]) + " |")
@@ -216,14 +254,23 @@ def main(argv: list[str] | None = None) -> int:
         lines += ["", f"Time: end to end (read, find, crop, embed; no cache) on {args.time} of these photos, ONNX Runtime, "
                   f"one thread, each row with its own test-time augmentation, the median of {args.runs} runs; "
                   f"face_recognition (HOG + dlib's chip and descriptor) {fr_ms:.0f} ms a photo on the same photos in the "
-                  "same runs."]
+                  "same runs; × face_recognition: the median of the runs' ratios."
+                  + (f" A pair marked ≥ was not timed: one of its members alone is slower than {args.speed:g}× "
+                     "face_recognition, and a pair takes at least as long as its slower member." if args.speed else "")]
+        also = [r for r in args.time_also if r not in args.rows]
+        if also:
+            lines += ["", "Timed only (a network's time does not depend on its weights: these stand for the "
+                      "fine-tuned networks of the same architecture and crop):", "",
+                      "| line | ms a photo | × face_recognition |", "|---|---|---|",
+                      *(f"| {r} | {ms[r]:.0f} | {ratio[r]:.2f}× |" for r in also)]
         if args.speed:
-            fast = [r for r in results if fr_ms / ms[r[0]] >= args.speed]
-            lines.append(f"Most accurate regardless of time: {results[0][0]} ({ms[results[0][0]]:.0f} ms, "
-                         f"{fr_ms / ms[results[0][0]]:.2f}× face_recognition).")
+            fast = [r for r in results if ratio[r[0]] >= args.speed]
+            lines.append(f"\nMost accurate regardless of time: {results[0][0]} ({ms[results[0][0]]:.0f} ms, "
+                         f"{ratio[results[0][0]]:.2f}× face_recognition).")
             if not fast:
+                quickest = min(args.rows, key=lambda r: ms[r])
                 lines.append(f"No line is {args.speed:g}× face_recognition's speed: the fastest is "
-                             f"{min(ms, key=ms.get)} ({fr_ms / min(ms.values()):.2f}×).")
+                             f"{quickest} ({ratio[quickest]:.2f}×).")
             chosen = fast[0] if fast else chosen
     what = f" among lines at least {args.speed:g}× face_recognition's photos/s" if args.speed and ms else ""
     lines += ["", f"Chosen{what}: **{chosen[0]}** ({chosen[1] or 'alone'}). "
@@ -231,8 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     text = "\n".join(lines)
     print(text)
     if not args.no_write and args.section:
-        write_section(args.section[0], f"## {args.section[1]}\n\n" + text.replace(
-            "bench/choose_best.py", "bench/choose_best.py --section " + " ".join(f"'{a}'" for a in args.section), 1))
+        write_section(args.section[0], f"## {args.section[1]}\n\n" + text)
     elif not args.no_write and args.covers == "training":
         write_section("choice", "## config/best.yaml chosen on validation people over every cover\n\n" + text)
     elif not args.no_write:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -77,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", nargs="+", default=["dlib_ft_best", REFERENCE], help="checkpoints/table/<row>")
     parser.add_argument("--no-write", action="store_true", help="print only; leave bench/RESULTS.md alone")
+    parser.add_argument("--section", nargs=2, metavar=("NAME", "TITLE"),
+                        help="write to this section of bench/RESULTS.md instead of \"covered\" (a later choice's test)")
     args = parser.parse_args(argv)
     if not (DEV / "ground_truth.json").exists():
         print("needs data/dev (bench/table.py prepare): nothing to bench")
@@ -85,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     reports = {row: report_of(row) for row in rows}
     ref = reports[REFERENCE]
-    lines = [f"Command: `.venv/bin/python bench/covered_queries.py --rows {' '.join(args.rows)}` (commit {git_rev()}, "
+    given = shlex.join(sys.argv[1:] if argv is None else argv)
+    lines = [f"Command: `.venv/bin/python bench/covered_queries.py {given}` (commit {git_rev()}, "
              f"{time.strftime('%Y-%m-%d')}; {machine()}; load average {os.getloadavg()[0]:.1f} at the end; reports "
              f"kept in outputs/covers/). Each query photo of data/dev's test split (410 queries, 1,730 gallery photos, "
              "people no checkpoint trained on) is covered once per kind, drawn from the evaluation's distribution "
@@ -107,7 +111,9 @@ def main(argv: list[str] | None = None) -> int:
         lines += ["", NOTES[row]] if row in NOTES else []
     text = "\n".join(lines)
     print(text)
-    if not args.no_write:
+    if not args.no_write and args.section:
+        write_section(args.section[0], f"## {args.section[1]}\n\n" + text)
+    elif not args.no_write:
         write_section("covered", "## Covered queries as people wear them: the test people\n\n" + text)
     return 0
 

@@ -12,22 +12,17 @@ embedding cache) with a model loaded from a checkpoint by `settings.load_for_inf
 `facematch evaluate` and request_send.py load theirs; the checkpoint is built beforehand with `build_model`
 and `save_checkpoint` (not timed). Every run starts from an empty crop cache and an empty
 embedding cache (so everything is computed), then runs again over them (warm caches).
-- best: config/best.yaml as it is, a fusion of two networks: config/best_dlib.yaml's (its detector chain, dlib's
-  5-point chip at 150 px, dlib's network in PyTorch) and HSE FaceRes on a loose 224-px square, flip TTA for both (four
-  forward passes a photo); the networks' weights do not change its speed.
-- best_onnx, best_onnx_int8: the same in ONNX Runtime (model.runtime=onnx; fp32, and int8 calibrated on data/sample's
-  people): the checkpoint exported by `deploy.exported` before the runs (not timed), both networks run by ONNX Runtime
-  with --threads threads, the crops as PyTorch's row makes them.
-- best_dlib: config/best_dlib.yaml alone (config/best.yaml until the fusion of issue 27).
-- dlib recipe: config/dlib.yaml with model.head=none (mtcnn, fallback haar then centre; dlib's 5-point
-  chip at 150 px; dlib's 128-d descriptor, no TTA).
-- small CNN recipe: mtcnn + similarity alignment (112 px crops, fallback haar then centre),
-  mobilenet_v2 at 96 px, GeM + linear head, random weights (speed does not depend on them).
+- best: config/best.yaml as it is (its network, crop chain, test-time augmentation and runtime, read from it); the
+  network's weights do not change its speed. best_torch: the same in PyTorch.
+- fused_before: config/best.yaml until the MobileFaceNets, a fusion of dlib's network (config/best_dlib.yaml's chain,
+  the landmark network's points, dlib's 150-px chip) and HSE FaceRes on a loose 224-px square, flip TTA for both, in
+  ONNX Runtime (exported by `deploy.exported` before the runs, not timed).
+- best_dlib: config/best_dlib.yaml alone, in PyTorch.
 face_recognition (dlib's own pipeline): `load_image_file`, `face_locations` (HOG, one upsampling, its
 default), `face_encodings` (5-point chip, one jitter, its default) of the largest face, or of the
 whole photo where HOG finds none (as bench/table.py scores it).
 
-Each run times the three one after another (the order rotates every run, so load from other jobs
+Each run times them one after another (the order rotates every run, so load from other jobs
 hits them alike); photos/s are medians of --runs, ratios the medians of per-run ratios.
 
 Writes the `end-to-end` section of bench/RESULTS.md.
@@ -64,21 +59,17 @@ from settings import load_config
 
 DATASETS = {"LFW": "../shared/data/lfw_train", "CelebA": "../shared/data/celeba"}  # relative to the repo root
 MTCNN = ["crop.detector=mtcnn", "crop.align=similarity", "crop.fallback=[haar,center]", "crop.size=112"]
-RECIPES = {  # name: (what the table says, config files, overrides)
-    "best": ("facematch, config/best.yaml: dlib's network on its chip ({chain}, 150 px) fused with HSE FaceRes on a "
-             "loose square (224 px), flip TTA for both, in PyTorch (model.runtime=torch)", [str(ROOT / "config" / "best.yaml")],
-             ["model.runtime=torch"]),
-    "best_onnx": ("facematch, **config/best.yaml as it is**: in ONNX Runtime (model.runtime: onnx, fp32), the same crops, "
-                  "both networks exported", [str(ROOT / "config" / "best.yaml")], ["model.runtime=onnx"]),
-    "best_onnx_int8": ("facematch, config/best.yaml in ONNX Runtime, int8 (model.precision=int8, calibrated on "
-                       "data/sample's people)", [str(ROOT / "config" / "best.yaml")],
-                       ["model.runtime=onnx", "model.precision=int8", f"data.train_dir={ROOT / 'data' / 'sample' / 'people'}"]),
-    "best_dlib": ("facematch, config/best_dlib.yaml (config/best.yaml until the fusion): {chain} + dlib chip (150 px) + "
-                  "dlib_resnet, flip TTA", [str(ROOT / "config" / "best_dlib.yaml")], []),
-    "dlib": ("facematch, dlib recipe until issue 17: mtcnn → haar → centre + dlib chip (150 px) + dlib_resnet, no TTA",
-             [str(ROOT / "config" / "dlib.yaml")], ["model.head=none", "crop.fallback=[haar,center]"]),
-    "mnv2": ("facematch, small CNN: mtcnn + similarity (112 px crop) + mobilenet_v2 at 96 px", [],
-             MTCNN + ["model.arch=mobilenet_v2", "model.weights=none", "input.size=96"]),
+FUSED_BEFORE = ["model.members=[config/best_dlib.yaml,config/faceres_covers.yaml]", "model.member_weights=[0.4,0.6]",
+                "model.runtime=onnx", "retrieval.tta=flip"]
+RECIPES = {  # name: (what the table says, config files, overrides); {best}: what config/best.yaml is, read from it
+    "best": ("facematch, **config/best.yaml as it is**: {best}", [str(ROOT / "config" / "best.yaml")], []),
+    "best_torch": ("facematch, config/best.yaml in PyTorch (model.runtime=torch)", [str(ROOT / "config" / "best.yaml")],
+                   ["model.runtime=torch"]),
+    "fused_before": ("facematch, config/best.yaml until the MobileFaceNets: dlib's network on its chip (the landmark "
+                     "network's points, 150 px) fused with HSE FaceRes on a loose square (224 px), flip TTA for both, "
+                     "ONNX Runtime", [], FUSED_BEFORE),
+    "best_dlib": ("facematch, config/best_dlib.yaml: dlib's network alone on its chip, flip TTA, PyTorch",
+                  [str(ROOT / "config" / "best_dlib.yaml")], []),
 }
 FR = "face_recognition: HOG + 5-point chip + dlib descriptor"
 
@@ -297,9 +288,13 @@ def bench(args, paths: list[Path], counts: dict[str, int], work: Path, started: 
     rows = ["| pipeline | photos/s, fresh caches (runs) | **÷ face_recognition** (runs) | faster? | "
             "ms/photo: detect + crop | ms/photo: embed | photos/s, warm caches | warm ÷ face_recognition |",
             "|---|---|---|---|---|---|---|---|"]
-    chain = describe_chain(models["best"][0].crop_settings())
+    best_model, best_cfg, _ = models["best"]
+    crop = best_model.crop_settings()
+    best = (f"{best_model.describe()['arch']} on {crop.size}-px crops (align {crop.align}; {describe_chain(crop)}"
+            f"{f', YuNet on a copy of at most {crop.yunet_side} px' if crop.yunet_side < 960 else ''}), TTA "
+            f"{best_cfg['retrieval']['tta']}, {'ONNX Runtime' if best_cfg['model']['runtime'] == 'onnx' else 'PyTorch'}")
     for name, (what, _, _) in RECIPES.items():
-        what = what.format(chain=chain)
+        what = what.format(best=best)
         res = results[name]
         ratio = med(res["ratio"])
         rows.append(f"| {what} | {cell(res['cold'], fmt='{:.2f}')} | **{ratio:.2f}**"
@@ -333,7 +328,7 @@ The pipelines run one after another in each of {args.runs} run{'s' if args.runs 
 medians of per-run ratios. Detect + crop / embed: time inside `crop_paths` / `embed` during the fresh-cache pass
 (the rest is hashing photos, the model fingerprint and the embedding cache).
 Targets: faster than face_recognition (issue 9); config/best.yaml's path at least 3× face_recognition's photos/s
-(issue 17), at least 5× in ONNX Runtime (issue 29).
+(issue 17), at least 5× in ONNX Runtime (issues 29 and 37).
 
 {table}
 

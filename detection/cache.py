@@ -24,7 +24,7 @@ CROP_VERSION = 2  # bump when the cropping code changes what a setting produces:
 CROP_KEYS = ("detector", "fallback", "align", "margin", "size", "min_size", "min_confidence",
              "cascade", "scale_factor", "min_neighbors", "yunet_confidence", "mtcnn_thresholds",
              "guess_side", "subject", "yunet_low_confidence",
-             "fill_dark_patches", "landmarks", "landmark_net")  # every crop setting that changes a crop
+             "fill_dark_patches", "landmarks", "landmark_net", "yunet_side")  # every crop setting that changes a crop
 
 
 def key_settings(settings: CropSettings) -> dict:
@@ -37,6 +37,8 @@ def key_settings(settings: CropSettings) -> dict:
         del params["yunet_low_confidence"]
     if "yunet" not in steps or params["yunet_confidence"] == params["min_confidence"]:
         del params["yunet_confidence"]
+    if "yunet" not in steps or params["yunet_side"] == 960:  # 960: what YuNet saw before the setting existed
+        del params["yunet_side"]
     if "mtcnn" not in steps or tuple(params["mtcnn_thresholds"]) == MTCNN_STAGES:
         del params["mtcnn_thresholds"]
     if GUESS not in steps:

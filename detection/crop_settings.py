@@ -25,6 +25,7 @@ class CropSettings:
     min_confidence: float = 0.9
     yunet_confidence: float = 0.6
     yunet_low_confidence: float = 1.0
+    yunet_side: int = 960
     mtcnn_thresholds: list[float] = field(default_factory=lambda: list(MTCNN_STAGES))
     guess_side: float = 0.6
     cascade: str = "haarcascade_frontalface_default.xml"

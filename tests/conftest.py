@@ -69,7 +69,7 @@ def new_store(root, ckpt):
 
 
 def make_serve_recipe() -> list[str]:
-    """The Makefile's QUICK_BEST, as `make serve` and `make demo` pass it: config/best.yaml with FaceRes as it is."""
+    """The Makefile's QUICK_BEST, as `make serve` and `make demo` pass it: config/best.yaml's recipe, shortened."""
     import re
     import shlex
 
@@ -77,20 +77,54 @@ def make_serve_recipe() -> list[str]:
     return shlex.split(line.replace("$(comma)", ","))
 
 
-@pytest.fixture(scope="session")
-def best_store(tmp_path_factory) -> Path:
-    """What `make serve` builds, by its own commands, on the fixtures' people instead of data/sample's: config/best.yaml's
-    fusion as the Makefile trains it (dlib's network fine-tuned, fused with FaceRes as it is), then the page's store
-    (about 30 s). Copy it before changing it."""
-    from cli import main
-    from backbones.faceres import models_dir
+# A fusion as config/best.yaml was until the MobileFaceNets: dlib's network (fine-tuned) and FaceRes as it is, each on
+# its own crop; the page, the store and the browser test run on one as on a single network's store.
+FUSED_RECIPE = ["model.members=[config/best_dlib.yaml,config/faceres.yaml]",
+                "model.member_weights=[0.4,0.6]", "model.runtime=onnx", "retrieval.tta=flip", "retrieval.rerank=[aqe]"]
 
-    if not (models_dir() / "faceres.json").is_file():
-        pytest.skip(f"FaceRes's weights are not installed in {models_dir()} (make venv runs `facematch weights`)")
-    work = tmp_path_factory.mktemp("best")
+
+def built_store(work: Path, recipe: list[str]) -> Path:
+    """A checkpoint trained by `recipe` on the fixtures' people (work/best/best.pt), then a page's store of them
+    (work/store), by the commands `make serve` runs."""
+    from cli import main
+
     caches = [f"data.cache_dir={work / 'cache'}", f"data.embedding_cache={work / 'embeddings.sqlite'}"]
-    assert main(["train", *make_serve_recipe(), f"data.train_dir={PEOPLE}", "data.val_fraction=0.4",
+    assert main(["train", *recipe, f"data.train_dir={PEOPLE}", "data.val_fraction=0.4",
                  f"train.out_dir={work / 'best'}", f"train.figure={work / 'curve.png'}", *caches]) == 0
     assert main(["store", "build", "--store", str(work / "store"), "--checkpoint", str(work / "best" / "best.pt"),
                  str(PEOPLE), *caches]) == 0
     return work / "store"
+
+
+def skip_without_weights(*archs: str) -> None:
+    """Skip where a network's weights file is not installed (make venv runs `facematch weights`)."""
+    from backbones import faceres, mobilefacenet
+
+    files = {"faceres": faceres.models_dir() / "faceres.json",
+             "mobilefacenet512": mobilefacenet.models_dir() / "fr_feature.onnx",
+             "mobilefacenet192": mobilefacenet.models_dir() / "MobileFaceNet.tflite"}
+    for arch in archs:
+        if arch in files and not files[arch].is_file():
+            pytest.skip(f"{arch}'s weights are not installed in {files[arch].parent} (make venv runs `facematch weights`)")
+
+
+@pytest.fixture(scope="session")
+def best_store(tmp_path_factory) -> Path:
+    """What `make serve` builds, by its own commands and the Makefile's QUICK_BEST (config/best.yaml's recipe, shortened
+    as the demo shortens it), on the fixtures' people instead of data/sample's; the checkpoint is the store's
+    parent's best/best.pt. Copy it before changing it."""
+    from settings import load_config
+
+    recipe = make_serve_recipe()
+    cfg = load_config([a for i, a in enumerate(recipe) if i and recipe[i - 1] == "--config"],
+                      [a for a in recipe if "=" in a and not a.startswith("--")])
+    skip_without_weights(cfg["model"]["arch"], *(load_config([m])["model"]["arch"] for m in cfg["model"]["members"]
+                                                  if str(m).endswith(".yaml")))
+    return built_store(tmp_path_factory.mktemp("best"), recipe)
+
+
+@pytest.fixture(scope="session")
+def fused_store(tmp_path_factory) -> Path:
+    """A fusion's page store (FUSED_RECIPE: dlib's network fine-tuned, fused with FaceRes as it is; about 30 s)."""
+    skip_without_weights("faceres")
+    return built_store(tmp_path_factory.mktemp("fused"), FUSED_RECIPE)

@@ -121,9 +121,10 @@ def drive(page, url: str, photo: Path, person: str, screenshot: Path | None, tru
     return {"first": first, "second": second, "by_name": by_name}
 
 
-def test_the_page_in_a_browser_on_the_store_make_serve_builds(tmp_path, best_store):
-    """The flow on config/best.yaml's fusion as `make serve` builds it (conftest.best_store), and /docs drawn offline
-    with its operations listed."""
+@pytest.mark.parametrize("which", ["best_store", "fused_store"])
+def test_the_page_in_a_browser_on_the_store_make_serve_builds_and_on_a_fusion(tmp_path, which, request):
+    """The flow on config/best.yaml's model as `make serve` builds it (conftest.best_store) and on a fusion's store
+    (conftest.fused_store), and /docs drawn offline with its operations listed."""
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (Python) is not installed")
     from playwright.sync_api import expect
 
@@ -133,13 +134,14 @@ def test_the_page_in_a_browser_on_the_store_make_serve_builds(tmp_path, best_sto
     with sync_api.sync_playwright() as playwright:
         browser = launch(playwright)  # first: a browser that cannot start skips before any work
         try:
-            root = Path(shutil.copytree(best_store, tmp_path / "store"))
+            root = Path(shutil.copytree(request.getfixturevalue(which), tmp_path / "store"))
             app = web.app_for(root, web_cfg("web.allowed_hosts=[127.0.0.1]"))
             served = Served(app)
             try:
                 page = browser.new_page(viewport={"width": 1100, "height": 900})
                 seen = drive(page, served.url, FACES / "one_face.jpg", "John Doe", tmp_path / "web.png")
-                expect(page.locator("header .meta")).to_contain_text("2 networks fused")
+                if which == "fused_store":
+                    expect(page.locator("header .meta")).to_contain_text("2 networks fused")
                 failures = []
                 page.on("pageerror", lambda exc: failures.append(str(exc)))
                 page.goto(served.url + "/docs")

@@ -100,6 +100,22 @@ def test_yunet_finds_the_face_haar_misses_with_landmarks():
             assert np.hypot(*(point - marked)) < 8
 
 
+def test_yunet_on_a_smaller_copy_finds_the_same_face_in_the_photos_coordinates():
+    image = read_image(FACES / "haar_misses.jpg")  # 277 px wide: crop.yunet_side 128 halves it before YuNet looks
+    full = detect(image, replace(CROP, detector="yunet"))
+    small = detect(image, replace(CROP, detector="yunet", yunet_side=128))
+    assert len(small) == 1
+    assert np.abs(small.boxes[0] - full.boxes[0]).max() < 12  # the box scaled back, not left at half size
+    for point, marked in zip(small.landmarks[0], HAND_MARKED["haar_misses.jpg"]):
+        if marked is not None:
+            assert np.hypot(*(point - marked)) < 10
+    data = (FACES / "haar_misses.jpg").read_bytes()
+    yunet = replace(CROP, detector="yunet")
+    assert "yunet_side" not in key_settings(yunet)  # 960, what YuNet saw before the setting: old crops stay valid
+    assert crop_key(data, replace(yunet, yunet_side=128)) != crop_key(data, yunet)
+    assert crop_key(data, replace(MTCNN, yunet_side=128)) == crop_key(data, MTCNN)  # yunet is not on the chain
+
+
 def test_similarity_alignment_puts_the_landmarks_on_the_template():
     image = read_image(FACES / "haar_wrong_face.jpg")
     marks = detect(image, MTCNN).landmarks[0]

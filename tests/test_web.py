@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import html
 import io
+import json
 import re
 import shutil
 import socket
@@ -313,12 +314,12 @@ def test_name_prototypes_follow_the_marks(store_root):
 
 
 @pytest.mark.slow
-def test_the_store_make_serve_builds_serves_the_page_info_search_and_add(best_store, tmp_path, capsys):
-    """The page over config/best.yaml's fusion, as `make serve` builds it: GET / and /api/info answer 200 and show how
-    each network crops; a search, an add and `facematch store info` work as on a single network's store."""
+def test_a_fused_store_serves_the_page_info_search_and_add(fused_store, tmp_path, capsys):
+    """The page over a fusion's store: GET / and /api/info answer 200 and show how each network crops; a search, an
+    add and `facematch store info` work as on a single network's store."""
     from cli import main
 
-    root = Path(shutil.copytree(best_store, tmp_path / "store"))
+    root = Path(shutil.copytree(fused_store, tmp_path / "store"))
     app = web.app_for(root, web_cfg())
     try:
         with TestClient(app, headers={"origin": "http://testserver"}) as c:
@@ -359,3 +360,51 @@ def test_a_taken_port_is_refused_before_the_store_is_opened(tmp_path, capsys):
     assert not (tmp_path / "no_store").exists()
     assert web.main(["--check-port", "--port", str(port)]) == 0  # freed: said free
     assert f"127.0.0.1:{port} is free" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_the_store_make_serve_builds_serves_the_page_and_its_checkpoint_compares_submits_and_exports(
+        best_store, tmp_path, capsys):
+    """config/best.yaml's model as `make serve` builds it (conftest.best_store): the page and /api/info answer 200 and
+    name its networks, a search and an add work, and its checkpoint goes through compare, submit and export."""
+    from cli import export_model, main, split
+    import request_send
+
+    root = Path(shutil.copytree(best_store, tmp_path / "store"))
+    ckpt = best_store.parent / "best" / "best.pt"
+    best = load_config(["config/best.yaml"])["model"]
+    wanted = [load_config([m])["model"]["arch"] for m in best["members"]] or [best["arch"]]
+    store = GalleryStore.open(root)
+    assert [n["network"] for n in store.networks()] == wanted  # the kind config/best.yaml names
+    app = web.app_for(root, web_cfg())
+    try:
+        with TestClient(app, headers={"origin": "http://testserver"}) as c:
+            assert c.get("/").status_code == 200
+            info = c.get("/api/info")
+            assert info.status_code == 200 and [n["network"] for n in info.json()["networks"]] == wanted
+            found = c.post("/api/search", files={"photo": ("me.jpg", (FACES / "one_face.jpg").read_bytes())})
+            assert found.status_code == 200 and len(found.json()["results"]) == 4, found.text
+            added = c.post("/api/photos", files={"photos": ("new.jpg", (FACES / "one_face.jpg").read_bytes())})
+            assert added.status_code == 200
+            again = c.post("/api/search", files={"photo": ("me.jpg", (FACES / "one_face.jpg").read_bytes())}).json()
+            assert again["results"][0]["name"] == "new.jpg" and again["results"][0]["distance"] < 1e-3
+    finally:
+        app.state.web.close()
+    photos = sorted(PEOPLE.glob("*/*.jpg"))
+    same = [p for p in photos if p.parent == photos[0].parent][:2]
+    capsys.readouterr()
+    assert main(["compare", "--checkpoint", str(ckpt), *map(str, same)]) == 0
+    assert "distance" in capsys.readouterr().out
+    comp = tmp_path / "comp"
+    assert split.main(["--people", str(PEOPLE), "--out", str(comp), "split.test_fraction=0.4",
+                       "split.queries_per_person=1"]) == 0
+    caches = [f"data.cache_dir={tmp_path / 'cache'}", f"data.embedding_cache={tmp_path / 'emb.sqlite'}"]
+    assert request_send.main(["--checkpoint", str(ckpt), "--test", str(comp / "test"), "--out",
+                              str(tmp_path / "payload.json"), "--dry-run", *caches]) == 0
+    payload = json.loads((tmp_path / "payload.json").read_text())
+    queries = list((comp / "test" / "query").iterdir())
+    assert set(payload["images"]) == {q.name for q in queries}
+    assert all(1 <= len(v) <= 10 for v in payload["images"].values())
+    assert export_model.main(["--checkpoint", str(ckpt), "--out", str(tmp_path / "export"),
+                              "--check", str(PEOPLE)]) == 0
+    assert "least cosine 1.0000" in capsys.readouterr().out
