@@ -400,11 +400,11 @@ def test_the_store_make_serve_builds_serves_the_page_and_its_checkpoint_compares
                        "split.queries_per_person=1"]) == 0
     caches = [f"data.cache_dir={tmp_path / 'cache'}", f"data.embedding_cache={tmp_path / 'emb.sqlite'}"]
     assert request_send.main(["--checkpoint", str(ckpt), "--test", str(comp / "test"), "--out",
-                              str(tmp_path / "payload.json"), "--dry-run", *caches]) == 0
+                              str(tmp_path / "payload.json"), "--dry-run", "retrieval.k=5", *caches]) == 0
     payload = json.loads((tmp_path / "payload.json").read_text())
     queries = list((comp / "test" / "query").iterdir())
     assert set(payload["images"]) == {q.name for q in queries}
-    assert all(1 <= len(v) <= 10 for v in payload["images"].values())
+    assert all(len(v) == 5 for v in payload["images"].values())
     assert export_model.main(["--checkpoint", str(ckpt), "--out", str(tmp_path / "export"),
                               "--check", str(PEOPLE)]) == 0
     assert "least cosine 1.0000" in capsys.readouterr().out
