@@ -292,7 +292,7 @@ def bench(args, paths: list[Path], counts: dict[str, int], work: Path, started: 
     crop = best_model.crop_settings()
     best = (f"{best_model.describe()['arch']} on {crop.size}-px crops (align {crop.align}; {describe_chain(crop)}"
             f"{f', YuNet on a copy of at most {crop.yunet_side} px' if crop.yunet_side < 960 else ''}), TTA "
-            f"{best_cfg['retrieval']['tta']}, {'ONNX Runtime' if best_cfg['model']['runtime'] == 'onnx' else 'PyTorch'}")
+            f"{best_cfg['embedding']['tta']}, {'ONNX Runtime' if best_cfg['model']['runtime'] == 'onnx' else 'PyTorch'}")
     for name, (what, _, _) in RECIPES.items():
         what = what.format(best=best)
         res = results[name]
