@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import os
 import shlex
 import sys
@@ -77,7 +76,7 @@ def embeddings_of(row: str, paths: list[Path], kinds: list[str],
             continue
         if model is None:
             model, cfg = model_from_checkpoint(ckpt)
-            changed(model, cfg["embedding"], row)
+            changed(model.meta["crop"], cfg["embedding"], row_changes(row), row)
         order, emb = embeddings_by_condition([model], paths, "cpu", [] if condition == "clean" else [condition],
                                              data=DataSettings(cache_dir="data/cache/crops",
                                                                embedding_cache="data/cache/embeddings.sqlite"),
@@ -95,21 +94,27 @@ def embeddings_of(row: str, paths: list[Path], kinds: list[str],
     return order, aligned
 
 
-def changed(model, embedding: dict, row: str) -> None:
-    """ROW:key=value,...: the row's model with those crop settings changed in its meta (what it crops by), or
-    those embedding settings (tta=none: no mirror image) in `embedding`, its config's embedding section."""
+def changed(crop: dict, embedding: dict, changes: list[str], what: str) -> None:
+    """key=value changes (values read as config overrides are): a crop setting into `crop` (a model's meta crop
+    section, what it crops by), an embedding setting (tta=none: no mirror image) into `embedding`."""
     from dataclasses import fields
 
     from detection import CropSettings
+    from settings import parse_override
 
-    for item in filter(None, row.partition(":")[2].split(",")):
-        key, _, value = item.partition("=")
+    for item in changes:
+        (key, value), = parse_override(item).items()
         if key in {f.name for f in fields(CropSettings)}:
-            model.meta["crop"][key] = json.loads(value)
+            crop[key] = value
         elif key in embedding:
             embedding[key] = value
         else:
-            raise SystemExit(f"{row}: {key} is neither a crop nor an embedding setting")
+            raise SystemExit(f"{what}: {key} is neither a crop nor an embedding setting")
+
+
+def row_changes(row: str) -> list[str]:
+    """ROW:key=value,...: the changes a row names after its checkpoint."""
+    return list(filter(None, row.partition(":")[2].split(",")))
 
 
 def timings(rows: list[str], pairs: list[tuple[str, str]], paths: list[Path], runs: int,
@@ -134,7 +139,7 @@ def timings(rows: list[str], pairs: list[tuple[str, str]], paths: list[Path], ru
     for row in rows:
         model, cfg, _ = load_for_inference(CKPT / row.partition(":")[0] / "best.pt", [],
                                            ["model.runtime=onnx", "model.threads=1"])
-        changed(model, cfg["embedding"], row)
+        changed(model.meta["crop"], cfg["embedding"], row_changes(row), row)
         loaded[row] = (model, EmbeddingSettings(**cfg["embedding"]))
 
     def once(members: list[str]) -> float:
@@ -220,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     results.sort(key=lambda r: -r[2]["mean_top1"])
     ms, fr_ms = {}, None
     ratio: dict[str, float] = {}
+    bounded = set()  # pairs not timed: their time a bound, their slower member's
     if args.time:
         timed_rows = args.rows + [r for r in args.time_also if r not in args.rows]
         ms, ratio, fr_ms = timings(timed_rows, list(itertools.combinations(args.rows, 2)),
@@ -228,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         for a, b in itertools.combinations(args.rows, 2):  # not timed: no faster than its slower member
             if f"{a} + {b}" not in ms:
                 ms[f"{a} + {b}"], ratio[f"{a} + {b}"] = max(ms[a], ms[b]), min(ratio[a], ratio[b])
+                bounded.add(f"{a} + {b}")
     head = ["candidate", "weights", "mean top-1", *(["ms a photo", "× face_recognition"] if ms else []), "clean", *kinds]
     whose = ("**training's** covers (occlusion/covers.py TRAINING)" if args.covers == "training" else
              "**the evaluation's** covers (occlusion/covers.py EVALUATION: a first look, never a choice; the choice is "
@@ -242,9 +249,8 @@ def main(argv: list[str] | None = None) -> int:
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     reference = next(r for label, _, r in results if label == args.rows[0])["mean_top1"]
     for label, weights, r in results:
-        exact = label in ms and " + " not in label or args.speed == 0 or min(
-            ratio[m] for m in label.split(" + ")) >= args.speed
-        speed = [("" if exact else "≥ ") + f"{ms[label]:.0f}", ("" if exact else "≤ ") + f"{ratio[label]:.2f}×"] \
+        bound = label in bounded
+        speed = [("≥ " if bound else "") + f"{ms[label]:.0f}", ("≤ " if bound else "") + f"{ratio[label]:.2f}×"] \
             if ms else []
         lines.append(f"| {label} | {weights} | {r['mean_top1']:.3f} ({r['mean_top1'] / reference:.2f}×) | "
                      + "".join(f"{c} | " for c in speed)

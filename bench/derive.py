@@ -7,8 +7,6 @@ bench/choose_best.py scores as ROW:key=value (the network untouched: its weights
 from __future__ import annotations
 
 import argparse
-import json
-from dataclasses import fields
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -16,7 +14,7 @@ CKPT = ROOT / "checkpoints" / "table"
 
 
 def main(argv: list[str] | None = None) -> int:
-    from detection import CropSettings
+    from choose_best import changed
     from network import read_checkpoint, save_checkpoint
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -27,19 +25,9 @@ def main(argv: list[str] | None = None) -> int:
     ckpt = read_checkpoint(CKPT / args.row / "best.pt")
     if "members" in ckpt:
         raise SystemExit(f"{args.row}: a fusion; derive its members instead")
-    crop_keys = {f.name for f in fields(CropSettings)}
-    for change in args.changes:
-        key, _, value = change.partition("=")
-        if key in crop_keys:
-            parsed = json.loads(value) if value[:1] in "[{0123456789-" or value in ("true", "false") else value
-            ckpt["config"]["crop"][key] = parsed
-            ckpt["meta"]["crop"][key] = parsed
-        elif key in ckpt["config"].get("embedding", {}):
-            ckpt["config"]["embedding"][key] = value
-        elif key in ckpt["config"].get("retrieval", {}):  # a checkpoint written before the embedding section
-            ckpt["config"]["retrieval"][key] = value
-        else:
-            raise SystemExit(f"{change}: neither a crop nor an embedding setting")
+    embedding = ckpt["config"]["embedding" if "embedding" in ckpt["config"] else "retrieval"]  # older: retrieval
+    changed(ckpt["meta"]["crop"], embedding, args.changes, args.row)
+    ckpt["config"]["crop"].update(ckpt["meta"]["crop"])  # the config says what the meta crops by
     ckpt["derived"] = {"from": args.row, "changes": args.changes}
     (CKPT / args.new).mkdir(parents=True, exist_ok=True)
     save_checkpoint(CKPT / args.new / "best.pt", ckpt)

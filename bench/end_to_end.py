@@ -59,15 +59,13 @@ from settings import load_config
 
 DATASETS = {"LFW": "../shared/data/lfw_train", "CelebA": "../shared/data/celeba"}  # relative to the repo root
 MTCNN = ["crop.detector=mtcnn", "crop.align=similarity", "crop.fallback=[haar,center]", "crop.size=112"]
-FUSED_BEFORE = ["model.members=[config/best_dlib.yaml,config/faceres_covers.yaml]", "model.member_weights=[0.4,0.6]",
-                "model.runtime=onnx", "retrieval.tta=flip"]
 RECIPES = {  # name: (what the table says, config files, overrides); {best}: what config/best.yaml is, read from it
     "best": ("facematch, **config/best.yaml as it is**: {best}", [str(ROOT / "config" / "best.yaml")], []),
     "best_torch": ("facematch, config/best.yaml in PyTorch (model.runtime=torch)", [str(ROOT / "config" / "best.yaml")],
                    ["model.runtime=torch"]),
     "fused_before": ("facematch, config/best.yaml until the MobileFaceNets: dlib's network on its chip (the landmark "
                      "network's points, 150 px) fused with HSE FaceRes on a loose square (224 px), flip TTA for both, "
-                     "ONNX Runtime", [], FUSED_BEFORE),
+                     "ONNX Runtime (config/best_accurate.yaml)", [str(ROOT / "config" / "best_accurate.yaml")], []),
     "best_dlib": ("facematch, config/best_dlib.yaml: dlib's network alone on its chip, flip TTA, PyTorch",
                   [str(ROOT / "config" / "best_dlib.yaml")], []),
 }
