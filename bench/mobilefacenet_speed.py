@@ -3,8 +3,8 @@ shipped file as its package runs it (fr_feature.onnx in ONNX Runtime; MobileFace
 two chips, so its time is halved), tflite2onnx's conversion in ONNX Runtime, facematch's PyTorch module (eager,
 channels-last as network.embed runs it) and facematch's re-export from PyTorch (`facematch export`'s file, as it is)
 in ONNX Runtime. The median of --runs calls after two not timed, the runtimes alternating so the machine's drift hits
-all alike; about 40 s here. LiteRT (`pip install ai-edge-litert==2.3.0`) is not in requirements.txt: without it its
-row is left out. Writes the section "mobilefacenet" of bench/RESULTS.md.
+all alike; about 40 s here. Without LiteRT (requirements.txt has it) its row is
+left out. Writes the section "mobilefacenet" of bench/RESULTS.md.
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/mobilefacenet_speed.py [--runs 200]
 """

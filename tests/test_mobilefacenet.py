@@ -83,8 +83,8 @@ def test_the_onnx_file_in_onnx_runtime_agrees_live():
     assert np.abs(pytorch_descriptors("mobilefacenet512", images) - live).max() <= 1e-4
 
 
-@pytest.mark.skipif(find_spec("ai_edge_litert") is None, reason="LiteRT is not installed (not in requirements.txt: "
-                    "pip install ai-edge-litert==2.3.0); the fixture holds its outputs")
+@pytest.mark.skipif(find_spec("ai_edge_litert") is None, reason="LiteRT is not installed (requirements.txt has it: "
+                    "make venv); the fixture holds its outputs")
 def test_the_tflite_file_in_litert_agrees_live():
     from ai_edge_litert.interpreter import Interpreter
 
