@@ -57,7 +57,7 @@ def to_onnx(net: EmbeddingNet, path: Path, meta: dict) -> None:
                           opset_version=OPSET, dynamo=False)
     graph = onnx.load(str(path))
     fuse_relu_clips(graph.graph)
-    unfold_prelus(graph.graph)
+    prelus_as_scales(graph)
     onnx.helper.set_model_props(graph, {"facematch.meta": json.dumps(meta),
                                         "facematch.info": json.dumps(net.describe())})
     onnx.save(graph, str(path))
@@ -114,30 +114,51 @@ def fuse_relu_clips(graph) -> int:
     return len(replaced)
 
 
-def unfold_prelus(graph) -> int:
-    """Every PRelu(x, slope) rewritten in place as Relu(x) + slope · Min(x, 0), the same numbers: ONNX Runtime runs
-    PRelu outside its blocked layout, converting every activation out of it and back (the MobileFaceNets' 33 PReLUs:
-    16.5 → 10.9 ms a chip, one thread), while Relu fuses into the convolution before it and Min, Mul and Add run in the
-    layout. Returns how many were rewritten."""
-    from onnx import helper, numpy_helper
+def prelus_as_scales(model) -> int:
+    """Every PRelu(x, slope) with a constant slope rewritten in place as (1 − slope) · Relu(x) + slope · x, each
+    product a BatchNormalization (mean 0, variance 1, ε 0): the same numbers to float32 rounding. ONNX Runtime runs
+    PRelu, and Min or Mul by a per-channel constant, outside its blocked layout, converting every activation out of
+    it and back, while it runs a BatchNormalization inside it as a 1×1 depthwise convolution (the MobileFaceNets'
+    33 PReLUs, one thread: 16.5 ms a chip as PRelu, 10.9 as Relu + slope · Min(x, 0), about a quarter less this way:
+    bench/RESULTS.md "mobilefacenet"). Written here for the reason fuse_relu_clips is. Returns how many were
+    rewritten."""
+    from onnx import helper, numpy_helper, shape_inference
 
-    zero = None
-    nodes = []
+    graph = model.graph
+    constants = graph_constants(graph)
+    channels = {v.name: v.type.tensor_type.shape.dim[1].dim_value
+                for v in shape_inference.infer_shapes(model).graph.value_info
+                if len(v.type.tensor_type.shape.dim) > 1}
+    nodes, rewritten, slopes = [], 0, set()
     for node in graph.node:
-        if node.op_type != "PRelu":
+        slope = constants.get(node.input[1]) if node.op_type == "PRelu" else None
+        count = (slope.size if slope is not None and slope.size > 1 else channels.get(node.input[0], 0)) \
+            if slope is not None else 0
+        if not count:  # not a PRelu, a slope computed at run time, or channels unknown: left as it is
             nodes.append(node)
             continue
-        if zero is None:
-            zero = numpy_helper.from_array(np.zeros((), np.float32), "prelu/zero")
-            graph.initializer.append(zero)
-        x, slope, out, name = node.input[0], node.input[1], node.output[0], node.name or node.output[0]
-        nodes += [helper.make_node("Relu", [x], [f"{name}/positive"], name=f"{name}/relu"),
-                  helper.make_node("Min", [x, zero.name], [f"{name}/negative"], name=f"{name}/min"),
-                  helper.make_node("Mul", [f"{name}/negative", slope], [f"{name}/scaled"], name=f"{name}/mul"),
-                  helper.make_node("Add", [f"{name}/positive", f"{name}/scaled"], [out], name=f"{name}/add")]
-    rewritten = sum(n.op_type == "PRelu" for n in graph.node)
+        slope = np.broadcast_to(slope.reshape(-1).astype(np.float32), (count,))
+        x, out, name = node.input[0], node.output[0], node.name or node.output[0]
+        slopes.add(node.input[1])
+
+        def scaled(inp: str, scale: np.ndarray, part: str):
+            fixed = {"scale": scale, "bias": np.zeros(count, np.float32), "mean": np.zeros(count, np.float32),
+                     "var": np.ones(count, np.float32)}
+            graph.initializer.extend(numpy_helper.from_array(np.ascontiguousarray(v, np.float32), f"{name}/{part}/{k}")
+                                     for k, v in fixed.items())
+            return helper.make_node("BatchNormalization", [inp, *(f"{name}/{part}/{k}" for k in fixed)],
+                                    [f"{name}/{part}"], name=f"{name}/{part}", epsilon=0.0)
+
+        nodes += [helper.make_node("Relu", [x], [f"{name}/relu"], name=f"{name}/relu"),
+                  scaled(f"{name}/relu", 1 - slope, "positive"), scaled(x, slope, "linear"),
+                  helper.make_node("Add", [f"{name}/positive", f"{name}/linear"], [out], name=f"{name}/add")]
+        rewritten += 1
     del graph.node[:]
     graph.node.extend(nodes)
+    used = {name for node in nodes for name in node.input}
+    kept = [t for t in graph.initializer if t.name in used or t.name not in slopes]  # ONNX Runtime warns of each unused one
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
     return rewritten
 
 
@@ -252,6 +273,7 @@ def export_cache() -> Path:
 
 
 EXPORTS_KEPT = 8  # model.runtime: onnx's exports kept in export_cache(), the most recently used (make demo retrains)
+GRAPH_VERSION = 2  # raised whenever to_onnx writes another graph, so the exports kept are made again (2: prelus_as_scales)
 
 
 def prune_exports(folder: Path, keep: int = EXPORTS_KEPT) -> list[Path]:
@@ -264,13 +286,13 @@ def prune_exports(folder: Path, keep: int = EXPORTS_KEPT) -> list[Path]:
 
 def exported(checkpoint: str | Path, precision: str = "fp32", calibrate: str | Path | None = None) -> Path:
     """The export of `checkpoint` at `precision` for model.runtime: onnx, made once (checked as export_checkpoint
-    checks) and kept in export_cache() under the checkpoint's content: a retrained checkpoint is exported again, and
-    only the EXPORTS_KEPT most recently used are kept."""
+    checks) and kept in export_cache() under the checkpoint's content and GRAPH_VERSION: a retrained checkpoint, or
+    one exported by an older to_onnx, is exported again, and only the EXPORTS_KEPT most recently used are kept."""
     try:
         digest = file_sha256(Path(checkpoint))
     except OSError as exc:
         raise CheckpointError(f"{checkpoint}: cannot read checkpoint ({exc.strerror})") from None
-    folder = export_cache() / f"{digest[:24]}_{precision}"
+    folder = export_cache() / f"{digest[:24]}_{precision}_g{GRAPH_VERSION}"
     if not is_bundle(folder):
         log.info(f"model.runtime onnx: exporting {checkpoint} ({precision}) once, into {folder}")
         folder.parent.mkdir(parents=True, exist_ok=True)

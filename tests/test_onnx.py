@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -179,6 +180,12 @@ def test_runtime_onnx_exports_a_checkpoint_once_and_request_send_ranks_without_p
     assert request_send.main(["--checkpoint", str(exports[0]), "--test", str(comp / "test"), "--out",
                               str(tmp_path / "bundle.json"), "--dry-run", *common]) == 0
     assert json.loads((tmp_path / "bundle.json").read_text()) == payloads["torch"]
+    # An export written by an older to_onnx (another graph) is not reused: the checkpoint is exported again
+    monkeypatch.undo()  # PyTorch runs the network again (an export is checked against it)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setattr("deploy.export.GRAPH_VERSION", 10 ** 6)
+    again, _, _ = load_for_inference(ckpt, overrides=["model.runtime=onnx", *common])
+    assert again.source != model.source and again.source.name.endswith("_g1000000") and is_bundle(again.source)
 
 
 def test_facematch_export_command_prints_the_agreement(tmp_path, capsys):
@@ -241,24 +248,37 @@ def test_one_preprocessing_for_both_runtimes_bit_for_bit():
     assert abs(float(by_hand[0, 0].mean()) - (crops[0][..., 0].mean() / 255 - 0.485) / 0.229) < 1e-4
 
 
-def test_prelus_are_unfolded_into_ops_onnx_runtime_keeps_in_its_layout(tmp_path):
-    """PRelu(x, slope) becomes Relu(x) + slope · Min(x, 0): no PRelu left, the same numbers to the last bits."""
+def test_prelus_become_scales_onnx_runtime_keeps_in_its_layout(tmp_path):
+    """PRelu(x, slope) becomes (1 − slope) · Relu(x) + slope · x, the products BatchNormalizations (one slope per
+    channel, and one for all): no PRelu left, the same numbers to float32 rounding, none of ONNX Runtime's layout
+    conversions left between the convolutions."""
     import onnx
     import onnxruntime as ort
 
-    from deploy.export import unfold_prelus
+    from deploy.export import prelus_as_scales
 
     torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.PReLU(8), torch.nn.Conv2d(8, 4, 3), torch.nn.PReLU())
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3), torch.nn.PReLU(16), torch.nn.Conv2d(16, 16, 3),
+                              torch.nn.PReLU(), torch.nn.Conv2d(16, 16, 1))
     with torch.no_grad():
-        net[1].weight.uniform_(-0.5, 0.5)
+        net[1].weight.uniform_(-0.5, 3)  # slopes above 1 too, as the MobileFaceNets have
     path = tmp_path / "prelu.onnx"
     torch.onnx.export(net, (torch.zeros(2, 3, 16, 16),), str(path), input_names=["x"], opset_version=17, dynamo=False)
     graph = onnx.load(str(path))
-    assert unfold_prelus(graph.graph) == 2
+    assert prelus_as_scales(graph) == 2
     assert "PRelu" not in {n.op_type for n in graph.graph.node}
     onnx.checker.check_model(graph)
     x = np.random.default_rng(0).standard_normal((2, 3, 16, 16)).astype(np.float32)
-    before = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
-    after = ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
-    assert np.abs(before - after).max() <= 1e-6 and np.abs(net(torch.from_numpy(x)).detach().numpy() - after).max() < 1e-5
+
+    def session(model: str | bytes, optimized: Path):
+        options = ort.SessionOptions()
+        options.optimized_model_filepath = str(optimized)  # the graph ONNX Runtime runs, its layout conversions shown
+        return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+    def conversions(optimized: Path) -> int:
+        return sum(n.op_type in ("ReorderInput", "ReorderOutput") for n in onnx.load(str(optimized)).graph.node)
+
+    before = session(str(path), tmp_path / "before.onnx").run(None, {"x": x})[0]
+    after = session(graph.SerializeToString(), tmp_path / "after.onnx").run(None, {"x": x})[0]
+    assert conversions(tmp_path / "after.onnx") <= 2 < conversions(tmp_path / "before.onnx")  # in once, out once
+    assert np.abs(before - after).max() <= 1e-5 and np.abs(net(torch.from_numpy(x)).detach().numpy() - after).max() < 1e-5
