@@ -11,7 +11,9 @@ Writes <train.out_dir>/{best.pt,last.pt,log.csv} and the training-curve figure (
 Read it top to bottom: `train` sets up a Run (the model, its people and their crops, the loss, the
 data loader, the optimiser) and a RunState (what a checkpoint carries to resume exactly), scores the
 weights as loaded as epoch 0's candidate, then runs `train_epoch` and `end_epoch` until the last
-epoch, early stopping or a collapse; `save` writes the checkpoints. The parts live in training/.
+epoch, early stopping or a collapse; `save` writes the checkpoints and best.pt is calibrated last. A fusion
+(model.members) trains nothing of its own: `member_checkpoints` and `fuse`, after the loop. The parts live in
+training/.
 
 Under torchrun (WORLD_SIZE > 1) every process draws the same global P×K batches and embeds its own
 contiguous share; the embeddings are gathered so the loss (and its miner) sees the whole global
@@ -371,6 +373,42 @@ def train(cfg: dict, resume: str | Path | None = None) -> dict:
         log.setLevel(level)
 
 
+def _train(cfg: dict, resume: str | Path | None, procs: Processes) -> RunState:
+    t = cfg["train"]  # load_config checked every value against config/schema.yaml
+    run, state, ckpt = set_up(cfg, resume, procs)
+    trainable = any(p.requires_grad for g in run.optimizer.param_groups for p in g["params"])
+    if ckpt is None and (t["epochs"] == 0 or not trainable):
+        return save_as_it_is(run, state)
+    if ckpt is None and run.val.crops and cfg["model"]["weights"] not in ("none", "", None):
+        score_as_loaded(run, state)
+    net = procs.wrap(FromFeatures(run.model) if run.stored_features else run.model, run.device)
+    drawn = time.time()
+    for epoch in range(state.epoch + 1, t["epochs"] + 1):
+        if t["patience"] and state.bad_epochs >= t["patience"]:
+            log.info(f"early stopping: no {state.monitor} improvement in {t['patience']} epochs")
+            break
+        started = time.time()
+        loss = train_epoch(run, net, epoch)
+        metrics, improved, collapsed = end_epoch(run, state, epoch, loss, started)
+        if procs.main:
+            save(run, state, metrics, improved)
+            write_log(run.out_dir / "log.csv", state.history)
+            if time.time() - drawn >= FIGURE_EVERY_S:
+                draw(run, state)
+                drawn = time.time()
+        if collapsed:
+            break
+    if procs.main and state.history:
+        draw(run, state)  # the finished curve, whatever the interval left out
+    if procs.main and len(set(run.val.labels)) >= 2 and (run.out_dir / "best.pt").exists():
+        calibrate_best(run.out_dir / "best.pt", run.model, run.val, run.device,
+                       batch_size=t["batch_size_eval"], tta=cfg["embedding"]["tta"], features=run.val_features)
+    procs.barrier()  # every process returns once rank 0 has written its files
+    return state
+
+
+# ---------------------------------------------------------------- a fusion: trained networks as one model
+
 def member_checkpoints(cfg: dict) -> list[Path]:
     """Each fusion member's checkpoint (model.members): a .pt as it is; a config file's
     <train.out_dir>/<its name>/best.pt, trained first (every run: a member is part of what this run trains), on this
@@ -409,40 +447,6 @@ def fuse(cfg: dict, checkpoints: list[Path]) -> dict:
     save_checkpoint(out, ckpt)
     log.info(f"fusion of {len(checkpoints)} networks written to {out}")
     return {"epoch": 0, "best": best, "monitor": "mean_top1", "weights": ckpt["meta"]["weights"]}
-
-
-def _train(cfg: dict, resume: str | Path | None, procs: Processes) -> RunState:
-    t = cfg["train"]  # load_config checked every value against config/schema.yaml
-    run, state, ckpt = set_up(cfg, resume, procs)
-    trainable = any(p.requires_grad for g in run.optimizer.param_groups for p in g["params"])
-    if ckpt is None and (t["epochs"] == 0 or not trainable):
-        return save_as_it_is(run, state)
-    if ckpt is None and run.val.crops and cfg["model"]["weights"] not in ("none", "", None):
-        score_as_loaded(run, state)
-    net = procs.wrap(FromFeatures(run.model) if run.stored_features else run.model, run.device)
-    drawn = time.time()
-    for epoch in range(state.epoch + 1, t["epochs"] + 1):
-        if t["patience"] and state.bad_epochs >= t["patience"]:
-            log.info(f"early stopping: no {state.monitor} improvement in {t['patience']} epochs")
-            break
-        started = time.time()
-        loss = train_epoch(run, net, epoch)
-        metrics, improved, collapsed = end_epoch(run, state, epoch, loss, started)
-        if procs.main:
-            save(run, state, metrics, improved)
-            write_log(run.out_dir / "log.csv", state.history)
-            if time.time() - drawn >= FIGURE_EVERY_S:
-                draw(run, state)
-                drawn = time.time()
-        if collapsed:
-            break
-    if procs.main and state.history:
-        draw(run, state)  # the finished curve, whatever the interval left out
-    if procs.main and len(set(run.val.labels)) >= 2 and (run.out_dir / "best.pt").exists():
-        calibrate_best(run.out_dir / "best.pt", run.model, run.val, run.device,
-                       batch_size=t["batch_size_eval"], tta=cfg["embedding"]["tta"], features=run.val_features)
-    procs.barrier()  # every process returns once rank 0 has written its files
-    return state
 
 
 # ---------------------------------------------------------------- command line
