@@ -39,9 +39,6 @@ class DataError(FacematchError, ValueError):
     """A data folder that cannot be used (missing, empty, no identities); the message names it."""
 
 
-_DEFAULTS: dict[tuple[str, int], dict] = {}  # config/default.yaml parsed, by path and modification time
-
-
 def read_defaults() -> dict:
     """config/default.yaml as it is: every key with its documented default (a copy: the file is parsed once)."""
     import copy
@@ -51,6 +48,9 @@ def read_defaults() -> dict:
         with open(DEFAULT_CONFIG) as fh:
             _DEFAULTS[key] = yaml.safe_load(fh)
     return copy.deepcopy(_DEFAULTS[key])
+
+
+_DEFAULTS: dict[tuple[str, int], dict] = {}  # config/default.yaml parsed (read_defaults), by path and modification time
 
 
 MOVED_KEYS = {"retrieval.tta": "embedding.tta", "retrieval.batch_size": "embedding.batch_size"}  # old key -> new

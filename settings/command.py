@@ -57,5 +57,6 @@ def run_command(doc: str, arguments: Callable[[argparse.ArgumentParser], None],
         if config == "config/default.yaml":
             args.cfg = load_config(args.config, args.overrides)
         return int(body(args) or 0)
-    except (*COMMAND_ERRORS, *errors) as exc:
-        return command_failed(exc)
+    except (FacematchError, OSError, *errors) as exc:
+        get_logger().error(f"error: {exc}")
+        return 2

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from utils import get_device, get_logger
-from settings.config import Layers, load_config, read_layers
+from settings.config import load_config
 
 log = get_logger()
 
@@ -55,7 +55,8 @@ def same_landmark_net(section: str, key: str, cfg: dict, trained: dict) -> bool:
 
 
 def load_for_inference(checkpoint: str | Path, cfg_files: list[str] | None = None,
-                       overrides: list[str] | None = None, *, layers: Layers | None = None, user: dict | None = None):
+                       overrides: list[str] | None = None, *, layers: list[tuple[str, dict]] | None = None,
+                       user: dict | None = None):
     """The checkpoint's model, its config with the caller's config files and overrides on top, and the
     device: the network and its preprocessing (model, input and crop settings) stay as trained, so
     queries and gallery are seen exactly as validation saw them (a change to them is named and ignored).
@@ -65,6 +66,7 @@ def load_for_inference(checkpoint: str | Path, cfg_files: list[str] | None = Non
     from detection import CROP_KEYS
     from network import model_from_checkpoint
     from runtime import is_bundle
+    from settings.config import read_layers
 
     layers = read_layers(cfg_files, overrides) if layers is None else layers
     user = load_config(layers=layers) if user is None else user
