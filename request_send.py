@@ -7,6 +7,10 @@
 
 The payload is written to --out before anything is sent, so a server that is down loses nothing:
 send the same file again with --payload.
+
+Read top to bottom, one photo's path: `main` reads the arguments and the configuration once, `rank_and_send`
+ranks (`rank_test_set`: the checkpoint's model, then pipeline.embedding for query/ and gallery/, then
+search.retrieval), checks and writes the payload, and `submit` POSTs it.
 """
 from __future__ import annotations
 
@@ -22,7 +26,7 @@ from urllib3.util.retry import Retry
 
 from competition import PayloadError, validate_payload
 from utils import FacematchError, atomic_write, get_logger
-from settings import run_command
+from settings import COMMAND_ERRORS, command_failed, command_parser, load_config, parse_command, read_layers
 
 log = get_logger()
 
@@ -72,15 +76,15 @@ def submit(payload: dict, url: str, timeout: float = 30, retries: int = 3, backo
     return body
 
 
-def rank_test_set(checkpoint: str, test_dir: str | Path, cfg_files: list[str], overrides: list[str]) -> tuple[dict, set[str], int]:
-    """Crop and embed test/query and test/gallery, rank; returns (payload, gallery names, k)."""
-    from settings import load_for_inference
+def rank_test_set(checkpoint: str, test_dir: str | Path, layers: list, user: dict) -> tuple[dict, set[str], int]:
+    """Crop and embed test/query and test/gallery, rank; returns (payload, gallery names, k). `layers` and `user`:
+    the command's configuration as read (settings.read_layers) and loaded from them, put on the checkpoint's."""
+    from settings import embed_settings, load_for_inference
     from pipeline.embedding import embed_folder
-    from settings import embed_settings
     from search.retrieval import rank
     from search.retrieval_settings import RetrievalSettings
 
-    model, cfg, device = load_for_inference(checkpoint, cfg_files, overrides)
+    model, cfg, device = load_for_inference(checkpoint, layers=layers, user=user)
     test_dir = Path(test_dir)
     queries = embed_folder(test_dir / "query", model, device, **embed_settings(cfg))
     gallery = embed_folder(test_dir / "gallery", model, device, **embed_settings(cfg))
@@ -100,8 +104,8 @@ def arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dry-run", action="store_true", help="rank and write --out, do not send")
 
 
-def rank_and_send(args: argparse.Namespace) -> int:
-    cfg = args.cfg
+def rank_and_send(args: argparse.Namespace, cfg: dict, layers: list) -> int:
+    """Rank the test set (or read --payload), check and write the payload, and send it unless --dry-run."""
     if args.payload:
         try:
             payload = json.loads(Path(args.payload).read_text())
@@ -114,7 +118,7 @@ def rank_and_send(args: argparse.Namespace) -> int:
     else:
         if not args.checkpoint:
             args.parser.error("give --checkpoint (to rank) or --payload (to resend)")
-        payload, gallery, k = rank_test_set(args.checkpoint, args.test, args.config, args.overrides)
+        payload, gallery, k = rank_test_set(args.checkpoint, args.test, layers, cfg)
         validate_payload(payload, gallery, k)
         atomic_write(args.out, lambda tmp: Path(tmp).write_text(json.dumps(payload, indent=1)))
         print(f"payload: {len(payload['images'])} queries × {k} names written to {args.out}")
@@ -130,7 +134,16 @@ def rank_and_send(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_command(__doc__, arguments, rank_and_send, argv)
+    """`facematch submit`: the configuration read once (its files and overrides, then config/default.yaml under
+    them), then rank_and_send; an error is one line and exit status 2."""
+    parser = command_parser(__doc__)
+    arguments(parser)
+    args = parse_command(parser, argv)
+    try:
+        layers = read_layers(args.config, args.overrides)
+        return rank_and_send(args, load_config(layers=layers), layers)
+    except COMMAND_ERRORS as exc:
+        return command_failed(exc)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,9 @@ Writes <train.out_dir>/{best.pt,last.pt,log.csv} and the training-curve figure (
 Read it top to bottom: `train` sets up a Run (the model, its people and their crops, the loss, the
 data loader, the optimiser) and a RunState (what a checkpoint carries to resume exactly), scores the
 weights as loaded as epoch 0's candidate, then runs `train_epoch` and `end_epoch` until the last
-epoch, early stopping or a collapse; `save` writes the checkpoints. The parts live in training/.
+epoch, early stopping or a collapse; `save` writes the checkpoints and best.pt is calibrated last. A fusion
+(model.members) trains nothing of its own: `member_checkpoints` and `fuse`, after the loop. The parts live in
+training/.
 
 Under torchrun (WORLD_SIZE > 1) every process draws the same global P×K batches and embeds its own
 contiguous share; the embeddings are gathered so the loss (and its miner) sees the whole global
@@ -29,27 +31,25 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import NamedTuple
 
 import utils  # noqa: F401  first: without .venv's packages it says "run `make venv` first", not a traceback
-import numpy as np
 import torch
 
 from dataset import AugmentSettings, DataSettings, FaceDataset, PKSampler, train_transform
-from evaluation.calibration import calibrate
 from evaluation.calibration import summary as calibration_summary
 from evaluation.metrics import SUMMARY
 from evaluation.plots import draw_curve
 from pipeline.protocol import format_report
-from network import (CheckpointError, EmbeddingNet, embed, load_model_state, settings_of,
+from network import (CheckpointError, EmbeddingNet, load_model_state, model_from_checkpoint, settings_of,
                      read_checkpoint, save_checkpoint)
-from training.data import crop_people, split_people
+from training.data import People, crop_people, split_people
 from training.distill import DistillDataset, teacher_targets
 from training.distributed import Processes
 from training.frozen import FeatureDataset, FromFeatures, frozen_features
-from training.fusion import make_fusion
+from training.fusion import fuse_checkpoints
 from training.losses import LossSettings, build_loss
 from training.optim import make_optimizer, warmup_cosine
+from training.thresholds import calibrate_best, recalibrate, thresholds_of
 from pipeline.validation import validate
 from runtime import EmbeddingSettings
 from search.retrieval_settings import RetrievalSettings
@@ -60,14 +60,6 @@ log = get_logger()
 
 FIGURE_EVERY_S = 30  # the curve is redrawn at most this often (about 1 s of matplotlib each time), and at the end
 LOG_FIELDS = ["epoch", "train_loss", "lr_backbone", "lr_head", *SUMMARY, *(f"degraded_{k}" for k in SUMMARY), "seconds"]
-
-
-class People(NamedTuple):
-    """Cropped photos of some people: crops, integer labels, names by label, the photos kept."""
-    crops: list
-    labels: list[int]
-    names: list[str]
-    paths: list[Path]
 
 
 @dataclass
@@ -152,9 +144,8 @@ def load_people(cfg: dict, model: EmbeddingNet, procs: Processes) -> tuple[Peopl
     crop, cache_dir = model.crop_settings(), cfg["data"]["cache_dir"]
     if not procs.main:
         procs.barrier()
-    train = People(*crop_people(train_people, crop, cache_dir, "training people"))
-    val = People(*crop_people(val_people, crop, cache_dir, "validation people")) if val_people else \
-        People([], [], [], [])
+    train = crop_people(train_people, crop, cache_dir, "training people")
+    val = crop_people(val_people, crop, cache_dir, "validation people") if val_people else People([], [], [], [])
     if procs.main:
         procs.barrier()
     if len(train.names) < 2:
@@ -260,33 +251,11 @@ def draw(run: Run, state: RunState) -> None:
                f"{cfg['model']['arch']}, {cfg['loss']['name']}, {len(run.train.names)} training people")
 
 
-def calibration_of(model: EmbeddingNet, people: People, cfg: dict, device,
-                   features: torch.Tensor | None = None) -> dict:
-    """The model's same-person thresholds on `people` (never trained on): all pairs of their photos,
-    embedded as search embeds them (embedding.tta), so the checkpoint carries its calibration wherever it
-    goes (evaluation/calibration.py). A frozen backbone's stored `features` spare a second pass."""
-    batch, tta = cfg["train"]["batch_size_eval"], cfg["embedding"]["tta"]
-    if features is not None and tta == "none":
-        model.eval()
-        with torch.inference_mode():
-            emb = torch.cat([model.from_features(f.to(device)).float().cpu() for f in features.split(batch)]).numpy()
-    else:
-        emb = embed(model, people.crops, batch, device, desc="calibrating on the validation people", tta=tta)
-    calib = calibrate(emb, people.labels)
-    log.info(calibration_summary(calib))
-    return calib
-
-
-def calibrate_best(run: Run) -> None:
-    """best.pt's calibration (calibration_of its weights on the validation people), written into its meta."""
-    path = run.out_dir / "best.pt"
-    if not run.procs.main or len(set(run.val.labels)) < 2 or not path.exists():
-        return
-    ckpt = read_checkpoint(path)
-    run.model.load_state_dict(ckpt["model"])
-    ckpt["meta"]["calibration"] = run.model.meta["calibration"] = calibration_of(
-        run.model, run.val, run.cfg, run.device, run.val_features)
-    save_checkpoint(path, ckpt)
+def calibration_of(run: Run) -> dict:
+    """The run's model's same-person thresholds on its validation people (training/thresholds.py), embedded as
+    search embeds them (embedding.tta)."""
+    return thresholds_of(run.model, run.val, run.device, batch_size=run.cfg["train"]["batch_size_eval"],
+                         tta=run.cfg["embedding"]["tta"])
 
 
 # ---------------------------------------------------------------- before the first epoch
@@ -303,7 +272,7 @@ def save_as_it_is(run: Run, state: RunState) -> RunState:
         state.best = metrics[state.monitor] if state.monitor != "loss" else None
     if procs.main:
         if len(set(run.val.labels)) >= 2:  # the weights saved are these: calibrate them before the one save
-            run.model.meta["calibration"] = calibration_of(run.model, run.val, run.cfg, run.device)
+            run.model.meta["calibration"] = calibration_of(run)
         save(run, state, metrics, True)
     procs.barrier()
     return state
@@ -404,59 +373,6 @@ def train(cfg: dict, resume: str | Path | None = None) -> dict:
         log.setLevel(level)
 
 
-def member_checkpoints(cfg: dict) -> list[Path]:
-    """Each fusion member's checkpoint (model.members): a .pt as it is; a config file's
-    <train.out_dir>/<its name>/best.pt, trained first (every run: a member is part of what this run trains), on this
-    run's data, seed and device."""
-    paths = []
-    for member in cfg["model"]["members"]:
-        if str(member).endswith(".pt"):
-            if not Path(member).is_file():
-                raise CheckpointError(f"model.members: {member}: no such checkpoint")
-            paths.append(Path(member))
-            continue
-        out = Path(cfg["train"]["out_dir"]) / Path(member).stem
-        member_cfg = load_config([member], [f"seed={cfg['seed']}", f"train.out_dir={out}",
-                                            f"train.figure={out / 'training_curve.png'}"])
-        if member_cfg["model"]["members"]:
-            raise ConfigError(f"model.members: {member} is itself a fusion; members are single networks")
-        member_cfg["data"], member_cfg["device"] = dict(cfg["data"]), cfg["device"]
-        log.info(f"fusion: training member {member} into {out}")
-        train(member_cfg)
-        paths.append(out / "best.pt")
-    return paths
-
-
-def fuse(cfg: dict, checkpoints: list[Path]) -> dict:
-    """The members' `checkpoints` fused as cfg says (model.member_weights) on this run's validation people, written
-    to <train.out_dir>/best.pt; returns {'epoch': 0, 'best': its mean top-1, 'monitor': 'mean_top1', 'weights'}."""
-    from network import fused_checkpoint, model_from_checkpoint
-
-    device = get_device(cfg["device"])
-    loaded = [model_from_checkpoint(path, device) for path in checkpoints]
-    data = DataSettings(**cfg["data"])
-    _, val_people = split_people(data, cfg["seed"])
-    paths = [p for photos in val_people.values() for p in photos]
-    labels = [name for name, photos in val_people.items() for _ in photos]
-    model, rows = make_fusion([m for m, _ in loaded], paths, labels, device, data=data,
-                              embedding=EmbeddingSettings(**cfg["embedding"]),
-                              retrieval=RetrievalSettings(**cfg["retrieval"]), kinds=list(cfg["augment"]["cover_kinds"]),
-                              member_weights=cfg["model"]["member_weights"], seed=cfg["seed"])
-    first = loaded[0][1]
-    saved = {**first, "model": {**first["model"], "members": cfg["model"]["members"],
-                                "member_weights": cfg["model"]["member_weights"]},
-             **{k: cfg[k] for k in ("data", "seed", "train", "embedding", "retrieval", "augment")}}
-    ckpt = fused_checkpoint(model, saved, [{k: c[k] for k in ("model", "input", "crop")} for _, c in loaded])
-    ckpt["people"] = {"val": sorted(val_people)}
-    ckpt["fusion"] = {"rows": rows, "kinds": list(cfg["augment"]["cover_kinds"])}
-    out = Path(cfg["train"]["out_dir"]) / "best.pt"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(out, ckpt)
-    chosen = next(r for r in rows if np.allclose(r["weights"], model.weights))
-    log.info(f"fusion of {len(checkpoints)} networks written to {out}")
-    return {"epoch": 0, "best": chosen["mean_top1"], "monitor": "mean_top1", "weights": model.weights}
-
-
 def _train(cfg: dict, resume: str | Path | None, procs: Processes) -> RunState:
     t = cfg["train"]  # load_config checked every value against config/schema.yaml
     run, state, ckpt = set_up(cfg, resume, procs)
@@ -484,34 +400,68 @@ def _train(cfg: dict, resume: str | Path | None, procs: Processes) -> RunState:
             break
     if procs.main and state.history:
         draw(run, state)  # the finished curve, whatever the interval left out
-    calibrate_best(run)
+    if procs.main and len(set(run.val.labels)) >= 2 and (run.out_dir / "best.pt").exists():
+        calibrate_best(run.out_dir / "best.pt", run.model, run.val, run.device,
+                       batch_size=t["batch_size_eval"], tta=cfg["embedding"]["tta"], features=run.val_features)
     procs.barrier()  # every process returns once rank 0 has written its files
     return state
+
+
+# ---------------------------------------------------------------- a fusion: trained networks as one model
+
+def member_checkpoints(cfg: dict) -> list[Path]:
+    """Each fusion member's checkpoint (model.members): a .pt as it is; a config file's
+    <train.out_dir>/<its name>/best.pt, trained first (every run: a member is part of what this run trains), on this
+    run's data, seed and device."""
+    paths = []
+    for member in cfg["model"]["members"]:
+        if str(member).endswith(".pt"):
+            if not Path(member).is_file():
+                raise CheckpointError(f"model.members: {member}: no such checkpoint")
+            paths.append(Path(member))
+            continue
+        out = Path(cfg["train"]["out_dir"]) / Path(member).stem
+        member_cfg = load_config([member], [f"seed={cfg['seed']}", f"train.out_dir={out}",
+                                            f"train.figure={out / 'training_curve.png'}"])
+        if member_cfg["model"]["members"]:
+            raise ConfigError(f"model.members: {member} is itself a fusion; members are single networks")
+        member_cfg["data"], member_cfg["device"] = dict(cfg["data"]), cfg["device"]
+        log.info(f"fusion: training member {member} into {out}")
+        train(member_cfg)
+        paths.append(out / "best.pt")
+    return paths
+
+
+def fuse(cfg: dict, checkpoints: list[Path]) -> dict:
+    """The members' `checkpoints` fused as cfg says (model.member_weights) on this run's validation people
+    (training/fusion.py), written to <train.out_dir>/best.pt; returns {'epoch': 0, 'best': its mean top-1,
+    'monitor': 'mean_top1', 'weights'}."""
+    ckpt, best = fuse_checkpoints(checkpoints, get_device(cfg["device"]), members=cfg["model"]["members"],
+                                  data=DataSettings(**cfg["data"]), embedding=EmbeddingSettings(**cfg["embedding"]),
+                                  retrieval=RetrievalSettings(**cfg["retrieval"]),
+                                  kinds=list(cfg["augment"]["cover_kinds"]),
+                                  member_weights=cfg["model"]["member_weights"], seed=cfg["seed"])
+    ckpt["config"].update({k: cfg[k] for k in ("data", "seed", "train", "embedding", "retrieval", "augment")})
+    out = Path(cfg["train"]["out_dir"]) / "best.pt"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(out, ckpt)
+    log.info(f"fusion of {len(checkpoints)} networks written to {out}")
+    return {"epoch": 0, "best": best, "monitor": "mean_top1", "weights": ckpt["meta"]["weights"]}
 
 
 # ---------------------------------------------------------------- command line
 
 def calibrate_checkpoint(path: str | Path, cfg_files: list[str], overrides: list[str]) -> dict:
-    """Calibrate a checkpoint written before train.py calibrated (or again): its own validation people,
-    found from its config as training found them, into its meta; returns the calibration."""
-    from network import model_from_checkpoint
-
+    """Calibrate a checkpoint written before train.py calibrated (or again) on its own validation people, found
+    from its config (then `cfg_files` and `overrides`) as training found them; returns the calibration."""
     ckpt = read_checkpoint(path)
     model, cfg = model_from_checkpoint(path, ckpt=ckpt)
     if "members" in ckpt:
         raise CheckpointError(f"{path} is a fusion: it is calibrated when it is made (train.py with model.members)")
     cfg = load_config(cfg_files, overrides, base=cfg)
-    _, val_people = split_people(DataSettings(**cfg["data"]), cfg["seed"], cfg["loss"]["name"])
-    recorded = ckpt.get("people", {}).get("val")
-    if recorded is not None and sorted(recorded) != sorted(val_people):
-        raise CheckpointError(f"{path}: its validation people are not what {cfg['data']['train_dir']} gives now "
-                              f"(moved or changed data): give data.train_dir=... as it was")
-    val = People(*crop_people(val_people, model.crop_settings(), cfg["data"]["cache_dir"], "validation people"))
-    if len(set(val.labels)) < 2:
-        raise DataError(f"{path}: fewer than 2 validation people to calibrate on (data.val_fraction)")
-    ckpt["meta"]["calibration"] = calibration_of(model, val, cfg, get_device(cfg["device"]))
-    save_checkpoint(path, ckpt)
-    return ckpt["meta"]["calibration"]
+    return recalibrate(path, ckpt, model, data=DataSettings(**cfg["data"]), seed=cfg["seed"], loss=cfg["loss"]["name"],
+                       batch_size=cfg["train"]["batch_size_eval"], tta=cfg["embedding"]["tta"],
+                       device=get_device(cfg["device"]))
 
 
 def arguments(parser: argparse.ArgumentParser) -> None:

@@ -40,9 +40,17 @@ class DataError(FacematchError, ValueError):
 
 
 def read_defaults() -> dict:
-    """config/default.yaml as it is: every key with its documented default."""
-    with open(DEFAULT_CONFIG) as fh:
-        return yaml.safe_load(fh)
+    """config/default.yaml as it is: every key with its documented default (a copy: the file is parsed once)."""
+    import copy
+
+    key = (str(DEFAULT_CONFIG), os.stat(DEFAULT_CONFIG).st_mtime_ns)
+    if key not in _DEFAULTS:
+        with open(DEFAULT_CONFIG) as fh:
+            _DEFAULTS[key] = yaml.safe_load(fh)
+    return copy.deepcopy(_DEFAULTS[key])
+
+
+_DEFAULTS: dict[tuple[str, int], dict] = {}  # config/default.yaml parsed (read_defaults), by path and modification time
 
 
 MOVED_KEYS = {"retrieval.tta": "embedding.tta", "retrieval.batch_size": "embedding.batch_size"}  # old key -> new
@@ -222,11 +230,12 @@ def connect(path: str | Path, schema: str = "", *, full_sync: bool = False, auto
 
 
 class PerThread:
-    """One SQLite connection per thread (`make()` opens one), since a connection must not be used by two
-    threads at once."""
+    """One SQLite connection per thread (connect's, with these arguments), since a connection must not be used by
+    two threads at once."""
 
-    def __init__(self, make):
-        self.make, self.local = make, threading.local()
+    def __init__(self, path: str | Path, schema: str = "", **options):
+        self.make = lambda: connect(path, schema, **options)  # opens a thread's connection
+        self.local = threading.local()
 
     def __call__(self) -> sqlite3.Connection:
         if getattr(self.local, "conn", None) is None:

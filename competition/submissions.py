@@ -15,7 +15,7 @@ import yaml
 from competition.rules import SCORES, TeamNameError, team_name
 from competition.teams import skeleton, team_key
 from serving import client_net
-from utils import ConfigError, PerThread, connect
+from utils import ConfigError, PerThread
 
 # The scores are columns named as SCORES names them (competition.rules); SQL, answers and the page
 # all take their names and order from that one list.
@@ -113,7 +113,7 @@ class SubmissionStore:
     def __init__(self, path: str | Path):
         self.path = str(path)
         # a commit is on disk before we answer (full sync); transactions are opened explicitly (autocommit)
-        self.conn = PerThread(lambda: connect(self.path, SCHEMA, full_sync=True, autocommit=True))
+        self.conn = PerThread(self.path, SCHEMA, full_sync=True, autocommit=True)
         conn = self.conn()  # a bad path fails at start, not on the first submission
         have = {row[1] for row in conn.execute("PRAGMA table_info(submissions)")}
         for column, kind in ADDED_COLUMNS.items():

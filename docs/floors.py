@@ -110,8 +110,8 @@ def draw(graph: dict[str, set[str]], path: Path) -> None:
         for i, name in enumerate(names):
             where[name] = ((i + 1) / (len(names) + 1), level)
     fig, ax = plt.subplots(figsize=(9, 7.5))
-    for name, deps in graph.items():
-        for dep in deps:
+    for name, deps in sorted(graph.items()):  # sorted: the same figure from the same graph, byte for byte
+        for dep in sorted(deps):
             (x0, y0), (x1, y1) = where[name], where[dep]
             ax.annotate("", xy=(x1, y1 + 0.22), xytext=(x0, y0 - 0.22),
                         arrowprops={"arrowstyle": "->", "color": "#8899aa", "lw": 0.6, "alpha": 0.6})
@@ -139,7 +139,7 @@ def main() -> int:
         return 1
     packages = package_graph(graph)
     for name in sorted(packages, key=lambda n: (floor_of(n), n)):
-        print(f"{floor_of(name)} {name:14s} -> {', '.join(sorted(packages[name], key=floor_of)) or '–'}")
+        print(f"{floor_of(name)} {name:14s} -> {', '.join(sorted(packages[name], key=lambda n: (floor_of(n), n))) or '–'}")
     draw(packages, ROOT / "figures" / "floors.png")
     print(f"drew {ROOT / 'figures' / 'floors.png'}")
     return 0

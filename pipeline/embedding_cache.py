@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from utils import PerThread, connect
+from utils import PerThread
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS embeddings (
@@ -39,7 +39,7 @@ class EmbeddingCache:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self._conn = PerThread(lambda: connect(self.path, SCHEMA))
+        self._conn = PerThread(self.path, SCHEMA)
         self._conn()  # a bad path fails here, not at the first look-up
 
     def get(self, keys: list[str]) -> dict[str, np.ndarray]:

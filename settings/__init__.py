@@ -12,8 +12,9 @@ from utils import lazy_exports
 
 # The package's names and the module each lives in, looked up when first used (utils.lazy_exports).
 _HOME = {
-    "settings.command": ["run_command"],
-    "settings.config": ["check_config", "check_monitor", "embed_settings", "load_config", "parse_override"],
+    "settings.command": ["COMMAND_ERRORS", "command_failed", "command_parser", "parse_command", "run_command"],
+    "settings.config": ["check_config", "check_monitor", "embed_settings", "load_config", "parse_override",
+                        "read_layers"],
     "settings.models": ["RUNTIME_KEYS", "build_model", "crop_settings_of", "load_for_inference"],
     "settings.registries": ["REGISTRIES"],
 }

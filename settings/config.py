@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from utils import DEFAULT_CONFIG, SCHEMA, ConfigError, moved_keys, read_defaults
+from utils import SCHEMA, ConfigError, moved_keys, read_defaults
 from settings.registries import REGISTRIES
 
 
@@ -92,13 +92,13 @@ def parse_override(text: str) -> dict:
     return tree
 
 
-def _merged(files: list[str | Path] | None, overrides: list[str] | None, base: dict | None) -> dict:
-    """config/default.yaml (or `base`), then each file and each key=value override on top. Unknown keys are
-    errors, so a typo never silently leaves a default in place."""
-    if base is None:
-        cfg = read_defaults()
-    else:
-        cfg = copy.deepcopy(base)
+Layers = list[tuple[str, dict]]  # what each config file and override sets, after the one it names: (source, keys)
+
+
+def read_layers(files: list[str | Path] | None, overrides: list[str] | None) -> Layers:
+    """Each config file (read and parsed once) and each key=value override, in order, with the keys it sets (keys
+    that moved under their names now): what load_config merges on config/default.yaml or on a checkpoint's config."""
+    layers = []
     for path in files or []:
         try:
             with open(path) as fh:
@@ -109,9 +109,16 @@ def _merged(files: list[str | Path] | None, overrides: list[str] | None, base: d
             raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"config file {path} must hold a mapping of keys")
-        _merge(cfg, moved_keys(data), str(path))
-    for text in overrides or []:
-        _merge(cfg, moved_keys(parse_override(text)), f"override '{text}'")
+        layers.append((str(path), moved_keys(data)))
+    return layers + [(f"override '{text}'", moved_keys(parse_override(text))) for text in overrides or []]
+
+
+def _merged(layers: Layers, base: dict | None) -> dict:
+    """config/default.yaml (or `base`), then each layer on top. Unknown keys are errors, so a typo never silently
+    leaves a default in place."""
+    cfg = read_defaults() if base is None else copy.deepcopy(base)
+    for source, keys in layers:
+        _merge(cfg, copy.deepcopy(keys), source)
     return cfg
 
 
@@ -127,8 +134,8 @@ def _flatten(cfg: dict, prefix: str = "") -> dict[str, Any]:
 
 @functools.lru_cache(maxsize=1)
 def _schema_and_defaults() -> tuple[dict, dict]:
-    with open(SCHEMA) as fh, open(DEFAULT_CONFIG) as dh:
-        return yaml.safe_load(fh), _flatten(yaml.safe_load(dh))
+    with open(SCHEMA) as fh:
+        return yaml.safe_load(fh), _flatten(read_defaults())
 
 
 def _rule_error(rule: dict, value: Any, default: Any) -> str | None:
@@ -176,10 +183,11 @@ def check_config(cfg: dict) -> None:
 # ---------------------------------------------------------------- what the commands call
 
 def load_config(files: list[str | Path] | None = None, overrides: list[str] | None = None,
-                base: dict | None = None) -> dict:
-    """config/default.yaml (or `base`), then the files and overrides, checked against config/schema.yaml
-    with the code's registries: one error naming the key, the value and what it may be."""
-    cfg = _merged(files, overrides, base)
+                base: dict | None = None, *, layers: Layers | None = None) -> dict:
+    """config/default.yaml (or `base`), then the files and overrides (or the `layers` read_layers read of them),
+    checked against config/schema.yaml with the code's registries: one error naming the key, the value and what it
+    may be."""
+    cfg = _merged(read_layers(files, overrides) if layers is None else layers, base)
     check_config(cfg)
     return cfg
 

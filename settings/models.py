@@ -55,17 +55,21 @@ def same_landmark_net(section: str, key: str, cfg: dict, trained: dict) -> bool:
 
 
 def load_for_inference(checkpoint: str | Path, cfg_files: list[str] | None = None,
-                       overrides: list[str] | None = None):
+                       overrides: list[str] | None = None, *, layers: list[tuple[str, dict]] | None = None,
+                       user: dict | None = None):
     """The checkpoint's model, its config with the caller's config files and overrides on top, and the
     device: the network and its preprocessing (model, input and crop settings) stay as trained, so
     queries and gallery are seen exactly as validation saw them (a change to them is named and ignored).
     model.runtime, model.precision and model.threads are the caller's: onnx runs the checkpoint's export (made once,
-    deploy.exported) in ONNX Runtime; a folder `facematch export` wrote runs there whatever they say."""
+    deploy.exported) in ONNX Runtime; a folder `facematch export` wrote runs there whatever they say.
+    `layers` (read_layers of the files and overrides) and `user` (load_config of them) spare reading them again."""
     from detection import CROP_KEYS
     from network import model_from_checkpoint
     from runtime import is_bundle
+    from settings.config import read_layers
 
-    user = load_config(cfg_files, overrides)
+    layers = read_layers(cfg_files, overrides) if layers is None else layers
+    user = load_config(layers=layers) if user is None else user
     device = get_device(user["device"])
     run = {k: user["model"][k] for k in RUNTIME_KEYS}
     path = checkpoint
@@ -78,7 +82,7 @@ def load_for_inference(checkpoint: str | Path, cfg_files: list[str] | None = Non
         if run["precision"] != model.precision and path == checkpoint:
             log.warning(f"model.precision={run['precision']!r} ignored: {checkpoint} was exported in {model.precision}")
         run.update(runtime="onnx", precision=model.precision)
-    cfg = load_config(cfg_files, overrides, base=trained)
+    cfg = load_config(base=trained, layers=layers)
     cfg["device"] = user["device"]
     cfg["model"].update(run)
     for section in ("model", "input", "crop"):

@@ -1,5 +1,6 @@
 """The embed loop: face crops to unit embeddings in PyTorch, in batches (batch_size_for sizes them), with the
-model's own evaluation preprocessing and optional flip TTA. A model here is an embedding_net.EmbeddingNet (its meta and
+model's own evaluation preprocessing and optional flip TTA, and the runtime.FaceNetwork call that runs it
+(EmbedsCrops.embed_crops, which embedding_net.EmbeddingNet inherits). A model here is an EmbeddingNet (its meta and
 embedding_size read), named by nn.Module as the network imports this loop."""
 from __future__ import annotations
 
@@ -114,3 +115,16 @@ def embed(model: torch.nn.Module, crops: list[np.ndarray | Path], batch_size: in
             out.append(emb.cpu())
     model.train(was_training)
     return torch.cat(out).numpy()
+
+
+class EmbedsCrops:
+    """runtime.FaceNetwork's embed_crops for a network in PyTorch (an nn.Module with meta and embedding_size): the
+    embed loop over its own crops, here beside the loop so the photo path meets the network only to run it."""
+
+    def embed_crops(self, crops: list, batch_size: int | str = "auto", tta: str = "none", *,
+                    device: torch.device | str | None = None, desc: str = "embedding", num_workers: int = 0) -> np.ndarray:
+        """Crops embedded in PyTorch (runtime.FaceNetwork.embed_crops; batch_size auto: batch_size_for's, on `device`,
+        None: where the weights are)."""
+        device = torch.device(device) if device is not None else next(iter(self.parameters()), torch.empty(0)).device
+        batch = batch_size_for(self, batch_size, device)
+        return embed(self, crops, batch, device, desc=desc, tta=tta, num_workers=num_workers)

@@ -11,7 +11,6 @@ import copy
 import hashlib
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -19,7 +18,7 @@ import torch.nn.functional as F
 from backbones import build_backbone
 from detection import CROP_KEYS, CropSettings
 from runtime import Fusion, SingleNetwork
-from torchnet import embed_loop
+from torchnet.embed_loop import EmbedsCrops
 from torchnet.heads import HEADS
 from torchnet.pooling import POOLINGS
 from utils import ConfigError, lookup
@@ -79,7 +78,7 @@ def resolve_preprocessing(inp: InputSettings, crop_settings: CropSettings, backb
     return {"input": resolved, "crop": crop}
 
 
-class EmbeddingNet(nn.Module, SingleNetwork):
+class EmbeddingNet(nn.Module, EmbedsCrops, SingleNetwork):
     """Backbone features → pooling → head → unit-length embedding, with its preprocessing in `meta` (a
     runtime.FaceNetwork)."""
 
@@ -133,14 +132,6 @@ class EmbeddingNet(nn.Module, SingleNetwork):
     def backbone_parameters(self) -> list[nn.Parameter]:
         """The backbone's trainable parameters (none for a frozen extractor)."""
         return [p for p in self.backbone.parameters() if p.requires_grad]
-
-    def embed_crops(self, crops: list, batch_size: int | str = "auto", tta: str = "none", *,
-                    device: torch.device | str | None = None, desc: str = "embedding", num_workers: int = 0) -> np.ndarray:
-        """Crops embedded in PyTorch (runtime.FaceNetwork.embed_crops; batch_size auto: batch_size_for's, on `device`,
-        None: where the weights are)."""
-        device = torch.device(device) if device is not None else next(iter(self.parameters()), torch.empty(0)).device
-        batch = embed_loop.batch_size_for(self, batch_size, device)
-        return embed_loop.embed(self, crops, batch, device, desc=desc, tta=tta, num_workers=num_workers)
 
     def content_fingerprint(self) -> str:
         """sha256 of the weights and preprocessing (torch_fingerprint)."""

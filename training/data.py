@@ -3,12 +3,21 @@ and their cropped photos."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 from dataset import DataSettings, identity_split, list_identities
 from detection import CropSettings, crop_paths, list_images
 from utils import ConfigError, get_logger
 
 log = get_logger()
+
+
+class People(NamedTuple):
+    """Cropped photos of some people: crops, integer labels, names by label, the photos kept."""
+    crops: list
+    labels: list[int]
+    names: list[str]
+    paths: list[Path]
 
 
 def split_people(data: DataSettings, seed: int = 0,
@@ -37,9 +46,8 @@ def split_people(data: DataSettings, seed: int = 0,
     return train_people, {n: people[n] for n in val_names}
 
 
-def crop_people(people: dict[str, list[Path]], crop: CropSettings, cache_dir: str,
-                what: str) -> tuple[list, list[int], list[str], list[Path]]:
-    """Crop every photo (cached); returns (crops, integer labels, names by label, the photos kept)."""
+def crop_people(people: dict[str, list[Path]], crop: CropSettings, cache_dir: str, what: str) -> People:
+    """Crop every photo (cached); returns People: crops, integer labels, names by label, the photos kept."""
     paths = [p for photos in people.values() for p in photos]
     owners = [name for name, photos in people.items() for _ in photos]
     crops, report = crop_paths(paths, crop, cache_dir, desc=f"cropping {what}")
@@ -47,4 +55,4 @@ def crop_people(people: dict[str, list[Path]], crop: CropSettings, cache_dir: st
     names = sorted({o for o, c in zip(owners, crops) if c is not None})
     index = {n: i for i, n in enumerate(names)}
     kept = [(c, index[o], p) for o, c, p in zip(owners, crops, paths) if c is not None]
-    return [c for c, _, _ in kept], [lab for _, lab, _ in kept], names, [p for _, _, p in kept]
+    return People([c for c, _, _ in kept], [lab for _, lab, _ in kept], names, [p for _, _, p in kept])

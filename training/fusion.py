@@ -5,6 +5,7 @@ file first) and writes the one checkpoint that every entry point takes as it tak
 
     model, rows = make_fusion(members, val_photos, val_labels, "cpu", data=..., retrieval=..., kinds=[...],
                               member_weights="auto", seed=0)
+    ckpt, best = fuse_checkpoints(paths, "cpu", members=[...], data=..., ...)   # the checkpoint train.py writes
 """
 from __future__ import annotations
 
@@ -16,12 +17,13 @@ import numpy as np
 from detection import FaceFinder
 from occlusion.covers import TRAINING, CoverRanges
 from evaluation.calibration import calibrate, summary as calibration_summary
-from network import FusedNet
+from network import FusedNet, fused_checkpoint, model_from_checkpoint
 from runtime import EmbeddingSettings, fuse_embeddings
 from pipeline.embedding import embed_paths
 from pipeline.protocol import format_report, score_leave_one_out
 from search.retrieval_settings import RetrievalSettings
 from dataset import DataSettings
+from training.data import split_people
 from utils import ConfigError, DataError, get_logger
 
 log = get_logger()
@@ -115,3 +117,24 @@ def make_fusion(models: list, paths: list[Path], labels: list[str], device, *, d
     log.info(f"fusion: weights {weights} chosen on {len(set(labels))} validation people; clean "
              f"{format_report(score_leave_one_out(clean, labels, retrieval))}")
     return model, rows
+
+
+def fuse_checkpoints(checkpoints: list[Path], device, *, members: list[str], data: DataSettings,
+                     embedding: EmbeddingSettings, retrieval: RetrievalSettings, kinds: list[str],
+                     member_weights: list[float] | str, seed: int) -> tuple[dict, float]:
+    """The members' `checkpoints` (named in the config as `members`) fused by make_fusion on the validation people
+    `data` and `seed` give: (the fused checkpoint, its config the first member's with the members and weights; the
+    chosen weighting's mean top-1)."""
+    loaded = [model_from_checkpoint(path, device) for path in checkpoints]
+    _, val_people = split_people(data, seed)
+    paths = [p for photos in val_people.values() for p in photos]
+    labels = [name for name, photos in val_people.items() for _ in photos]
+    model, rows = make_fusion([m for m, _ in loaded], paths, labels, device, data=data, embedding=embedding,
+                              retrieval=retrieval, kinds=kinds, member_weights=member_weights, seed=seed)
+    first = loaded[0][1]
+    saved = {**first, "model": {**first["model"], "members": members, "member_weights": member_weights}}
+    ckpt = fused_checkpoint(model, saved, [{k: c[k] for k in ("model", "input", "crop")} for _, c in loaded])
+    ckpt["people"] = {"val": sorted(val_people)}
+    ckpt["fusion"] = {"rows": rows, "kinds": kinds}
+    chosen = next(r for r in rows if np.allclose(r["weights"], model.weights))
+    return ckpt, chosen["mean_top1"]
