@@ -40,14 +40,12 @@ def cosine_distance(similarity: np.ndarray) -> np.ndarray:
 
 def smallest(dist: np.ndarray, k: int) -> np.ndarray:
     """The columns of each row's k smallest values, smallest first, ties by the lower column (np.argpartition, then
-    a stable sort of those k): the same order on every machine, whichever install."""
+    a sort of those k): the same order on every machine, whichever install."""
     if k < dist.shape[1]:
         part = np.argpartition(dist, k - 1, axis=1)[:, :k]
-        # a value tied with the k-th may have been left out for a higher column: take every column <= the k-th value
         kth = np.take_along_axis(dist, part, 1).max(axis=1, keepdims=True)
-        if (np.count_nonzero(dist <= kth, axis=1) > k).any():
-            part = np.argsort(dist, axis=1, kind="stable")[:, :k]
-            return part
+        if (np.count_nonzero(dist <= kth, axis=1) > k).any():  # a tie at the k-th value: argpartition chose among
+            return np.argsort(dist, axis=1, kind="stable")[:, :k]  # the tied columns at will; the lower ones win
     else:
         part = np.broadcast_to(np.arange(dist.shape[1]), dist.shape)
     order = np.lexsort((part, np.take_along_axis(dist, part, 1)), axis=1)

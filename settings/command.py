@@ -40,8 +40,8 @@ def run_command(doc: str, arguments: Callable[[argparse.ArgumentParser], None],
         get_logger().error(f"error: {exc}")
         return 2
     except ModuleNotFoundError as exc:  # a step of the full install's on the inference one (pip install -e .)
-        if (package := training_package(exc)) is None:
-            raise
+        if (package := training_package(exc)) is None or prog is None:
+            raise  # the design's scripts (no prog): `facematch submit`, `facematch train` say it with their names
         get_logger().error(f"error: `{parser.prog}` needs {package}, which the inference install leaves out: install "
                            f"the full set with `{TRAIN_INSTALL}` (or `make venv`)")
         return 2
