@@ -55,9 +55,9 @@ def test_pyproject_splits_requirements_txt_into_the_two_installs():
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory) -> dict:
-    """A tiny network exported (`facematch export`, by the full install here) with config/best.yaml's crop chain
-    (YuNet, then MTCNN, Haar and dlib's guess; five points onto ArcFace's template), a competition of the fixtures'
-    people, and the full install's answers on them: the submit payload and a store's search."""
+    """A tiny network, calibrated and exported (`facematch export`, by the full install here) with config/best.yaml's
+    crop chain (YuNet, then MTCNN, Haar and dlib's guess; five points onto ArcFace's template), a competition of the
+    fixtures' people, and the full install's answers on them: the submit payload and a store's search."""
     from cli import main
     from cli import split
     from deploy import export_checkpoint
@@ -65,11 +65,12 @@ def exported(tmp_path_factory) -> dict:
 
     work = tmp_path_factory.mktemp("install")
     ckpt = tiny_checkpoint(work, ["crop.detector=yunet", "crop.fallback=[mtcnn,haar,guess]", "crop.align=similarity"])
+    caches = [f"data.cache_dir={work / 'cache'}", f"data.embedding_cache={work / 'emb.sqlite'}"]
+    assert main(["train", "--calibrate", str(ckpt), f"data.train_dir={PEOPLE}", "data.val_fraction=0.5", *caches]) == 0
     export_checkpoint(ckpt, work / "export", check=PEOPLE)
     assert split.main(["--people", str(PEOPLE), "--out", str(work / "comp"), "split.test_fraction=0.4",
                        "split.queries_per_person=1"]) == 0
     full = {"ckpt": ckpt, "export": work / "export", "test": work / "comp" / "test", "work": work}
-    caches = [f"data.cache_dir={work / 'cache'}", f"data.embedding_cache={work / 'emb.sqlite'}"]
     assert main(["submit", "--checkpoint", str(full["export"]), "--test", str(full["test"]), "--out",
                  str(work / "full.json"), "--dry-run", "retrieval.k=5", "model.threads=1", *caches]) == 0
     full["payload"] = json.loads((work / "full.json").read_text())
@@ -111,6 +112,14 @@ def test_inference_commands_run_with_the_full_installs_packages_blocked(exported
     assert searched.returncode == 0, searched.stderr[-3000:]
     assert main(["store", "search", "--store", str(exported["store"]), str(query), *caches]) == 0
     assert store_results(searched.stdout) == store_results(capsys.readouterr().out) != []
+
+    pair = [sorted(PEOPLE.rglob("*.jpg"))[i] for i in (0, 6)]
+    compared = without_training(["compare", *pair, *caches, "--checkpoint", exported["export"]], tmp_path)
+    assert compared.returncode == 0, compared.stderr[-3000:]
+    assert main(["compare", *map(str, pair), *caches, "--checkpoint", str(exported["export"])]) == 0
+    assert compared.stdout == capsys.readouterr().out and "threshold" in compared.stdout
+    done = without_training(["split", "--people", PEOPLE, "--out", tmp_path / "comp", "split.test_fraction=0.4"], tmp_path)
+    assert done.returncode == 0 and (tmp_path / "comp" / "ground_truth.json").is_file(), done.stderr[-3000:]
 
     # what the inference install cannot do: one line each, naming what to do
     pt = without_training(["submit", "--checkpoint", exported["ckpt"], "--test", exported["test"], "--dry-run"], tmp_path)
