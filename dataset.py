@@ -2,6 +2,7 @@
 Dataset of face crops and the P×K batch sampler. Reading and cropping faces live in detection/."""
 from __future__ import annotations
 
+import functools
 import math
 import os
 import random
@@ -10,13 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no network at run time: skip its version check
-
-import albumentations as A
 import cv2
 import numpy as np
-import torch
-from albumentations.pytorch import ToTensorV2
 
 from detection import list_images, load_crop
 from runtime import model_input
@@ -215,9 +211,22 @@ def make_pairs(people: dict[str, list[Path]], folds: int = 10, per_fold: int = 3
 
 # ---------------------------------------------------------------- transforms
 
-def eval_transform(inp: dict) -> A.Compose:
+def albumentations():
+    """albumentations, imported when training's transforms are first built: the inference install has neither it nor
+    PyTorch (runtime.model_input is its preprocessing), and the commands turn its ModuleNotFoundError into one line
+    naming `pip install -e .[train]` (utils.training_package)."""
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no network at run time: skip its version check
+    import albumentations
+
+    return albumentations
+
+
+def eval_transform(inp: dict):
     """The one deterministic transform for validation, query and gallery images, from a model's
-    resolved input settings (model.meta['input']: size, mean, std, max_pixel_value)."""
+    resolved input settings (model.meta['input']: size, mean, std, max_pixel_value): an albumentations Compose."""
+    A = albumentations()
+    from albumentations.pytorch import ToTensorV2
+
     return A.Compose([A.Lambda(image=partial(evaluation_input, inp=inp), name="model_input"), ToTensorV2()])
 
 
@@ -226,26 +235,43 @@ def evaluation_input(image: np.ndarray, inp: dict, **_) -> np.ndarray:
     return model_input(image, inp)
 
 
-class Cover(A.ImageOnlyTransform):
-    """A cover as people wear them (occlusion/covers.py) drawn on a training crop, from training's own
-    distribution (covers.TRAINING, never evaluation's), placed from where a crop has its face's landmarks
-    (covers.face_in_crop); the kind drawn among `kinds`, each draw seeded by the augmentation's generator."""
+@functools.cache
+def _cover_class() -> type:
+    """dataset.Cover, made when first asked for (it subclasses albumentations' transform, which the inference install
+    lacks); module-level __getattr__ hands it out, so `from dataset import Cover` and pickling find it by name."""
+    A = albumentations()
 
-    def __init__(self, kinds: list[str] | tuple[str, ...] = tuple(COVERS), p: float = 0.5):
-        super().__init__(p=p)
-        self.kinds = list(kinds)
+    class Cover(A.ImageOnlyTransform):
+        """A cover as people wear them (occlusion/covers.py) drawn on a training crop, from training's own
+        distribution (covers.TRAINING, never evaluation's), placed from where a crop has its face's landmarks
+        (covers.face_in_crop); the kind drawn among `kinds`, each draw seeded by the augmentation's generator."""
 
-    def get_params(self) -> dict:
-        return {"seed": int(self.random_generator.integers(2 ** 62))}
+        def __init__(self, kinds: list[str] | tuple[str, ...] = tuple(COVERS), p: float = 0.5):
+            super().__init__(p=p)
+            self.kinds = list(kinds)
 
-    def apply(self, img: np.ndarray, seed: int = 0, **params) -> np.ndarray:
-        rng = np.random.default_rng(seed)
-        kind = self.kinds[int(rng.integers(len(self.kinds)))]
-        return cover(img, kind, face_in_crop(img.shape), rng, TRAINING)
+        def get_params(self) -> dict:
+            return {"seed": int(self.random_generator.integers(2 ** 62))}
+
+        def apply(self, img: np.ndarray, seed: int = 0, **params) -> np.ndarray:
+            rng = np.random.default_rng(seed)
+            kind = self.kinds[int(rng.integers(len(self.kinds)))]
+            return cover(img, kind, face_in_crop(img.shape), rng, TRAINING)
+
+    Cover.__module__, Cover.__qualname__ = __name__, "Cover"
+    return Cover
 
 
-def train_transform(s: AugmentSettings, inp: dict) -> A.Compose:
+def __getattr__(name: str):
+    """PEP 562: the names made only when first used (Cover, training's albumentations transform)."""
+    if name == "Cover":
+        return _cover_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def train_transform(s: AugmentSettings, inp: dict):
     """Training augmentation (the `augment` settings) followed by exactly the evaluation transform."""
+    A = albumentations()
     augment = [
         A.HorizontalFlip(p=s.hflip_p),
         A.ColorJitter(brightness=s.brightness, contrast=s.contrast,
@@ -259,7 +285,7 @@ def train_transform(s: AugmentSettings, inp: dict) -> A.Compose:
                         hole_width_range=tuple(s.dropout_size), p=s.dropout_p),
         A.Erasing(scale=(s.erase_side[0] ** 2, s.erase_side[1] ** 2), ratio=(1.0, 1.0), fill=0,
                   p=s.erase_p),
-        Cover(s.cover_kinds, p=s.cover_p),
+        _cover_class()(s.cover_kinds, p=s.cover_p),
     ]
     return A.Compose(augment + list(eval_transform(inp).transforms))
 
@@ -300,14 +326,15 @@ def degrade(image: np.ndarray, mode: str, seed: int) -> np.ndarray:
 
 # ---------------------------------------------------------------- datasets and sampler
 
-class FaceDataset(torch.utils.data.Dataset):
-    """Face crops with integer identity labels.
+class FaceDataset:
+    """Face crops with integer identity labels: a map-style dataset for torch's DataLoader (which asks only for
+    __len__ and __getitem__, so this module imports no torch).
 
     Indexed by (position, draw_seed) pairs from PKSampler: every draw seeds its own
     augmentation, so a batch is the same whatever the worker count and after a resume.
     """
 
-    def __init__(self, crops: list[Path | np.ndarray], labels: list[int], transform: A.Compose):
+    def __init__(self, crops: list[Path | np.ndarray], labels: list[int], transform):
         self.crops, self.labels, self.transform = crops, list(labels), transform
 
     def __len__(self) -> int:
@@ -323,8 +350,8 @@ class FaceDataset(torch.utils.data.Dataset):
         return image, self.labels[index]
 
 
-class PKSampler(torch.utils.data.Sampler):
-    """Batches of P identities × K photos each, reproducible from (seed, epoch).
+class PKSampler:
+    """Batches of P identities × K photos each, reproducible from (seed, epoch): a DataLoader's batch_sampler.
 
     Identities are visited in a shuffled cycle so every one is seen; a person with fewer than
     K photos has photos drawn again. Yields lists of (position, draw_seed).

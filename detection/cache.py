@@ -4,8 +4,11 @@ as it is made, so an interrupted run keeps its work. The cache lies behind the a
 as it is, one made before is read back from its file."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
+import sys
 import warnings
 from pathlib import Path
 
@@ -105,7 +108,7 @@ def crop_one(path: str | Path, settings: CropSettings, cache_dir: str | Path | N
 
 
 class _CropJobs:
-    """crop_one over a list of photos, as a map-style dataset so DataLoader workers can share it."""
+    """crop_one over a list of photos, by position, so worker processes can share it (_in_worker)."""
 
     def __init__(self, paths, settings, cache_dir, finder):
         self.paths, self.settings, self.cache_dir, self.finder = paths, settings, cache_dir, finder
@@ -120,8 +123,34 @@ class _CropJobs:
             return exc
 
 
-def _one(batch: list):
-    return batch[0]
+_WORKER_JOBS: _CropJobs | None = None  # a worker process's copy of the jobs (_start_worker)
+
+
+def _start_worker(jobs: _CropJobs) -> None:
+    """A crop worker's start: its copy of the jobs (and of the finder, its detectors made in it), one thread for
+    OpenCV and ONNX Runtime each, as the workers together use the cores."""
+    import cv2
+
+    global _WORKER_JOBS
+    _WORKER_JOBS = jobs
+    cv2.setNumThreads(1)
+    os.environ["OMP_NUM_THREADS"] = "1"
+    if "torch" in sys.modules:  # a landmark network's PyTorch (only ever imported where one is loaded)
+        sys.modules["torch"].set_num_threads(1)
+
+
+def _in_worker(i: int):
+    return _WORKER_JOBS[i]
+
+
+def _results(jobs: _CropJobs, workers: int, stack: contextlib.ExitStack):
+    """crop_one's results in order: here, or in `workers` processes (a multiprocessing pool the stack closes)."""
+    if not workers:
+        return (jobs[i] for i in range(len(jobs)))
+    import multiprocessing
+
+    pool = stack.enter_context(multiprocessing.get_context("fork").Pool(workers, _start_worker, (jobs,)))
+    return pool.imap(_in_worker, range(len(jobs)))
 
 
 def crop_paths(paths: list[str | Path], settings: CropSettings, cache_dir: str | Path | None,
@@ -130,35 +159,36 @@ def crop_paths(paths: list[str | Path], settings: CropSettings, cache_dir: str |
     """Crop many photos (cached) by `finder` (None: one of its own), one crop array per input; None where the photo is
     left out (unreadable with settings.on_error 'skip', or no face on a chain without 'center'). Each crop is
     stored as soon as it is made, so an interrupted run keeps its work. With `workers`, reading,
-    detection and alignment run in that many DataLoader worker processes (each with its own copy of the finder),
-    in order."""
-    import torch
-
+    detection and alignment run in that many worker processes (each with its own copy of the finder), in order."""
     chain_steps(settings)  # bad names fail before any work
     report = CropReport(primary=settings.detector, subject=settings.subject)
     out: list[np.ndarray | None] = []
     jobs = _CropJobs(list(paths), settings, cache_dir, finder or FaceFinder())
-    results = iter(jobs[i] for i in range(len(jobs))) if not workers else iter(torch.utils.data.DataLoader(
-        jobs, batch_size=1, num_workers=workers, collate_fn=_one))
-    for path, result in progress(zip(paths, results), total=len(paths), desc=desc, unit="img",
-                                 disable=len(paths) < 20):
-        try:
-            if isinstance(result, ImageReadError):
-                raise result
-            item, meta, from_cache = result
-        except ImageReadError as exc:
-            if settings.on_error == "stop":
-                raise
-            warnings.warn(f"skipping {exc}", stacklevel=2)
-            report.failed.append(str(path))
-            out.append(None)
-            continue
-        if item is None:
-            report.no_face.append(str(path))
-        else:
-            report.add(meta["path"], str(path), meta["faces"], meta["aligned"], settings.align, from_cache)
-        out.append(item)
+    with contextlib.ExitStack() as stack:
+        for path, result in progress(zip(paths, _results(jobs, workers, stack)), total=len(paths), desc=desc,
+                                     unit="img", disable=len(paths) < 20):
+            _tally(path, result, settings, report, out)
     return out, report
+
+
+def _tally(path, result, settings: CropSettings, report: CropReport, out: list) -> None:
+    """One photo's crop_one result into the report and `out`: its crop, or None where it failed or has no face."""
+    try:
+        if isinstance(result, ImageReadError):
+            raise result
+        item, meta, from_cache = result
+    except ImageReadError as exc:
+        if settings.on_error == "stop":
+            raise
+        warnings.warn(f"skipping {exc}", stacklevel=3)  # crop_paths's caller
+        report.failed.append(str(path))
+        out.append(None)
+        return
+    if item is None:
+        report.no_face.append(str(path))
+    else:
+        report.add(meta["path"], str(path), meta["faces"], meta["aligned"], settings.align, from_cache)
+    out.append(item)
 
 
 def load_crop(item: Path | np.ndarray) -> np.ndarray:

@@ -156,12 +156,12 @@ class GalleryStore:
 
     def model(self, checkpoint: str | Path | None = None):
         """The model that embeds for this store, read from its checkpoint once; another model is refused."""
-        from network import model_from_checkpoint
+        from pipeline.model_file import model_from_file
 
         if self._model is not None and checkpoint is None:
             return self._model
         path = checkpoint or self.meta["checkpoint"]
-        model, _ = model_from_checkpoint(path)
+        model, _ = model_from_file(path)
         fingerprint = model.content_fingerprint()
         if fingerprint != self.meta["fingerprint"]:
             raise StoreError(

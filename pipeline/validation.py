@@ -2,24 +2,26 @@
 the others), on clean and degraded queries."""
 from __future__ import annotations
 
-import torch
-
 from dataset import covered_crop, degrade
 from detection import load_crop
 from evaluation.metrics import METRICS
-from network import EmbeddingNet, embed
 from pipeline.protocol import score_labelled, score_leave_one_out
 from search.retrieval_settings import RetrievalSettings
 
 
-def validate(model: EmbeddingNet, crops: list, labels: list[int], device, *, batch_size: int,
+def validate(model, crops: list, labels: list[int], device, *, batch_size: int,
              retrieval: RetrievalSettings, degradation: str, queries: str, queries_per_person: int, seed: int,
-             features: torch.Tensor | None = None, cover_kinds: list[str] | tuple[str, ...] = ("square",)) -> dict:
+             features=None, cover_kinds: list[str] | tuple[str, ...] = ("square",)) -> dict:
     """Competition protocol on the held-out people (queries 'one': queries_per_person photos a person
     against the rest; 'all': every photo against all the others): top-1/5/10, mAP and the rest, from the
     crops, or from a frozen backbone's stored plain-view `features`; with a degradation, the same photos
     degraded as queries against the clean ones too (degraded_<metric>, mean_<metric>): 'covers' draws one of
-    `cover_kinds` on each (dataset.covered_crop)."""
+    `cover_kinds` on each (dataset.covered_crop). `model`: the EmbeddingNet in training (PyTorch, imported here: only
+    training validates); `features`: a tensor."""
+    import torch
+
+    from network import embed
+
     if features is None:
         emb = embed(model, crops, batch_size, device, desc="validating")
     else:

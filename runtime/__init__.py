@@ -14,5 +14,6 @@ _HOME = {
     "runtime.fused": ["Fusion", "fuse_embeddings"],
     "runtime.onnx_model": ["BUNDLE_FILE", "ONNX_BATCH", "OnnxFusion", "OnnxModelError", "OnnxNet", "embed", "is_bundle",
                            "load_bundle", "session_options"],
+    "runtime.trained_config": ["upgrade_config"],
 }
 __getattr__, __all__ = lazy_exports(__name__, _HOME)

@@ -273,6 +273,25 @@ FEEDBACK: dict[str, Callable] = {
 }
 
 
+# The methods that need a package the inference install (pip install -e .) leaves out: scikit-learn (the [feedback]
+# extra, or [train]) and PyTorch ([train]).
+NEEDS = {"svm": "sklearn", "mlp": "sklearn", "triplet": "torch"}
+
+
+def available_methods() -> list[str]:
+    """The feedback methods this install can run (FEEDBACK's order): those of NEEDS whose package is not installed
+    left out, without importing it."""
+    import importlib.util
+
+    def installed(package: str) -> bool:
+        try:
+            return importlib.util.find_spec(package) is not None
+        except (ImportError, ValueError):
+            return False
+
+    return [m for m in FEEDBACK if m not in NEEDS or installed(NEEDS[m])]
+
+
 def next_round(method: str, query: np.ndarray, gallery: np.ndarray, marks: dict[int, bool], shown: set[int],
                k: int, settings: FeedbackSettings = FeedbackSettings()) -> list[int]:
     """The next k gallery rows for `query` by the feedback method named `method`, best first, none

@@ -10,7 +10,7 @@ Distances are cosine distances (1 - similarity; vectors are normalised on add an
 true Euclidean distances (not squared), ascending. Where fewer than k vectors remain, rows are
 padded with distance inf and id -1, as faiss pads with -1.
 
-`ExactIndex` is the exact chunked matrix product (torch) the pipeline always used; `FaissIndex`
+`ExactIndex` is the exact chunked matrix product (NumPy) the pipeline always used; `FaissIndex`
 is any faiss factory string, trained on its first add where it needs training, with `nprobe`
 (IVF) and `efSearch` (HNSW) set from the config. Adding a backend is a class plus a line in
 INDEX_KINDS (and in `kind_of` when it claims specs of its own).
@@ -23,7 +23,6 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from search.exact import check_metric, cosine_distance, exact_knn, unit
 from utils import ConfigError, FacematchError, atomic_write, get_logger
@@ -147,7 +146,7 @@ def _some(ids: np.ndarray, n: int = 10) -> str:
 
 
 class ExactIndex(Index):
-    """Exact search: the vectors in NumPy, chunked torch matrix products (exact_knn)."""
+    """Exact search: the vectors in NumPy, chunked matrix products (exact_knn)."""
 
     kind = "exact"
 
@@ -190,7 +189,7 @@ class ExactIndex(Index):
         if kk == 0:
             return self._pad(np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64), k)
         if self.metric == "euclidean" and self._sq is None:
-            self._sq = torch.as_tensor((self._vectors * self._vectors).sum(1))
+            self._sq = np.einsum("ij,ij->i", self._vectors, self._vectors)
         dist, rows = exact_knn(q, self._vectors, kk, self.metric, self.chunk_size,
                                normalized=True, gallery_sq=self._sq)
         return self._pad(dist, self._ids[rows], k)

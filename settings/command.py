@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Callable
 
-from utils import FacematchError, get_logger
+from utils import TRAIN_INSTALL, FacematchError, get_logger, training_package
 from settings.config import load_config
 
 COMMAND_ERRORS: tuple[type[BaseException], ...] = (FacematchError, OSError)  # one line and exit status 2 each
@@ -59,4 +59,10 @@ def run_command(doc: str, arguments: Callable[[argparse.ArgumentParser], None],
         return int(body(args) or 0)
     except (FacematchError, OSError, *errors) as exc:
         get_logger().error(f"error: {exc}")
+        return 2
+    except ModuleNotFoundError as exc:  # a step of the full install's on the inference one (pip install -e .)
+        if (package := training_package(exc)) is None or prog is None:
+            raise  # the design's scripts (no prog): `facematch submit`, `facematch train` say it with their names
+        get_logger().error(f"error: `{parser.prog}` needs {package}, which the inference install leaves out: install "
+                           f"the full set with `{TRAIN_INSTALL}` (or `make venv`)")
         return 2

@@ -150,7 +150,8 @@ def _rule_error(rule: dict, value: Any, default: Any) -> str | None:
                 return f"a list whose every item is {why}"
     if "choices" in rule and value not in rule["choices"]:
         return "one of " + ", ".join(map(str, rule["choices"]))
-    if "registry" in rule and value != default and value not in (names := REGISTRIES[rule["registry"]]):
+    if "registry" in rule and value != default and (names := REGISTRIES.get(rule["registry"])) is not None \
+            and value not in names:  # None: a registry of the full install's code, not checked on the inference one
         return "one of " + ", ".join(names)
     if rule.get("whole") and not (isinstance(value, int) and not isinstance(value, bool)):
         return "a whole number"

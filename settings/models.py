@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from utils import get_device, get_logger
+from utils import get_device, get_logger, has_torch
 from settings.config import load_config
 
 log = get_logger()
@@ -26,13 +26,14 @@ def crop_settings_of(cfg: dict) -> list:
     """How a config's model crops photos: its crop section, or each member's (model.members: a config file's crop
     section, a checkpoint's saved crop settings)."""
     from detection import CropSettings
-    from network import read_checkpoint
 
     crops = []
     for member in cfg["model"]["members"] or [None]:
         if member is None:
             crops.append(CropSettings(**cfg["crop"]))
         elif str(member).endswith(".pt"):
+            from network import read_checkpoint
+
             ckpt = read_checkpoint(member)
             metas = ckpt["meta"]["members"] if "members" in ckpt else [ckpt["meta"]]
             crops += [CropSettings.from_saved(meta["crop"]) for meta in metas]
@@ -64,20 +65,21 @@ def load_for_inference(checkpoint: str | Path, cfg_files: list[str] | None = Non
     deploy.exported) in ONNX Runtime; a folder `facematch export` wrote runs there whatever they say.
     `layers` (read_layers of the files and overrides) and `user` (load_config of them) spare reading them again."""
     from detection import CROP_KEYS
-    from network import model_from_checkpoint
+    from pipeline.model_file import model_from_file
     from runtime import is_bundle
     from settings.config import read_layers
 
     layers = read_layers(cfg_files, overrides) if layers is None else layers
     user = load_config(layers=layers) if user is None else user
-    device = get_device(user["device"])
+    # an export runs in ONNX Runtime on the CPU whatever `device` says: no PyTorch device is made for it
+    device = "cpu" if is_bundle(checkpoint) or not has_torch() else get_device(user["device"])
     run = {k: user["model"][k] for k in RUNTIME_KEYS}
     path = checkpoint
-    if run["runtime"] == "onnx" and not is_bundle(checkpoint):
+    if run["runtime"] == "onnx" and not is_bundle(checkpoint) and has_torch():
         from deploy import exported
 
         path = exported(checkpoint, run["precision"], calibrate=user["data"]["train_dir"])
-    model, trained = model_from_checkpoint(path, device, threads=int(run["threads"]))
+    model, trained = model_from_file(path, device, threads=int(run["threads"]))
     if is_bundle(path):
         if run["precision"] != model.precision and path == checkpoint:
             log.warning(f"model.precision={run['precision']!r} ignored: {checkpoint} was exported in {model.precision}")

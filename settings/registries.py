@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Callable, Iterator
 
+from utils import training_package
+
 
 # ---------------------------------------------------------------- the registries the schema names
 
@@ -102,6 +104,17 @@ class _Registries(Mapping):
 
     def __getitem__(self, name: str):
         return list(self._table[name]())
+
+    def get(self, name: str, default=None):
+        """The registry's names, or `default` where its code needs a package the inference install leaves out
+        (torch for the networks' parts, pytorch-metric-learning for the losses): what configures a network that is
+        built or trained is checked where one can be, on the full install."""
+        try:
+            return self[name]
+        except ModuleNotFoundError as exc:
+            if training_package(exc) is None:
+                raise
+            return default
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._table)

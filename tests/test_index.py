@@ -82,6 +82,41 @@ def test_exact_knn_merges_gallery_blocks(monkeypatch):
     assert np.array_equal(whole[1], blocked[1]) and np.allclose(whole[0], blocked[0])
 
 
+@pytest.mark.parametrize("metric", ["cosine", "euclidean", "manhattan"])
+@pytest.mark.parametrize("tile", [None, 4 * 7])
+def test_exact_knn_breaks_ties_by_the_lower_row_in_every_block(monkeypatch, metric, tile):
+    """NumPy's exact search (no PyTorch, so both installs rank alike) orders equal distances by gallery row, whether
+    the k-th distance is tied or not and however the gallery is split into blocks (vectors whose distances are exact
+    in float32: small whole numbers; for cosine, multiples of the axes)."""
+    import search.exact as module
+
+    if tile:
+        monkeypatch.setattr(module, "TILE_ELEMENTS", tile)  # 7 gallery rows a block
+    rng = np.random.default_rng(3)
+    if metric == "cosine":
+        base = np.eye(8, dtype=np.float32)[rng.integers(0, 8, 10)] * rng.integers(1, 4, (10, 1)) * rng.choice([-1, 1], (10, 1))
+    else:
+        base = rng.integers(-3, 4, (10, 8)).astype(np.float32)
+    gallery = base[rng.integers(0, len(base), 40)]  # every row 4 times on average: ties everywhere, at k too
+    queries = np.concatenate([base[:3], base[3:6] * 2]).astype(np.float32)
+    for k in (1, 5, 9, 40):
+        dist, rows = exact_knn(queries, gallery, k, metric, chunk_size=4)
+        for q in range(len(queries)):
+            want = np.lexsort((np.arange(40), _distances(queries[q], gallery, metric)))[:k]
+            assert np.array_equal(rows[q], want), (metric, k, q)
+        assert np.all(np.diff(dist, axis=1) >= 0)
+
+
+def _distances(query: np.ndarray, gallery: np.ndarray, metric: str) -> np.ndarray:
+    """Distances in float64 (exact for these vectors)."""
+    query, gallery = query.astype(np.float64), gallery.astype(np.float64)
+    if metric == "cosine":
+        return 1 - gallery @ query / np.linalg.norm(gallery, axis=1) / np.linalg.norm(query)
+    if metric == "euclidean":
+        return np.linalg.norm(gallery - query, axis=1)
+    return np.abs(gallery - query).sum(1)
+
+
 @pytest.mark.parametrize("spec", ["Flat", "IVF32,Flat", "HNSW32"])
 def test_faiss_backends_against_exact(spec, exact_top):
     dist, ids = built(spec).search(QUERIES, K)

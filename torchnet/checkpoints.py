@@ -11,8 +11,9 @@ import torch
 from backbones import WeightsError, legacy_frozen_state
 from detection import CROP_KEYS, CropSettings, landmark_net
 from runtime import is_bundle, load_bundle
+from runtime.trained_config import upgrade_config
 from torchnet.embedding_net import EmbeddingNet, FusedNet, settings_of
-from utils import FacematchError, atomic_write, moved_keys, read_defaults
+from utils import FacematchError, atomic_write
 
 
 class CheckpointError(FacematchError, RuntimeError):
@@ -66,28 +67,6 @@ def read_checkpoint(path: str | Path, map_location="cpu") -> dict:
     if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
         raise CheckpointError(f"{path}: not a facematch checkpoint (no 'model' and 'config' entries)")
     return unpack_landmark_nets(ckpt)
-
-
-def upgrade_config(trained: dict) -> dict:
-    """A checkpoint's config on today's keys: keys it lacks get today's defaults, except crop
-    settings, which get what cropping did when it was written (CropSettings.from_saved); keys since
-    removed are dropped, keys that moved are read under their names now (utils.moved_keys)."""
-    cfg = read_defaults()
-
-    def overlay(base: dict, old: dict) -> None:
-        for key, value in old.items():
-            if key in base and isinstance(base[key], dict) and isinstance(value, dict):
-                overlay(base[key], value)
-            elif key in base:
-                base[key] = value
-    overlay(cfg, moved_keys(trained))
-    cfg["crop"] = CropSettings.from_saved(trained.get("crop", {})).to_dict()
-    trained_model = trained.get("model", {})
-    if "head" not in trained_model:
-        cfg["model"]["head"] = "linear"
-    for key in ("mean", "std"):
-        cfg["input"].setdefault(key, "auto")
-    return cfg
 
 
 def load_model_state(model: EmbeddingNet, ckpt: dict, path: str | Path = "checkpoint") -> None:

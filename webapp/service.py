@@ -25,10 +25,10 @@ import numpy as np
 from dataset import DataSettings
 from evaluation.calibration import decide
 from search.exact import cosine_distance, unit
-from search.feedback import FEEDBACK, FeedbackSettings, next_round
+from search.feedback import FEEDBACK, NEEDS, FeedbackSettings, available_methods, next_round
 from evaluation.calibration import match_words
 from pipeline.store import NO_FACE, NewPhoto, NotFoundError, StoreError
-from utils import get_logger, lookup
+from utils import TRAIN_INSTALL, get_logger, lookup
 from webapp import fields
 from webapp.errors import Busy, NoFace, NotFound, ServerFailure, TooLarge, UserError
 from webapp.session import FPIRS, MARKS, Checked, Session, how_words, png_bytes
@@ -69,9 +69,13 @@ class Service:
         starting rate of 'no one in the gallery matches' (retrieval.fpir), the crop and embedding caches (data;
         None: the store's own)."""
         self.root, self.web, self.feedback, self.fpir, self.data = Path(store_root), web, feedback, fpir, data
-        self.methods = list(FEEDBACK)
         lookup(FEEDBACK, feedback.method, "feedback.method")  # an unknown method fails at start, not on a search
-        self.method = feedback.method
+        self.methods = available_methods()  # the inference install: those whose packages it has
+        self.method = feedback.method if feedback.method in self.methods else "rocchio"
+        if self.method != feedback.method:
+            log.warning(f"feedback.method {feedback.method} needs {NEEDS[feedback.method]}, not installed here: the page "
+                        f"refines by rocchio ({', '.join(self.methods)} here; pip install -e .[feedback] adds svm and "
+                        f"mlp, {TRAIN_INSTALL} all)")
         self.worker = ThreadPoolExecutor(1, thread_name_prefix="facematch-store")
         # uploads are decoded, cropped and embedded here, so that a slow one never holds the store's worker (the
         # page, /api/info, other searches); at most web.max_queued wait, the next is told to come back (503)
