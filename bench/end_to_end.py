@@ -13,7 +13,8 @@ embedding cache) with a model loaded from a checkpoint by `settings.load_for_inf
 and `save_checkpoint` (not timed). Every run starts from an empty crop cache and an empty
 embedding cache (so everything is computed), then runs again over them (warm caches).
 - best: config/best.yaml as it is (its network, crop chain, test-time augmentation and runtime, read from it); the
-  network's weights do not change its speed. best_torch: the same in PyTorch.
+  network's weights do not change its speed. best_torch: the same in PyTorch. best_whole_photo: the same with YuNet
+  on the whole photo (crop.yunet_side=960), the line bench/choose_best.py's timing alone would have chosen.
 - fused_before: config/best.yaml until the MobileFaceNets, a fusion of dlib's network (config/best_dlib.yaml's chain,
   the landmark network's points, dlib's 150-px chip) and HSE FaceRes on a loose 224-px square, flip TTA for both, in
   ONNX Runtime (exported by `deploy.exported` before the runs, not timed).
@@ -63,6 +64,9 @@ RECIPES = {  # name: (what the table says, config files, overrides); {best}: wha
     "best": ("facematch, **config/best.yaml as it is**: {best}", [str(ROOT / "config" / "best.yaml")], []),
     "best_torch": ("facematch, config/best.yaml in PyTorch (model.runtime=torch)", [str(ROOT / "config" / "best.yaml")],
                    ["model.runtime=torch"]),
+    "best_whole_photo": ("facematch, config/best.yaml with YuNet on the whole photo (crop.yunet_side=960): more "
+                         "accurate on the validation people, and 5.6× in bench/choose_best.py's timing",
+                         [str(ROOT / "config" / "best.yaml")], ["crop.yunet_side=960"]),
     "fused_before": ("facematch, config/best.yaml until the MobileFaceNets: dlib's network on its chip (the landmark "
                      "network's points, 150 px) fused with HSE FaceRes on a loose square (224 px), flip TTA for both, "
                      "ONNX Runtime (config/best_accurate.yaml)", [str(ROOT / "config" / "best_accurate.yaml")], []),
