@@ -33,7 +33,7 @@ from pathlib import Path
 from benchlib import git_rev, machine, write_section  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-TARGETS = {"demo": "config/best.yaml: dlib's face network fine-tuned on the sample's training people, fused with HSE FaceRes",
+TARGETS = {"demo": "config/best.yaml: the 192-d MobileFaceNet fine-tuned with covers on the sample's training people",
            "demo-scratch": "config/demo.yaml: ResNet18 from random weights, 40 epochs at 64 px"}
 
 
