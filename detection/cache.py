@@ -128,12 +128,9 @@ _WORKER_JOBS: _CropJobs | None = None  # a worker process's copy of the jobs (_s
 
 def _start_worker(jobs: _CropJobs) -> None:
     """A crop worker's start: its copy of the jobs (and of the finder, its detectors made in it), one thread for
-    OpenCV and ONNX Runtime each, as the workers together use the cores."""
-    import cv2
-
+    ONNX Runtime (and OpenCV: set before the fork, _results), as the workers together use the cores."""
     global _WORKER_JOBS
     _WORKER_JOBS = jobs
-    cv2.setNumThreads(1)
     os.environ["OMP_NUM_THREADS"] = "1"
     if "torch" in sys.modules:  # a landmark network's PyTorch (only ever imported where one is loaded)
         sys.modules["torch"].set_num_threads(1)
@@ -149,6 +146,12 @@ def _results(jobs: _CropJobs, workers: int, stack: contextlib.ExitStack):
         return (jobs[i] for i in range(len(jobs)))
     import multiprocessing
 
+    import cv2
+
+    # OpenCV's threads set to one here, before the fork, not in each worker: a forked worker that resizes OpenCV's
+    # thread pool waits forever on the locks it copied from this process (seen in the tests).
+    stack.callback(cv2.setNumThreads, cv2.getNumThreads())
+    cv2.setNumThreads(1)
     pool = stack.enter_context(multiprocessing.get_context("fork").Pool(workers, _start_worker, (jobs,)))
     return pool.imap(_in_worker, range(len(jobs)))
 
