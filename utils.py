@@ -55,14 +55,25 @@ def training_package(exc: BaseException) -> str | None:
     return root if isinstance(exc, ModuleNotFoundError) and root in TRAINING_PACKAGES else None
 
 
-def has_torch() -> bool:
-    """Whether PyTorch can be imported here (the full install) without importing it."""
+def installed(package: str) -> bool:
+    """Whether a top-level package can be imported here, without importing it."""
     import importlib.util
 
     try:
-        return importlib.util.find_spec("torch") is not None
+        return importlib.util.find_spec(package) is not None
     except (ImportError, ValueError):
         return False
+
+
+def has_torch() -> bool:
+    """Whether PyTorch can be imported here (the full install) without importing it."""
+    return installed("torch")
+
+
+def user_cache(name: str) -> Path:
+    """facematch's folder `name` in the user's cache ($XDG_CACHE_HOME, else ~/.cache): what is made once and kept
+    across runs (exports, landmark networks, dlib's predictor)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "facematch" / name
 
 
 def read_defaults() -> dict:

@@ -27,7 +27,7 @@ from detection import crop_paths, landmark_net, list_images
 from network import CheckpointError, EmbeddingNet, model_from_checkpoint, read_checkpoint
 from runtime import BUNDLE_FILE, OnnxNet, batch_input, is_bundle
 from runtime.onnx_model import FORMAT, PRECISIONS, VERSION, file_sha256
-from utils import ConfigError, DataError, FacematchError, get_logger
+from utils import ConfigError, DataError, FacematchError, get_logger, user_cache
 
 log = get_logger()
 OPSET = 17
@@ -125,38 +125,40 @@ def prelus_as_scales(model) -> int:
     from onnx import helper, numpy_helper, shape_inference
 
     graph = model.graph
+    if not any(node.op_type == "PRelu" for node in graph.node):
+        return 0
     constants = graph_constants(graph)
     channels = {v.name: v.type.tensor_type.shape.dim[1].dim_value
                 for v in shape_inference.infer_shapes(model).graph.value_info
                 if len(v.type.tensor_type.shape.dim) > 1}
-    nodes, rewritten, slopes = [], 0, set()
+
+    def scaled(inp: str, scale: np.ndarray, name: str):
+        """inp · scale per channel, as a BatchNormalization whose other numbers change nothing."""
+        fixed = {"scale": scale, "bias": np.zeros_like(scale), "mean": np.zeros_like(scale),
+                 "var": np.ones_like(scale)}
+        graph.initializer.extend(numpy_helper.from_array(np.ascontiguousarray(v), f"{name}/{k}")
+                                 for k, v in fixed.items())
+        return helper.make_node("BatchNormalization", [inp, *(f"{name}/{k}" for k in fixed)], [name], name=name,
+                                epsilon=0.0)
+
+    nodes, slopes, rewritten = [], set(), 0
     for node in graph.node:
         slope = constants.get(node.input[1]) if node.op_type == "PRelu" else None
-        count = (slope.size if slope is not None and slope.size > 1 else channels.get(node.input[0], 0)) \
-            if slope is not None else 0
+        count = 0 if slope is None else slope.size if slope.size > 1 else channels.get(node.input[0], 0)
         if not count:  # not a PRelu, a slope computed at run time, or channels unknown: left as it is
             nodes.append(node)
             continue
         slope = np.broadcast_to(slope.reshape(-1).astype(np.float32), (count,))
         x, out, name = node.input[0], node.output[0], node.name or node.output[0]
         slopes.add(node.input[1])
-
-        def scaled(inp: str, scale: np.ndarray, part: str):
-            fixed = {"scale": scale, "bias": np.zeros(count, np.float32), "mean": np.zeros(count, np.float32),
-                     "var": np.ones(count, np.float32)}
-            graph.initializer.extend(numpy_helper.from_array(np.ascontiguousarray(v, np.float32), f"{name}/{part}/{k}")
-                                     for k, v in fixed.items())
-            return helper.make_node("BatchNormalization", [inp, *(f"{name}/{part}/{k}" for k in fixed)],
-                                    [f"{name}/{part}"], name=f"{name}/{part}", epsilon=0.0)
-
         nodes += [helper.make_node("Relu", [x], [f"{name}/relu"], name=f"{name}/relu"),
-                  scaled(f"{name}/relu", 1 - slope, "positive"), scaled(x, slope, "linear"),
+                  scaled(f"{name}/relu", 1 - slope, f"{name}/positive"), scaled(x, slope, f"{name}/linear"),
                   helper.make_node("Add", [f"{name}/positive", f"{name}/linear"], [out], name=f"{name}/add")]
         rewritten += 1
     del graph.node[:]
     graph.node.extend(nodes)
     used = {name for node in nodes for name in node.input}
-    kept = [t for t in graph.initializer if t.name in used or t.name not in slopes]  # ONNX Runtime warns of each unused one
+    kept = [t for t in graph.initializer if t.name in used or t.name not in slopes]  # ONNX Runtime warns of unused ones
     del graph.initializer[:]
     graph.initializer.extend(kept)
     return rewritten
@@ -269,7 +271,7 @@ def carry_landmark_net(crop: dict, folder: Path, carried: dict) -> dict:
 
 def export_cache() -> Path:
     """Where model.runtime: onnx keeps the exports it makes ($XDG_CACHE_HOME/facematch/onnx)."""
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "facematch" / "onnx"
+    return user_cache("onnx")
 
 
 EXPORTS_KEPT = 8  # model.runtime: onnx's exports kept in export_cache(), the most recently used (make demo retrains)

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import bz2
 import hashlib
-import os
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from utils import FacematchError, atomic_write, package_file
+from utils import FacematchError, atomic_write, package_file, user_cache
 
 ALIGNMENTS = ("none", "similarity", "dlib")
 # The five-point template of ArcFace/insightface for 112×112 crops: eyes, nose tip, mouth
@@ -102,7 +101,7 @@ def predictor_file() -> Path:
         return package_file("face_recognition_models", "models", PREDICTOR)
     except FacematchError:
         pass
-    path = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "facematch" / "dlib" / PREDICTOR
+    path = user_cache("dlib") / PREDICTOR
     if not path.is_file():
         data = bz2.decompress(SHIPPED_PREDICTOR.read_bytes())
         if hashlib.sha256(data).hexdigest() != PREDICTOR_SHA256:

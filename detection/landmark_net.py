@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from utils import FacematchError, package_file
+from utils import FacematchError, package_file, user_cache
 
 VERSION = 1
 MEAN = np.array([0.485, 0.456, 0.406], np.float32)  # ImageNet's, as the backbone was trained
@@ -174,7 +174,7 @@ CONTENT = "sha256:"  # crop.landmark_net by content: sha256:<hex>, the file kept
 def content_store() -> Path:
     """Where the landmark networks that checkpoints and exports carry are kept, each under its content's sha256
     ($XDG_CACHE_HOME/facematch/landmark_nets)."""
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "facematch" / "landmark_nets"
+    return user_cache("landmark_nets")
 
 
 def keep(data: bytes) -> str:

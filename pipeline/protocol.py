@@ -20,7 +20,7 @@ from search.exact import cosine_distance, unit
 from search.retrieval import retrieve
 from runtime import EmbeddingSettings
 from search.retrieval_settings import RetrievalSettings
-from utils import TRAIN_INSTALL, DataError, get_logger
+from utils import TRAIN_INSTALL, DataError, get_logger, installed
 
 log = get_logger()
 
@@ -135,9 +135,7 @@ def draw_figures(name: str, report: dict, q_crops: list, g_crops: list, ranked: 
                  evaluate: EvaluateSettings) -> None:
     """The retrieval grid, the recall@k curve and the precision-recall curve of one evaluation; left out, saying so,
     where matplotlib is not installed (the inference install: pip install -e .)."""
-    import importlib.util
-
-    if importlib.util.find_spec("matplotlib") is None:
+    if not installed("matplotlib"):
         log.warning(f"figures left out: matplotlib is not installed here ({TRAIN_INSTALL} installs it)")
         return
     title = f"{name}: top-1 {report['top1']:.2f}, mAP {report['map']:.2f}"

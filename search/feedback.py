@@ -35,7 +35,7 @@ from typing import Callable
 import numpy as np
 
 from search.exact import unit
-from utils import lookup
+from utils import installed, lookup
 
 
 @dataclass(frozen=True)
@@ -281,14 +281,6 @@ NEEDS = {"svm": "sklearn", "mlp": "sklearn", "triplet": "torch"}
 def available_methods() -> list[str]:
     """The feedback methods this install can run (FEEDBACK's order): those of NEEDS whose package is not installed
     left out, without importing it."""
-    import importlib.util
-
-    def installed(package: str) -> bool:
-        try:
-            return importlib.util.find_spec(package) is not None
-        except (ImportError, ValueError):
-            return False
-
     return [m for m in FEEDBACK if m not in NEEDS or installed(NEEDS[m])]
 
 

@@ -361,6 +361,24 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_until_serving(url: str, proc, seconds: float = 120) -> None:
+    """Until the page's /api/info answers 200 at `url`; fails with the server's output if `proc` dies or time runs
+    out."""
+    import time
+
+    import httpx
+
+    deadline = time.time() + seconds
+    while True:
+        try:
+            if httpx.get(url + "/api/info", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert proc.poll() is None and time.time() < deadline, proc.stdout.read().decode()[-3000:]
+        time.sleep(0.2)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("signal_name", ["SIGTERM", "SIGKILL"])
 def test_no_uploaded_photo_outlives_the_process(tmp_path_factory, tmp_path, signal_name):
@@ -372,7 +390,6 @@ def test_no_uploaded_photo_outlives_the_process(tmp_path_factory, tmp_path, sign
     import signal
     import subprocess
     import sys
-    import time
     from pathlib import Path
 
     import httpx
@@ -389,15 +406,7 @@ def test_no_uploaded_photo_outlives_the_process(tmp_path_factory, tmp_path, sign
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                if httpx.get(url + "/api/info", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None and time.time() < deadline, proc.stdout.read().decode()[-3000:]
-            time.sleep(0.2)
+        wait_until_serving(url, proc)
         with httpx.Client(base_url=url, headers={"origin": url}, timeout=60) as page:
             face = (FACES / "one_face.jpg").read_bytes()
             assert page.post("/api/search", files={"photo": ("secret.jpg", face)}).status_code == 200

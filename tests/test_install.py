@@ -10,7 +10,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 import tomllib
 from pathlib import Path
 
@@ -186,7 +185,7 @@ def test_the_inference_install_in_its_own_venv_submits_builds_and_serves_the_pag
         inference_venv, exported, tmp_path):
     import httpx
 
-    from test_guards import free_port
+    from test_guards import free_port, wait_until_serving
 
     env = dict(os.environ, OMP_NUM_THREADS="1", XDG_CACHE_HOME=str(tmp_path / "xdg"))
     caches = [f"data.cache_dir={tmp_path / 'cache'}", f"data.embedding_cache={tmp_path / 'emb.sqlite'}"]
@@ -214,15 +213,7 @@ def test_the_inference_install_in_its_own_venv_submits_builds_and_serves_the_pag
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                if httpx.get(url + "/api/info", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert page.poll() is None and time.time() < deadline, page.stdout.read().decode()[-3000:]
-            time.sleep(0.2)
+        wait_until_serving(url, page)
         answer = httpx.post(url + "/api/search", files={"photo": (query.name, query.read_bytes())},
                             headers={"origin": url}, timeout=60)
     finally:
